@@ -1,0 +1,51 @@
+package boot
+
+// Hypercalls. The guest fills the per-CPU Hypercall block (anywhere in the
+// identity-mapped first 4 GiB) and executes `OUTL EAX, DX` with DX =
+// HypercallPort and EAX = the block's physical address. One port-I/O exit
+// costs about 26 µs on the development hosts, so every call carries a whole
+// request (a console buffer, not a byte).
+const HypercallPort = 0x0510
+
+// Hypercall numbers (Hypercall.Nr).
+const (
+	HCExit         = 1 // A0 = exit status; does not return
+	HCConsoleWrite = 2 // A0 = fd (1 or 2), A1 = buffer PA, A2 = length; Ret = bytes written
+	HCConsoleRead  = 3 // A1 = buffer PA, A2 = capacity; Ret = bytes, 0 = none yet, -1 = end of input
+	HCIdle         = 4 // A0 = deadline in guest ns since boot (0: none); returns on deadline, input or a host event
+	HCFaultAddr    = 5 // Ret = CR2 of the last page fault
+	HCCrash        = 6 // A0 = trap frame PA (TrapFrame), A1 = message PA, A2 = message length; does not return
+	HCMark         = 7 // A0 = mark id, A1 = guest TSC; the VMM records it (boot-time measurement)
+)
+
+// Idle results (Hypercall.Ret of HCIdle), a bit set.
+const (
+	IdleInput = 1 << iota // console input is available
+	IdleInterrupt
+)
+
+// Hypercall is the request block.
+type Hypercall struct {
+	Nr  uint64
+	A0  uint64
+	A1  uint64
+	A2  uint64
+	A3  uint64
+	Ret int64
+}
+
+// TrapFrame is the register save area the kernel's trap entry builds and
+// passes to HCCrash. Field order is fixed by the assembly.
+type TrapFrame struct {
+	R15, R14, R13, R12, R11, R10, R9, R8 uint64
+	RBP, RDI, RSI, RDX, RCX, RBX, RAX    uint64
+	Vector, ErrorCode                    uint64
+	RIP, CS, RFLAGS, RSP, SS             uint64
+	FSBase, GSBase, CR2                  uint64
+}
+
+// Exit statuses the VMM reports for guest failures, distinct from any
+// status a Go program exits with by itself (0-125).
+const (
+	ExitCrash = 125
+)

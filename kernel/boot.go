@@ -1,0 +1,228 @@
+package kernel
+
+import "github.com/amberos/amber/boot"
+
+// Facts from the boot information, fixed after kinit.
+var (
+	pvHypercalls bool // running under Amber's VMM: hypercalls are served
+	ramEnd       uintptr
+	pml4         uintptr
+	seed         [4]uint64
+	haveRDRAND   bool
+)
+
+// kinit runs on the boot stack before the Go runtime exists. It sets up
+// the kernel and builds the process stack that _rt0_amd64_linux expects,
+// returning its address.
+//
+//go:nosplit
+func kinit(startInfo uintptr) uintptr {
+	si := (*boot.StartInfo)(ptr(startInfo))
+	ai := (*boot.AmberInfo)(ptr(startInfo + boot.AmberInfoOffset))
+	if si.Magic != boot.StartInfoMagic {
+		kfatal("boot: no PVH start info")
+	}
+	if ai.Magic == boot.AmberInfoMagic && ai.ABIVersion == boot.ABIVersion {
+		pvHypercalls = ai.Flags&boot.AmberFlagHypercalls != 0
+		ramEnd = uintptr(ai.RAMEnd)
+		pml4 = uintptr(ai.PML4)
+		seed = ai.Seed
+		timeInit(ai.TSCHz, ai.BootTSC, ai.BootUnixNs)
+	} else {
+		kfatal("boot: not started by Amber's VMM (PVH boot is not supported yet)")
+	}
+	_, _, c, _ := cpuid(1, 0)
+	haveRDRAND = c&(1<<30) != 0
+
+	idtInit()
+	memInit(si)
+	threadsInit()
+	return buildProcessStack(si)
+}
+
+// idtInit points every IDT gate at its entry stub: trap gates (interrupt
+// masking is out of reach at CPL3), DPL3, selector 0x33, IST1 (IST2 for
+// double fault, NMI and machine check so they get a fresh stack).
+//
+//go:nosplit
+func idtInit() {
+	for v := 0; v < 256; v++ {
+		off := uint64(vectorTable[v])
+		ist := uint64(1)
+		if v == 2 || v == 8 || v == 18 {
+			ist = 2
+		}
+		lo := off&0xffff | uint64(boot.SelUserCode)<<16 | ist<<32 | uint64(0x80|0x60|0xf)<<40 | (off>>16&0xffff)<<48
+		*u64at(boot.IDTPA + uintptr(v)*16) = lo
+		*u64at(boot.IDTPA + uintptr(v)*16 + 8) = off >> 32
+	}
+}
+
+// Auxiliary vector keys the runtime reads.
+const (
+	atNull   = 0
+	atPagesz = 6
+	atRandom = 25
+	atSecure = 23
+	atUID    = 11
+	atEUID   = 12
+	atGID    = 13
+	atEGID   = 14
+	atHWCAP  = 16
+	atExecfn = 31
+)
+
+// buildProcessStack lays out argc, argv, envp and auxv at the top of the
+// main thread's stack, Linux-style, from the command line
+// (boot/cmdline.go): dotted KEY=VALUE tokens are kernel options, other
+// KEY=VALUE tokens the environment, tokens after "--" the arguments.
+//
+//go:nosplit
+func buildProcessStack(si *boot.StartInfo) uintptr {
+	var cmd []byte
+	if si.CmdlinePaddr != 0 {
+		p := uintptr(si.CmdlinePaddr)
+		n := uintptr(0)
+		for n < boot.MaxCmdline && *(*byte)(ptr(p + n)) != 0 {
+			n++
+		}
+		cmd = userBytes(p, n)
+	}
+	// Strings go at the top of the stack, growing down; pointers are
+	// collected in two arrays below them, then copied into place.
+	strTop := uintptr(boot.StackTop)
+	strs := userBytes(strTop-uintptr(len(cmd))-64, uintptr(len(cmd))+64)
+	strBase := strTop - uintptr(len(strs))
+	used := 0
+
+	const maxPtrs = 512
+	argvArea := strBase - maxPtrs*8*2 // two arrays of maxPtrs pointers
+	argv := (*[maxPtrs]uintptr)(ptr(argvArea))
+	envp := (*[maxPtrs]uintptr)(ptr(argvArea + maxPtrs*8))
+	argc, envc := 1, 0
+	argv0 := uintptr(0)
+	rest := cmd
+	afterDashes := false
+	for {
+		var tok []byte
+		var ok bool
+		tok, rest, ok = nextToken(rest, strs[used:])
+		if !ok {
+			break
+		}
+		start := strBase + uintptr(used)
+		used += len(tok) + 1
+		strs[used-1] = 0
+		switch {
+		case afterDashes:
+			if argc < maxPtrs-1 {
+				argv[argc] = start
+				argc++
+			}
+		case len(tok) == 2 && tok[0] == '-' && tok[1] == '-':
+			afterDashes = true
+			used -= 3
+		case isOption(tok):
+			if hasPrefix(tok, "amber.argv0=") {
+				argv0 = start + uintptr(len("amber.argv0="))
+			}
+		case indexByte(tok, '=') > 0:
+			if envc < maxPtrs-1 {
+				envp[envc] = start
+				envc++
+			}
+		default:
+			// A bare word before "--" is an argument too, as Linux does for init.
+			if argc < maxPtrs-1 {
+				argv[argc] = start
+				argc++
+			}
+		}
+	}
+	if argv0 == 0 {
+		name := "app"
+		argv0 = strBase + uintptr(used)
+		for i := 0; i < len(name); i++ {
+			strs[used] = name[i]
+			used++
+		}
+		strs[used] = 0
+		used++
+	}
+	argv[0] = argv0
+
+	// 16 random bytes for AT_RANDOM, below the pointer arrays.
+	random := (argvArea - 32) &^ 15
+	r0, r1 := randomU64(), randomU64()
+	*u64at(random) = r0
+	*u64at(random + 8) = r1
+
+	// The final layout, 16-byte aligned at argc.
+	words := uintptr(1+argc+1+envc+1) + 2*10
+	sp := (random - words*8) &^ 15
+	w := sp
+	*u64at(w) = uint64(argc)
+	w += 8
+	for i := 0; i < argc; i++ {
+		*u64at(w) = uint64(argv[i])
+		w += 8
+	}
+	*u64at(w) = 0
+	w += 8
+	for i := 0; i < envc; i++ {
+		*u64at(w) = uint64(envp[i])
+		w += 8
+	}
+	*u64at(w) = 0
+	w += 8
+	aux := [...]uint64{
+		atPagesz, boot.PageSize,
+		atRandom, uint64(random),
+		atSecure, 0,
+		atUID, 0, atEUID, 0, atGID, 0, atEGID, 0,
+		atExecfn, uint64(argv0),
+		atNull, 0,
+	}
+	for i := 0; i < len(aux); i++ {
+		*u64at(w) = aux[i]
+		w += 8
+	}
+	return sp
+}
+
+//go:nosplit
+func isOption(tok []byte) bool {
+	eq := indexByte(tok, '=')
+	if eq <= 0 {
+		return false
+	}
+	return indexByte(tok[:eq], '.') > 0
+}
+
+//go:nosplit
+func indexByte(b []byte, c byte) int {
+	for i := 0; i < len(b); i++ {
+		if b[i] == c {
+			return i
+		}
+	}
+	return -1
+}
+
+//go:nosplit
+func hasPrefix(b []byte, p string) bool {
+	if len(b) < len(p) {
+		return false
+	}
+	for i := 0; i < len(p); i++ {
+		if b[i] != p[i] {
+			return false
+		}
+	}
+	return true
+}
+
+//go:nosplit
+func nextToken(s, dst []byte) ([]byte, []byte, bool) {
+	return boot.NextToken(s, dst)
+}

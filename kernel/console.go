@@ -1,0 +1,139 @@
+package kernel
+
+import (
+	"unsafe"
+
+	"github.com/amberos/amber/boot"
+)
+
+// Console output. Under Amber's VMM a whole buffer goes out in one
+// hypercall (an exit costs ~26 µs here, so never one per byte); elsewhere
+// the 16550 UART at COM1 is driven byte by byte.
+
+// bounce is identity-mapped, so its virtual address is the physical
+// address the VMM reads. User buffers may live anywhere.
+var bounce [64 << 10]byte
+
+const (
+	com1     = 0x3f8
+	uartLSR  = 5
+	lsrTHRE  = 0x20
+	lsrReady = 0x01
+)
+
+//go:nosplit
+func consoleWrite(fd int, p []byte) {
+	for len(p) > 0 {
+		n := copy(bounce[:], p)
+		p = p[n:]
+		if pvHypercalls {
+			hcall(boot.HCConsoleWrite, uint64(fd), uint64(uintptr(unsafe.Pointer(&bounce[0]))), uint64(n))
+			continue
+		}
+		for i := 0; i < n; i++ {
+			for inb(com1+uartLSR)&lsrTHRE == 0 {
+			}
+			outb(com1, bounce[i])
+		}
+	}
+}
+
+// consoleRead returns input bytes if any are ready: n > 0 bytes, 0 none
+// yet, -1 end of input.
+//
+//go:nosplit
+func consoleRead(p []byte) int {
+	if !pvHypercalls {
+		n := 0
+		for n < len(p) && inb(com1+uartLSR)&lsrReady != 0 {
+			p[n] = inb(com1)
+			n++
+		}
+		return n
+	}
+	if len(p) > len(bounce) {
+		p = p[:len(bounce)]
+	}
+	n := hcall(boot.HCConsoleRead, 0, uint64(uintptr(unsafe.Pointer(&bounce[0]))), uint64(len(p)))
+	if n > 0 {
+		copy(p, bounce[:n])
+	}
+	return int(n)
+}
+
+// kprint writes a kernel message to the console (stderr).
+//
+//go:nosplit
+func kprint(s string) {
+	consoleWrite(2, unsafe.Slice(unsafe.StringData(s), len(s)))
+}
+
+//go:nosplit
+func kprintHex(v uint64) {
+	var b [18]byte
+	b[0], b[1] = '0', 'x'
+	for i := 0; i < 16; i++ {
+		b[17-i] = "0123456789abcdef"[v&15]
+		v >>= 4
+	}
+	consoleWrite(2, b[:])
+}
+
+//go:nosplit
+func kprintInt(v int64) {
+	var b [20]byte
+	i := len(b)
+	neg := v < 0
+	u := uint64(v)
+	if neg {
+		u = uint64(-v)
+	}
+	for {
+		i--
+		b[i] = byte('0' + u%10)
+		u /= 10
+		if u == 0 {
+			break
+		}
+	}
+	if neg {
+		i--
+		b[i] = '-'
+	}
+	consoleWrite(2, b[i:])
+}
+
+// kfatal reports a kernel bug and stops the VM with a crash report. It
+// never returns.
+//
+//go:nosplit
+func kfatal(msg string) {
+	if pvHypercalls {
+		hcall(boot.HCCrash, 0, uint64(uintptr(unsafe.Pointer(unsafe.StringData(msg)))), uint64(len(msg)))
+	}
+	kprint("amber: kernel panic: ")
+	kprint(msg)
+	kprint("\n")
+	exitVM(boot.ExitCrash)
+}
+
+// exitVM powers the VM off with an exit status.
+//
+//go:nosplit
+func exitVM(status int) {
+	if pvHypercalls {
+		hcall(boot.HCExit, uint64(status), 0, 0)
+	}
+	// QEMU's isa-debug-exit at 0xf4 exits with (v<<1)|1.
+	outb(0xf4, uint8(status))
+	for {
+	}
+}
+
+// Mark reports a named point in time to the VMM (used to measure boot:
+// `vmm run --boot-time`). A no-op outside Amber's VMM.
+func Mark(id uint64) {
+	if pvHypercalls {
+		hcall(boot.HCMark, id, rdtsc(), 0)
+	}
+}

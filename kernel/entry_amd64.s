@@ -1,0 +1,268 @@
+// The kernel's entry points: the first instruction of the guest, the
+// system-call entry that the rewritten runtime CALLs instead of executing
+// SYSCALL, the trap entry behind every IDT vector, and the context switch.
+// Everything here runs at CPL3 and uses only plain instructions.
+
+#include "textflag.h"
+
+// Per-CPU block, reached through GS (Go never uses GS). See percpu in cpu.go.
+#define CPU_KSTACK 0
+#define CPU_USERSP 8
+
+// sysFrame layout (frame.go).
+#define F_RAX 0
+#define F_RBX 8
+#define F_RCX 16
+#define F_RDX 24
+#define F_RSI 32
+#define F_RDI 40
+#define F_RBP 48
+#define F_R8 56
+#define F_R9 64
+#define F_R10 72
+#define F_R11 80
+#define F_R12 88
+#define F_R13 96
+#define F_R14 104
+#define F_R15 112
+#define F_RIP 120
+#define F_RSP 128
+#define FRAME_SIZE 144
+
+// start is the image's ELF entry. Both boot paths arrive here at CPL3 with
+// RBX = physical address of hvm_start_info and RSP on the boot stack.
+TEXT ·start(SB),NOSPLIT|NOFRAME,$0
+	// The ABI wrappers around Go functions load g from -8(FS): point FS at
+	// a zero word so that load is harmless before the runtime sets its TLS.
+	LEAQ	·bootTLS+8(SB), AX
+	WRFSBASEQ	AX
+	LEAQ	·cpu0(SB), AX
+	WRGSBASEQ	AX
+	ANDQ	$~15, SP
+	SUBQ	$16, SP
+	MOVQ	BX, 0(SP)
+	CALL	·kinit(SB)
+	MOVQ	8(SP), SP	// the process stack kinit built: argc, argv, envp, auxv
+	XORQ	DX, DX		// no atexit function
+	JMP	_rt0_amd64_linux(SB)
+
+// syscallEntry replaces every SYSCALL instruction of the runtime. It keeps
+// SYSCALL's contract exactly: return RIP in RCX, RCX and R11 clobbered, the
+// caller's stack untouched (so clone, rt_sigreturn and vfork work).
+TEXT ·syscallEntry(SB),NOSPLIT|NOFRAME,$0
+	POPQ	CX
+	JMP	syscallSave<>(SB)
+
+// lstarEntry is where a stray SYSCALL lands on shadow-paging hosts: still at
+// CPL3, RCX = return RIP, R11 = RFLAGS, RSP unchanged.
+TEXT ·lstarEntry(SB),NOSPLIT|NOFRAME,$0
+	JMP	syscallSave<>(SB)
+
+TEXT syscallSave<>(SB),NOSPLIT|NOFRAME,$0
+	MOVQ	SP, CPU_USERSP(GS)
+	MOVQ	CPU_KSTACK(GS), SP
+	SUBQ	$FRAME_SIZE, SP
+	MOVQ	AX, F_RAX(SP)
+	MOVQ	BX, F_RBX(SP)
+	MOVQ	DX, F_RDX(SP)
+	MOVQ	SI, F_RSI(SP)
+	MOVQ	DI, F_RDI(SP)
+	MOVQ	BP, F_RBP(SP)
+	MOVQ	R8, F_R8(SP)
+	MOVQ	R9, F_R9(SP)
+	MOVQ	R10, F_R10(SP)
+	MOVQ	R11, F_R11(SP)
+	MOVQ	R12, F_R12(SP)
+	MOVQ	R13, F_R13(SP)
+	MOVQ	R14, F_R14(SP)
+	MOVQ	R15, F_R15(SP)
+	MOVQ	CX, F_RIP(SP)
+	MOVQ	CPU_USERSP(GS), AX
+	MOVQ	AX, F_RSP(SP)
+	JMP	syscallBody<>(SB)
+
+// syscallBody runs the system call whose frame is at SP and returns to the
+// context the frame then holds.
+TEXT syscallBody<>(SB),NOSPLIT|NOFRAME,$0
+	MOVQ	SP, AX
+	SUBQ	$8, SP
+	MOVQ	AX, 0(SP)
+	// An indirect call on purpose: the linker's nosplit check would
+	// otherwise add the kernel's frames to those of every runtime function
+	// that makes a system call, though they run on the kernel stack.
+	MOVQ	$·dispatch(SB), AX
+	CALL	AX
+	ADDQ	$8, SP
+	JMP	syscallReturn<>(SB)
+
+TEXT syscallReturn<>(SB),NOSPLIT|NOFRAME,$0
+	// BP is restored from the frame below; reading it first tells vet's
+	// frame-pointer check that this frameless code does so on purpose.
+	MOVQ	BP, R11
+	MOVQ	F_RBX(SP), BX
+	MOVQ	F_RDX(SP), DX
+	MOVQ	F_RSI(SP), SI
+	MOVQ	F_RDI(SP), DI
+	MOVQ	F_RBP(SP), BP
+	MOVQ	F_R8(SP), R8
+	MOVQ	F_R9(SP), R9
+	MOVQ	F_R10(SP), R10
+	MOVQ	F_R11(SP), R11
+	MOVQ	F_R12(SP), R12
+	MOVQ	F_R13(SP), R13
+	MOVQ	F_R14(SP), R14
+	MOVQ	F_R15(SP), R15
+	MOVQ	F_RIP(SP), CX
+	MOVQ	F_RAX(SP), AX
+	MOVQ	F_RSP(SP), SP
+	JMP	CX
+
+// forkRet is where a new thread first runs: swtch "returns" here on the
+// thread's kernel stack, whose top holds the frame clone prepared.
+TEXT ·forkRet(SB),NOSPLIT|NOFRAME,$0
+	MOVQ	CPU_KSTACK(GS), SP
+	SUBQ	$FRAME_SIZE, SP
+	JMP	syscallReturn<>(SB)
+
+// func forkRetPC() uintptr
+TEXT ·forkRetPC(SB),NOSPLIT,$0-8
+	LEAQ	·forkRet(SB), AX
+	MOVQ	AX, ret+0(FP)
+	RET
+
+// func lstarEntryPC() uintptr
+TEXT ·lstarEntryPC(SB),NOSPLIT,$0-8
+	LEAQ	·lstarEntry(SB), AX
+	MOVQ	AX, ret+0(FP)
+	RET
+
+// func swtch(save *uintptr, next uintptr)
+// Saves the kernel stack pointer of the running thread in *save and
+// continues the thread whose kernel stack pointer is next. Go code assumes
+// every register but SP and BP is clobbered by a call, so those are all
+// there is to save.
+TEXT ·swtch(SB),NOSPLIT,$0-16
+	MOVQ	save+0(FP), AX
+	MOVQ	next+8(FP), BX
+	PUSHQ	BP
+	MOVQ	SP, 0(AX)
+	MOVQ	BX, SP
+	POPQ	BP
+	RET
+
+// trapCommon: the stub pushed the vector and an error code; the CPU pushed
+// SS, RSP, RFLAGS, CS, RIP. Build a boot.TrapFrame below them.
+TEXT ·trapCommon(SB),NOSPLIT|NOFRAME,$0
+	SUBQ	$120, SP
+	MOVQ	R15, 0(SP)
+	MOVQ	R14, 8(SP)
+	MOVQ	R13, 16(SP)
+	MOVQ	R12, 24(SP)
+	MOVQ	R11, 32(SP)
+	MOVQ	R10, 40(SP)
+	MOVQ	R9, 48(SP)
+	MOVQ	R8, 56(SP)
+	MOVQ	BP, 64(SP)
+	MOVQ	DI, 72(SP)
+	MOVQ	SI, 80(SP)
+	MOVQ	DX, 88(SP)
+	MOVQ	CX, 96(SP)
+	MOVQ	BX, 104(SP)
+	MOVQ	AX, 112(SP)
+	MOVQ	SP, AX
+	SUBQ	$16, SP
+	MOVQ	AX, 0(SP)
+	CALL	·trap(SB)
+	MOVQ	8(SP), AX
+	ADDQ	$16, SP
+	TESTQ	AX, AX
+	JNE	tosyscall
+	MOVQ	0(SP), R15
+	MOVQ	8(SP), R14
+	MOVQ	16(SP), R13
+	MOVQ	24(SP), R12
+	MOVQ	32(SP), R11
+	MOVQ	40(SP), R10
+	MOVQ	48(SP), R9
+	MOVQ	56(SP), R8
+	MOVQ	64(SP), BP
+	MOVQ	72(SP), DI
+	MOVQ	80(SP), SI
+	MOVQ	88(SP), DX
+	MOVQ	96(SP), CX
+	MOVQ	104(SP), BX
+	MOVQ	112(SP), AX
+	ADDQ	$136, SP	// registers, vector, error code
+	IRETQ
+tosyscall:
+	// The trap was a SYSCALL instruction (#UD with EFER.SCE clear): trap
+	// copied it into a system-call frame on the thread's kernel stack.
+	MOVQ	AX, SP
+	JMP	syscallBody<>(SB)
+
+// func hypercall(block uintptr)
+TEXT ·hypercall(SB),NOSPLIT,$0-8
+	MOVQ	block+0(FP), AX
+	MOVL	$0x510, DX
+	OUTL
+	RET
+
+// func outb(port uint16, v uint8)
+TEXT ·outb(SB),NOSPLIT,$0-3
+	MOVW	port+0(FP), DX
+	MOVB	v+2(FP), AX
+	OUTB
+	RET
+
+// func inb(port uint16) uint8
+TEXT ·inb(SB),NOSPLIT,$0-9
+	MOVW	port+0(FP), DX
+	INB
+	MOVB	AX, ret+8(FP)
+	RET
+
+// func rdtsc() uint64
+TEXT ·rdtsc(SB),NOSPLIT,$0-8
+	RDTSC
+	SHLQ	$32, DX
+	ORQ	DX, AX
+	MOVQ	AX, ret+0(FP)
+	RET
+
+// func rdrand() (v uint64, ok bool)
+TEXT ·rdrand(SB),NOSPLIT,$0-9
+	RDRANDQ	AX
+	SETCS	BL
+	MOVQ	AX, v+0(FP)
+	MOVB	BL, ok+8(FP)
+	RET
+
+// func wrfsbase(v uintptr)
+TEXT ·wrfsbase(SB),NOSPLIT,$0-8
+	MOVQ	v+0(FP), AX
+	WRFSBASEQ	AX
+	RET
+
+// func cpuid(leaf, sub uint32) (a, b, c, d uint32)
+TEXT ·cpuid(SB),NOSPLIT,$0-24
+	MOVL	leaf+0(FP), AX
+	MOVL	sub+4(FP), CX
+	CPUID
+	MOVL	AX, a+8(FP)
+	MOVL	BX, b+12(FP)
+	MOVL	CX, c+16(FP)
+	MOVL	DX, d+20(FP)
+	RET
+
+// func getCallerRegs() (sp, bp uintptr)
+TEXT ·getSPBP(SB),NOSPLIT,$0-16
+	MOVQ	SP, AX
+	MOVQ	AX, sp+0(FP)
+	MOVQ	BP, bp+8(FP)
+	RET
+
+// func imageEnd() uintptr
+TEXT ·imageEnd(SB),NOSPLIT,$0-8
+	LEAQ	runtime·end(SB), AX
+	MOVQ	AX, ret+0(FP)
+	RET

@@ -1,0 +1,251 @@
+package kernel
+
+import "github.com/amberos/amber/boot"
+
+// Memory. Guest RAM is identity-mapped by the boot page tables; the
+// runtime's mappings (the arena at 0xc000000000 and whatever it asks for
+// without a hint) get 4 KiB pages of their own from a physical page
+// allocator. Page-table changes only ever add mappings: on shadow-paging
+// hosts a changed or removed entry stays stale until the VMM flushes, so
+// munmap and MADV_DONTNEED keep their pages.
+
+const (
+	pteP        = 1 << 0
+	pteW        = 1 << 1
+	pteU        = 1 << 2
+	ptePS       = 1 << 7
+	pteAddrMask = 0x000f_ffff_ffff_f000
+
+	mmapBase  = 0x2000_0000_0000 // addresses chosen for mmap(NULL, ...)
+	mmapLimit = 0x20c0_0000_0000 // below the runtime's 33rd arena hint
+	userLimit = 0x7fff_ffff_f000
+
+	// lazyMin: anonymous mappings at least this large are filled on first
+	// touch instead of at mmap time. The runtime maps a 32 MiB heap index
+	// it touches at a handful of places; committing it eagerly would cost a
+	// quarter of a 128 MiB VM.
+	lazyMin   = 4 << 20
+	lazyChunk = 64 << 10
+	maxLazy   = 64
+)
+
+var (
+	physNext, physEnd uintptr // bump allocator over free RAM
+	mmapNext          uintptr = mmapBase
+	lazy              [maxLazy]struct{ start, end uintptr }
+	nlazy             int
+)
+
+// memInit hands the RAM after the image to the page allocator.
+//
+//go:nosplit
+func memInit(si *boot.StartInfo) {
+	free := (imageEnd() + boot.PageSize - 1) &^ (boot.PageSize - 1)
+	if free < boot.LowIdentity {
+		free = boot.LowIdentity
+	}
+	physNext = free
+	physEnd = ramEnd
+	if physNext >= physEnd {
+		kfatal("boot: no memory after the image")
+	}
+}
+
+//go:nosplit
+func imageEnd() uintptr
+
+// allocPage returns a zeroed physical page, or 0 when memory is exhausted.
+// Pages never handed out are still zero from the VMM; nothing is freed yet.
+//
+//go:nosplit
+func allocPage() uintptr {
+	if physNext+boot.PageSize > physEnd {
+		return 0
+	}
+	p := physNext
+	physNext += boot.PageSize
+	return p
+}
+
+//go:nosplit
+func freeBytes() uintptr { return physEnd - physNext }
+
+// pte returns the address of the page-table entry for va, creating the
+// intermediate tables. 0 means out of memory, 1 that va lies in a
+// 2 MiB identity mapping.
+//
+//go:nosplit
+func pte(va uintptr) uintptr {
+	table := pml4
+	for level := 3; level > 0; level-- {
+		idx := (va >> (12 + 9*uint(level))) & 511
+		e := u64at(table + idx*8)
+		if *e&pteP == 0 {
+			pg := allocPage()
+			if pg == 0 {
+				return 0
+			}
+			clearPage(pg)
+			*e = uint64(pg) | pteP | pteW | pteU
+		} else if *e&ptePS != 0 {
+			return 1
+		}
+		table = uintptr(*e & pteAddrMask)
+	}
+	return table + ((va>>12)&511)*8
+}
+
+//go:nosplit
+func clearPage(pa uintptr) {
+	p := (*[boot.PageSize / 8]uint64)(ptr(pa))
+	for i := range p {
+		p[i] = 0
+	}
+}
+
+// mapRange backs [va, va+n) with fresh pages where nothing is mapped yet.
+//
+//go:nosplit
+func mapRange(va, n uintptr) bool {
+	end := va + n
+	for a := va &^ (boot.PageSize - 1); a < end; a += boot.PageSize {
+		e := pte(a)
+		if e == 0 {
+			return false
+		}
+		if e == 1 || *u64at(e)&pteP != 0 {
+			continue
+		}
+		pg := allocPage()
+		if pg == 0 {
+			return false
+		}
+		*u64at(e) = uint64(pg) | pteP | pteW | pteU
+	}
+	return true
+}
+
+// virtToPhys translates a mapped address, or returns 0.
+//
+//go:nosplit
+func virtToPhys(va uintptr) uintptr {
+	table := pml4
+	for level := 3; level >= 0; level-- {
+		idx := (va >> (12 + 9*uint(level))) & 511
+		e := *u64at(table + idx*8)
+		if e&pteP == 0 {
+			return 0
+		}
+		if level == 0 || e&ptePS != 0 {
+			size := uintptr(1) << (12 + 9*uint(level))
+			return uintptr(e&pteAddrMask)&^(size-1) | va&(size-1)
+		}
+		table = uintptr(e & pteAddrMask)
+	}
+	return 0
+}
+
+// mmap flags and protections (linux/mman.h).
+const (
+	protNone     = 0
+	mapShared    = 0x01
+	mapPrivate   = 0x02
+	mapFixed     = 0x10
+	mapAnonymous = 0x20
+	mapNoreplace = 0x100000
+	mapPopulate  = 0x8000
+)
+
+//go:nosplit
+func sysMmap(f *sysFrame) int64 {
+	addr, length, prot, flags := uintptr(f.rdi), uintptr(f.rsi), f.rdx, f.r10
+	if length == 0 || addr&(boot.PageSize-1) != 0 {
+		return -eINVAL
+	}
+	if flags&mapAnonymous == 0 {
+		return -eNODEV // file mappings come with the file system
+	}
+	length = (length + boot.PageSize - 1) &^ (boot.PageSize - 1)
+	if addr+length < addr || addr+length > userLimit {
+		if flags&mapFixed != 0 {
+			return -eINVAL
+		}
+		addr = 0
+	}
+	if addr != 0 && addr < ramEnd && addr+length > boot.NullGuard {
+		// Hints into RAM's identity range cannot be honoured.
+		if flags&mapFixed != 0 {
+			return -eINVAL
+		}
+		addr = 0
+	}
+	if addr == 0 {
+		if mmapNext+length > mmapLimit {
+			return -eNOMEM
+		}
+		addr = mmapNext
+		mmapNext += length
+	} else if addr >= mmapBase && addr < mmapLimit && addr+length > mmapNext {
+		mmapNext = addr + length
+	}
+	if prot == protNone {
+		return int64(addr) // a reservation: committed later with MAP_FIXED
+	}
+	if flags&mapFixed == 0 && length >= lazyMin && nlazy < maxLazy {
+		lazy[nlazy].start, lazy[nlazy].end = addr, addr+length
+		nlazy++
+		return int64(addr)
+	}
+	if !mapRange(addr, length) {
+		return -eNOMEM
+	}
+	return int64(addr)
+}
+
+// lazyFault maps the chunk around a first touch of a lazy mapping.
+//
+//go:nosplit
+func lazyFault(addr uintptr) bool {
+	for i := 0; i < nlazy; i++ {
+		l := &lazy[i]
+		if addr >= l.start && addr < l.end {
+			a := addr &^ (lazyChunk - 1)
+			if a < l.start {
+				a = l.start
+			}
+			n := uintptr(lazyChunk)
+			if a+n > l.end {
+				n = l.end - a
+			}
+			return mapRange(a, n)
+		}
+	}
+	return false
+}
+
+//go:nosplit
+func sysMunmap(f *sysFrame) int64 {
+	if f.rdi&(boot.PageSize-1) != 0 || f.rsi == 0 {
+		return -eINVAL
+	}
+	return 0
+}
+
+//go:nosplit
+func sysMprotect(f *sysFrame) int64 {
+	if f.rdi&(boot.PageSize-1) != 0 {
+		return -eINVAL
+	}
+	if f.rdx != protNone {
+		if !mapRange(uintptr(f.rdi), uintptr(f.rsi)) {
+			return -eNOMEM
+		}
+	}
+	return 0
+}
+
+//go:nosplit
+func sysMadvise(f *sysFrame) int64 { return 0 }
+
+//go:nosplit
+func sysBrk(f *sysFrame) int64 { return 0 }

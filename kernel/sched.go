@@ -1,0 +1,352 @@
+package kernel
+
+import "unsafe"
+
+// Threads. The runtime's threads (3-5 for most programs) share the one
+// vCPU. A thread runs until it blocks in a system call (futex, sleep,
+// epoll, console input) or yields; then the next runnable thread, round
+// robin, continues where it blocked. With none runnable the vCPU idles in
+// the VMM until the earliest deadline or an input event: tickless.
+
+const (
+	maxThreads = 128
+	kstackSize = 16 << 10
+)
+
+// Thread states.
+const (
+	tFree = iota
+	tRunnable
+	tBlocked
+	tDead // exited; its kernel stack is reusable once another thread runs
+)
+
+// What a blocked thread waits for.
+const (
+	waitSleep = iota + 1
+	waitFutex
+	waitPoll  // epoll or eventfd: woken by any readiness change
+	waitInput // console input
+)
+
+// Why a blocked thread woke.
+const (
+	wokeEvent = iota + 1
+	wokeTimeout
+)
+
+type thread struct {
+	state    int
+	tid      int64
+	ksp      uintptr // kernel stack pointer while switched out
+	fsbase   uintptr
+	waitKind int
+	waitAddr uintptr
+	deadline int64 // ns since boot; 0: none
+	woke     int
+	sigmask  uint64
+	altSP    uintptr
+	altSize  uintptr
+	altFlags int32
+}
+
+var (
+	threads [maxThreads]thread
+	kstacks [maxThreads][kstackSize]byte
+	nextTid int64 = 2 // the main thread is tid 1 = pid
+	nlive   int
+)
+
+//go:nosplit
+func kstackTop(i int) uintptr {
+	return uintptr(unsafe.Pointer(&kstacks[i])) + kstackSize
+}
+
+//go:nosplit
+func threadsInit() {
+	t := &threads[0]
+	t.state = tRunnable
+	t.tid = 1
+	t.fsbase = uintptr(unsafe.Pointer(&bootTLS[1]))
+	t.altFlags = ssDisable
+	nlive = 1
+	cpu0.cur = 0
+	cpu0.kstackTop = kstackTop(0)
+}
+
+//go:nosplit
+func cur() *thread { return &threads[cpu0.cur] }
+
+// block puts the running thread to sleep until wake or the deadline (ns
+// since boot, 0 for none) and reports why it woke.
+//
+//go:nosplit
+func block(kind int, addr uintptr, deadline int64) int {
+	t := cur()
+	t.state = tBlocked
+	t.waitKind = kind
+	t.waitAddr = addr
+	t.deadline = deadline
+	t.woke = 0
+	schedule()
+	return t.woke
+}
+
+//go:nosplit
+func wake(i int, why int) {
+	t := &threads[i]
+	if t.state == tBlocked {
+		t.state = tRunnable
+		t.woke = why
+		t.waitKind = 0
+	}
+}
+
+// wakeAll wakes every thread blocked for kind.
+//
+//go:nosplit
+func wakeAll(kind int) {
+	for i := range threads {
+		if threads[i].state == tBlocked && threads[i].waitKind == kind {
+			wake(i, wokeEvent)
+		}
+	}
+}
+
+// expireTimers wakes the threads whose deadline has passed and returns
+// the earliest deadline still pending (0: none).
+//
+//go:nosplit
+func expireTimers(now int64) int64 {
+	next := int64(0)
+	for i := range threads {
+		t := &threads[i]
+		if t.state != tBlocked || t.deadline == 0 {
+			continue
+		}
+		if t.deadline <= now {
+			wake(i, wokeTimeout)
+		} else if next == 0 || t.deadline < next {
+			next = t.deadline
+		}
+	}
+	return next
+}
+
+// schedule runs other threads until the calling thread is runnable and
+// chosen again. The caller has set its own state.
+//
+//go:nosplit
+func schedule() {
+	for {
+		expireTimers(nanotime())
+		me := cpu0.cur
+		for k := 1; k <= maxThreads; k++ {
+			i := (me + k) % maxThreads
+			if threads[i].state == tRunnable {
+				if i != me {
+					switchTo(i)
+				}
+				return
+			}
+		}
+		idle()
+	}
+}
+
+// idle waits in the VMM for the earliest deadline or input.
+//
+//go:nosplit
+func idle() {
+	next := expireTimers(nanotime())
+	for i := range threads {
+		if threads[i].state == tRunnable {
+			return
+		}
+	}
+	input := false
+	for i := range threads {
+		if threads[i].state == tBlocked && (threads[i].waitKind == waitInput || threads[i].waitKind == waitPoll) {
+			input = true
+		}
+	}
+	if next == 0 && !input {
+		kfatal("deadlock: every thread is blocked with nothing to wake it")
+	}
+	if r := idleWait(next); r&idleInput != 0 {
+		wakeAll(waitInput)
+		wakeAll(waitPoll)
+	}
+}
+
+// switchTo continues thread i; it returns when the caller is continued.
+//
+//go:nosplit
+func switchTo(i int) {
+	prev := cpu0.cur
+	next := &threads[i]
+	cpu0.cur = i
+	cpu0.kstackTop = kstackTop(i)
+	wrfsbase(next.fsbase)
+	swtch(&threads[prev].ksp, next.ksp)
+}
+
+// clone flags (linux/sched.h).
+const (
+	cloneVM            = 0x100
+	cloneFS            = 0x200
+	cloneFiles         = 0x400
+	cloneSighand       = 0x800
+	cloneThread        = 0x10000
+	cloneSettls        = 0x80000
+	cloneParentSettid  = 0x100000
+	cloneChildCleartid = 0x200000
+	cloneChildSettid   = 0x1000000
+)
+
+// sysClone creates a thread. Only threads of this process: there is one
+// address space and no fork.
+//
+//go:nosplit
+func sysClone(f *sysFrame) int64 {
+	flags, stack, ptid, tls := f.rdi, uintptr(f.rsi), uintptr(f.rdx), uintptr(f.r8)
+	if flags&(cloneVM|cloneThread|cloneSighand) != cloneVM|cloneThread|cloneSighand {
+		return -eNOSYS
+	}
+	i := -1
+	for j := range threads {
+		if j != cpu0.cur && (threads[j].state == tFree || threads[j].state == tDead) {
+			i = j
+			break
+		}
+	}
+	if i < 0 {
+		return -eAGAIN
+	}
+	t := &threads[i]
+	*t = thread{}
+	t.tid = nextTid
+	nextTid++
+	t.sigmask = cur().sigmask
+	t.altFlags = ssDisable
+	t.fsbase = cur().fsbase
+	if flags&cloneSettls != 0 {
+		t.fsbase = tls
+	}
+	// The child returns from the same call with RAX = 0 on its own stack.
+	top := kstackTop(i)
+	child := (*sysFrame)(ptr(top - frameSize))
+	*child = *f
+	child.rax = 0
+	if stack != 0 {
+		child.rsp = uint64(stack)
+	}
+	// swtch pops BP and returns: make it return into forkRet.
+	*u64at(top - frameSize - 8) = uint64(forkRetPC())
+	*u64at(top - frameSize - 16) = 0
+	t.ksp = top - frameSize - 16
+	if flags&cloneParentSettid != 0 && ptid != 0 {
+		*(*int32)(ptr(ptid)) = int32(t.tid)
+	}
+	t.state = tRunnable
+	nlive++
+	return t.tid
+}
+
+//go:nosplit
+func sysExit(f *sysFrame) int64 {
+	t := cur()
+	t.state = tDead
+	nlive--
+	if nlive == 0 {
+		exitVM(int(f.rdi & 0xff))
+	}
+	schedule()
+	kfatal("exited thread continued")
+	return 0
+}
+
+//go:nosplit
+func sysExitGroup(f *sysFrame) int64 {
+	exitVM(int(f.rdi & 0xff))
+	return 0
+}
+
+//go:nosplit
+func sysSchedYield(f *sysFrame) int64 {
+	schedule()
+	return 0
+}
+
+//go:nosplit
+func sysGettid(f *sysFrame) int64 { return cur().tid }
+
+//go:nosplit
+func sysGetpid(f *sysFrame) int64 { return 1 }
+
+//go:nosplit
+func sysGetppid(f *sysFrame) int64 { return 0 }
+
+//go:nosplit
+func sysSetTidAddress(f *sysFrame) int64 { return cur().tid }
+
+// futex operations (linux/futex.h).
+const (
+	futexWait        = 0
+	futexWake        = 1
+	futexPrivateFlag = 128
+	futexClockRT     = 256
+)
+
+//go:nosplit
+func sysFutex(f *sysFrame) int64 {
+	addr, op, val := uintptr(f.rdi), f.rsi&^(futexPrivateFlag|futexClockRT), uint32(f.rdx)
+	if addr&3 != 0 || addr == 0 {
+		return -eINVAL
+	}
+	switch op {
+	case futexWait:
+		if *u32at(addr) != val {
+			return -eAGAIN
+		}
+		deadline := int64(0)
+		if f.r10 != 0 {
+			ts := (*timespec)(ptr(uintptr(f.r10)))
+			if ts.nsec < 0 || ts.nsec >= 1e9 || ts.sec < 0 {
+				return -eINVAL
+			}
+			deadline = nanotime() + ts.ns()
+			if deadline == 0 {
+				deadline = 1
+			}
+		}
+		if block(waitFutex, addr, deadline) == wokeTimeout {
+			return -eTIMEDOUT
+		}
+		return 0
+	case futexWake:
+		n := int64(0)
+		for i := range threads {
+			if n >= int64(val) {
+				break
+			}
+			t := &threads[i]
+			if t.state == tBlocked && t.waitKind == waitFutex && t.waitAddr == addr {
+				wake(i, wokeEvent)
+				n++
+			}
+		}
+		return n
+	}
+	return -eNOSYS
+}
+
+//go:nosplit
+func sysSchedGetaffinity(f *sysFrame) int64 {
+	size, mask := uintptr(f.rsi), uintptr(f.rdx)
+	if size < 8 || mask == 0 {
+		return -eINVAL
+	}
+	*u64at(mask) = 1 // one vCPU
+	return 8
+}

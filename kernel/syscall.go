@@ -1,0 +1,479 @@
+package kernel
+
+import (
+	"unsafe"
+
+	"github.com/amberos/amber/boot"
+)
+
+// System-call numbers served here (x86-64 Linux).
+const (
+	sysRead            = 0
+	sysWrite           = 1
+	sysOpen            = 2
+	sysClose           = 3
+	sysStat            = 4
+	sysFstat           = 5
+	sysLstat           = 6
+	sysLseek           = 8
+	sysMmapNr          = 9
+	sysMprotectNr      = 10
+	sysMunmapNr        = 11
+	sysBrkNr           = 12
+	sysRtSigaction     = 13
+	sysRtSigprocmask   = 14
+	sysRtSigreturn     = 15
+	sysIoctl           = 16
+	sysPread64         = 17
+	sysPwrite64        = 18
+	sysReadv           = 19
+	sysWritev          = 20
+	sysAccess          = 21
+	sysSchedYieldNr    = 24
+	sysMadviseNr       = 28
+	sysNanosleepNr     = 35
+	sysGetpidNr        = 39
+	sysCloneNr         = 56
+	sysExitNr          = 60
+	sysWait4           = 61
+	sysKill            = 62
+	sysUname           = 63
+	sysFcntl           = 72
+	sysGetcwd          = 79
+	sysReadlink        = 89
+	sysGettimeofdayNr  = 96
+	sysGetuid          = 102
+	sysGetgid          = 104
+	sysGeteuid         = 107
+	sysGetegid         = 108
+	sysGetppidNr       = 110
+	sysSigaltstack     = 131
+	sysPrctl           = 157
+	sysArchPrctl       = 158
+	sysGettidNr        = 186
+	sysTkill           = 200
+	sysTimeNr          = 201
+	sysFutexNr         = 202
+	sysSchedGetaffNr   = 204
+	sysEpollCreate     = 213
+	sysSetTidAddrNr    = 218
+	sysClockGettimeNr  = 228
+	sysClockGetresNr   = 229
+	sysClockNanosleepN = 230
+	sysExitGroupNr     = 231
+	sysEpollWait       = 232
+	sysEpollCtl        = 233
+	sysTgkill          = 234
+	sysOpenat          = 257
+	sysNewfstatat      = 262
+	sysReadlinkat      = 267
+	sysFaccessat       = 269
+	sysEpollPwait      = 281
+	sysEventfd2        = 290
+	sysEpollCreate1    = 291
+	sysPrlimit64       = 302
+	sysGetrandom       = 318
+	sysRseq            = 334
+	sysFaccessat2      = 439
+	sysEpollPwait2     = 441
+	nsys               = 512
+)
+
+type sysHandler func(*sysFrame) int64
+
+// sysTable is filled in statically by the linker (top-level functions in
+// a composite literal need no init code): the runtime's first system call
+// arrives before any package is initialized.
+var sysTable = [nsys]sysHandler{
+	sysRead:            sysReadFn,
+	sysWrite:           sysWriteFn,
+	sysOpen:            sysOpenFn,
+	sysClose:           sysCloseFn,
+	sysStat:            sysStatPathFn,
+	sysFstat:           sysFstatFn,
+	sysLstat:           sysStatPathFn,
+	sysLseek:           sysLseekFn,
+	sysMmapNr:          sysMmap,
+	sysMprotectNr:      sysMprotect,
+	sysMunmapNr:        sysMunmap,
+	sysBrkNr:           sysBrk,
+	sysRtSigaction:     sysRtSigactionFn,
+	sysRtSigprocmask:   sysRtSigprocmaskFn,
+	sysIoctl:           sysIoctlFn,
+	sysPread64:         sysPreadFn,
+	sysReadv:           sysReadvFn,
+	sysWritev:          sysWritevFn,
+	sysAccess:          sysAccessFn,
+	sysSchedYieldNr:    sysSchedYield,
+	sysMadviseNr:       sysMadvise,
+	sysNanosleepNr:     sysNanosleep,
+	sysGetpidNr:        sysGetpid,
+	sysCloneNr:         sysClone,
+	sysExitNr:          sysExit,
+	sysWait4:           sysWait4Fn,
+	sysKill:            sysKillFn,
+	sysUname:           sysUnameFn,
+	sysFcntl:           sysFcntlFn,
+	sysGetcwd:          sysGetcwdFn,
+	sysReadlink:        sysReadlinkFn,
+	sysGettimeofdayNr:  sysGettimeofday,
+	sysGetuid:          sysZero,
+	sysGetgid:          sysZero,
+	sysGeteuid:         sysZero,
+	sysGetegid:         sysZero,
+	sysGetppidNr:       sysGetppid,
+	sysSigaltstack:     sysSigaltstackFn,
+	sysPrctl:           sysPrctlFn,
+	sysArchPrctl:       sysArchPrctlFn,
+	sysGettidNr:        sysGettid,
+	sysTkill:           sysTkillFn,
+	sysTimeNr:          sysTime,
+	sysFutexNr:         sysFutex,
+	sysSchedGetaffNr:   sysSchedGetaffinity,
+	sysEpollCreate:     sysEpollCreateFn,
+	sysSetTidAddrNr:    sysSetTidAddress,
+	sysClockGettimeNr:  sysClockGettime,
+	sysClockGetresNr:   sysClockGetres,
+	sysClockNanosleepN: sysClockNanosleep,
+	sysExitGroupNr:     sysExitGroup,
+	sysEpollWait:       sysEpollWaitFn,
+	sysEpollCtl:        sysEpollCtlFn,
+	sysTgkill:          sysTgkillFn,
+	sysOpenat:          sysOpenatFn,
+	sysNewfstatat:      sysNewfstatatFn,
+	sysReadlinkat:      sysReadlinkatFn,
+	sysFaccessat:       sysFaccessatFn,
+	sysEpollPwait:      sysEpollPwaitFn,
+	sysEventfd2:        sysEventfd2Fn,
+	sysEpollCreate1:    sysEpollCreate1Fn,
+	sysPrlimit64:       sysPrlimit64Fn,
+	sysGetrandom:       sysGetrandomFn,
+	sysFaccessat2:      sysFaccessatFn,
+	sysEpollPwait2:     sysEpollPwait2Fn,
+}
+
+// reported remembers which unimplemented calls were already named.
+var reported [nsys]bool
+
+// dispatch serves the system call in f and leaves the result in f.rax.
+// Called from entry_amd64.s on the thread's kernel stack.
+//
+//go:nosplit
+func dispatch(f *sysFrame) {
+	nr := f.rax
+	if nr < nsys {
+		if h := sysTable[nr]; h != nil {
+			f.rax = uint64(h(f))
+			return
+		}
+		if !reported[nr] {
+			reported[nr] = true
+			kprint("amber: unimplemented system call ")
+			if nr < uint64(len(sysNames)) && sysNames[nr] != "" {
+				kprint(sysNames[nr])
+			} else {
+				kprintInt(int64(nr))
+			}
+			kprint(" (ENOSYS)\n")
+		}
+	}
+	f.rax = ^uint64(eNOSYS - 1)
+}
+
+//go:nosplit
+func sysZero(f *sysFrame) int64 { return 0 }
+
+const (
+	archSetFS = 0x1002
+	archGetFS = 0x1003
+)
+
+//go:nosplit
+func sysArchPrctlFn(f *sysFrame) int64 {
+	switch f.rdi {
+	case archSetFS:
+		cur().fsbase = uintptr(f.rsi)
+		wrfsbase(uintptr(f.rsi))
+		return 0
+	case archGetFS:
+		*u64at(uintptr(f.rsi)) = uint64(cur().fsbase)
+		return 0
+	}
+	return -eINVAL
+}
+
+//go:nosplit
+func sysPrctlFn(f *sysFrame) int64 { return -eINVAL }
+
+//go:nosplit
+func sysWait4Fn(f *sysFrame) int64 { return -eCHILD }
+
+// uname: Linux-compatible answers; programs parse the release.
+//
+//go:nosplit
+func sysUnameFn(f *sysFrame) int64 {
+	if f.rdi == 0 {
+		return -eFAULT
+	}
+	u := userBytes(uintptr(f.rdi), 6*65)
+	for i := range u {
+		u[i] = 0
+	}
+	fields := [...]string{"Linux", "amber", "6.1.0-amber", "#1 SMP Amber", "x86_64", "(none)"}
+	for i, s := range fields {
+		copy(u[i*65:i*65+64], s)
+	}
+	return 0
+}
+
+//go:nosplit
+func sysGetcwdFn(f *sysFrame) int64 {
+	if f.rsi < 2 {
+		return -eRANGE
+	}
+	b := userBytes(uintptr(f.rdi), 2)
+	b[0], b[1] = '/', 0
+	return 2
+}
+
+type rlimit struct{ cur, max uint64 }
+
+const (
+	rlimitStack  = 3
+	rlimitNofile = 7
+	rlimInfinity = ^uint64(0)
+)
+
+var rlimits [16]rlimit
+
+//go:nosplit
+func sysPrlimit64Fn(f *sysFrame) int64 {
+	pid, res, newp, oldp := f.rdi, f.rsi, uintptr(f.rdx), uintptr(f.r10)
+	if pid != 0 && pid != 1 {
+		return -eSRCH
+	}
+	if res >= uint64(len(rlimits)) {
+		return -eINVAL
+	}
+	l := &rlimits[res]
+	if l.cur == 0 && l.max == 0 {
+		switch res {
+		case rlimitNofile:
+			l.cur, l.max = maxFiles, maxFiles
+		case rlimitStack:
+			l.cur, l.max = 8<<20, rlimInfinity
+		default:
+			l.cur, l.max = rlimInfinity, rlimInfinity
+		}
+	}
+	if oldp != 0 {
+		*(*rlimit)(ptr(oldp)) = *l
+	}
+	if newp != 0 {
+		n := (*rlimit)(ptr(newp))
+		if n.cur > n.max {
+			return -eINVAL
+		}
+		*l = *n
+	}
+	return 0
+}
+
+//go:nosplit
+func randomU64() uint64 {
+	if haveRDRAND {
+		for i := 0; i < 16; i++ {
+			if v, ok := rdrand(); ok {
+				return v
+			}
+		}
+	}
+	// splitmix64 over the VMM's seed and the TSC.
+	seed[0] += 0x9e3779b97f4a7c15 ^ rdtsc()
+	z := seed[0] ^ seed[1]
+	z = (z ^ z>>30) * 0xbf58476d1ce4e5b9
+	z = (z ^ z>>27) * 0x94d049bb133111eb
+	return z ^ z>>31
+}
+
+//go:nosplit
+func sysGetrandomFn(f *sysFrame) int64 {
+	b := userBytes(uintptr(f.rdi), uintptr(f.rsi))
+	for i := 0; i < len(b); i += 8 {
+		v := randomU64()
+		for j := 0; j < 8 && i+j < len(b); j++ {
+			b[i+j] = byte(v >> (8 * j))
+		}
+	}
+	return int64(len(b))
+}
+
+// Signals: dispositions and masks are recorded; delivery comes with the
+// signal work. A signal whose disposition is the default "terminate"
+// action ends the VM with status 128+n, as a shell reports it.
+const (
+	nsig      = 65
+	sigDfl    = 0
+	sigIgn    = 1
+	sigKill   = 9
+	sigStop   = 19
+	sigChld   = 17
+	sigCont   = 18
+	sigURG    = 23
+	sigWinch  = 28
+	ssDisable = 2
+)
+
+type sigaction struct {
+	handler  uint64
+	flags    uint64
+	restorer uint64
+	mask     uint64
+}
+
+var sigactions [nsig]sigaction
+
+//go:nosplit
+func sysRtSigactionFn(f *sysFrame) int64 {
+	sig, act, old := f.rdi, uintptr(f.rsi), uintptr(f.rdx)
+	if sig == 0 || sig >= nsig {
+		return -eINVAL
+	}
+	if old != 0 {
+		*(*sigaction)(ptr(old)) = sigactions[sig]
+	}
+	if act != 0 {
+		if sig == sigKill || sig == sigStop {
+			return -eINVAL
+		}
+		sigactions[sig] = *(*sigaction)(ptr(act))
+	}
+	return 0
+}
+
+//go:nosplit
+func sysRtSigprocmaskFn(f *sysFrame) int64 {
+	how, set, old := f.rdi, uintptr(f.rsi), uintptr(f.rdx)
+	t := cur()
+	if old != 0 {
+		*u64at(old) = t.sigmask
+	}
+	if set != 0 {
+		s := *u64at(set)
+		switch how {
+		case 0: // SIG_BLOCK
+			t.sigmask |= s
+		case 1: // SIG_UNBLOCK
+			t.sigmask &^= s
+		case 2: // SIG_SETMASK
+			t.sigmask = s
+		default:
+			return -eINVAL
+		}
+	}
+	return 0
+}
+
+type stackT struct {
+	sp    uint64
+	flags int32
+	_     int32
+	size  uint64
+}
+
+//go:nosplit
+func sysSigaltstackFn(f *sysFrame) int64 {
+	ss, old := uintptr(f.rdi), uintptr(f.rsi)
+	t := cur()
+	if old != 0 {
+		o := (*stackT)(ptr(old))
+		o.sp, o.flags, o.size = uint64(t.altSP), t.altFlags, uint64(t.altSize)
+	}
+	if ss != 0 {
+		n := (*stackT)(ptr(ss))
+		t.altSP, t.altFlags, t.altSize = uintptr(n.sp), n.flags, uintptr(n.size)
+	}
+	return 0
+}
+
+// defaultTerminates reports whether sig's default action ends the process.
+//
+//go:nosplit
+func defaultTerminates(sig uint64) bool {
+	switch sig {
+	case sigChld, sigCont, sigURG, sigWinch, sigStop, 20, 21, 22:
+		return false
+	}
+	return true
+}
+
+// signal sends sig to the process; see the comment on the signal constants.
+//
+//go:nosplit
+func signal(sig uint64) int64 {
+	if sig == 0 {
+		return 0
+	}
+	if sig >= nsig {
+		return -eINVAL
+	}
+	h := sigactions[sig].handler
+	if sig == sigKill || h == sigDfl && defaultTerminates(sig) {
+		exitVM(128 + int(sig))
+	}
+	return 0
+}
+
+//go:nosplit
+func sysKillFn(f *sysFrame) int64 {
+	if int64(f.rdi) != 1 && int64(f.rdi) != 0 && int64(f.rdi) != -1 {
+		return -eSRCH
+	}
+	return signal(f.rsi)
+}
+
+//go:nosplit
+func sysTgkillFn(f *sysFrame) int64 {
+	if f.rdi != 1 || !tidExists(int64(f.rsi)) {
+		return -eSRCH
+	}
+	return signal(f.rdx)
+}
+
+//go:nosplit
+func sysTkillFn(f *sysFrame) int64 {
+	if !tidExists(int64(f.rdi)) {
+		return -eSRCH
+	}
+	return signal(f.rsi)
+}
+
+//go:nosplit
+func tidExists(tid int64) bool {
+	for i := range threads {
+		if threads[i].tid == tid && (threads[i].state == tRunnable || threads[i].state == tBlocked) {
+			return true
+		}
+	}
+	return false
+}
+
+// idleWait asks the VMM to wait until the deadline (ns since boot, 0 for
+// none) or input; under other VMMs it spins on the clock and the UART.
+//
+//go:nosplit
+func idleWait(deadline int64) int {
+	if pvHypercalls {
+		return int(hcall(boot.HCIdle, uint64(deadline), 0, 0))
+	}
+	for deadline == 0 || nanotime() < deadline {
+		if inb(com1+uartLSR)&lsrReady != 0 {
+			return idleInput
+		}
+	}
+	return 0
+}
+
+const idleInput = boot.IdleInput
+
+var _ = unsafe.Pointer(nil)

@@ -1,0 +1,254 @@
+package objstore
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+)
+
+// Store is an open object store. It is safe for concurrent use: any number
+// of read transactions may run while one write transaction works.
+type Store struct {
+	dev BlockDevice
+
+	wmu sync.Mutex // held by the write transaction
+
+	mu        sync.Mutex
+	meta      meta              // latest committed state
+	readers   map[uint64]int    // txid -> open read transactions
+	pending   map[uint64][]uint64 // txid that freed -> blocks not yet reusable
+	pendingB  map[uint64]uint64 // block -> txid that freed it
+	allocHint uint64
+	closed    bool
+	failed    bool
+
+	cmu   sync.Mutex
+	cache map[ptr][]byte // verified metadata blocks
+}
+
+// Create makes a new, empty store on dev, overwriting what was there.
+func Create(dev BlockDevice) (*Store, error) {
+	if dev.Size() < firstBlock*BlockSize {
+		if err := dev.Grow(firstBlock * BlockSize); err != nil {
+			return nil, err
+		}
+	}
+	m := meta{txid: 0, nblocks: firstBlock, freeHint: firstBlock}
+	if _, err := dev.WriteAt(m.encode(), 0); err != nil {
+		return nil, err
+	}
+	m.txid = 1
+	if _, err := dev.WriteAt(m.encode(), BlockSize); err != nil {
+		return nil, err
+	}
+	if err := dev.Flush(); err != nil {
+		return nil, err
+	}
+	return Open(dev)
+}
+
+// readSuper returns the two superblocks' decoded states and errors.
+func readSuper(dev BlockDevice) (ms [2]meta, errs [2]error) {
+	buf := make([]byte, BlockSize)
+	for i := 0; i < 2; i++ {
+		if _, err := dev.ReadAt(buf, int64(i)*BlockSize); err != nil {
+			errs[i] = err
+			continue
+		}
+		ms[i], errs[i] = decodeMeta(buf)
+		if errs[i] == nil && ms[i].txid%2 != uint64(i) {
+			errs[i] = fmt.Errorf("txid %d in slot %d", ms[i].txid, i)
+		}
+	}
+	return
+}
+
+func pickSuper(dev BlockDevice) (meta, error) {
+	ms, errs := readSuper(dev)
+	best := -1
+	for i := 0; i < 2; i++ {
+		if errs[i] != nil {
+			continue
+		}
+		if ms[i].nblocks*BlockSize > uint64(dev.Size()) {
+			errs[i] = fmt.Errorf("device is %d bytes, superblock needs %d", dev.Size(), ms[i].nblocks*BlockSize)
+			continue
+		}
+		if best < 0 || ms[i].txid > ms[best].txid {
+			best = i
+		}
+	}
+	if best < 0 {
+		return meta{}, fmt.Errorf("%w: slot 0: %v; slot 1: %v", ErrNotStore, errs[0], errs[1])
+	}
+	return ms[best], nil
+}
+
+// Open opens the store on dev. It reads only the two superblocks.
+func Open(dev BlockDevice) (*Store, error) {
+	m, err := pickSuper(dev)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{
+		dev:       dev,
+		meta:      m,
+		readers:   map[uint64]int{},
+		pending:   map[uint64][]uint64{},
+		pendingB:  map[uint64]uint64{},
+		allocHint: m.freeHint,
+		cache:     map[ptr][]byte{},
+	}
+	if s.allocHint < firstBlock {
+		s.allocHint = firstBlock
+	}
+	return s, nil
+}
+
+// Close closes the store. Open transactions must be finished first. It
+// does not close the device.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	return nil
+}
+
+// Device returns the device the store lives on.
+func (s *Store) Device() BlockDevice { return s.dev }
+
+// TxID returns the id of the latest committed transaction.
+func (s *Store) TxID() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.meta.txid
+}
+
+// Begin starts a transaction. A write transaction waits for the previous
+// one to finish; read transactions never wait.
+func (s *Store) Begin(writable bool) (*Tx, error) {
+	if writable {
+		s.wmu.Lock()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.failed {
+		if writable {
+			s.wmu.Unlock()
+		}
+		if s.closed {
+			return nil, ErrClosed
+		}
+		return nil, ErrFailed
+	}
+	tx := &Tx{s: s, m: s.meta, writable: writable}
+	if writable {
+		s.releasePending()
+		tx.initWriter(s.allocHint)
+	} else {
+		s.readers[tx.m.txid]++
+	}
+	return tx, nil
+}
+
+// View runs fn in a read transaction.
+func (s *Store) View(fn func(tx *Tx) error) error {
+	tx, err := s.Begin(false)
+	if err != nil {
+		return err
+	}
+	defer tx.Abort()
+	return fn(tx)
+}
+
+// Update runs fn in a write transaction and commits it if fn returns nil.
+func (s *Store) Update(fn func(tx *Tx) error) error {
+	tx, err := s.Begin(true)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		tx.Abort()
+		return err
+	}
+	return tx.Commit()
+}
+
+// releasePending makes blocks freed by committed transactions reusable once
+// no reader can still reach them. Called with s.mu held.
+func (s *Store) releasePending() {
+	if len(s.pending) == 0 {
+		return
+	}
+	min := ^uint64(0)
+	for t := range s.readers {
+		if t < min {
+			min = t
+		}
+	}
+	for t, blks := range s.pending {
+		// A block freed by transaction t is reachable from states < t.
+		if t <= min {
+			for _, b := range blks {
+				delete(s.pendingB, b)
+				if b < s.allocHint {
+					s.allocHint = b
+				}
+			}
+			delete(s.pending, t)
+		}
+	}
+}
+
+func (s *Store) endRead(txid uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.readers[txid]--; s.readers[txid] <= 0 {
+		delete(s.readers, txid)
+	}
+}
+
+// readBlock reads and verifies one metadata block, through the cache.
+func (s *Store) readBlock(p ptr, nocache bool) ([]byte, error) {
+	if !nocache {
+		s.cmu.Lock()
+		b, ok := s.cache[p]
+		s.cmu.Unlock()
+		if ok {
+			return b, nil
+		}
+	}
+	b := make([]byte, BlockSize)
+	if err := s.readRaw(b, p.blk); err != nil {
+		return nil, err
+	}
+	if checksum(b) != p.crc {
+		return nil, errChecksum
+	}
+	if !nocache {
+		s.cmu.Lock()
+		if len(s.cache) >= cacheBlocks {
+			n := 0
+			for k := range s.cache {
+				delete(s.cache, k)
+				if n++; n > cacheBlocks/8 {
+					break
+				}
+			}
+		}
+		s.cache[p] = b
+		s.cmu.Unlock()
+	}
+	return b, nil
+}
+
+var errChecksum = errors.New("checksum mismatch")
+
+func (s *Store) readRaw(b []byte, blk uint64) error {
+	off := int64(blk) * BlockSize
+	if blk < firstBlock || off < 0 || off+int64(len(b)) > s.dev.Size() {
+		return fmt.Errorf("block %d out of range", blk)
+	}
+	_, err := s.dev.ReadAt(b, off)
+	return err
+}

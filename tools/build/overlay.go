@@ -1,0 +1,121 @@
+package build
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/amberos/amber/boot"
+)
+
+// The Go runtime's system calls are SYSCALL instructions in four assembly
+// files. The overlay replaces each with a CALL of the kernel's entry, which
+// keeps SYSCALL's register contract, so the runtime itself is unchanged.
+var syscallFiles = []string{
+	"runtime/sys_linux_amd64.s",
+	"runtime/time_linux_amd64.s",
+	"internal/runtime/syscall/linux/asm_linux_amd64.s",
+	"syscall/asm_linux_amd64.s",
+}
+
+// expectedSites is how many SYSCALL lines those files hold, per Go
+// release. A different count means the runtime changed in a way someone
+// must look at before Amber trusts the rewrite.
+var expectedSites = map[string]int{
+	"go1.26": 46,
+}
+
+// asmSymbol spells a Go symbol the way assembly files write it: '.' in
+// the package path becomes U+00B7 and '/' U+2215.
+func asmSymbol(pkgPath, name string) string {
+	p := strings.ReplaceAll(pkgPath, ".", "·")
+	p = strings.ReplaceAll(p, "/", "∕")
+	return p + "·" + name
+}
+
+// releaseOf maps "go1.26.8" to "go1.26".
+func releaseOf(goVersion string) string {
+	v := strings.TrimPrefix(goVersion, "go")
+	parts := strings.SplitN(v, ".", 3)
+	if len(parts) < 2 {
+		return goVersion
+	}
+	minor := parts[1]
+	if i := strings.IndexAny(minor, "rcbeta-"); i > 0 {
+		minor = minor[:i]
+	}
+	return "go" + parts[0] + "." + minor
+}
+
+// rewriteSyscalls returns src with every SYSCALL instruction replaced by a
+// CALL of the kernel entry, and how many it replaced.
+func rewriteSyscalls(src []byte) ([]byte, int) {
+	call := "CALL\t" + asmSymbol(boot.KernelPkgPath, "syscallEntry") + "(SB)"
+	lines := bytes.SplitAfter(src, []byte("\n"))
+	n := 0
+	for i, l := range lines {
+		code := l
+		if j := bytes.Index(code, []byte("//")); j >= 0 {
+			code = code[:j]
+		}
+		t := bytes.TrimSpace(code)
+		if string(t) != "SYSCALL" {
+			continue
+		}
+		indent := l[:bytes.Index(l, []byte("SYSCALL"))]
+		rest := l[bytes.Index(l, []byte("SYSCALL"))+len("SYSCALL"):]
+		lines[i] = append(append(append([]byte{}, indent...), call...), rest...)
+		n++
+	}
+	return bytes.Join(lines, nil), n
+}
+
+// writeOverlay writes the rewritten runtime files into dir and returns the
+// overlay's Replace map (GOROOT path -> rewritten copy).
+func writeOverlay(goroot, goVersion, dir string) (map[string]string, error) {
+	want, ok := expectedSites[releaseOf(goVersion)]
+	if !ok {
+		var known []string
+		for k := range expectedSites {
+			known = append(known, k)
+		}
+		return nil, fmt.Errorf("Go %s is not supported by this Amber (supported: %s): the runtime's system-call sites have not been checked for it", goVersion, strings.Join(known, ", "))
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	replace := map[string]string{}
+	total := 0
+	for _, rel := range syscallFiles {
+		src, err := os.ReadFile(filepath.Join(goroot, "src", rel))
+		if err != nil {
+			return nil, fmt.Errorf("reading the runtime source: %w", err)
+		}
+		out, n := rewriteSyscalls(src)
+		total += n
+		dst := filepath.Join(dir, strings.ReplaceAll(rel, "/", "_"))
+		if err := writeIfChanged(dst, out); err != nil {
+			return nil, err
+		}
+		replace[filepath.Join(goroot, "src", rel)] = dst
+	}
+	if total != want {
+		return nil, fmt.Errorf("found %d SYSCALL sites in the runtime of Go %s (GOROOT %s), expected %d: the runtime changed; refusing to build an image that might make real system calls", total, goVersion, goroot, want)
+	}
+	return replace, nil
+}
+
+// writeIfChanged keeps a file's modification time when its content is the
+// same, so repeated builds stay cached.
+func writeIfChanged(path string, data []byte) error {
+	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
+		return nil
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}

@@ -1,0 +1,252 @@
+// Command vmm is Amber's one user-facing tool: it builds Go programs into
+// bootable images and runs them in KVM microVMs.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/amberos/amber/tools/build"
+	"github.com/amberos/amber/vmm"
+)
+
+// Exit statuses of vmm itself (a guest's own status passes through).
+const (
+	exitUsage    = 2
+	exitNotStart = 126 // the VM could not be started: bad image, no KVM, ...
+)
+
+const usage = `vmm builds Go programs into Amber unikernel images and runs them in KVM microVMs.
+
+Usage:
+  vmm build [-o IMAGE] PACKAGE        build a main package (import path or directory,
+                                      in this module or any other on disk) into an image
+  vmm run [flags] IMAGE [-- ARGS...]  boot an image; the program's exit status becomes vmm's
+  vmm help [COMMAND]                  show help
+
+Run 'vmm help run' or 'vmm help build' for their flags.
+`
+
+func main() {
+	os.Exit(Main(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+// Main runs the CLI and returns the process exit status.
+func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	switch args[0] {
+	case "build":
+		return cmdBuild(args[1:], stdout, stderr)
+	case "run":
+		return cmdRun(args[1:], stdin, stdout, stderr)
+	case "help", "-h", "-help", "--help":
+		if len(args) > 1 {
+			return Main([]string{args[1], "-h"}, stdin, stdout, stderr)
+		}
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "vmm: unknown command %q\n\n%s", args[0], usage)
+	return exitUsage
+}
+
+func cmdBuild(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("build", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	out := fs.String("o", "", "output image `path` (default: the package's directory name + .img)")
+	verbose := fs.Bool("v", false, "print the go command's output")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `Usage: vmm build [-o IMAGE] PACKAGE
+
+Builds the main package PACKAGE with the stock Go toolchain (GOOS=linux
+GOARCH=amd64 CGO_ENABLED=0), linking Amber's kernel into it, and writes a
+bootable image. PACKAGE is an import path or a directory; a directory in
+another module is built with a generated go.work that adds the kernel's
+source, so that module needs no changes. Builds are cached by the Go build
+cache.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return flagStatus(err)
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return exitUsage
+	}
+	pkg := fs.Arg(0)
+	if *out == "" {
+		name := strings.TrimSuffix(pkg, "/")
+		if i := strings.LastIndex(name, "/"); i >= 0 {
+			name = name[i+1:]
+		}
+		if name == "." || name == "" {
+			wd, _ := os.Getwd()
+			name = wd[strings.LastIndex(wd, "/")+1:]
+		}
+		*out = name + ".img"
+	}
+	var log io.Writer = io.Discard
+	if *verbose {
+		log = stderr
+	}
+	res, err := build.Build(context.Background(), build.Options{Package: pkg, Output: *out, Log: warnings{log, stderr}})
+	if err != nil {
+		fmt.Fprintf(stderr, "vmm build: %v\n", err)
+		return 1
+	}
+	_ = res
+	return 0
+}
+
+// warnings passes "warning:" lines to stderr even when the rest is quiet.
+type warnings struct{ log, stderr io.Writer }
+
+func (w warnings) Write(p []byte) (int, error) {
+	if strings.HasPrefix(string(p), "vmm build: warning:") && w.log == io.Discard {
+		return w.stderr.Write(p)
+	}
+	return w.log.Write(p)
+}
+
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, " ") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+// parseSize reads "128M", "1G", "512MiB" or a plain number of MiB.
+func parseSize(s string) (uint64, error) {
+	t := strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(s)), "B"), "I")
+	mult := uint64(1 << 20)
+	switch {
+	case strings.HasSuffix(t, "K"):
+		mult, t = 1<<10, t[:len(t)-1]
+	case strings.HasSuffix(t, "M"):
+		t = t[:len(t)-1]
+	case strings.HasSuffix(t, "G"):
+		mult, t = 1<<30, t[:len(t)-1]
+	}
+	n, err := strconv.ParseUint(t, 10, 64)
+	if err != nil || n == 0 {
+		return 0, fmt.Errorf("invalid size %q (examples: 128M, 1G)", s)
+	}
+	return n * mult, nil
+}
+
+func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	mem := fs.String("mem", "128M", "guest memory `size` (e.g. 128M, 1G; a multiple of 2 MiB)")
+	var cmdline, env listFlag
+	fs.Var(&cmdline, "cmdline", "extra kernel `option` KEY=VALUE (repeatable)")
+	fs.Var(&env, "env", "environment variable `KEY=VALUE` for the program (repeatable)")
+	timeout := fs.Duration("timeout", 0, "stop the guest with a report after this `duration` (0: never)")
+	trap := fs.String("syscall-trap", "", "how stray SYSCALL instructions reach the kernel: lstar or ud (default: lstar on kvm_pvm hosts, ud elsewhere)")
+	bootTime := fs.Bool("boot-time", false, "print the guest's kernel.Mark times since vCPU start on stderr")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `Usage: vmm run [flags] IMAGE [-- ARGS...]
+
+Boots IMAGE in a KVM microVM. ARGS become the program's os.Args[1:]. The
+program's stdout and stderr go to vmm's; stdin is passed through. vmm exits
+with the program's exit status (128+n if it died of signal n), 125 if the
+guest crashed (a report with registers, the faulting instruction and a
+backtrace is printed), 126 if the VM could not be started, 130 after Ctrl-C.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return flagStatus(err)
+	}
+	rest := fs.Args()
+	if len(rest) == 0 {
+		fs.Usage()
+		return exitUsage
+	}
+	imgPath, guestArgs := rest[0], rest[1:]
+	if len(guestArgs) > 0 && guestArgs[0] == "--" {
+		guestArgs = guestArgs[1:]
+	}
+	for _, e := range env {
+		if !strings.Contains(e, "=") || strings.HasPrefix(e, "=") {
+			fmt.Fprintf(stderr, "vmm run: --env %q: want KEY=VALUE\n", e)
+			return exitUsage
+		}
+	}
+	for _, c := range cmdline {
+		if k, _, ok := strings.Cut(c, "="); !ok || !strings.Contains(k, ".") {
+			fmt.Fprintf(stderr, "vmm run: --cmdline %q: want a kernel option amber.KEY=VALUE\n", c)
+			return exitUsage
+		}
+	}
+	memBytes, err := parseSize(*mem)
+	if err != nil {
+		fmt.Fprintf(stderr, "vmm run: --mem: %v\n", err)
+		return exitUsage
+	}
+	img, err := vmm.OpenImage(imgPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "vmm run: %v\n", err)
+		return exitNotStart
+	}
+	if f, ok := stdin.(*os.File); ok && f != nil {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice == 0 && st.Mode().IsRegular() && st.Size() == 0 {
+			stdin = nil
+		}
+	}
+	vm, err := vmm.New(vmm.Config{
+		Image: img, Memory: memBytes, Cmdline: cmdline, Env: env, Args: guestArgs,
+		Stdin: stdin, Stdout: stdout, Stderr: stderr, SyscallTrap: *trap, Timeout: *timeout,
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "vmm run: %v\n", err)
+		return exitNotStart
+	}
+	defer vm.Close()
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		if _, ok := <-sigs; ok {
+			vm.Stop()
+		}
+	}()
+	start := time.Now()
+	status, err := vm.Run()
+	if err != nil {
+		fmt.Fprintf(stderr, "vmm run: %v\n", err)
+		return exitNotStart
+	}
+	if status == vmm.ExitInterrupted {
+		fmt.Fprintln(stderr, "vmm: interrupted; guest stopped")
+	}
+	if *bootTime {
+		for _, m := range vm.Marks() {
+			fmt.Fprintf(stderr, "vmm: mark %d at %v after vCPU start\n", m.ID, m.SinceBoot)
+		}
+		fmt.Fprintf(stderr, "vmm: guest ran %v\n", time.Since(start))
+	}
+	return status
+}
+
+func flagStatus(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	return exitUsage
+}

@@ -1,0 +1,64 @@
+package vmm
+
+import (
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
+
+// GuestMemory is the guest's RAM: one anonymous host mapping registered
+// with KVM at guest-physical address 0. Every access from the VMM goes
+// through these bounds-checked methods, since addresses and lengths come
+// from the guest.
+type GuestMemory struct {
+	mem []byte
+}
+
+func newGuestMemory(size uint64) (*GuestMemory, error) {
+	b, err := unix.Mmap(-1, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
+	if err != nil {
+		return nil, fmt.Errorf("allocating %d MiB of guest memory: %w", size>>20, err)
+	}
+	return &GuestMemory{mem: b}, nil
+}
+
+// Size is the amount of guest RAM in bytes.
+func (m *GuestMemory) Size() uint64 { return uint64(len(m.mem)) }
+
+// Slice returns the guest bytes [pa, pa+n), or an error if any of them lie
+// outside guest RAM.
+func (m *GuestMemory) Slice(pa, n uint64) ([]byte, error) {
+	if pa > uint64(len(m.mem)) || n > uint64(len(m.mem))-pa {
+		return nil, fmt.Errorf("guest physical range [%#x, %#x) is outside guest memory (%#x bytes)", pa, pa+n, len(m.mem))
+	}
+	return m.mem[pa : pa+n : pa+n], nil
+}
+
+// ReadPhys copies guest memory at pa into p (crash.PhysMemory).
+func (m *GuestMemory) ReadPhys(pa uint64, p []byte) error {
+	s, err := m.Slice(pa, uint64(len(p)))
+	if err != nil {
+		return err
+	}
+	copy(p, s)
+	return nil
+}
+
+// WritePhys copies p into guest memory at pa.
+func (m *GuestMemory) WritePhys(pa uint64, p []byte) error {
+	s, err := m.Slice(pa, uint64(len(p)))
+	if err != nil {
+		return err
+	}
+	copy(s, p)
+	return nil
+}
+
+func (m *GuestMemory) close() error {
+	if m.mem == nil {
+		return nil
+	}
+	err := unix.Munmap(m.mem)
+	m.mem = nil
+	return err
+}

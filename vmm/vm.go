@@ -1,0 +1,562 @@
+// Package vmm is Amber's virtual machine monitor as a library: it creates a
+// KVM microVM with one vCPU, loads an Amber image by direct boot, serves
+// the guest's hypercalls (console, idle, exit, crash) and its devices, and
+// reports how the guest ended.
+package vmm
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/amberos/amber/boot"
+	"github.com/bobuhiro11/gokvm/kvm"
+	"golang.org/x/sys/unix"
+)
+
+// Config describes one VM.
+type Config struct {
+	Image   *Image
+	Memory  uint64   // bytes of guest RAM; 0 means DefaultMemory
+	Cmdline []string // extra kernel options (amber.KEY=VALUE)
+	Env     []string // the program's environment, KEY=VALUE
+	Args    []string // the program's arguments after os.Args[0]
+	Stdin   io.Reader
+	Stdout  io.Writer
+	Stderr  io.Writer
+	// SyscallTrap selects how a stray SYSCALL instruction reaches the
+	// kernel: "lstar" (EFER.SCE set; lands at LSTAR at CPL3 on
+	// shadow-paging hosts), "ud" (EFER.SCE clear; the kernel serves #UD),
+	// or "" to choose: lstar where the host is kvm_pvm, ud elsewhere.
+	SyscallTrap string
+	// Timeout stops a guest that runs longer, with a report; 0: none.
+	Timeout time.Duration
+}
+
+// DefaultMemory is the guest RAM size when Config.Memory is 0.
+const DefaultMemory = 128 << 20
+
+// Exit statuses of a VM that did not exit by itself.
+const (
+	ExitCrash       = boot.ExitCrash // guest crash: triple fault, unhandled exception, kernel panic, timeout
+	ExitInterrupted = 130            // stopped by Ctrl-C (128 + SIGINT)
+)
+
+// VM is a running or runnable microVM.
+type VM struct {
+	cfg    Config
+	img    *Image
+	kvmFd  uintptr
+	vmFd   uintptr
+	vcpuFd uintptr
+	run    *kvm.RunData
+	runMap []byte
+	mem    *GuestMemory
+
+	bootTSC  uint64
+	bootTime time.Time
+	tscHz    uint64
+
+	input *inputPump
+	uart  uart16550
+
+	stop     atomic.Bool
+	vcpuTid  atomic.Int32
+	marks    []Mark
+	faultCR2 uint64
+}
+
+// Mark is a point in guest time reported by kernel.Mark.
+type Mark struct {
+	ID        uint64
+	SinceBoot time.Duration // guest TSC converted, relative to the vCPU's first run
+}
+
+// ErrNoKVM is wrapped by errors about a missing or inaccessible /dev/kvm.
+var ErrNoKVM = errors.New("KVM is not available")
+
+// openKVM opens /dev/kvm with an error that says what to do.
+func openKVM() (uintptr, error) {
+	fd, err := unix.Open("/dev/kvm", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		return 0, fmt.Errorf("/dev/kvm does not exist: %w (is this a Linux host with KVM enabled? load kvm_intel or kvm_amd, or enable nested virtualization)", ErrNoKVM)
+	case errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM):
+		return 0, fmt.Errorf("no permission to open /dev/kvm: %w (add your user to the group that owns it, e.g. `sudo usermod -aG kvm $USER`, then log in again)", ErrNoKVM)
+	case err != nil:
+		return 0, fmt.Errorf("opening /dev/kvm: %v: %w", err, ErrNoKVM)
+	}
+	v, err := kvm.GetAPIVersion(uintptr(fd))
+	if err != nil || v != 12 {
+		unix.Close(fd)
+		return 0, fmt.Errorf("/dev/kvm speaks API version %d, want 12: %w", v, ErrNoKVM)
+	}
+	return uintptr(fd), nil
+}
+
+// KVMAvailable reports whether /dev/kvm can be used, and why not.
+func KVMAvailable() error {
+	fd, err := openKVM()
+	if err != nil {
+		return err
+	}
+	unix.Close(int(fd))
+	return nil
+}
+
+// New creates the VM and loads the image; Run starts it.
+func New(cfg Config) (_ *VM, err error) {
+	if cfg.Image == nil {
+		return nil, errors.New("vmm: no image")
+	}
+	if cfg.Memory == 0 {
+		cfg.Memory = DefaultMemory
+	}
+	if cfg.Stdout == nil {
+		cfg.Stdout = io.Discard
+	}
+	if cfg.Stderr == nil {
+		cfg.Stderr = io.Discard
+	}
+	img := cfg.Image
+	switch {
+	case cfg.Memory%(2<<20) != 0:
+		return nil, fmt.Errorf("memory size %d is not a multiple of 2 MiB", cfg.Memory)
+	case cfg.Memory > boot.MaxMemory:
+		return nil, fmt.Errorf("memory size %d MiB is above the maximum of %d MiB", cfg.Memory>>20, boot.MaxMemory>>20)
+	case cfg.Memory < img.MinMemory():
+		return nil, fmt.Errorf("%s needs at least %d MiB of memory, but the VM has %d MiB (raise --mem)", img.Path, img.MinMemory()>>20, cfg.Memory>>20)
+	}
+	vm := &VM{cfg: cfg, img: img}
+	defer func() {
+		if err != nil {
+			vm.Close()
+		}
+	}()
+	if vm.kvmFd, err = openKVM(); err != nil {
+		return nil, err
+	}
+	if vm.vmFd, err = kvm.CreateVM(vm.kvmFd); err != nil {
+		return nil, fmt.Errorf("KVM_CREATE_VM: %w", err)
+	}
+	if vm.mem, err = newGuestMemory(cfg.Memory); err != nil {
+		return nil, err
+	}
+	region := &kvm.UserspaceMemoryRegion{Slot: 0, GuestPhysAddr: 0, MemorySize: cfg.Memory, UserspaceAddr: uint64(uintptr(unsafe.Pointer(&vm.mem.mem[0])))}
+	if err = kvm.SetUserMemoryRegion(vm.vmFd, region); err != nil {
+		return nil, fmt.Errorf("KVM_SET_USER_MEMORY_REGION: %w", err)
+	}
+	if vm.vcpuFd, err = kvm.CreateVCPU(vm.vmFd, 0); err != nil {
+		return nil, fmt.Errorf("KVM_CREATE_VCPU: %w", err)
+	}
+	size, err := kvm.GetVCPUMMmapSize(vm.kvmFd)
+	if err != nil {
+		return nil, fmt.Errorf("KVM_GET_VCPU_MMAP_SIZE: %w", err)
+	}
+	if vm.runMap, err = unix.Mmap(int(vm.vcpuFd), 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err != nil {
+		return nil, fmt.Errorf("mapping the vCPU run area: %w", err)
+	}
+	vm.run = (*kvm.RunData)(unsafe.Pointer(&vm.runMap[0]))
+	khz, err := kvm.GetTSCKHz(vm.vcpuFd)
+	if err != nil || khz == 0 {
+		return nil, fmt.Errorf("KVM_GET_TSC_KHZ: %v", err)
+	}
+	vm.tscHz = khz * 1000
+
+	if err = img.load(vm.mem); err != nil {
+		return nil, err
+	}
+	if err = writeTables(vm.mem); err != nil {
+		return nil, err
+	}
+	lstar := uint64(0)
+	switch cfg.SyscallTrap {
+	case "lstar":
+		lstar = img.lstar
+		if lstar == 0 {
+			return nil, fmt.Errorf("%s has no kernel.lstarEntry symbol; cannot use --syscall-trap=lstar", img.Path)
+		}
+	case "ud":
+	case "":
+		if _, err := os.Stat("/sys/module/kvm_pvm"); err == nil {
+			lstar = img.lstar
+		}
+	default:
+		return nil, fmt.Errorf("unknown syscall trap mode %q (want lstar or ud)", cfg.SyscallTrap)
+	}
+	if err = vm.setupVCPU(img.Entry, lstar); err != nil {
+		return nil, err
+	}
+	vm.input = newInputPump(cfg.Stdin)
+	return vm, nil
+}
+
+// writeStartInfo writes hvm_start_info, Amber's extension, the memory map
+// and the command line, just before the first run (it carries the TSC).
+func (vm *VM) writeStartInfo(lstar bool) error {
+	le := binary.LittleEndian
+	area, err := vm.mem.Slice(boot.StartInfoPA, boot.StartInfoMax)
+	if err != nil {
+		return err
+	}
+	clear(area)
+	opts := append([]string{"amber.argv0=" + progName(vm.img.Path)}, vm.cfg.Cmdline...)
+	cmd := boot.Cmdline(opts, vm.cfg.Env, vm.cfg.Args)
+	if len(cmd)+1 > boot.MaxCmdline {
+		return fmt.Errorf("command line of %d bytes (arguments and environment) exceeds %d bytes", len(cmd), boot.MaxCmdline-1)
+	}
+	copy(area[boot.CmdlineOffset:], cmd)
+
+	si := boot.StartInfo{
+		Magic: boot.StartInfoMagic, Version: 1,
+		CmdlinePaddr:  boot.StartInfoPA + boot.CmdlineOffset,
+		MemmapPaddr:   boot.StartInfoPA + boot.MemmapOffset,
+		MemmapEntries: 2,
+	}
+	put := func(off int, v any) {
+		b := make([]byte, 0, 128)
+		b, _ = binary.Append(b, le, v)
+		copy(area[off:], b)
+	}
+	put(0, si)
+	put(boot.MemmapOffset, []boot.MemmapEntry{
+		{Addr: 0, Size: boot.ImageBase, Type: boot.MemmapTypeReserv},
+		{Addr: boot.ImageBase, Size: vm.mem.Size() - boot.ImageBase, Type: boot.MemmapTypeRAM},
+	})
+	ai := boot.AmberInfo{
+		Magic: boot.AmberInfoMagic, ABIVersion: boot.ABIVersion,
+		Flags: boot.AmberFlagHypercalls,
+		TSCHz: vm.tscHz, BootTSC: vm.bootTSC, BootUnixNs: uint64(vm.bootTime.UnixNano()),
+		PML4: boot.PML4PA, RAMEnd: vm.mem.Size(),
+	}
+	if lstar {
+		ai.Flags |= boot.AmberFlagLSTAR
+	}
+	var seed [32]byte
+	rand.Read(seed[:])
+	for i := range ai.Seed {
+		ai.Seed[i] = le.Uint64(seed[i*8:])
+	}
+	put(boot.AmberInfoOffset, ai)
+	return nil
+}
+
+func progName(path string) string {
+	for i := len(path) - 1; i >= 0; i-- {
+		if path[i] == '/' {
+			return path[i+1:]
+		}
+	}
+	return path
+}
+
+// Marks returns the marks the guest reported.
+func (vm *VM) Marks() []Mark { return vm.marks }
+
+// Stop asks a running VM to stop; Run then returns ExitInterrupted.
+func (vm *VM) Stop() {
+	vm.stop.Store(true)
+	vm.kick()
+}
+
+// kick makes KVM_RUN return soon: immediate_exit covers the case where the
+// vCPU thread is about to enter it, the signal the case where it is inside.
+func (vm *VM) kick() {
+	vm.run.ImmediateExit = 1
+	if tid := vm.vcpuTid.Load(); tid != 0 {
+		unix.Tgkill(unix.Getpid(), int(tid), unix.SIGURG)
+	}
+	vm.input.wakeIdle()
+}
+
+// Close releases the VM's resources.
+func (vm *VM) Close() error {
+	var errs []error
+	if vm.runMap != nil {
+		errs = append(errs, unix.Munmap(vm.runMap))
+		vm.runMap = nil
+	}
+	for _, fd := range []*uintptr{&vm.vcpuFd, &vm.vmFd, &vm.kvmFd} {
+		if *fd != 0 {
+			errs = append(errs, unix.Close(int(*fd)))
+			*fd = 0
+		}
+	}
+	if vm.mem != nil {
+		errs = append(errs, vm.mem.close())
+	}
+	return errors.Join(errs...)
+}
+
+// Run boots the guest and returns its exit status when it ends. A guest
+// crash is reported on Stderr and gives ExitCrash; err is for failures of
+// the VMM itself.
+func (vm *VM) Run() (status int, err error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	vm.vcpuTid.Store(int32(unix.Gettid()))
+	defer vm.vcpuTid.Store(0)
+
+	lstar := false
+	if s, err := kvm.GetSregs(vm.vcpuFd); err == nil && s.EFER&boot.EFERSCE != 0 {
+		lstar = true
+	}
+	if vm.bootTSC, err = vm.guestTSC(); err != nil {
+		return 0, err
+	}
+	vm.bootTime = time.Now()
+	if err := vm.writeStartInfo(lstar); err != nil {
+		return 0, err
+	}
+	if vm.cfg.Timeout > 0 {
+		t := time.AfterFunc(vm.cfg.Timeout, func() { vm.kick() })
+		defer t.Stop()
+	}
+	for {
+		if vm.stop.Load() {
+			return ExitInterrupted, nil
+		}
+		if vm.cfg.Timeout > 0 && time.Since(vm.bootTime) > vm.cfg.Timeout {
+			return vm.crashReport(nil, fmt.Sprintf("guest did not finish within %v (--timeout); stopped", vm.cfg.Timeout)), nil
+		}
+		err := kvm.Run(vm.vcpuFd)
+		vm.run.ImmediateExit = 0
+		if err != nil {
+			return 0, fmt.Errorf("KVM_RUN: %w", err)
+		}
+		switch kvm.ExitType(vm.run.ExitReason) {
+		case kvm.EXITIO:
+			if done, status := vm.handleIO(); done {
+				return status, nil
+			}
+		case kvm.EXITINTR:
+			// A signal (a kick or the Go runtime's preemption): loop.
+		case kvm.EXITHLT:
+			return vm.crashReport(nil, "guest executed HLT"), nil
+		case kvm.EXITSHUTDOWN:
+			return vm.crashReport(nil, "guest triple fault (an exception while delivering an exception)"), nil
+		case kvm.EXITMMIO:
+			vm.handleMMIO()
+		case kvm.EXITINTERNALERROR:
+			return vm.crashReport(nil, fmt.Sprintf("KVM internal error (suberror %d): the instruction could not be emulated", vm.run.Data[0]&0xffffffff)), nil
+		case kvm.EXITFAILENTRY:
+			return vm.crashReport(nil, fmt.Sprintf("KVM entry failure (hardware reason %#x)", vm.run.Data[0])), nil
+		default:
+			return vm.crashReport(nil, fmt.Sprintf("unexpected KVM exit %v", kvm.ExitType(vm.run.ExitReason))), nil
+		}
+	}
+}
+
+// ioData returns the data bytes of the current port-I/O exit.
+func (vm *VM) ioData() (port uint16, out bool, data []byte) {
+	direction, size, p, count, offset := vm.run.IO()
+	n := size * count
+	if offset+n > uint64(len(vm.runMap)) {
+		return uint16(p), direction == 1, nil
+	}
+	return uint16(p), direction == 1, vm.runMap[offset : offset+n]
+}
+
+// handleIO serves a port-I/O exit; done reports that the guest has ended.
+func (vm *VM) handleIO() (done bool, status int) {
+	port, out, data := vm.ioData()
+	switch {
+	case port == boot.HypercallPort && out && len(data) == 4:
+		return vm.hypercall(uint64(binary.LittleEndian.Uint32(data)))
+	case port >= com1 && port < com1+8:
+		vm.uart.access(vm, port-com1, out, data)
+	case port == 0xf4 && out && len(data) >= 1:
+		// QEMU's isa-debug-exit, for images that were told to use it.
+		return true, int(data[0])
+	default:
+		if !out {
+			for i := range data {
+				data[i] = 0xff // nothing there, as on real hardware
+			}
+		}
+	}
+	return false, 0
+}
+
+func (vm *VM) handleMMIO() {
+	// No MMIO devices yet: reads return all ones, writes are dropped.
+	d := (*[40]byte)(unsafe.Pointer(&vm.run.Data[0]))
+	isWrite := d[20]
+	if isWrite == 0 {
+		for i := 8; i < 16; i++ {
+			d[i] = 0xff
+		}
+	}
+}
+
+// hypercall serves a request block at pa.
+func (vm *VM) hypercall(pa uint64) (done bool, status int) {
+	const size = int(unsafe.Sizeof(boot.Hypercall{}))
+	raw, err := vm.mem.Slice(pa, uint64(size))
+	if err != nil {
+		return true, vm.crashReport(nil, fmt.Sprintf("hypercall block: %v", err))
+	}
+	var h boot.Hypercall
+	if _, err := binary.Decode(raw, binary.LittleEndian, &h); err != nil {
+		return true, vm.crashReport(nil, fmt.Sprintf("hypercall block: %v", err))
+	}
+	ret := int64(0)
+	switch h.Nr {
+	case boot.HCExit:
+		return true, int(h.A0 & 0xff)
+	case boot.HCConsoleWrite:
+		buf, err := vm.mem.Slice(h.A1, h.A2)
+		if err != nil {
+			ret = -14 // EFAULT
+			break
+		}
+		w := vm.cfg.Stdout
+		if h.A0 == 2 {
+			w = vm.cfg.Stderr
+		}
+		w.Write(buf)
+		ret = int64(len(buf))
+	case boot.HCConsoleRead:
+		buf, err := vm.mem.Slice(h.A1, h.A2)
+		if err != nil {
+			ret = -14
+			break
+		}
+		ret = int64(vm.input.read(buf))
+	case boot.HCIdle:
+		ret = int64(vm.idle(int64(h.A0)))
+	case boot.HCFaultAddr:
+		s, err := kvm.GetSregs(vm.vcpuFd)
+		if err == nil {
+			ret = int64(s.CR2)
+		}
+	case boot.HCCrash:
+		msg := "kernel panic"
+		if b, err := vm.mem.Slice(h.A1, min(h.A2, 4096)); err == nil && len(b) > 0 {
+			msg = string(b)
+		}
+		var tf *boot.TrapFrame
+		if h.A0 != 0 {
+			tf = new(boot.TrapFrame)
+			b, err := vm.mem.Slice(h.A0, uint64(unsafe.Sizeof(*tf)))
+			if err == nil {
+				binary.Decode(b, binary.LittleEndian, tf)
+			} else {
+				tf = nil
+			}
+		}
+		return true, vm.crashReport(tf, msg)
+	case boot.HCMark:
+		vm.marks = append(vm.marks, Mark{ID: h.A0, SinceBoot: vm.tscToDuration(h.A1 - vm.bootTSC)})
+	default:
+		ret = -38 // ENOSYS
+	}
+	binary.LittleEndian.PutUint64(raw[40:], uint64(ret))
+	return false, 0
+}
+
+func (vm *VM) tscToDuration(ticks uint64) time.Duration {
+	return time.Duration(float64(ticks) * 1e9 / float64(vm.tscHz))
+}
+
+// idle waits until the guest deadline (ns since boot; 0: none), input, or
+// a stop request.
+func (vm *VM) idle(deadlineNs int64) int {
+	var timer <-chan time.Time
+	if deadlineNs > 0 {
+		d := time.Until(vm.bootTime.Add(time.Duration(deadlineNs)))
+		if d <= 0 {
+			return 0
+		}
+		t := time.NewTimer(d)
+		defer t.Stop()
+		timer = t.C
+	}
+	return vm.input.wait(timer, &vm.stop)
+}
+
+// inputPump moves host input to the guest: a goroutine reads Stdin into a
+// buffer the console hypercalls drain.
+type inputPump struct {
+	mu    sync.Mutex
+	buf   []byte
+	eof   bool
+	ready chan struct{} // signalled when data or EOF arrives, or on a kick
+}
+
+func newInputPump(r io.Reader) *inputPump {
+	p := &inputPump{ready: make(chan struct{}, 1)}
+	if r == nil {
+		p.eof = true
+		return p
+	}
+	go func() {
+		b := make([]byte, 64<<10)
+		for {
+			n, err := r.Read(b)
+			p.mu.Lock()
+			p.buf = append(p.buf, b[:n]...)
+			if err != nil {
+				p.eof = true
+			}
+			p.mu.Unlock()
+			p.wakeIdle()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return p
+}
+
+func (p *inputPump) wakeIdle() {
+	select {
+	case p.ready <- struct{}{}:
+	default:
+	}
+}
+
+// read moves buffered input into b: n > 0 bytes, 0 none yet, -1 end of input.
+func (p *inputPump) read(b []byte) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.buf) == 0 {
+		if p.eof {
+			return -1
+		}
+		return 0
+	}
+	n := copy(b, p.buf)
+	p.buf = p.buf[n:]
+	return n
+}
+
+func (p *inputPump) pending() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.buf) > 0 || p.eof
+}
+
+func (p *inputPump) wait(timer <-chan time.Time, stop *atomic.Bool) int {
+	for {
+		if p.pending() {
+			return boot.IdleInput
+		}
+		if stop.Load() {
+			return boot.IdleInterrupt
+		}
+		select {
+		case <-timer:
+			return 0
+		case <-p.ready:
+		}
+	}
+}
