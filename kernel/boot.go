@@ -9,6 +9,7 @@ var (
 	pml4         uintptr
 	seed         [4]uint64
 	haveRDRAND   bool
+	lstarPC      uintptr
 )
 
 // kinit runs on the boot stack before the Go runtime exists. It sets up
@@ -31,6 +32,9 @@ func kinit(startInfo uintptr) uintptr {
 	} else {
 		kfatal("boot: not started by Amber's VMM (PVH boot is not supported yet)")
 	}
+	// The VMM points LSTAR at lstarEntry; taking its address keeps the
+	// linker from discarding it as unreferenced.
+	lstarPC = lstarEntryPC()
 	_, _, c, _ := cpuid(1, 0)
 	haveRDRAND = c&(1<<30) != 0
 

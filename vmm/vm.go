@@ -11,7 +11,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -192,7 +194,7 @@ func New(cfg Config) (_ *VM, err error) {
 	default:
 		return nil, fmt.Errorf("unknown syscall trap mode %q (want lstar or ud)", cfg.SyscallTrap)
 	}
-	if err = vm.setupVCPU(img.Entry, lstar); err != nil {
+	if err = vm.setupVCPU(img.Entry, lstar, img.lstar); err != nil {
 		return nil, err
 	}
 	vm.input = newInputPump(cfg.Stdin)
@@ -249,13 +251,10 @@ func (vm *VM) writeStartInfo(lstar bool) error {
 	return nil
 }
 
+// progName is os.Args[0] for the guest: the image's file name without
+// ".img".
 func progName(path string) string {
-	for i := len(path) - 1; i >= 0; i-- {
-		if path[i] == '/' {
-			return path[i+1:]
-		}
-	}
-	return path
+	return strings.TrimSuffix(filepath.Base(path), ".img")
 }
 
 // Marks returns the marks the guest reported.

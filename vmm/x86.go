@@ -104,7 +104,7 @@ const (
 
 // setupVCPU loads the boot register state: long mode at CPL3, IF set for
 // good, IOPL 3, RIP at the kernel entry, RBX at the start info.
-func (vm *VM) setupVCPU(entry, lstar uint64) error {
+func (vm *VM) setupVCPU(entry, lstar, entryLSTAR uint64) error {
 	fd := vm.vcpuFd
 	cpuid := &kvm.CPUID{Nent: 100, Entries: make([]kvm.CPUIDEntry2, 100)}
 	if err := kvm.GetSupportedCPUID(vm.kvmFd, cpuid); err != nil {
@@ -136,10 +136,12 @@ func (vm *VM) setupVCPU(entry, lstar uint64) error {
 	if err := kvm.SetXCRS(fd, xcrs); err != nil {
 		return fmt.Errorf("KVM_SET_XCRS: %w", err)
 	}
-	if lstar != 0 {
+	// LSTAR is programmed in both modes: kvm_pvm ignores EFER.SCE and
+	// always delivers SYSCALL to LSTAR (at CPL3), measured.
+	if entryLSTAR != 0 {
 		msrs := &kvm.MSRS{NMSRs: 3, Entries: []kvm.MSREntry{
 			{Index: msrSTAR, Data: uint64(boot.SelUserCode32)<<48 | uint64(boot.SelKernelCode)<<32},
-			{Index: msrLSTAR, Data: lstar},
+			{Index: msrLSTAR, Data: entryLSTAR},
 			{Index: msrSFMASK, Data: 0},
 		}}
 		if err := kvm.SetMSRs(fd, msrs); err != nil {

@@ -1,0 +1,8 @@
+package main
+
+func main() {
+	var m map[string]int
+	if len(m) == 0 {
+		panic("boom from the guest")
+	}
+}

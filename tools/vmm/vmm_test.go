@@ -1,0 +1,338 @@
+package main
+
+import (
+	"bytes"
+	"debug/elf"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/amberos/amber/tools/build"
+	"github.com/amberos/amber/tools/build/elfpatch"
+	"github.com/amberos/amber/vmm"
+)
+
+// These tests build real images and boot them in real KVM microVMs through
+// the vmm binary, as a user would.
+
+var (
+	vmmBin    string
+	imgDir    string
+	imgMu     sync.Mutex
+	imgs      = map[string]string{}
+	kvmReason error
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "vmm-test-")
+	if err != nil {
+		panic(err)
+	}
+	vmmBin = filepath.Join(dir, "vmm")
+	imgDir = dir
+	if out, err := exec.Command("go", "build", "-o", vmmBin, ".").CombinedOutput(); err != nil {
+		os.Stderr.Write(out)
+		panic(err)
+	}
+	kvmReason = vmm.KVMAvailable()
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func needKVM(t testing.TB) {
+	t.Helper()
+	if kvmReason != nil {
+		t.Skipf("cannot boot guests here: %v", kvmReason)
+	}
+}
+
+// image builds ./testdata/NAME (or a package path) once per test run.
+func image(t testing.TB, pkg string) string {
+	t.Helper()
+	imgMu.Lock()
+	defer imgMu.Unlock()
+	if p, ok := imgs[pkg]; ok {
+		return p
+	}
+	sub := filepath.Join(imgDir, strings.NewReplacer("/", "_", ".", "_").Replace(pkg))
+	if err := os.MkdirAll(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(sub, filepath.Base(pkg)+".img")
+	cmd := exec.Command(vmmBin, "build", "-o", out, pkg)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("vmm build %s: %v\n%s", pkg, err, b)
+	}
+	imgs[pkg] = out
+	return out
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+func run(t testing.TB, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(vmmBin, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("vmm %v: %v", args, err)
+	}
+	return result{stdout.String(), stderr.String(), code}
+}
+
+func runImage(t testing.TB, pkg string, args ...string) result {
+	t.Helper()
+	needKVM(t)
+	img := image(t, pkg)
+	return run(t, append([]string{"run", "--timeout", "60s", img}, args...)...)
+}
+
+func expect(t *testing.T, r result, code int, stdoutHas ...string) {
+	t.Helper()
+	if r.code != code {
+		t.Errorf("exit status %d, want %d\nstdout:\n%s\nstderr:\n%s", r.code, code, r.stdout, r.stderr)
+	}
+	for _, s := range stdoutHas {
+		if !strings.Contains(r.stdout, s) {
+			t.Errorf("stdout lacks %q\nstdout:\n%s\nstderr:\n%s", s, r.stdout, r.stderr)
+		}
+	}
+}
+
+func TestHello(t *testing.T) {
+	r := runImage(t, "../../apps/hello")
+	expect(t, r, 0, "Hello from Amber! (go1.26", "linux/amd64, 1 CPU)")
+	if r.stderr != "" {
+		t.Errorf("unexpected stderr: %s", r.stderr)
+	}
+}
+
+func TestExitStatus(t *testing.T) {
+	expect(t, runImage(t, "./testdata/exit3"), 3, "exiting with 3")
+}
+
+func TestPanicExits2WithMessage(t *testing.T) {
+	r := runImage(t, "./testdata/panics")
+	expect(t, r, 2)
+	for _, s := range []string{"panic: boom from the guest", "goroutine 1 [running]:", "main.main()"} {
+		if !strings.Contains(r.stderr, s) {
+			t.Errorf("stderr lacks %q:\n%s", s, r.stderr)
+		}
+	}
+}
+
+func TestArgsAndEnv(t *testing.T) {
+	needKVM(t)
+	img := image(t, "./testdata/argsenv")
+	r := run(t, "run", "--env", "AMBER_GREETING=hi", "--env", `SPACED=a b "c" \d`, img, "--", "x", "y z", "-flag", "")
+	expect(t, r, 0,
+		`args=["x" "y z" "-flag" ""]`,
+		`AMBER_GREETING="hi"`,
+		`SPACED="a b \"c\" \\d"`,
+		"argv0=argsenv\n")
+}
+
+func TestGoroutinesChannelsSleep(t *testing.T) {
+	// 100 goroutines pass tokens around a ring 20 times; every message
+	// counted: sum = 2170 + 99*190 + 20*(0+...+98) = 118000.
+	expect(t, runImage(t, "./testdata/goroutines"), 0, "total=118000 elapsed_ok=true")
+}
+
+func TestBigAllocationAndGC(t *testing.T) {
+	r := runImage(t, "./testdata/bigalloc")
+	expect(t, r, 0, "sum=2088960 gcs=")
+	if strings.Contains(r.stdout, "gcs=0") {
+		t.Errorf("runtime.GC did not run: %s", r.stdout)
+	}
+}
+
+func TestStraySyscall(t *testing.T) {
+	needKVM(t)
+	img := image(t, "./testdata/straysyscall")
+	for _, mode := range []string{"lstar", "ud"} {
+		r := run(t, "run", "--syscall-trap", mode, img)
+		expect(t, r, 0, "pid=1 sysname=Linux")
+	}
+}
+
+func TestOtherModule(t *testing.T) {
+	needKVM(t)
+	dir := filepath.Join(t.TempDir(), "othermod")
+	if err := os.CopyFS(dir, os.DirFS("testdata/othermod")); err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(t.TempDir(), "other.img")
+	cmd := exec.Command(vmmBin, "build", "-o", img, dir)
+	cmd.Dir = t.TempDir() // not inside either module
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("vmm build of another module: %v\n%s", err, out)
+	}
+	expect(t, run(t, "run", img, "--", "-name", "amber"), 0, "hello amber from another module")
+}
+
+func TestNoSyscallOutsideKernel(t *testing.T) {
+	f, err := elf.Open(image(t, "../../apps/hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sites, err := elfpatch.ScanSyscalls(f, build.IsKernelSymbol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sites) != 0 {
+		t.Errorf("SYSCALL instructions outside the kernel: %v", sites)
+	}
+	// The check has teeth: the same scan finds the stray site of x/sys.
+	f2, err := elf.Open(image(t, "./testdata/straysyscall"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f2.Close()
+	sites, err = elfpatch.ScanSyscalls(f2, build.IsKernelSymbol)
+	if err != nil || len(sites) == 0 || !strings.HasPrefix(sites[0].Symbol, "golang.org/x/sys/unix.") {
+		t.Errorf("scan of an x/sys/unix program: sites %v, err %v; want one in golang.org/x/sys/unix", sites, err)
+	}
+}
+
+func TestCrashReport(t *testing.T) {
+	r := runImage(t, "./testdata/crashud2")
+	if r.code != vmm.ExitCrash {
+		t.Fatalf("exit status %d, want %d (crash)\nstderr:\n%s", r.code, vmm.ExitCrash, r.stderr)
+	}
+	for _, s := range []string{"invalid opcode", "UD2", "registers:", "rip", "main.ud2", "main.inner()", "main.middle()", "main.main()", "crashud2/main.go:"} {
+		if !strings.Contains(r.stderr, s) {
+			t.Errorf("crash report lacks %q:\n%s", s, r.stderr)
+		}
+	}
+}
+
+func TestTimeoutStopsAHungGuest(t *testing.T) {
+	needKVM(t)
+	img := image(t, "./testdata/spin")
+	start := time.Now()
+	r := run(t, "run", "--timeout", "1s", img)
+	if r.code != vmm.ExitCrash || !strings.Contains(r.stderr, "did not finish within 1s") || !strings.Contains(r.stderr, "main.spinForever") {
+		t.Errorf("exit %d, stderr:\n%s", r.code, r.stderr)
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Errorf("took %v to stop", d)
+	}
+}
+
+func TestCtrlCStopsTheGuest(t *testing.T) {
+	needKVM(t)
+	img := image(t, "./testdata/spin")
+	cmd := exec.Command(vmmBin, "run", img)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 200 && !strings.Contains(stdout.String(), "spinning"); i++ {
+		time.Sleep(25 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGINT)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("vmm did not stop after SIGINT")
+	}
+	if cmd.ProcessState.ExitCode() != vmm.ExitInterrupted || !strings.Contains(stderr.String(), "interrupted") {
+		t.Errorf("exit %d, stderr: %s", cmd.ProcessState.ExitCode(), stderr.String())
+	}
+}
+
+func TestBadImages(t *testing.T) {
+	dir := t.TempDir()
+	hello := image(t, "../../apps/hello")
+	raw, err := os.ReadFile(hello)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	native := filepath.Join(dir, "native")
+	if out, err := exec.Command("go", "build", "-o", native, "../../apps/hello").CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	cases := []struct {
+		name, path, want string
+	}{
+		{"truncated", write("trunc.img", raw[:len(raw)/3]), "truncated"},
+		{"header only", write("short.img", raw[:100]), "malformed or truncated ELF"},
+		{"not ELF", write("text.img", []byte("#!/bin/sh\necho hi\n")), "is not an ELF file"},
+		{"empty", write("empty.img", nil), "is not an ELF file"},
+		{"directory", dir, "is a directory"},
+		{"no kernel", native, "has no Amber kernel"},
+		{"missing", filepath.Join(dir, "nope.img"), "no such file"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := run(t, "run", c.path)
+			if r.code != exitNotStart || !strings.Contains(r.stderr, c.want) {
+				t.Errorf("exit %d, stderr %q; want %d and %q", r.code, r.stderr, exitNotStart, c.want)
+			}
+		})
+	}
+	t.Run("memory too small", func(t *testing.T) {
+		needKVM(t)
+		r := run(t, "run", "--mem", "16M", hello)
+		if r.code != exitNotStart || !strings.Contains(r.stderr, "needs at least") {
+			t.Errorf("exit %d, stderr %q", r.code, r.stderr)
+		}
+	})
+	t.Run("bad flags", func(t *testing.T) {
+		for _, args := range [][]string{{"run", "--mem", "lots", hello}, {"run", "--env", "NOEQUALS", hello}, {"run"}, {"frobnicate"}} {
+			if r := run(t, args...); r.code != exitUsage || r.stderr == "" {
+				t.Errorf("vmm %v: exit %d, stderr %q", args, r.code, r.stderr)
+			}
+		}
+	})
+}
+
+func TestBuildErrors(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "x.img")
+	for _, c := range []struct{ pkg, want string }{
+		{"../../boot", "not a main package"},
+		{"./testdata/does-not-exist", "does-not-exist"},
+		{t.TempDir(), "not inside a Go module"},
+	} {
+		r := run(t, "build", "-o", out, c.pkg)
+		if r.code == 0 || !strings.Contains(r.stderr, c.want) {
+			t.Errorf("vmm build %s: exit %d, stderr %q; want an error with %q", c.pkg, r.code, r.stderr, c.want)
+		}
+	}
+}
+
+func TestHelp(t *testing.T) {
+	for _, args := range [][]string{{"help"}, {"help", "run"}, {"help", "build"}, {"run", "-h"}} {
+		r := run(t, args...)
+		if r.code != 0 || !strings.Contains(r.stdout+r.stderr, "Usage") {
+			t.Errorf("vmm %v: exit %d, output %q", args, r.code, r.stdout+r.stderr)
+		}
+	}
+}
