@@ -97,6 +97,11 @@ func decodeMeta(b []byte) (meta, error) {
 	if bs := le.Uint32(b[12:]); bs != BlockSize {
 		return m, fmt.Errorf("unsupported block size %d", bs)
 	}
+	for _, c := range b[metaLen:] {
+		if c != 0 {
+			return m, errors.New("garbage after the superblock")
+		}
+	}
 	m.txid = le.Uint64(b[16:])
 	m.nblocks = le.Uint64(b[24:])
 	m.names = ptr{le.Uint64(b[32:]), le.Uint32(b[40:])}

@@ -50,6 +50,7 @@ func (tx *Tx) initWriter(hint uint64) {
 	tx.names = map[uint64]*bnode{}
 	tx.rcDirty = map[rcPos]*rcNode{}
 	tx.finalized = map[uint64]uint32{}
+	tx.inodes = map[string]*inode{}
 }
 
 // ID returns the transaction's id: for a read transaction the id of the
@@ -140,6 +141,11 @@ func (tx *Tx) rcWritable(level uint32, idx uint64) (*rcNode, error) {
 		parent, err := tx.rcWritable(level+1, idx/fanout)
 		if err != nil {
 			return nil, err
+		}
+		// Dirtying the parent may have dirtied this node too (releasing the
+		// parent's old block changes a refcount, perhaps in this leaf).
+		if n := tx.rcDirty[pos]; n != nil {
+			return n, nil
 		}
 		old = getPtr(parent.buf[(idx%fanout)*ptrSize:])
 	}
