@@ -131,6 +131,15 @@ const (
 	AmberFlagLSTAR
 )
 
+// AmberNote is the fixed part of the Amber ELF note's descriptor: what the
+// VMM needs from the image without reading its symbol table.
+type AmberNote struct {
+	ABIVersion uint32
+	_          uint32
+	Entry      uint64 // the kernel's 64-bit entry (kernel.start)
+	LSTAR      uint64 // kernel.lstarEntry, where a stray SYSCALL lands
+}
+
 // ABIVersion changes whenever this contract changes; the VMM refuses an
 // image whose kernel was built against another version.
 const ABIVersion = 1
@@ -138,7 +147,7 @@ const ABIVersion = 1
 // ELF notes added to every image by `vmm build`.
 const (
 	NoteNameAmber  = "Amber"
-	NoteTypeABI    = 1 // desc: ABIVersion (u32), then the Go version string
+	NoteTypeABI    = 1 // desc: AmberNote, then the Go version string
 	NoteNameXen    = "Xen"
 	NoteTypePVH    = 18 // XEN_ELFNOTE_PHYS32_ENTRY, desc: u32 entry
 	KernelPkgPath  = "github.com/amberos/amber/kernel"

@@ -132,7 +132,10 @@ func exitVM(status int) {
 
 // Mark reports a named point in time to the VMM (used to measure boot:
 // `vmm run --boot-time`). A no-op outside Amber's VMM.
-func Mark(id uint64) {
+func Mark(id uint64) { mark(id) }
+
+//go:nosplit
+func mark(id uint64) {
 	if pvHypercalls {
 		hcall(boot.HCMark, id, rdtsc(), 0)
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 
 	"github.com/amberos/amber/boot"
+	"golang.org/x/sys/unix"
 )
 
 // Image is a bootable Amber image: a statically linked x86-64 ELF
@@ -24,7 +25,10 @@ type Image struct {
 	End      uint64
 	segments []*elf.Prog
 	raw      []byte
-	lstar    uint64 // kernel.lstarEntry, 0 if unknown
+	lstar    uint64 // kernel.lstarEntry
+	note     boot.AmberNote
+	mapped   bool // raw is an mmap of the file
+	fd       int  // the file, for mapping segments into guest memory; -1 if none
 }
 
 // ErrNotImage is wrapped by every error that means "this file is not a
@@ -40,11 +44,32 @@ func OpenImage(path string) (*Image, error) {
 	if st.IsDir() {
 		return nil, fmt.Errorf("%s is a directory, %w (build one with `vmm build`)", path, ErrNotImage)
 	}
-	raw, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
-	return ParseImage(path, raw)
+	defer f.Close()
+	if st.Size() == 0 {
+		return nil, fmt.Errorf("%s is empty, so it is not an ELF file: %w", path, ErrNotImage)
+	}
+	// Map the file rather than read it: the VMM needs only the headers
+	// and the loaded segments, and the page cache already holds them.
+	raw, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_PRIVATE)
+	if err != nil {
+		return nil, fmt.Errorf("mapping %s: %w", path, err)
+	}
+	img, err := ParseImage(path, raw)
+	if err != nil {
+		unix.Munmap(raw)
+		return nil, err
+	}
+	img.mapped = true
+	img.fd, err = unix.Dup(int(f.Fd()))
+	if err != nil {
+		img.Close()
+		return nil, err
+	}
+	return img, nil
 }
 
 // ParseImage validates an image held in memory.
@@ -59,7 +84,7 @@ func ParseImage(path string, raw []byte) (*Image, error) {
 	if f.Class != elf.ELFCLASS64 || f.Machine != elf.EM_X86_64 || f.Type != elf.ET_EXEC {
 		return nil, fmt.Errorf("%s is a %v %v %v file; Amber images are 64-bit x86-64 executables: %w", path, f.Class, f.Machine, f.Type, ErrNotImage)
 	}
-	img := &Image{Path: path, File: f, Entry: f.Entry, raw: raw}
+	img := &Image{Path: path, File: f, Entry: f.Entry, raw: raw, fd: -1}
 	if err := img.readNotes(); err != nil {
 		return nil, err
 	}
@@ -84,25 +109,10 @@ func ParseImage(path string, raw []byte) (*Image, error) {
 	if img.Entry < boot.ImageBase || img.Entry >= img.End {
 		return nil, fmt.Errorf("%s: entry point %#x is outside the image: %w", path, img.Entry, ErrNotImage)
 	}
-	if syms, err := f.Symbols(); err == nil {
-		// Assembly functions appear as NAME.abi0 (NAME alone is the Go
-		// wrapper around them).
-		kernelEntry := uint64(0)
-		for _, s := range syms {
-			switch s.Name {
-			case boot.KernelEntrySym + ".abi0":
-				kernelEntry = s.Value
-			case boot.KernelPkgPath + ".lstarEntry.abi0":
-				img.lstar = s.Value
-			}
-		}
-		if kernelEntry == 0 {
-			return nil, fmt.Errorf("%s has no Amber kernel entry (%s): %w", path, boot.KernelEntrySym, ErrNotImage)
-		}
-		if kernelEntry != img.Entry {
-			return nil, fmt.Errorf("%s: entry point %#x is not the kernel's (%#x): %w", path, img.Entry, kernelEntry, ErrNotImage)
-		}
+	if img.Entry != img.note.Entry {
+		return nil, fmt.Errorf("%s: entry point %#x is not the kernel's (%#x): %w", path, img.Entry, img.note.Entry, ErrNotImage)
 	}
+	img.lstar = img.note.LSTAR
 	return img, nil
 }
 
@@ -130,7 +140,10 @@ func (img *Image) readNotes() error {
 			desc := data[nameEnd : nameEnd+descsz]
 			if name == boot.NoteNameAmber && typ == boot.NoteTypeABI && len(desc) >= 4 {
 				img.ABI = binary.LittleEndian.Uint32(desc)
-				img.GoVersion = string(bytes.TrimRight(desc[4:], "\x00"))
+				n, err := binary.Decode(desc, binary.LittleEndian, &img.note)
+				if err == nil {
+					img.GoVersion = string(bytes.TrimRight(desc[n:], "\x00"))
+				}
 				found = true
 			}
 			data = data[descEnd:]
@@ -153,15 +166,47 @@ func (img *Image) MinMemory() uint64 {
 	return (img.End + headroom + (1<<20 - 1)) &^ (1<<20 - 1)
 }
 
-// load copies the segments into guest memory.
+// Close releases the image's file mapping.
+func (img *Image) Close() error {
+	var errs []error
+	if img.mapped && img.raw != nil {
+		errs = append(errs, unix.Munmap(img.raw))
+	}
+	img.raw, img.mapped = nil, false
+	if img.fd >= 0 {
+		errs = append(errs, unix.Close(img.fd))
+		img.fd = -1
+	}
+	return errors.Join(errs...)
+}
+
+// load puts the segments into fresh (all-zero) guest memory. Whole pages
+// of read-only segments are mapped from the file copy-on-write, so VMs
+// share the page cache; the rest is copied, and the bss needs no clearing.
 func (img *Image) load(m *GuestMemory) error {
 	for _, p := range img.segments {
 		dst, err := m.Slice(p.Paddr, p.Memsz)
 		if err != nil {
 			return fmt.Errorf("loading %s: %w", img.Path, err)
 		}
-		copy(dst, img.raw[p.Off:p.Off+p.Filesz])
-		clear(dst[p.Filesz:])
+		src := img.raw[p.Off : p.Off+p.Filesz]
+		// Only read-only segments: guest writes to a file-backed page take
+		// a copy-on-write fault that costs more than the copy here.
+		if img.fd >= 0 && p.Flags&elf.PF_W == 0 && p.Off%boot.PageSize == p.Paddr%boot.PageSize {
+			head := (boot.PageSize - p.Paddr%boot.PageSize) % boot.PageSize
+			if head < p.Filesz {
+				n := (p.Filesz - head) &^ (boot.PageSize - 1)
+				if n > 0 {
+					if err := m.mapFile(p.Paddr+head, n, img.fd, int64(p.Off+head)); err != nil {
+						return fmt.Errorf("loading %s: %w", img.Path, err)
+					}
+					copy(dst[:head], src[:head])
+					copy(dst[head+n:], src[head+n:])
+					continue
+				}
+			}
+		}
+		copy(dst, src)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package vmm
 
 import (
 	"fmt"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -51,6 +52,21 @@ func (m *GuestMemory) WritePhys(pa uint64, p []byte) error {
 		return err
 	}
 	copy(s, p)
+	return nil
+}
+
+// mapFile replaces guest memory [pa, pa+n) with a private (copy-on-write)
+// mapping of the file range at off. pa, n and off are page-aligned.
+func (m *GuestMemory) mapFile(pa, n uint64, fd int, off int64) error {
+	s, err := m.Slice(pa, n)
+	if err != nil {
+		return err
+	}
+	_, _, errno := unix.Syscall6(unix.SYS_MMAP, uintptr(unsafe.Pointer(&s[0])), uintptr(n),
+		unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_FIXED, uintptr(fd), uintptr(off))
+	if errno != 0 {
+		return fmt.Errorf("mapping the image into guest memory: %w", errno)
+	}
 	return nil
 }
 

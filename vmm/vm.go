@@ -73,6 +73,7 @@ type VM struct {
 	stop     atomic.Bool
 	vcpuTid  atomic.Int32
 	marks    []Mark
+	exits    map[string]int
 	faultCR2 uint64
 }
 
@@ -152,6 +153,14 @@ func New(cfg Config) (_ *VM, err error) {
 	if vm.mem, err = newGuestMemory(cfg.Memory); err != nil {
 		return nil, err
 	}
+	// Fill guest memory before KVM knows about it: first touches of pages
+	// in a registered slot cost several times more on this host.
+	if err = img.load(vm.mem); err != nil {
+		return nil, err
+	}
+	if err = writeTables(vm.mem); err != nil {
+		return nil, err
+	}
 	region := &kvm.UserspaceMemoryRegion{Slot: 0, GuestPhysAddr: 0, MemorySize: cfg.Memory, UserspaceAddr: uint64(uintptr(unsafe.Pointer(&vm.mem.mem[0])))}
 	if err = kvm.SetUserMemoryRegion(vm.vmFd, region); err != nil {
 		return nil, fmt.Errorf("KVM_SET_USER_MEMORY_REGION: %w", err)
@@ -173,12 +182,6 @@ func New(cfg Config) (_ *VM, err error) {
 	}
 	vm.tscHz = khz * 1000
 
-	if err = img.load(vm.mem); err != nil {
-		return nil, err
-	}
-	if err = writeTables(vm.mem); err != nil {
-		return nil, err
-	}
 	lstar := uint64(0)
 	switch cfg.SyscallTrap {
 	case "lstar":
@@ -209,7 +212,6 @@ func (vm *VM) writeStartInfo(lstar bool) error {
 	if err != nil {
 		return err
 	}
-	clear(area)
 	opts := append([]string{"amber.argv0=" + progName(vm.img.Path)}, vm.cfg.Cmdline...)
 	cmd := boot.Cmdline(opts, vm.cfg.Env, vm.cfg.Args)
 	if len(cmd)+1 > boot.MaxCmdline {
@@ -259,6 +261,9 @@ func progName(path string) string {
 
 // Marks returns the marks the guest reported.
 func (vm *VM) Marks() []Mark { return vm.marks }
+
+// Exits counts the VM exits by kind.
+func (vm *VM) Exits() map[string]int { return vm.exits }
 
 // Stop asks a running VM to stop; Run then returns ExitInterrupted.
 func (vm *VM) Stop() {
@@ -328,6 +333,10 @@ func (vm *VM) Run() (status int, err error) {
 		}
 		err := kvm.Run(vm.vcpuFd)
 		vm.run.ImmediateExit = 0
+		if vm.exits == nil {
+			vm.exits = map[string]int{}
+		}
+		vm.exits[kvm.ExitType(vm.run.ExitReason).String()]++
 		if err != nil {
 			return 0, fmt.Errorf("KVM_RUN: %w", err)
 		}
@@ -408,6 +417,7 @@ func (vm *VM) hypercall(pa uint64) (done bool, status int) {
 		return true, vm.crashReport(nil, fmt.Sprintf("hypercall block: %v", err))
 	}
 	ret := int64(0)
+	vm.exits[fmt.Sprint("hc", h.Nr)]++
 	switch h.Nr {
 	case boot.HCExit:
 		return true, int(h.A0 & 0xff)

@@ -14,7 +14,8 @@ import (
 // CPL0 code is emulated thousands of times slower, so no guest code ever
 // runs at CPL0 on this path. Values: notes/kvm-host.md.
 
-// writeTables writes the GDT, TSS and boot page tables into guest memory.
+// writeTables writes the GDT, TSS and boot page tables into fresh (all
+// zero) guest memory.
 // The kernel fills the IDT's gates itself (it knows its stubs' addresses).
 func writeTables(m *GuestMemory) error {
 	le := binary.LittleEndian
@@ -42,7 +43,6 @@ func writeTables(m *GuestMemory) error {
 	if err != nil {
 		return err
 	}
-	clear(tss)
 	le.PutUint64(tss[4:], boot.IST1Top)    // RSP0
 	le.PutUint64(tss[0x24:], boot.IST1Top) // IST1
 	le.PutUint64(tss[0x2c:], boot.IST2Top) // IST2
@@ -61,7 +61,6 @@ func writeTables(m *GuestMemory) error {
 	if err != nil {
 		return err
 	}
-	clear(tables)
 	le.PutUint64(tables[0:], boot.PDPTPA|p|w|u)
 	for g := uint64(0); g < gib; g++ {
 		pd := boot.FirstPDPA + g*0x1000

@@ -192,7 +192,12 @@ func postLink(path, goVersion string, res *Result, log io.Writer) error {
 		return fmt.Errorf("reading the linked image: %w", err)
 	}
 	sites, err := elfpatch.ScanSyscalls(f, IsKernelSymbol)
+	syms, serr := f.Symbols()
+	entry := f.Entry
 	f.Close()
+	if serr != nil {
+		return fmt.Errorf("reading the linked image's symbols: %w", serr)
+	}
 	if err != nil {
 		return fmt.Errorf("scanning the image for SYSCALL instructions: %w", err)
 	}
@@ -211,7 +216,22 @@ func postLink(path, goVersion string, res *Result, log io.Writer) error {
 		fmt.Fprintf(log, "vmm build: warning: %d SYSCALL instruction(s) outside the standard library (e.g. %s) will reach the kernel through the slower trap path\n",
 			len(res.StraySites), res.StraySites[0])
 	}
-	desc := binary.LittleEndian.AppendUint32(nil, boot.ABIVersion)
+	note := boot.AmberNote{ABIVersion: boot.ABIVersion}
+	for _, s := range syms {
+		switch s.Name {
+		case boot.KernelEntrySym + ".abi0":
+			note.Entry = s.Value
+		case boot.KernelPkgPath + ".lstarEntry.abi0":
+			note.LSTAR = s.Value
+		}
+	}
+	if note.Entry == 0 || note.Entry != entry || note.LSTAR == 0 {
+		return fmt.Errorf("the linked image lacks the kernel's entry points (entry %#x, kernel.start %#x, kernel.lstarEntry %#x)", entry, note.Entry, note.LSTAR)
+	}
+	desc, err := binary.Append(nil, binary.LittleEndian, note)
+	if err != nil {
+		return err
+	}
 	desc = append(desc, goVersion...)
 	return elfpatch.AddNotes(path, []elfpatch.Note{{Name: boot.NoteNameAmber, Type: boot.NoteTypeABI, Desc: desc}})
 }

@@ -204,6 +204,7 @@ Flags:
 		fmt.Fprintf(stderr, "vmm run: %v\n", err)
 		return exitNotStart
 	}
+	defer img.Close()
 	if f, ok := stdin.(*os.File); ok && f != nil {
 		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice == 0 && st.Mode().IsRegular() && st.Size() == 0 {
 			stdin = nil
@@ -239,7 +240,7 @@ Flags:
 		for _, m := range vm.Marks() {
 			fmt.Fprintf(stderr, "vmm: mark %d at %v after vCPU start\n", m.ID, m.SinceBoot)
 		}
-		fmt.Fprintf(stderr, "vmm: guest ran %v\n", time.Since(start))
+		fmt.Fprintf(stderr, "vmm: guest ran %v; exits %v\n", time.Since(start), vm.Exits())
 	}
 	return status
 }

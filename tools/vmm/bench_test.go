@@ -1,0 +1,122 @@
+package main
+
+import (
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/amberos/amber/vmm"
+)
+
+// Benchmarks compare against a baseline measured in the same run (these
+// machines are shared and noisy) and report medians. Run with
+// -benchtime 1x: each benchmark does its own repetitions.
+
+const benchRuns = 21
+
+func median(d []time.Duration) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func timeCmd(b *testing.B, name string, args ...string) time.Duration {
+	t0 := time.Now()
+	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+		b.Fatalf("%s %v: %v\n%s", name, args, err, out)
+	}
+	return time.Since(t0)
+}
+
+// BenchmarkHelloWall: `vmm run hello.img` from exec to exit, against the
+// same program as a native Linux process. Goal: <= 3x native.
+func BenchmarkHelloWall(b *testing.B) {
+	needKVM(b)
+	img := image(b, "../../apps/hello")
+	native := filepath.Join(b.TempDir(), "hello")
+	if out, err := exec.Command("go", "build", "-o", native, "../../apps/hello").CombinedOutput(); err != nil {
+		b.Fatalf("%v\n%s", err, out)
+	}
+	for i := 0; i < b.N; i++ {
+		var guest, host []time.Duration
+		for r := 0; r < benchRuns; r++ { // interleaved, so drift hits both
+			guest = append(guest, timeCmd(b, vmmBin, "run", img))
+			host = append(host, timeCmd(b, native))
+		}
+		g, h := median(guest), median(host)
+		b.ReportMetric(float64(g.Microseconds())/1000, "vmm-ms")
+		b.ReportMetric(float64(h.Microseconds())/1000, "native-ms")
+		b.ReportMetric(float64(g)/float64(h), "ratio")
+	}
+}
+
+// BenchmarkBootToMain: from the vCPU's first instruction to the guest's
+// main() (the guest reports its TSC through kernel.Mark). Goal: <= 0.5 ms.
+// The whole in-process VM lifetime (create, load, run, exit) is reported
+// too.
+func BenchmarkBootToMain(b *testing.B) {
+	needKVM(b)
+	img, err := vmm.OpenImage(image(b, "./testdata/bootmark"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := 0; i < b.N; i++ {
+		var toMain, whole []time.Duration
+		for r := 0; r < benchRuns; r++ {
+			t0 := time.Now()
+			vm, err := vmm.New(vmm.Config{Image: img})
+			if err != nil {
+				b.Fatal(err)
+			}
+			status, err := vm.Run()
+			whole = append(whole, time.Since(t0))
+			if err != nil || status != 0 || len(vm.Marks()) != 1 {
+				b.Fatalf("status %d, err %v, marks %v", status, err, vm.Marks())
+			}
+			toMain = append(toMain, vm.Marks()[0].SinceBoot)
+			vm.Close()
+		}
+		b.ReportMetric(float64(median(toMain).Microseconds())/1000, "to-main-ms")
+		b.ReportMetric(float64(median(whole).Microseconds())/1000, "vm-lifetime-ms")
+	}
+}
+
+var getpidRE = regexp.MustCompile(`getpid_ns=([0-9.]+)`)
+
+// BenchmarkGetpid: syscall.RawSyscall(SYS_GETPID) in the guest (a direct
+// call into the kernel) against the same call as a Linux syscall on the
+// host. Goal: <= 5 ns in the guest.
+func BenchmarkGetpid(b *testing.B) {
+	needKVM(b)
+	img := image(b, "./testdata/getpid")
+	for i := 0; i < b.N; i++ {
+		r := run(b, "run", img, "--", "2000000")
+		m := getpidRE.FindStringSubmatch(r.stdout)
+		if r.code != 0 || m == nil {
+			b.Fatalf("guest: exit %d, %s %s", r.code, r.stdout, r.stderr)
+		}
+		guest, _ := strconv.ParseFloat(m[1], 64)
+		var per []float64
+		const n = 200_000
+		for batch := 0; batch < 11; batch++ {
+			t0 := time.Now()
+			for j := 0; j < n; j++ {
+				syscall.RawSyscall(syscall.SYS_GETPID, 0, 0, 0)
+			}
+			per = append(per, float64(time.Since(t0).Nanoseconds())/n)
+		}
+		slices.Sort(per)
+		host := per[len(per)/2]
+		b.ReportMetric(guest, "guest-ns/call")
+		b.ReportMetric(host, "host-ns/call")
+		b.ReportMetric(host/guest, "speedup")
+	}
+}
+
+var _ = fmt.Sprint
