@@ -34,14 +34,15 @@ type Hypercall struct {
 	Ret int64
 }
 
-// TrapFrame is the register save area the kernel's trap entry builds and
-// passes to HCCrash. Field order is fixed by the assembly.
+// TrapFrame is the register save area the kernel's trap entry builds on
+// the exception stack and passes to HCCrash: the general registers, the
+// vector and error code, and what the CPU pushed. Field order is fixed by
+// the assembly (trapCommon).
 type TrapFrame struct {
 	R15, R14, R13, R12, R11, R10, R9, R8 uint64
 	RBP, RDI, RSI, RDX, RCX, RBX, RAX    uint64
 	Vector, ErrorCode                    uint64
 	RIP, CS, RFLAGS, RSP, SS             uint64
-	FSBase, GSBase, CR2                  uint64
 }
 
 // Exit statuses the VMM reports for guest failures, distinct from any

@@ -30,7 +30,9 @@ func kinit(startInfo uintptr) uintptr {
 		seed = ai.Seed
 		timeInit(ai.TSCHz, ai.BootTSC, ai.BootUnixNs)
 	} else {
-		kfatal("boot: not started by Amber's VMM (PVH boot is not supported yet)")
+		// Started by another PVH loader (QEMU, Firecracker, ...): no
+		// hypercalls; RAM, time and TSC come from portable sources.
+		pvhInit(si) // kernel/pvh.go
 	}
 	// The VMM points LSTAR at lstarEntry; taking its address keeps the
 	// linker from discarding it as unreferenced.
@@ -76,10 +78,7 @@ const (
 	atExecfn = 31
 )
 
-// buildProcessStack lays out argc, argv, envp and auxv at the top of the
-// main thread's stack, Linux-style, from the command line
-// (boot/cmdline.go): dotted KEY=VALUE tokens are kernel options, other
-// KEY=VALUE tokens the environment, tokens after "--" the arguments.
+// buildProcessStack lays out the main thread's stack from the command line.
 //
 //go:nosplit
 func buildProcessStack(si *boot.StartInfo) uintptr {
@@ -92,15 +91,24 @@ func buildProcessStack(si *boot.StartInfo) uintptr {
 		}
 		cmd = userBytes(p, n)
 	}
-	// Strings go at the top of the stack, growing down; pointers are
-	// collected in two arrays below them, then copied into place.
-	strTop := uintptr(boot.StackTop)
-	strs := userBytes(strTop-uintptr(len(cmd))-64, uintptr(len(cmd))+64)
-	strBase := strTop - uintptr(len(strs))
-	used := 0
+	return layoutProcessStack(cmd, boot.StackTop, randomU64(), randomU64())
+}
 
+// layoutProcessStack writes argc, argv, envp and auxv below top,
+// Linux-style, from a command line (boot/cmdline.go): dotted KEY=VALUE
+// tokens are kernel options, other KEY=VALUE tokens the environment,
+// tokens after "--" the arguments. It returns the initial stack pointer,
+// 16-byte aligned, pointing at argc.
+//
+//go:nosplit
+func layoutProcessStack(cmd []byte, top uintptr, random0, random1 uint64) uintptr {
+	// Strings go at the top, then two arrays collecting the pointers, then
+	// AT_RANDOM's bytes, then the vectors the runtime reads.
+	strBase := (top - uintptr(len(cmd)) - 64) &^ 15
+	strs := userBytes(strBase, top-strBase)
+	used := 0
 	const maxPtrs = 512
-	argvArea := strBase - maxPtrs*8*2 // two arrays of maxPtrs pointers
+	argvArea := strBase - maxPtrs*8*2
 	argv := (*[maxPtrs]uintptr)(ptr(argvArea))
 	envp := (*[maxPtrs]uintptr)(ptr(argvArea + maxPtrs*8))
 	argc, envc := 1, 0
@@ -155,14 +163,11 @@ func buildProcessStack(si *boot.StartInfo) uintptr {
 	}
 	argv[0] = argv0
 
-	// 16 random bytes for AT_RANDOM, below the pointer arrays.
 	random := (argvArea - 32) &^ 15
-	r0, r1 := randomU64(), randomU64()
-	*u64at(random) = r0
-	*u64at(random + 8) = r1
+	*u64at(random) = random0
+	*u64at(random + 8) = random1
 
-	// The final layout, 16-byte aligned at argc.
-	words := uintptr(1+argc+1+envc+1) + 2*10
+	words := uintptr(1+argc+1+envc+1) + 2*9
 	sp := (random - words*8) &^ 15
 	w := sp
 	*u64at(w) = uint64(argc)

@@ -1,0 +1,245 @@
+package kernel
+
+import (
+	"unsafe"
+
+	"github.com/amberos/amber/boot"
+)
+
+// Booting without Amber's VMM. Another PVH loader (QEMU -kernel,
+// Firecracker, Cloud Hypervisor) entered the image at pvhEntry
+// (pvh_amd64.s), which moved the start info to boot.StartInfoPA and built
+// the boot page tables; AmberInfo is absent, so every fact the VMM would
+// hand over comes from a portable source here: RAM from the PVH memory map,
+// the TSC frequency from CPUID or a calibration against the PIT or the CMOS
+// RTC, wall-clock time from the RTC. Console (16550), exit (isa-debug-exit)
+// and idle (polling) already fall back when pvHypercalls is false.
+
+// Implemented in pvh_amd64.s.
+func pvhEntry()
+func pvhEntryPC() uintptr
+
+// pvhPC is the 32-bit entry's address; taking it keeps the linker from
+// discarding pvhEntry, which nothing calls (`vmm build` puts it in the
+// Xen PVH note).
+var pvhPC uintptr
+
+// pvhInit is kinit's path when the boot info carries no AmberInfo.
+//
+//go:nosplit
+func pvhInit(si *boot.StartInfo) {
+	pvhPC = pvhEntryPC()
+	var m []boot.MemmapEntry
+	if si.MemmapPaddr != 0 {
+		n := uintptr(si.MemmapEntries)
+		if n > boot.MaxMemmapEntries {
+			n = boot.MaxMemmapEntries
+		}
+		m = unsafe.Slice((*boot.MemmapEntry)(ptr(uintptr(si.MemmapPaddr))), n)
+	}
+	ramEnd = uintptr(boot.RAMEnd(m))
+	if ramEnd == 0 {
+		kfatal("boot: the PVH memory map has no RAM at the image")
+	}
+	pml4 = boot.PML4PA
+	// Without the VMM there is no way to learn a page fault's address
+	// (CR2 is out of reach at CPL3), so no mapping may be filled lazily:
+	// a full table makes sysMmap commit every mapping at once.
+	nlazy = maxLazy
+	seed[0], seed[1] = rdtsc(), uint64(ramEnd)
+	hz := tscFrequency()
+	tsc0, unixNs := rtcNow()
+	timeInit(hz, tsc0, uint64(unixNs))
+	seed[2], seed[3] = uint64(unixNs), rdtsc()
+}
+
+// tscFrequency finds the TSC's rate: from the hypervisor's timing leaf or
+// CPUID leaf 0x15/0x16 when they give it, else by counting TSC ticks
+// against the PIT or, failing that, against the RTC's seconds.
+//
+//go:nosplit
+func tscFrequency() uint64 {
+	if a, _, _, _ := cpuid(0x40000000, 0); a >= 0x40000010 && a < 0x40010000 {
+		if khz, _, _, _ := cpuid(0x40000010, 0); khz != 0 {
+			return uint64(khz) * 1000
+		}
+	}
+	maxLeaf, _, _, _ := cpuid(0, 0)
+	if maxLeaf >= 0x15 {
+		den, num, crystal, _ := cpuid(0x15, 0)
+		if den != 0 && num != 0 && crystal != 0 {
+			return uint64(crystal) * uint64(num) / uint64(den)
+		}
+	}
+	if maxLeaf >= 0x16 {
+		if mhz, _, _, _ := cpuid(0x16, 0); mhz != 0 {
+			return uint64(mhz) * 1_000_000
+		}
+	}
+	if hz := pitCalibrate(); hz != 0 {
+		return hz
+	}
+	if hz := rtcCalibrate(); hz != 0 {
+		return hz
+	}
+	kfatal("boot: TSC frequency unknown (no CPUID leaf, PIT or RTC)")
+	return 0
+}
+
+// The 8254 PIT: channel 0 counts down at 1.193182 MHz.
+const (
+	pitHz      = 1193182
+	pitCh0     = 0x40
+	pitCmd     = 0x43
+	pitSpanTks = pitHz / 50 // calibrate over 20 ms
+)
+
+//go:nosplit
+func pitRead() uint16 {
+	outb(pitCmd, 0x00) // latch channel 0
+	lo := inb(pitCh0)
+	hi := inb(pitCh0)
+	return uint16(hi)<<8 | uint16(lo)
+}
+
+// pitCalibrate measures the TSC against PIT channel 0 (mode 2, period
+// 65536: it wraps every 55 ms, so the elapsed count is taken modulo
+// 65536 between close reads). 0 if there is no working PIT.
+//
+//go:nosplit
+func pitCalibrate() uint64 {
+	outb(pitCmd, 0x34) // channel 0, lobyte/hibyte, mode 2
+	outb(pitCh0, 0)
+	outb(pitCh0, 0)
+	prev := pitRead()
+	// Start on a tick edge.
+	for i := 0; ; i++ {
+		if i > 1_000_000 {
+			return 0
+		}
+		c := pitRead()
+		if c != prev {
+			prev = c
+			break
+		}
+	}
+	t0 := rdtsc()
+	elapsed := uint64(0)
+	stuck := 0
+	for elapsed < pitSpanTks {
+		c := pitRead()
+		d := uint64(uint16(prev - c))
+		if d == 0 || d > 0x8000 { // no progress, or read out of order
+			stuck++
+			if stuck > 1_000_000 {
+				return 0
+			}
+			continue
+		}
+		stuck = 0
+		elapsed += d
+		prev = c
+	}
+	hz := (rdtsc() - t0) * pitHz / elapsed
+	if hz < 100_000_000 || hz > 20_000_000_000 {
+		return 0
+	}
+	return hz
+}
+
+// The MC146818 CMOS RTC.
+const (
+	cmosIndex = 0x70
+	cmosData  = 0x71
+)
+
+//go:nosplit
+func cmosRead(reg uint8) uint8 {
+	outb(cmosIndex, reg)
+	return inb(cmosData)
+}
+
+// rtcCalibrate counts TSC ticks between two RTC update cycles, which are
+// a second apart. It takes up to two seconds; 0 if there is no RTC.
+//
+//go:nosplit
+func rtcCalibrate() uint64 {
+	var t [2]uint64
+	for k := 0; k < 2; k++ {
+		start := rdtsc()
+		for cmosRead(0x0a)&0x80 != 0 { // let a running update finish
+			if rdtsc()-start > 1<<34 {
+				return 0
+			}
+		}
+		for cmosRead(0x0a)&0x80 == 0 { // wait for the next one to start
+			if rdtsc()-start > 1<<34 {
+				return 0
+			}
+		}
+		t[k] = rdtsc()
+	}
+	hz := t[1] - t[0]
+	if hz < 100_000_000 || hz > 20_000_000_000 {
+		return 0
+	}
+	return hz
+}
+
+// rtcNow reads the wall-clock time from the RTC and the TSC at that
+// moment. The RTC counts whole seconds; without one the clock starts at
+// the Unix epoch.
+//
+//go:nosplit
+func rtcNow() (tsc uint64, unixNs int64) {
+	for i := 0; i < 1_000_000 && cmosRead(0x0a)&0x80 != 0; i++ {
+	}
+	tsc = rdtsc()
+	sec, min, hour := cmosRead(0), cmosRead(2), cmosRead(4)
+	day, mon, year := cmosRead(7), cmosRead(8), cmosRead(9)
+	cent := cmosRead(0x32)
+	regB := cmosRead(0x0b)
+	pm := hour&0x80 != 0
+	hour &= 0x7f
+	if regB&0x04 == 0 { // BCD
+		sec, min, hour = bcd(sec), bcd(min), bcd(hour)
+		day, mon, year, cent = bcd(day), bcd(mon), bcd(year), bcd(cent)
+	}
+	if regB&0x02 == 0 { // 12-hour clock
+		hour %= 12
+		if pm {
+			hour += 12
+		}
+	}
+	if sec > 59 || min > 59 || hour > 23 || day < 1 || day > 31 || mon < 1 || mon > 12 || year > 99 {
+		return tsc, 0
+	}
+	y := 2000 + int64(year)
+	if cent >= 19 && cent <= 29 {
+		y = int64(cent)*100 + int64(year)
+	}
+	days := daysFromCivil(y, int64(mon), int64(day))
+	return tsc, ((days*24+int64(hour))*60+int64(min))*60e9 + int64(sec)*1e9
+}
+
+//go:nosplit
+func bcd(v uint8) uint8 { return v>>4*10 + v&15 }
+
+// daysFromCivil is the number of days from 1970-01-01 to y-m-d
+// (proleptic Gregorian; H. Hinnant's algorithm).
+//
+//go:nosplit
+func daysFromCivil(y, m, d int64) int64 {
+	if m <= 2 {
+		y--
+	}
+	era := y / 400
+	if y < 0 && y%400 != 0 {
+		era--
+	}
+	yoe := y - era*400
+	mp := (m + 9) % 12
+	doy := (153*mp+2)/5 + d - 1
+	doe := yoe*365 + yoe/4 - yoe/100 + doy
+	return era*146097 + doe - 719468
+}

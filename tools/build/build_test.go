@@ -1,0 +1,153 @@
+package build
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	amber "github.com/amberos/amber"
+)
+
+func TestRewriteSyscalls(t *testing.T) {
+	src := "TEXT ·f(SB),NOSPLIT,$0\n\tMOVL\t$1, AX\n\tSYSCALL\n\tSYSCALL // comment\n\t// SYSCALL in a comment\n\tMOVQ\t$SYSCALL_X, AX\nlabel:\tSYSCALL_NOT\n\tRET\n"
+	out, n := rewriteSyscalls([]byte(src))
+	if n != 2 {
+		t.Fatalf("rewrote %d sites, want 2:\n%s", n, out)
+	}
+	call := "CALL\tgithub·com∕amberos∕amber∕kernel·syscallEntry(SB)"
+	if strings.Count(string(out), call) != 2 || strings.Contains(string(out), "\tSYSCALL\n") {
+		t.Errorf("rewritten source:\n%s", out)
+	}
+	if !strings.Contains(string(out), call+" // comment") || !strings.Contains(string(out), "// SYSCALL in a comment") {
+		t.Errorf("comments not kept:\n%s", out)
+	}
+}
+
+func TestReleaseOf(t *testing.T) {
+	for in, want := range map[string]string{"go1.26.8": "go1.26", "go1.26": "go1.26", "go1.27rc1": "go1.27", "go1.26.0-X:foo": "go1.26"} {
+		if got := releaseOf(in); got != want {
+			t.Errorf("releaseOf(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestIsStdSymbol(t *testing.T) {
+	for sym, want := range map[string]bool{
+		"runtime.write1.abi0":                          true,
+		"internal/runtime/syscall/linux.Syscall6":      true,
+		"syscall.rawVforkSyscall.abi0":                 true,
+		"time.now":                                     true,
+		"golang.org/x/sys/unix.RawSyscallNoError.abi0": false,
+		"github.com/amberos/amber/kernel.syscallEntry": false,
+		"main.rawSyscall.abi0":                         false, // the program's own assembly: served by the trap path
+		"":                                             false,
+	} {
+		if got := isStdSymbol(sym); got != want {
+			t.Errorf("isStdSymbol(%q) = %v, want %v", sym, got, want)
+		}
+	}
+}
+
+// The overlay generated from this machine's GOROOT finds exactly the
+// expected sites, and no SYSCALL survives in the copies.
+func TestOverlayFromGOROOT(t *testing.T) {
+	dir := t.TempDir()
+	replace, err := writeOverlay(runtime.GOROOT(), runtime.Version(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(replace) != len(syscallFiles) {
+		t.Fatalf("overlay replaces %d files, want %d", len(replace), len(syscallFiles))
+	}
+	calls := 0
+	for orig, repl := range replace {
+		if _, err := os.Stat(orig); err != nil {
+			t.Errorf("overlay names a missing GOROOT file: %v", err)
+		}
+		b, err := os.ReadFile(repl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, n := rewriteSyscalls(b); n != 0 {
+			t.Errorf("%s still has %d SYSCALL lines", repl, n)
+		}
+		calls += strings.Count(string(b), "kernel·syscallEntry(SB)")
+	}
+	if calls != expectedSites[releaseOf(runtime.Version())] {
+		t.Errorf("%d calls of the kernel entry, want %d", calls, expectedSites[releaseOf(runtime.Version())])
+	}
+	if _, err := writeOverlay(runtime.GOROOT(), "go1.99.1", dir); err == nil || !strings.Contains(err.Error(), "not supported") {
+		t.Errorf("unknown Go version: err = %v", err)
+	}
+	// A runtime whose site count changed is refused.
+	fake := t.TempDir()
+	for _, rel := range syscallFiles {
+		b, _ := os.ReadFile(filepath.Join(runtime.GOROOT(), "src", rel))
+		p := filepath.Join(fake, "src", rel)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		os.WriteFile(p, append(b, "\tSYSCALL\n"...), 0o644)
+	}
+	if _, err := writeOverlay(fake, runtime.Version(), t.TempDir()); err == nil || !strings.Contains(err.Error(), "expected 46") {
+		t.Errorf("changed runtime: err = %v", err)
+	}
+}
+
+// The kernel is linked into programs of any module from the source
+// embedded in vmm, as a module with no requirements: it must import only
+// the standard library and itself.
+func TestGuestImportsOnlyStd(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", "github.com/amberos/amber/kernel").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range strings.Fields(string(out)) {
+		if !strings.HasPrefix(p, amber.ModulePath+"/") {
+			t.Errorf("the kernel depends on %s, which is not in the standard library", p)
+		}
+		if p != amber.ModulePath+"/kernel" && p != amber.ModulePath+"/boot" {
+			t.Errorf("the kernel depends on %s, which is not embedded in vmm (amber.go)", p)
+		}
+	}
+}
+
+func TestExtractGuestSource(t *testing.T) {
+	cache := t.TempDir()
+	dir, err := extractGuestSource(cache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := extractGuestSource(cache)
+	if err != nil || again != dir {
+		t.Fatalf("second extraction: %q, %v; want %q", again, err, dir)
+	}
+	mod, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+	if err != nil || !strings.Contains(string(mod), "module "+amber.ModulePath) || strings.Contains(string(mod), "require") {
+		t.Errorf("go.mod = %q, %v", mod, err)
+	}
+	for _, f := range []string{"kernel/entry_amd64.s", "kernel/syscall.go", "boot/boot.go"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Error(err)
+		}
+	}
+	// It builds on its own, as a module.
+	cmd := exec.Command("go", "build", "./...")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GOWORK=off", "GOOS=linux", "GOARCH=amd64", "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("the extracted kernel does not build: %v\n%s", err, out)
+	}
+}
+
+func TestAsmSymbol(t *testing.T) {
+	if got := asmSymbol("example.com/a/b", "F"); got != "example·com∕a∕b·F" {
+		t.Errorf("asmSymbol = %q", got)
+	}
+	b, _ := json.Marshal(asmSymbol("x.y/z", "f"))
+	if !strings.Contains(string(b), "·") {
+		t.Errorf("json %s", b)
+	}
+}
