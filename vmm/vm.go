@@ -86,21 +86,28 @@ type Mark struct {
 // ErrNoKVM is wrapped by errors about a missing or inaccessible /dev/kvm.
 var ErrNoKVM = errors.New("KVM is not available")
 
+// kvmDevice is the KVM device node (a variable for tests).
+var kvmDevice = "/dev/kvm"
+
 // openKVM opens /dev/kvm with an error that says what to do.
 func openKVM() (uintptr, error) {
-	fd, err := unix.Open("/dev/kvm", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	fd, err := unix.Open(kvmDevice, unix.O_RDWR|unix.O_CLOEXEC, 0)
 	switch {
 	case errors.Is(err, unix.ENOENT):
-		return 0, fmt.Errorf("/dev/kvm does not exist: %w (is this a Linux host with KVM enabled? load kvm_intel or kvm_amd, or enable nested virtualization)", ErrNoKVM)
+		return 0, fmt.Errorf("%s does not exist: %w (is this a Linux host with KVM enabled? load kvm_intel or kvm_amd, or enable nested virtualization)", kvmDevice, ErrNoKVM)
 	case errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM):
-		return 0, fmt.Errorf("no permission to open /dev/kvm: %w (add your user to the group that owns it, e.g. `sudo usermod -aG kvm $USER`, then log in again)", ErrNoKVM)
+		return 0, fmt.Errorf("no permission to open %s: %w (add your user to the group that owns it, e.g. `sudo usermod -aG kvm $USER`, then log in again)", kvmDevice, ErrNoKVM)
 	case err != nil:
-		return 0, fmt.Errorf("opening /dev/kvm: %v: %w", err, ErrNoKVM)
+		return 0, fmt.Errorf("opening %s: %v: %w", kvmDevice, err, ErrNoKVM)
 	}
 	v, err := kvm.GetAPIVersion(uintptr(fd))
-	if err != nil || v != 12 {
+	if err != nil {
 		unix.Close(fd)
-		return 0, fmt.Errorf("/dev/kvm speaks API version %d, want 12: %w", v, ErrNoKVM)
+		return 0, fmt.Errorf("%s is not a KVM device (%v): %w", kvmDevice, err, ErrNoKVM)
+	}
+	if v != 12 {
+		unix.Close(fd)
+		return 0, fmt.Errorf("%s speaks KVM API version %d, want 12: %w", kvmDevice, v, ErrNoKVM)
 	}
 	return uintptr(fd), nil
 }

@@ -215,3 +215,25 @@ func TestGuestMemoryBounds(t *testing.T) {
 		t.Errorf("last 4 bytes: %v", err)
 	}
 }
+
+func TestKVMErrors(t *testing.T) {
+	defer func(d string) { kvmDevice = d }(kvmDevice)
+	for _, c := range []struct{ dev, want string }{
+		{filepath.Join(t.TempDir(), "kvm"), "does not exist"},
+		{os.DevNull, "is not a KVM device"},
+	} {
+		kvmDevice = c.dev
+		err := KVMAvailable()
+		if !errors.Is(err, ErrNoKVM) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v; want ErrNoKVM saying %q", c.dev, err, c.want)
+		}
+	}
+	if os.Geteuid() != 0 {
+		f := filepath.Join(t.TempDir(), "kvm")
+		os.WriteFile(f, nil, 0)
+		kvmDevice = f
+		if err := KVMAvailable(); err == nil || !strings.Contains(err.Error(), "no permission") {
+			t.Errorf("unreadable device: %v", err)
+		}
+	}
+}

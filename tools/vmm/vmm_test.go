@@ -170,6 +170,36 @@ func TestStraySyscall(t *testing.T) {
 	}
 }
 
+func TestStdin(t *testing.T) {
+	needKVM(t)
+	img := image(t, "./testdata/cat")
+	cmd := exec.Command(vmmBin, "run", "--timeout", "60s", img)
+	// Input that arrives while the guest waits, then end of input.
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdin = pr
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pr.Close()
+	pw.Write([]byte("hello\n"))
+	time.Sleep(100 * time.Millisecond)
+	pw.Write([]byte("amber guest\nlast line without newline"))
+	pw.Close()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("%v\n%s", err, stderr.String())
+	}
+	if want := "HELLO\nAMBER GUEST\nLAST LINE WITHOUT NEWLINE\n3 lines\n"; stdout.String() != want {
+		t.Errorf("stdout %q, want %q", stdout.String(), want)
+	}
+	// No stdin at all is end of input.
+	expect(t, run(t, "run", img), 0, "0 lines")
+}
+
 func TestOtherModule(t *testing.T) {
 	needKVM(t)
 	dir := filepath.Join(t.TempDir(), "othermod")
