@@ -41,6 +41,11 @@ type Config struct {
 	SyscallTrap string
 	// Timeout stops a guest that runs longer, with a report; 0: none.
 	Timeout time.Duration
+	// Boot selects the boot path: "direct" (or ""; the VMM sets up long
+	// mode and starts the kernel's 64-bit entry at CPL3) or "pvh" (the
+	// vCPU starts at the image's 32-bit PVH entry, as under other VMMs;
+	// vmm/pvh.go).
+	Boot string
 }
 
 // DefaultMemory is the guest RAM size when Config.Memory is 0.
@@ -165,8 +170,18 @@ func New(cfg Config) (_ *VM, err error) {
 	if err = img.load(vm.mem); err != nil {
 		return nil, err
 	}
-	if err = writeTables(vm.mem); err != nil {
-		return nil, err
+	pvhEntry := uint32(0)
+	switch cfg.Boot {
+	case "", "direct":
+		if err = writeTables(vm.mem); err != nil {
+			return nil, err
+		}
+	case "pvh": // the 32-bit entry writes the tables itself
+		if pvhEntry, err = img.PVHEntry(); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("unknown boot path %q (want direct or pvh)", cfg.Boot)
 	}
 	region := &kvm.UserspaceMemoryRegion{Slot: 0, GuestPhysAddr: 0, MemorySize: cfg.Memory, UserspaceAddr: uint64(uintptr(unsafe.Pointer(&vm.mem.mem[0])))}
 	if err = kvm.SetUserMemoryRegion(vm.vmFd, region); err != nil {
@@ -204,7 +219,12 @@ func New(cfg Config) (_ *VM, err error) {
 	default:
 		return nil, fmt.Errorf("unknown syscall trap mode %q (want lstar or ud)", cfg.SyscallTrap)
 	}
-	if err = vm.setupVCPU(img.Entry, lstar, img.lstar); err != nil {
+	if pvhEntry != 0 {
+		err = vm.setupVCPUPVH(pvhEntry, lstar, img.lstar)
+	} else {
+		err = vm.setupVCPU(img.Entry, lstar, img.lstar)
+	}
+	if err != nil {
 		return nil, err
 	}
 	vm.input = newInputPump(cfg.Stdin)
@@ -469,7 +489,11 @@ func (vm *VM) hypercall(pa uint64) (done bool, status int) {
 				tf = nil
 			}
 		}
-		return true, vm.crashReport(tf, msg)
+		status := vm.crashReport(tf, msg)
+		if h.A3 > 0 && h.A3 < 256 {
+			status = int(h.A3)
+		}
+		return true, status
 	case boot.HCMark:
 		vm.marks = append(vm.marks, Mark{ID: h.A0, SinceBoot: vm.tscToDuration(h.A1 - vm.bootTSC)})
 	default:

@@ -156,6 +156,7 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs.Var(&env, "env", "environment variable `KEY=VALUE` for the program (repeatable)")
 	timeout := fs.Duration("timeout", 0, "stop the guest with a report after this `duration` (0: never)")
 	trap := fs.String("syscall-trap", "", "how stray SYSCALL instructions reach the kernel: lstar or ud (default: lstar on kvm_pvm hosts, ud elsewhere)")
+	bootPath := fs.String("boot", "direct", "boot `path`: direct (the VMM sets up long mode) or pvh (start at the image's 32-bit PVH entry, as QEMU, Firecracker and Cloud Hypervisor do)")
 	bootTime := fs.Bool("boot-time", false, "print the guest's kernel.Mark times since vCPU start on stderr")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `Usage: vmm run [flags] IMAGE [-- ARGS...]
@@ -212,7 +213,7 @@ Flags:
 	}
 	vm, err := vmm.New(vmm.Config{
 		Image: img, Memory: memBytes, Cmdline: cmdline, Env: env, Args: guestArgs,
-		Stdin: stdin, Stdout: stdout, Stderr: stderr, SyscallTrap: *trap, Timeout: *timeout,
+		Stdin: stdin, Stdout: stdout, Stderr: stderr, SyscallTrap: *trap, Timeout: *timeout, Boot: *bootPath,
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "vmm run: %v\n", err)

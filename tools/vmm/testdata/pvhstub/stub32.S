@@ -5,7 +5,8 @@
  *
  * Entered per the PVH ABI: 32-bit protected mode, paging off, CPL0,
  * flat CS/DS/ES/SS, EBX = hvm_start_info, ESP undefined, IF clear.
- * Constants are boot/boot.go's (TestPVHStubConstants checks them).
+ * Constants are boot/boot.go's; TestQEMUSmoke and TestPVHBootUnderVMM
+ * (tools/vmm/qemu_test.go) boot through this code.
  */
         .code32
         .text
@@ -87,14 +88,27 @@ copied:
         jmp     3b
 6:      and     $0xffe00000, %ebp
         jz      dead
+        /* EBX = 1 under Amber's VMM (AmberInfo present): guest memory is
+         * fresh and zero, so the clearing below (emulated, slow at CPL0 on
+         * shadow-paging hosts) can be skipped. */
+        xor     %ebx, %ebx
+        cmpl    $0x72000001, 0x10040            /* boot.AmberInfoMagic */
+        jne     19f
+        cmpl    $0x616d6265, 0x10044
+        jne     19f
+        inc     %ebx
+19:
 
         /* 3. Page tables (vmm/x86.go writeTables): PML4 -> PDPT -> one PD
          * per GiB with 2 MiB pages; the PD's first entry -> a 4 KiB page
          * table with [0, NullGuard) left unmapped. User-accessible. */
+        test    %ebx, %ebx
+        jnz     20f
         mov     $0x30000, %edi
         mov     $0x1800, %ecx                   /* PML4, PDPT, low PT, 3 PDs */
         xor     %eax, %eax
         rep stosl
+20:
         movl    $0x31007, 0x30000
         mov     $0x33000, %edi
         mov     $0x87, %eax
@@ -145,10 +159,13 @@ copied:
 
         /* 5. TSS: RSP0 and IST1 = IST1Top, IST2 = IST2Top, a full I/O
          * bitmap (all zero: every port allowed) ending in 0xff. */
+        test    %ebx, %ebx
+        jnz     21f
         mov     $0x22000, %edi
         mov     $0x81a, %ecx                    /* 0x2068 bytes */
         xor     %eax, %eax
         rep stosl
+21:
         movl    $0x50000, 0x22004
         movl    $0x50000, 0x22024
         movl    $0x60000, 0x2202c
@@ -165,13 +182,12 @@ copied:
         xor     %eax, %eax
         cpuid
         mov     %eax, %esi                      /* max basic leaf */
+        mov     $0x620, %ebp                    /* (EBP: RAM end no longer needed) */
         mov     $1, %eax
         cpuid
-        mov     %ecx, %edi                      /* leaf 1 ECX */
-        mov     $0x620, %edx
-        test    $0x04000000, %edi               /* XSAVE */
+        test    $0x04000000, %ecx               /* XSAVE */
         jz      11f
-        or      $0x40000, %edx
+        or      $0x40000, %ebp
 11:     cmp     $7, %esi
         jb      12f
         mov     $7, %eax
@@ -179,13 +195,22 @@ copied:
         cpuid
         test    $1, %ebx                        /* FSGSBASE */
         jz      12f
-        or      $0x10000, %edx
-12:     mov     %edx, %cr4
+        or      $0x10000, %ebp
+12:     test    $0x10000, %ebp
+        jz      nofsgs
+        mov     %ebp, %cr4
 
-        /* 8. XCR0 = (x87|SSE|AVX) & what CPUID leaf 0xd offers; skipped if
-         * already so (shadow-paging hosts run on the host's XCR0). */
-        test    $0x40000, %edx
+        /* 8. XCR0 = (x87|SSE|AVX) & what CPUID leaf 0xd offers. Amber's
+         * VMM (AmberInfo present) has set it already: the CPL0 emulator of
+         * shadow-paging hosts cannot run XGETBV/XSETBV. Skipped too if it
+         * already has those bits. */
+        test    $0x40000, %ebp
         jz      13f
+        cmpl    $0x72000001, 0x10040            /* boot.AmberInfoMagic */
+        jne     15f
+        cmpl    $0x616d6265, 0x10044
+        je      13f
+15:
         cmp     $0xd, %esi
         jb      13f
         mov     $0xd, %eax
@@ -223,6 +248,26 @@ copied:
         push    $0x10
         push    %eax
         lret
-dead:   hlt
-        jmp     dead
+        /* Fatal: print a message on COM1, exit through QEMU's
+         * isa-debug-exit with boot.ExitCrash, else halt. The text is in
+         * immediates (`vmm build` disassembles every kernel function as
+         * 64-bit code, so no data may sit among these bytes). */
+        .macro  say c:vararg
+        .irp    ch, \c
+        mov     $\ch, %al
+        out     %al, %dx
+        .endr
+        .endm
+nofsgs: mov     $0x3f8, %dx
+        /* "amber: CPU lacks FSGSBASE (QEMU: -cpu max)\n" */
+        say     97, 109, 98, 101, 114, 58, 32, 67, 80, 85, 32, 108, 97, 99, 107, 115, 32, 70, 83, 71, 83, 66, 65, 83, 69, 32, 40, 81, 69, 77, 85, 58, 32, 45, 99, 112, 117, 32, 109, 97, 120, 41, 10
+        jmp     fatal
+dead:   mov     $0x3f8, %dx
+        /* "amber: no RAM at the image in the PVH memory map\n" */
+        say     97, 109, 98, 101, 114, 58, 32, 110, 111, 32, 82, 65, 77, 32, 97, 116, 32, 116, 104, 101, 32, 105, 109, 97, 103, 101, 32, 105, 110, 32, 116, 104, 101, 32, 80, 86, 72, 32, 109, 101, 109, 111, 114, 121, 32, 109, 97, 112, 10
+fatal:  mov     $0xf4, %dx
+        mov     $125, %al
+        out     %al, %dx
+18:     hlt
+        jmp     18b
 end32:
