@@ -14,7 +14,7 @@ const (
 	HCConsoleRead  = 3 // A1 = buffer PA, A2 = capacity; Ret = bytes, 0 = none yet, -1 = end of input
 	HCIdle         = 4 // A0 = deadline in guest ns since boot (0: none); returns on deadline, input or a host event
 	HCFaultAddr    = 5 // Ret = CR2 of the last page fault
-	HCCrash        = 6 // A0 = trap frame PA (TrapFrame), A1 = message PA, A2 = message length; does not return
+	HCCrash        = 6 // A0 = trap frame PA (TrapFrame) or 0, A1 = message PA, A2 = message length, A3 = exit status (0: ExitCrash); does not return
 	HCMark         = 7 // A0 = mark id, A1 = guest TSC; the VMM records it (boot-time measurement)
 )
 

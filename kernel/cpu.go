@@ -48,7 +48,7 @@ func rdtsc() uint64
 func rdrand() (v uint64, ok bool)
 func wrfsbase(v uintptr)
 func cpuid(leaf, sub uint32) (a, b, c, d uint32)
-func getSPBP() (sp, bp uintptr)
+func xsave(area uintptr)
 
 // vectorTable holds the addresses of the 256 IDT entry stubs (vectors_amd64.s).
 var vectorTable [256]uintptr

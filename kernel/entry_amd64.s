@@ -27,7 +27,12 @@
 #define F_R15 112
 #define F_RIP 120
 #define F_RSP 128
-#define FRAME_SIZE 144
+#define F_RFLAGS 136
+#define F_XRSTOR 144
+#define FRAME_SIZE 160
+// Room for an XSAVE image of every state component this CPU may enable
+// (xsaveSize, from CPUID leaf 0xD, is checked against it at boot).
+#define XSAVE_ROOM 4096
 #define NSYS 512 // nsys in syscall.go
 
 // start is the image's ELF entry. Both boot paths arrive here at CPL3 with
@@ -86,6 +91,7 @@ TEXT syscallSave<>(SB),NOSPLIT|NOFRAME,$0
 	MOVQ	CX, F_RIP(SP)
 	MOVQ	CPU_USERSP(GS), AX
 	MOVQ	AX, F_RSP(SP)
+	MOVQ	$0, F_XRSTOR(SP)
 	JMP	syscallBody<>(SB)
 
 // syscallBody runs the system call whose frame is at SP and returns to the
@@ -111,6 +117,16 @@ TEXT syscallBody<>(SB),NOSPLIT|NOFRAME,$0
 	XORPS	X15, X15
 	CALL	(DX)
 	MOVQ	AX, F_RAX(SP)
+	CMPL	·sigWork(SB), $0
+	JNE	work
+	JMP	syscallReturn<>(SB)
+work:
+	MOVQ	SP, AX
+	SUBQ	$8, SP
+	MOVQ	AX, 0(SP)
+	MOVQ	$·syscallExitWork(SB), AX
+	CALL	AX
+	ADDQ	$8, SP
 	JMP	syscallReturn<>(SB)
 slow:
 	MOVQ	SP, AX
@@ -125,6 +141,9 @@ TEXT syscallReturn<>(SB),NOSPLIT|NOFRAME,$0
 	// BP is restored from the frame below; reading it first tells vet's
 	// frame-pointer check that this frameless code does so on purpose.
 	MOVQ	BP, R11
+	MOVQ	F_XRSTOR(SP), R11
+	TESTQ	R11, R11
+	JNE	full
 	MOVQ	F_RBX(SP), BX
 	MOVQ	F_RDX(SP), DX
 	MOVQ	F_RSI(SP), SI
@@ -150,6 +169,36 @@ TEXT syscallReturn<>(SB),NOSPLIT|NOFRAME,$0
 	RET
 jump:
 	JMP	CX
+full:
+	// A complete context (rt_sigreturn, signal delivery): restore the
+	// vector state and RFLAGS too, and return with IRETQ, which is native
+	// between CPL3 contexts with Linux's selectors.
+	MOVQ	SP, R11
+	MOVL	$-1, AX
+	MOVL	$-1, DX
+	MOVQ	F_XRSTOR(R11), CX
+	XRSTOR64	(CX)
+	PUSHQ	$0x2b
+	PUSHQ	F_RSP(R11)
+	PUSHQ	F_RFLAGS(R11)
+	PUSHQ	$0x33
+	PUSHQ	F_RIP(R11)
+	MOVQ	F_RAX(R11), AX
+	MOVQ	F_RBX(R11), BX
+	MOVQ	F_RCX(R11), CX
+	MOVQ	F_RDX(R11), DX
+	MOVQ	F_RSI(R11), SI
+	MOVQ	F_RDI(R11), DI
+	MOVQ	F_RBP(R11), BP
+	MOVQ	F_R8(R11), R8
+	MOVQ	F_R9(R11), R9
+	MOVQ	F_R10(R11), R10
+	MOVQ	F_R12(R11), R12
+	MOVQ	F_R13(R11), R13
+	MOVQ	F_R14(R11), R14
+	MOVQ	F_R15(R11), R15
+	MOVQ	F_R11(R11), R11
+	IRETQ
 
 // forkRet is where a new thread first runs: swtch "returns" here on the
 // thread's kernel stack, whose top holds the frame clone prepared.
@@ -185,7 +234,9 @@ TEXT ·swtch(SB),NOSPLIT,$0-16
 	RET
 
 // trapCommon: the stub pushed the vector and an error code; the CPU pushed
-// SS, RSP, RFLAGS, CS, RIP. Build a boot.TrapFrame below them.
+// SS, RSP, RFLAGS, CS, RIP. Build a boot.TrapFrame below them and save the
+// vector registers (the kernel's Go code uses them, and a signal handler
+// must see the interrupted state) before calling trap.
 TEXT ·trapCommon(SB),NOSPLIT|NOFRAME,$0
 	SUBQ	$120, SP
 	MOVQ	R15, 0(SP)
@@ -203,13 +254,27 @@ TEXT ·trapCommon(SB),NOSPLIT|NOFRAME,$0
 	MOVQ	CX, 96(SP)
 	MOVQ	BX, 104(SP)
 	MOVQ	AX, 112(SP)
-	MOVQ	SP, AX
-	SUBQ	$16, SP
-	MOVQ	AX, 0(SP)
-	CALL	·trap(SB)
-	MOVQ	8(SP), AX
-	ADDQ	$16, SP
-	TESTQ	AX, AX
+	MOVQ	SP, BX
+	SUBQ	$XSAVE_ROOM, SP
+	ANDQ	$~63, SP
+	MOVQ	SP, R12
+	MOVL	$-1, AX
+	MOVL	$-1, DX
+	XSAVE64	(R12)
+	SUBQ	$32, SP
+	MOVQ	BX, 0(SP)
+	MOVQ	R12, 8(SP)
+	MOVQ	BX, 24(SP)
+	MOVQ	$·trap(SB), AX	// indirect: trap's frames are checked on their own
+	CALL	AX
+	MOVQ	16(SP), R13
+	MOVQ	8(SP), R12
+	MOVQ	24(SP), BX
+	MOVL	$-1, AX
+	MOVL	$-1, DX
+	XRSTOR64	(R12)
+	MOVQ	BX, SP
+	TESTQ	R13, R13
 	JNE	tosyscall
 	MOVQ	0(SP), R15
 	MOVQ	8(SP), R14
@@ -231,8 +296,16 @@ TEXT ·trapCommon(SB),NOSPLIT|NOFRAME,$0
 tosyscall:
 	// The trap was a SYSCALL instruction (#UD with EFER.SCE clear): trap
 	// copied it into a system-call frame on the thread's kernel stack.
-	MOVQ	AX, SP
+	MOVQ	R13, SP
 	JMP	syscallBody<>(SB)
+
+// func xsave(area uintptr)
+TEXT ·xsave(SB),NOSPLIT,$0-8
+	MOVQ	area+0(FP), CX
+	MOVL	$-1, AX
+	MOVL	$-1, DX
+	XSAVE64	(CX)
+	RET
 
 // func hypercall(block uintptr)
 TEXT ·hypercall(SB),NOSPLIT,$0-8
@@ -286,13 +359,6 @@ TEXT ·cpuid(SB),NOSPLIT,$0-24
 	MOVL	BX, b+12(FP)
 	MOVL	CX, c+16(FP)
 	MOVL	DX, d+20(FP)
-	RET
-
-// func getCallerRegs() (sp, bp uintptr)
-TEXT ·getSPBP(SB),NOSPLIT,$0-16
-	MOVQ	SP, AX
-	MOVQ	AX, sp+0(FP)
-	MOVQ	BP, bp+8(FP)
 	RET
 
 // func imageEnd() uintptr

@@ -90,7 +90,9 @@ func sysReadFn(f *sysFrame) int64 {
 			if fl.flags&oNonblock != 0 {
 				return -eAGAIN
 			}
-			block(waitInput, 0, 0)
+			if block(waitInput, 0, 0) == wokeSignal {
+				return -eINTR
+			}
 		}
 	case fdEventfd:
 		if n < 8 {
@@ -100,7 +102,9 @@ func sysReadFn(f *sysFrame) int64 {
 			if fl.flags&oNonblock != 0 {
 				return -eAGAIN
 			}
-			block(waitPoll, 0, 0)
+			if block(waitPoll, 0, 0) == wokeSignal {
+				return -eINTR
+			}
 		}
 		*u64at(uintptr(f.rsi)) = fl.count
 		fl.count = 0
@@ -461,8 +465,11 @@ func epollWait(epfd uint64, events uintptr, max int64, timeoutNs int64) int64 {
 		if n > 0 || timeoutNs == 0 {
 			return n
 		}
-		if block(waitPoll, 0, deadline) == wokeTimeout {
+		switch block(waitPoll, 0, deadline) {
+		case wokeTimeout:
 			return 0
+		case wokeSignal:
+			return -eINTR
 		}
 	}
 }

@@ -7,7 +7,11 @@ type sysFrame struct {
 	rax, rbx, rcx, rdx, rsi, rdi, rbp    uint64
 	r8, r9, r10, r11, r12, r13, r14, r15 uint64
 	rip, rsp                             uint64
-	_                                    uint64 // pad to 16 bytes
+	rflags                               uint64 // used when xrstor != 0
+	// xrstor, when not 0, makes the return restore a complete context:
+	// the vector registers from the XSAVE image at this address, RFLAGS,
+	// RCX and R11 (rt_sigreturn, signal delivery).
+	xrstor uint64
 }
 
-const frameSize = 144
+const frameSize = 160

@@ -33,6 +33,7 @@ const (
 const (
 	wokeEvent = iota + 1
 	wokeTimeout
+	wokeSignal // a signal arrived: the call returns EINTR
 )
 
 type thread struct {
@@ -45,6 +46,7 @@ type thread struct {
 	deadline int64 // ns since boot; 0: none
 	woke     int
 	sigmask  uint64
+	pending  uint64 // queued signals, bit sig-1
 	altSP    uintptr
 	altSize  uintptr
 	altFlags int32
@@ -258,6 +260,7 @@ func sysExit(f *sysFrame) int64 {
 	t := cur()
 	t.state = tDead
 	nlive--
+	t.pending = 0
 	if nlive == 0 {
 		exitVM(int(f.rdi & 0xff))
 	}
@@ -320,8 +323,11 @@ func sysFutex(f *sysFrame) int64 {
 				deadline = 1
 			}
 		}
-		if block(waitFutex, addr, deadline) == wokeTimeout {
+		switch block(waitFutex, addr, deadline) {
+		case wokeTimeout:
 			return -eTIMEDOUT
+		case wokeSignal:
+			return -eINTR
 		}
 		return 0
 	case futexWake:

@@ -64,7 +64,7 @@ func TestProcessStackLayout(t *testing.T) {
 		t.Errorf("auxv %v", aux)
 	}
 	r := aux[atRandom]
-	if r == 0 || *u64at(uintptr(r)) != 0x1111 || *u64at(uintptr(r)+8) != 0x2222 {
+	if r == 0 || *u64at(uintptr(r)) != 0x1111 || *u64at(uintptr(r) + 8) != 0x2222 {
 		t.Errorf("AT_RANDOM at %#x does not hold the random bytes", r)
 	}
 	if _, ok := aux[atSecure]; !ok {

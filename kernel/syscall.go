@@ -99,6 +99,7 @@ var sysTable = [nsys]sysHandler{
 	sysBrkNr:           sysBrk,
 	sysRtSigaction:     sysRtSigactionFn,
 	sysRtSigprocmask:   sysRtSigprocmaskFn,
+	sysRtSigreturn:     sysRtSigreturnFn,
 	sysIoctl:           sysIoctlFn,
 	sysPread64:         sysPreadFn,
 	sysReadv:           sysReadvFn,
@@ -164,6 +165,9 @@ func dispatch(f *sysFrame) {
 	if nr < nsys {
 		if h := sysTable[nr]; h != nil {
 			f.rax = uint64(h(f))
+			if sigWork != 0 {
+				syscallExitWork(f)
+			}
 			return
 		}
 		if !reported[nr] {
@@ -306,156 +310,6 @@ func sysGetrandomFn(f *sysFrame) int64 {
 		}
 	}
 	return int64(len(b))
-}
-
-// Signals: dispositions and masks are recorded; delivery comes with the
-// signal work. A signal whose disposition is the default "terminate"
-// action ends the VM with status 128+n, as a shell reports it.
-const (
-	nsig      = 65
-	sigDfl    = 0
-	sigIgn    = 1
-	sigKill   = 9
-	sigStop   = 19
-	sigChld   = 17
-	sigCont   = 18
-	sigURG    = 23
-	sigWinch  = 28
-	ssDisable = 2
-)
-
-type sigaction struct {
-	handler  uint64
-	flags    uint64
-	restorer uint64
-	mask     uint64
-}
-
-var sigactions [nsig]sigaction
-
-//go:nosplit
-func sysRtSigactionFn(f *sysFrame) int64 {
-	sig, act, old := f.rdi, uintptr(f.rsi), uintptr(f.rdx)
-	if sig == 0 || sig >= nsig {
-		return -eINVAL
-	}
-	if old != 0 {
-		*(*sigaction)(ptr(old)) = sigactions[sig]
-	}
-	if act != 0 {
-		if sig == sigKill || sig == sigStop {
-			return -eINVAL
-		}
-		sigactions[sig] = *(*sigaction)(ptr(act))
-	}
-	return 0
-}
-
-//go:nosplit
-func sysRtSigprocmaskFn(f *sysFrame) int64 {
-	how, set, old := f.rdi, uintptr(f.rsi), uintptr(f.rdx)
-	t := cur()
-	if old != 0 {
-		*u64at(old) = t.sigmask
-	}
-	if set != 0 {
-		s := *u64at(set)
-		switch how {
-		case 0: // SIG_BLOCK
-			t.sigmask |= s
-		case 1: // SIG_UNBLOCK
-			t.sigmask &^= s
-		case 2: // SIG_SETMASK
-			t.sigmask = s
-		default:
-			return -eINVAL
-		}
-	}
-	return 0
-}
-
-type stackT struct {
-	sp    uint64
-	flags int32
-	_     int32
-	size  uint64
-}
-
-//go:nosplit
-func sysSigaltstackFn(f *sysFrame) int64 {
-	ss, old := uintptr(f.rdi), uintptr(f.rsi)
-	t := cur()
-	if old != 0 {
-		o := (*stackT)(ptr(old))
-		o.sp, o.flags, o.size = uint64(t.altSP), t.altFlags, uint64(t.altSize)
-	}
-	if ss != 0 {
-		n := (*stackT)(ptr(ss))
-		t.altSP, t.altFlags, t.altSize = uintptr(n.sp), n.flags, uintptr(n.size)
-	}
-	return 0
-}
-
-// defaultTerminates reports whether sig's default action ends the process.
-//
-//go:nosplit
-func defaultTerminates(sig uint64) bool {
-	switch sig {
-	case sigChld, sigCont, sigURG, sigWinch, sigStop, 20, 21, 22:
-		return false
-	}
-	return true
-}
-
-// signal sends sig to the process; see the comment on the signal constants.
-//
-//go:nosplit
-func signal(sig uint64) int64 {
-	if sig == 0 {
-		return 0
-	}
-	if sig >= nsig {
-		return -eINVAL
-	}
-	h := sigactions[sig].handler
-	if sig == sigKill || h == sigDfl && defaultTerminates(sig) {
-		exitVM(128 + int(sig))
-	}
-	return 0
-}
-
-//go:nosplit
-func sysKillFn(f *sysFrame) int64 {
-	if int64(f.rdi) != 1 && int64(f.rdi) != 0 && int64(f.rdi) != -1 {
-		return -eSRCH
-	}
-	return signal(f.rsi)
-}
-
-//go:nosplit
-func sysTgkillFn(f *sysFrame) int64 {
-	if f.rdi != 1 || !tidExists(int64(f.rsi)) {
-		return -eSRCH
-	}
-	return signal(f.rdx)
-}
-
-//go:nosplit
-func sysTkillFn(f *sysFrame) int64 {
-	if !tidExists(int64(f.rdi)) {
-		return -eSRCH
-	}
-	return signal(f.rsi)
-}
-
-//go:nosplit
-func tidExists(tid int64) bool {
-	for i := range threads {
-		if threads[i].tid == tid && (threads[i].state == tRunnable || threads[i].state == tBlocked) {
-			return true
-		}
-	}
-	return false
 }
 
 // idleWait asks the VMM to wait until the deadline (ns since boot, 0 for

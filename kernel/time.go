@@ -113,13 +113,17 @@ func sysTime(f *sysFrame) int64 {
 	return s
 }
 
-// sleepUntil blocks the calling thread until the deadline (ns since boot).
+// sleepUntil blocks the calling thread until the deadline (ns since
+// boot); false means a signal interrupted it.
 //
 //go:nosplit
-func sleepUntil(deadline int64) {
+func sleepUntil(deadline int64) bool {
 	for nanotime() < deadline {
-		block(waitSleep, 0, deadline)
+		if block(waitSleep, 0, deadline) == wokeSignal {
+			return false
+		}
 	}
+	return true
 }
 
 //go:nosplit
@@ -131,7 +135,9 @@ func sysNanosleep(f *sysFrame) int64 {
 	if req.nsec < 0 || req.nsec >= 1e9 || req.sec < 0 {
 		return -eINVAL
 	}
-	sleepUntil(nanotime() + req.ns())
+	if !sleepUntil(nanotime() + req.ns()) {
+		return -eINTR
+	}
 	return 0
 }
 
@@ -149,8 +155,8 @@ func sysClockNanosleep(f *sysFrame) int64 {
 		}
 		d -= now
 	}
-	if d > 0 {
-		sleepUntil(nanotime() + d)
+	if d > 0 && !sleepUntil(nanotime()+d) {
+		return -eINTR
 	}
 	return 0
 }

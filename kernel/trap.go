@@ -14,27 +14,37 @@ const (
 	vecPF = 14
 )
 
-// trap handles an exception on the IST stack. It returns 0 to resume the
-// interrupted context with IRETQ, or the address of a system-call frame
-// on the thread's kernel stack to run a system call instead (a SYSCALL
+// trap handles an exception on the IST stack; xsave holds the vector
+// state at the exception. It returns 0 to resume the (possibly redirected)
+// context with IRETQ, or the address of a system-call frame on the
+// thread's kernel stack to run a system call instead (a SYSCALL
 // instruction that raised #UD because EFER.SCE is clear).
 //
 //go:nosplit
-func trap(tf *boot.TrapFrame) uintptr {
+func trap(tf *boot.TrapFrame, xsave uintptr) uintptr {
+	cr2 := uint64(0)
 	switch tf.Vector {
 	case vecPF:
-		if tf.ErrorCode&1 == 0 && pvHypercalls {
-			addr := uintptr(hcall(boot.HCFaultAddr, 0, 0, 0))
-			if lazyFault(addr) {
+		if pvHypercalls {
+			cr2 = uint64(hcall(boot.HCFaultAddr, 0, 0, 0))
+			if tf.ErrorCode&1 == 0 && lazyFault(uintptr(cr2)) {
 				return 0
 			}
 		}
 	case vecUD:
-		if *(*uint16)(ptr(uintptr(tf.RIP))) == 0x050f { // SYSCALL
+		if userMapped(uintptr(tf.RIP), 2) && *(*uint16)(ptr(uintptr(tf.RIP))) == 0x050f { // SYSCALL
 			return syscallFromTrap(tf)
 		}
 	}
-	crash(tf, "unhandled exception")
+	sig, ok := deliverFault(tf, xsave, cr2)
+	if ok {
+		return 0
+	}
+	if sig != 0 {
+		// Linux kills a process whose fault it cannot deliver.
+		crash(tf, "fatal signal: the program has no handler for this fault (or blocks it)", 128+sig)
+	}
+	crash(tf, "unhandled exception", boot.ExitCrash)
 	return 0
 }
 
@@ -47,7 +57,7 @@ func syscallFromTrap(tf *boot.TrapFrame) uintptr {
 	*f = sysFrame{
 		rax: tf.RAX, rbx: tf.RBX, rdx: tf.RDX, rsi: tf.RSI, rdi: tf.RDI, rbp: tf.RBP,
 		r8: tf.R8, r9: tf.R9, r10: tf.R10, r11: tf.RFLAGS, r12: tf.R12, r13: tf.R13, r14: tf.R14, r15: tf.R15,
-		rip: tf.RIP + 2, rsp: tf.RSP,
+		rip: tf.RIP + 2, rsp: tf.RSP, rflags: tf.RFLAGS,
 	}
 	return uintptr(unsafe.Pointer(f))
 }
@@ -56,9 +66,11 @@ func syscallFromTrap(tf *boot.TrapFrame) uintptr {
 // stops the VM. Outside Amber's VMM the registers go to the console.
 //
 //go:nosplit
-func crash(tf *boot.TrapFrame, msg string) {
+func crash(tf *boot.TrapFrame, msg string, status int) {
 	if pvHypercalls {
-		hcall(boot.HCCrash, uint64(uintptr(unsafe.Pointer(tf))), uint64(uintptr(unsafe.Pointer(unsafe.StringData(msg)))), uint64(len(msg)))
+		h := &cpu0.hc
+		h.Nr, h.A0, h.A1, h.A2, h.A3 = boot.HCCrash, uint64(uintptr(unsafe.Pointer(tf))), uint64(uintptr(unsafe.Pointer(unsafe.StringData(msg)))), uint64(len(msg)), uint64(status)
+		hypercall(uintptr(unsafe.Pointer(h)))
 	}
 	kprint("amber: ")
 	kprint(msg)
@@ -71,5 +83,5 @@ func crash(tf *boot.TrapFrame, msg string) {
 	kprint(" rsp ")
 	kprintHex(tf.RSP)
 	kprint("\n")
-	exitVM(boot.ExitCrash)
+	exitVM(status)
 }

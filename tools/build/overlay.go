@@ -51,16 +51,27 @@ func releaseOf(goVersion string) string {
 
 // rewriteSyscalls returns src with every SYSCALL instruction replaced by a
 // CALL of the kernel entry, and how many it replaced.
+//
+// A CALL makes a frameless function non-leaf, and the assembler then gives
+// a function declared with a $0 frame a frame-pointer push, moving the
+// stack pointer the kernel sees by 8 bytes — which breaks rt_sigreturn,
+// whose frame is found from it. So such functions are marked NOFRAME,
+// keeping their stack layout exactly as it was with SYSCALL.
 func rewriteSyscalls(src []byte) ([]byte, int) {
 	call := "CALL\t" + asmSymbol(boot.KernelPkgPath, "syscallEntry") + "(SB)"
 	lines := bytes.SplitAfter(src, []byte("\n"))
 	n := 0
+	text := -1 // index of the current function's TEXT line
 	for i, l := range lines {
 		code := l
 		if j := bytes.Index(code, []byte("//")); j >= 0 {
 			code = code[:j]
 		}
 		t := bytes.TrimSpace(code)
+		if bytes.HasPrefix(t, []byte("TEXT")) {
+			text = i
+			continue
+		}
 		if string(t) != "SYSCALL" {
 			continue
 		}
@@ -68,8 +79,35 @@ func rewriteSyscalls(src []byte) ([]byte, int) {
 		rest := l[bytes.Index(l, []byte("SYSCALL"))+len("SYSCALL"):]
 		lines[i] = append(append(append([]byte{}, indent...), call...), rest...)
 		n++
+		if text >= 0 {
+			lines[text] = noFrame(lines[text])
+		}
 	}
 	return bytes.Join(lines, nil), n
+}
+
+// noFrame adds NOFRAME to a TEXT line declaring a $0 frame.
+func noFrame(line []byte) []byte {
+	s := string(line)
+	body, nl := strings.TrimRight(s, "\n"), s[len(strings.TrimRight(s, "\n")):]
+	comment := ""
+	if i := strings.Index(body, "//"); i >= 0 {
+		body, comment = body[:i], body[i:]
+	}
+	parts := strings.Split(strings.TrimSpace(body), ",")
+	frame := strings.TrimSpace(parts[len(parts)-1])
+	if frame != "$0" && !strings.HasPrefix(frame, "$0-") || strings.Contains(body, "NOFRAME") {
+		return line
+	}
+	if len(parts) == 2 {
+		parts = []string{parts[0], "NOFRAME", parts[1]}
+	} else {
+		parts[1] = strings.TrimSpace(parts[1]) + "|NOFRAME"
+	}
+	if comment != "" {
+		comment = " " + comment
+	}
+	return []byte(strings.Join(parts, ",") + comment + nl)
 }
 
 // writeOverlay writes the rewritten runtime files into dir and returns the

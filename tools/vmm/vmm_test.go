@@ -241,14 +241,34 @@ func TestNoSyscallOutsideKernel(t *testing.T) {
 }
 
 func TestCrashReport(t *testing.T) {
+	// A fault the program blocks kills it (as on Linux): exit 128+SIGILL,
+	// with the VMM's report of where it happened.
 	r := runImage(t, "./testdata/crashud2")
-	if r.code != vmm.ExitCrash {
-		t.Fatalf("exit status %d, want %d (crash)\nstderr:\n%s", r.code, vmm.ExitCrash, r.stderr)
+	if r.code != 128+4 {
+		t.Fatalf("exit status %d, want %d (killed by SIGILL)\nstderr:\n%s", r.code, 128+4, r.stderr)
 	}
-	for _, s := range []string{"invalid opcode", "UD2", "registers:", "rip", "main.ud2", "main.inner()", "main.middle()", "main.main()", "crashud2/main.go:"} {
+	for _, s := range []string{"fatal signal", "invalid opcode", "UD2", "registers:", "rip", "main.ud2", "main.inner()", "main.middle()", "main.main()", "crashud2/main.go:"} {
 		if !strings.Contains(r.stderr, s) {
 			t.Errorf("crash report lacks %q:\n%s", s, r.stderr)
 		}
+	}
+}
+
+func TestFaultsBecomeSignals(t *testing.T) {
+	r := runImage(t, "./testdata/faults")
+	expect(t, r, 0,
+		"nil: recovered: runtime error: invalid memory address or nil pointer dereference",
+		"div: recovered: runtime error: integer divide by zero",
+		"float: 1.5000",
+		"got signal: user defined signal 1")
+	if n := strings.Count(r.stdout, "loop: recovered: runtime error: invalid memory address"); n != 100 {
+		t.Errorf("%d of 100 repeated faults recovered", n)
+	}
+	// With the runtime's handler in place, an undefined instruction is
+	// reported by the Go runtime itself.
+	r = runImage(t, "./testdata/sigill")
+	if r.code != 2 || !strings.Contains(r.stderr, "SIGILL: illegal instruction") || !strings.Contains(r.stderr, "main.main()") {
+		t.Errorf("exit %d, stderr:\n%s", r.code, r.stderr)
 	}
 }
 
