@@ -4,7 +4,7 @@
 GO ?= go
 GO_MIN := 1.26
 
-.PHONY: all vmm run test bench check-go clean
+.PHONY: all vmm run test bench check-go check-qemu clean
 
 all: vmm
 
@@ -20,7 +20,17 @@ run: vmm
 	bin/vmm build -o bin/hello.img ./apps/hello
 	bin/vmm run bin/hello.img
 
-test: check-go
+# The QEMU smoke tests need qemu-system-x86_64 (Debian: qemu-system-x86).
+check-qemu:
+	@command -v qemu-system-x86_64 >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "make: installing qemu-system-x86 for the QEMU smoke tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86 >/dev/null; \
+	  else \
+	    echo "make: qemu-system-x86_64 is missing: install it (Debian/Ubuntu: sudo apt-get install qemu-system-x86) for the QEMU smoke tests" >&2; exit 1; \
+	  fi; }
+
+test: check-go check-qemu
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "make: files need gofmt:" >&2; gofmt -l .; exit 1; }
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 30m ./...
