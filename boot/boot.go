@@ -27,6 +27,7 @@ const (
 	MaxBootPDs   = 13      // up to 0x40000
 	ISTPA        = 0x40000 // [0x40000, 0x60000): exception stacks
 	IST1Top      = 0x50000 // exceptions
+	IST3Top      = 0x58000 // interrupts (the timer)
 	IST2Top      = 0x60000 // double fault / NMI / machine check
 	StackBottom  = 0x80000 // [0x80000, StackTop): the main thread's initial stack
 	StackTop     = 0x1ff000
@@ -120,6 +121,10 @@ type AmberInfo struct {
 	PML4       uint64 // physical address of the page-table root (CR3 is unreadable at CPL3)
 	RAMEnd     uint64 // first byte past guest RAM
 	Seed       [4]uint64
+	// HostSignals is a bit set (bit n-1 for signal n) the VMM sets and the
+	// kernel takes atomically: signals for the guest process, such as
+	// SIGINT on Ctrl-C. The kernel checks it on timer ticks and after idle.
+	HostSignals uint64
 }
 
 // AmberInfo flags.

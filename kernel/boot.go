@@ -1,6 +1,10 @@
 package kernel
 
-import "github.com/amberos/amber/boot"
+import (
+	"unsafe"
+
+	"github.com/amberos/amber/boot"
+)
 
 // Facts from the boot information, fixed after kinit.
 var (
@@ -29,6 +33,7 @@ func kinit(startInfo uintptr) uintptr {
 		pml4 = uintptr(ai.PML4)
 		seed = ai.Seed
 		timeInit(ai.TSCHz, ai.BootTSC, ai.BootUnixNs)
+		hostSignals = uintptr(unsafe.Pointer(&ai.HostSignals))
 	} else {
 		// Started by another PVH loader (QEMU, Firecracker, ...): no
 		// hypercalls; RAM, time and TSC come from portable sources.
@@ -44,8 +49,13 @@ func kinit(startInfo uintptr) uintptr {
 	idtInit()
 	memInit(si)
 	threadsInit()
+	lapicInit()
 	return buildProcessStack(si)
 }
+
+// tssIST3 is where the TSS keeps IST3 (the interrupt stack); the kernel
+// sets it itself so both boot paths get it.
+const tssIST3 = 0x34
 
 // idtInit points every IDT gate at its entry stub: trap gates (interrupt
 // masking is out of reach at CPL3), DPL3, selector 0x33, IST1 (IST2 for
@@ -53,11 +63,20 @@ func kinit(startInfo uintptr) uintptr {
 //
 //go:nosplit
 func idtInit() {
+	*u64at(boot.TSSPA + tssIST3) = boot.IST3Top
 	for v := 0; v < 256; v++ {
 		off := uint64(vectorTable[v])
 		ist := uint64(1)
-		if v == 2 || v == 8 || v == 18 {
+		switch {
+		case v == 2 || v == 8 || v == 18:
 			ist = 2
+		case v == timerVector:
+			// No IST: interrupts nest (IF cannot be cleared at CPL3), and
+			// a nested delivery on an IST stack would start over on the
+			// frame in use. timerEntry moves to the kernel stack.
+			off, ist = uint64(timerEntryPC()), 0
+		case v >= 32:
+			ist = 3
 		}
 		lo := off&0xffff | uint64(boot.SelUserCode)<<16 | ist<<32 | uint64(0x80|0x60|0xf)<<40 | (off>>16&0xffff)<<48
 		*u64at(boot.IDTPA + uintptr(v)*16) = lo

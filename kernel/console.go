@@ -132,7 +132,13 @@ func exitVM(status int) {
 
 // Mark reports a named point in time to the VMM (used to measure boot:
 // `vmm run --boot-time`). A no-op outside Amber's VMM.
-func Mark(id uint64) { mark(id) }
+func Mark(id uint64) { markCall(id) }
+
+//go:nosplit
+func sysAmberMark(f *sysFrame) int64 {
+	mark(f.rdi)
+	return 0
+}
 
 //go:nosplit
 func mark(id uint64) {

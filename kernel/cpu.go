@@ -19,11 +19,11 @@ import (
 )
 
 // percpu is the block GS points at. The first two fields are used by
-// entry_amd64.s (CPU_KSTACK, CPU_USERSP).
+// entry_amd64.s (CPU_KSTACK).
 type percpu struct {
 	kstackTop uintptr // kernel stack of the running thread
-	userSP    uintptr // scratch: the caller's SP during system-call entry
-	cur       int     // index of the running thread in threads
+	_         uintptr
+	cur       int // index of the running thread in threads
 	hc        boot.Hypercall
 }
 
@@ -49,6 +49,9 @@ func rdrand() (v uint64, ok bool)
 func wrfsbase(v uintptr)
 func cpuid(leaf, sub uint32) (a, b, c, d uint32)
 func xsave(area uintptr)
+func jumpTo(ksp uintptr)
+func timerEntryPC() uintptr
+func markCall(id uint64)
 
 // vectorTable holds the addresses of the 256 IDT entry stubs (vectors_amd64.s).
 var vectorTable [256]uintptr

@@ -7,7 +7,6 @@
 
 // Per-CPU block, reached through GS (Go never uses GS). See percpu in cpu.go.
 #define CPU_KSTACK 0
-#define CPU_USERSP 8
 
 // sysFrame layout (frame.go).
 #define F_RAX 0
@@ -33,6 +32,7 @@
 // Room for an XSAVE image of every state component this CPU may enable
 // (xsaveSize, from CPUID leaf 0xD, is checked against it at boot).
 #define XSAVE_ROOM 4096
+#define KSTACKS_SIZE (128*32768) // maxThreads*kstackSize (sched.go)
 #define NSYS 512 // nsys in syscall.go
 
 // start is the image's ELF entry. Both boot paths arrive here at CPL3 with
@@ -70,8 +70,11 @@ TEXT ·syscallEntry(SB),NOSPLIT|NOFRAME,$0
 TEXT ·lstarEntry(SB),NOSPLIT|NOFRAME,$0
 	JMP	syscallSave<>(SB)
 
+// The caller's SP travels in R11 (which SYSCALL clobbers anyway), not in
+// a per-CPU slot: a thread preempted here must not find another thread's
+// value there when it continues.
 TEXT syscallSave<>(SB),NOSPLIT|NOFRAME,$0
-	MOVQ	SP, CPU_USERSP(GS)
+	MOVQ	SP, R11
 	MOVQ	CPU_KSTACK(GS), SP
 	SUBQ	$FRAME_SIZE, SP
 	MOVQ	AX, F_RAX(SP)
@@ -89,8 +92,7 @@ TEXT syscallSave<>(SB),NOSPLIT|NOFRAME,$0
 	MOVQ	R14, F_R14(SP)
 	MOVQ	R15, F_R15(SP)
 	MOVQ	CX, F_RIP(SP)
-	MOVQ	CPU_USERSP(GS), AX
-	MOVQ	AX, F_RSP(SP)
+	MOVQ	R11, F_RSP(SP)
 	MOVQ	$0, F_XRSTOR(SP)
 	JMP	syscallBody<>(SB)
 
@@ -118,16 +120,9 @@ TEXT syscallBody<>(SB),NOSPLIT|NOFRAME,$0
 	CALL	(DX)
 	MOVQ	AX, F_RAX(SP)
 	CMPL	·sigWork(SB), $0
-	JNE	work
+	JNE	2(PC)
 	JMP	syscallReturn<>(SB)
-work:
-	MOVQ	SP, AX
-	SUBQ	$8, SP
-	MOVQ	AX, 0(SP)
-	MOVQ	$·syscallExitWork(SB), AX
-	CALL	AX
-	ADDQ	$8, SP
-	JMP	syscallReturn<>(SB)
+	JMP	work<>(SB)
 slow:
 	MOVQ	SP, AX
 	SUBQ	$8, SP
@@ -202,10 +197,108 @@ full:
 
 // forkRet is where a new thread first runs: swtch "returns" here on the
 // thread's kernel stack, whose top holds the frame clone prepared.
+// A preempted thread continues here too, from the complete context the
+// timer interrupt saved in that frame.
 TEXT ·forkRet(SB),NOSPLIT|NOFRAME,$0
 	MOVQ	CPU_KSTACK(GS), SP
 	SUBQ	$FRAME_SIZE, SP
+	CMPL	·sigWork(SB), $0
+	JEQ	2(PC)
+	JMP	work<>(SB)
 	JMP	syscallReturn<>(SB)
+
+// work runs syscallExitWork on the frame at SP, then returns to it. A
+// preempted thread's frame points at its XSAVE image just below the frame
+// (preemptTo): the call must run below that image, not over it.
+TEXT work<>(SB),NOSPLIT|NOFRAME,$0
+	MOVQ	SP, BX
+	MOVQ	F_XRSTOR(SP), AX
+	TESTQ	AX, AX
+	JEQ	below
+	CMPQ	AX, BX
+	JCC	below	// not below the frame: not on this stack
+	MOVQ	AX, SP
+below:
+	SUBQ	$16, SP
+	MOVQ	BX, 0(SP)
+	MOVQ	BX, 8(SP)
+	MOVQ	$·syscallExitWork(SB), AX
+	CALL	AX
+	MOVQ	8(SP), SP
+	JMP	syscallReturn<>(SB)
+
+// timerEntry is the timer's IDT entry. Its gate has no IST, so the CPU
+// pushed the 5-word interrupt frame on the interrupted stack. On a kernel
+// stack that is where the handler runs (interrupts nest like calls); on a
+// user stack (56 bytes used there, within the headroom Go's stack checks
+// keep) it moves the frame to the running thread's kernel stack, below the
+// room preemptTo needs at its top, and runs there.
+TEXT ·timerEntry(SB),NOSPLIT|NOFRAME,$0
+	PUSHQ	AX
+	PUSHQ	BX
+	// 0(SP) BX, 8 AX, 16 RIP, 24 CS, 32 RFLAGS, 40 RSP, 48 SS
+	MOVQ	40(SP), AX
+	MOVQ	$·kstacks(SB), BX
+	CMPQ	AX, BX
+	JCS	notkstack
+	ADDQ	$KSTACKS_SIZE, BX
+	CMPQ	AX, BX
+	JCS	onkernel
+notkstack:
+	CMPQ	AX, $0x40000	// boot.ISTPA .. boot.BootStackTop
+	JCS	onuser
+	CMPQ	AX, $0x80000
+	JCS	onkernel
+onuser:
+	MOVQ	CPU_KSTACK(GS), BX
+	SUBQ	$(FRAME_SIZE+XSAVE_ROOM+64+40), BX
+	MOVQ	16(SP), AX
+	MOVQ	AX, 0(BX)
+	MOVQ	24(SP), AX
+	MOVQ	AX, 8(BX)
+	MOVQ	32(SP), AX
+	MOVQ	AX, 16(BX)
+	MOVQ	40(SP), AX
+	MOVQ	AX, 24(BX)
+	MOVQ	48(SP), AX
+	MOVQ	AX, 32(BX)
+	MOVQ	8(SP), AX
+	XCHGQ	BX, SP
+	MOVQ	0(BX), BX
+	PUSHQ	$0
+	PUSHQ	$32
+	JMP	·trapCommon(SB)
+onkernel:
+	POPQ	BX
+	POPQ	AX
+	PUSHQ	$0
+	PUSHQ	$32
+	JMP	·trapCommon(SB)
+
+// func timerEntryPC() uintptr
+TEXT ·timerEntryPC(SB),NOSPLIT,$0-8
+	LEAQ	·timerEntry(SB), AX
+	MOVQ	AX, ret+0(FP)
+	RET
+
+// func jumpTo(ksp uintptr)
+// Continues the thread whose kernel stack pointer is ksp, abandoning the
+// current stack (a preempting interrupt's).
+TEXT ·jumpTo(SB),NOSPLIT|NOFRAME,$0-8
+	MOVQ	BP, AX	// (a read of BP first: see syscallReturn)
+	MOVQ	ksp+0(FP), SP
+	MOVQ	0(SP), BP	// the frame swtch would pop
+	ADDQ	$8, SP
+	RET
+
+// func markCall(id uint64)
+// kernel.Mark's system call (amber_mark), so the hypercall block is only
+// ever used from the kernel.
+TEXT ·markCall(SB),NOSPLIT,$0-8
+	MOVQ	id+0(FP), DI
+	MOVQ	$500, AX
+	CALL	·syscallEntry(SB)
+	RET
 
 // func forkRetPC() uintptr
 TEXT ·forkRetPC(SB),NOSPLIT,$0-8
@@ -258,6 +351,18 @@ TEXT ·trapCommon(SB),NOSPLIT|NOFRAME,$0
 	SUBQ	$XSAVE_ROOM, SP
 	ANDQ	$~63, SP
 	MOVQ	SP, R12
+	// XSAVE leaves most of the 64-byte XSAVE header alone, and XRSTOR
+	// faults if its reserved bytes are not zero: clear them first (on a
+	// kernel stack the area holds stale data).
+	XORQ	AX, AX
+	MOVQ	AX, 512(R12)
+	MOVQ	AX, 520(R12)
+	MOVQ	AX, 528(R12)
+	MOVQ	AX, 536(R12)
+	MOVQ	AX, 544(R12)
+	MOVQ	AX, 552(R12)
+	MOVQ	AX, 560(R12)
+	MOVQ	AX, 568(R12)
 	MOVL	$-1, AX
 	MOVL	$-1, DX
 	XSAVE64	(R12)
@@ -302,6 +407,15 @@ tosyscall:
 // func xsave(area uintptr)
 TEXT ·xsave(SB),NOSPLIT,$0-8
 	MOVQ	area+0(FP), CX
+	XORQ	AX, AX
+	MOVQ	AX, 512(CX)
+	MOVQ	AX, 520(CX)
+	MOVQ	AX, 528(CX)
+	MOVQ	AX, 536(CX)
+	MOVQ	AX, 544(CX)
+	MOVQ	AX, 552(CX)
+	MOVQ	AX, 560(CX)
+	MOVQ	AX, 568(CX)
 	MOVL	$-1, AX
 	MOVL	$-1, DX
 	XSAVE64	(CX)

@@ -10,7 +10,7 @@ import "unsafe"
 
 const (
 	maxThreads = 128
-	kstackSize = 16 << 10
+	kstackSize = 32 << 10 // a system call, a nested tick (with its 4 KiB XSAVE image) and a preempted context
 )
 
 // Thread states.
@@ -120,7 +120,18 @@ func wakeAll(kind int) {
 //
 //go:nosplit
 func expireTimers(now int64) int64 {
-	next := int64(0)
+	next, _ := expireTimersWoke(now)
+	return next
+}
+
+//go:nosplit
+func expireTimersCount(now int64) int {
+	_, woke := expireTimersWoke(now)
+	return woke
+}
+
+//go:nosplit
+func expireTimersWoke(now int64) (next int64, woke int) {
 	for i := range threads {
 		t := &threads[i]
 		if t.state != tBlocked || t.deadline == 0 {
@@ -128,11 +139,12 @@ func expireTimers(now int64) int64 {
 		}
 		if t.deadline <= now {
 			wake(i, wokeTimeout)
+			woke++
 		} else if next == 0 || t.deadline < next {
 			next = t.deadline
 		}
 	}
-	return next
+	return next, woke
 }
 
 // schedule runs other threads until the calling thread is runnable and
@@ -172,12 +184,19 @@ func idle() {
 			input = true
 		}
 	}
-	if next == 0 && !input {
+	// Under Amber's VMM a Ctrl-C can still arrive (as SIGINT).
+	if next == 0 && !input && hostSignals == 0 {
 		kfatal("deadlock: every thread is blocked with nothing to wake it")
 	}
-	if r := idleWait(next); r&idleInput != 0 {
+	timerMask(true)
+	r := idleWait(next)
+	timerMask(false)
+	if r&idleInput != 0 {
 		wakeAll(waitInput)
 		wakeAll(waitPoll)
+	}
+	if hostSignals != 0 && *u64at(hostSignals) != 0 {
+		takeHostSignals()
 	}
 }
 
@@ -189,6 +208,7 @@ func switchTo(i int) {
 	next := &threads[i]
 	cpu0.cur = i
 	cpu0.kstackTop = kstackTop(i)
+	sliceStart = nanotime()
 	wrfsbase(next.fsbase)
 	swtch(&threads[prev].ksp, next.ksp)
 }

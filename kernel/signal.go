@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/amberos/amber/boot"
@@ -58,8 +59,10 @@ type sigaction struct {
 
 var sigactions [nsig]sigaction
 
-// sigWork is non-zero while some thread may have a deliverable signal;
-// the system-call exit path checks it before returning.
+// sigWork is non-zero while there is work for the return to user code
+// (bits work*, apic.go): the system-call exit path checks it. Interrupts
+// set bits with single read-modify-write instructions, so updates are
+// atomic with respect to them.
 var sigWork uint32
 
 // xsaveSize is the size of an XSAVE image for the enabled state
@@ -259,11 +262,23 @@ func sysRtSigreturnFn(f *sysFrame) int64 {
 	return int64(mc.rax)
 }
 
-// syscallExitWork runs before a system call returns while sigWork is set:
-// it delivers the lowest pending signal the thread does not block.
+// syscallExitWork runs before a return to user code while sigWork is
+// set: it honours a reschedule a timer tick asked for, takes the signals
+// the VMM posted, and delivers the lowest pending signal the thread does
+// not block. f is a system-call frame, or the complete context of a
+// preempted thread (f.xrstor != 0).
 //
 //go:nosplit
 func syscallExitWork(f *sysFrame) {
+	if sigWork&workResched != 0 {
+		atomic.AndUint32(&sigWork, ^uint32(workResched))
+		if nextRunnable(cpu0.cur) >= 0 {
+			schedule() // the caller stays runnable: round robin
+		}
+	}
+	if sigWork&workHostSigs != 0 {
+		takeHostSignals()
+	}
 	t := cur()
 	ready := t.pending &^ t.sigmask
 	if ready == 0 {
@@ -284,14 +299,19 @@ func syscallExitWork(f *sysFrame) {
 	if h == sigDfl {
 		exitVM(128 + sig)
 	}
-	// The vector state at a system-call return belongs to nobody (calls
-	// clobber it), but the frame carries one: save the current state.
-	fp := (uintptr(unsafe.Pointer(&fpScratch[0])) + 63) &^ 63
-	xsave(fp)
+	fp := uintptr(f.xrstor)
+	eflags := f.rflags
+	if fp == 0 {
+		// The vector state at a system-call return belongs to nobody
+		// (calls clobber it), but the frame carries one.
+		fp = (uintptr(unsafe.Pointer(&fpScratch[0])) + 63) &^ 63
+		xsave(fp)
+		eflags = 0x3202
+	}
 	mc := &mcScratch
 	mc.r8, mc.r9, mc.r10, mc.r11, mc.r12, mc.r13, mc.r14, mc.r15 = f.r8, f.r9, f.r10, f.r11, f.r12, f.r13, f.r14, f.r15
 	mc.rdi, mc.rsi, mc.rbp, mc.rbx, mc.rdx, mc.rax, mc.rcx = f.rdi, f.rsi, f.rbp, f.rbx, f.rdx, f.rax, f.rcx
-	mc.rsp, mc.rip, mc.eflags, mc.csgsfs = f.rsp, f.rip, 0x3202, boot.SelUserCode|boot.SelUserData<<48
+	mc.rsp, mc.rip, mc.eflags, mc.csgsfs = f.rsp, f.rip, eflags, boot.SelUserCode|boot.SelUserData<<48
 	mc.err, mc.trapno, mc.oldmask, mc.cr2 = 0, 0, 0, 0
 	sp, info, uc, ok := pushSignalFrame(t, sig, siTkill, 0, mc, fp)
 	if !ok {
@@ -299,7 +319,7 @@ func syscallExitWork(f *sysFrame) {
 	}
 	f.rip, f.rsp = h, uint64(sp)
 	f.rdi, f.rsi, f.rdx, f.rax = uint64(sig), uint64(info), uint64(uc), 0
-	f.xrstor = 0
+	f.rflags = eflags &^ (0x400 | 0x100)
 	updateSigWork()
 }
 
@@ -316,11 +336,11 @@ func updateSigWork() {
 	for i := range threads {
 		t := &threads[i]
 		if (t.state == tRunnable || t.state == tBlocked) && t.pending&^t.sigmask != 0 {
-			sigWork = 1
+			atomic.OrUint32(&sigWork, workSignal)
 			return
 		}
 	}
-	sigWork = 0
+	atomic.AndUint32(&sigWork, ^uint32(workSignal))
 }
 
 // defaultTerminates reports whether sig's default action ends the process.
@@ -354,7 +374,7 @@ func sendSignal(i int, sig uint64) int64 {
 	t := &threads[i]
 	t.pending |= 1 << (sig - 1)
 	if t.sigmask&(1<<(sig-1)) == 0 {
-		sigWork = 1
+		atomic.OrUint32(&sigWork, workSignal)
 		if t.state == tBlocked {
 			wake(i, wokeSignal)
 		}
@@ -377,9 +397,14 @@ func sysKillFn(f *sysFrame) int64 {
 	if int64(f.rdi) != 1 && int64(f.rdi) != 0 && int64(f.rdi) != -1 {
 		return -eSRCH
 	}
-	// A process-directed signal goes to a thread that does not block it,
-	// the caller first.
-	sig := f.rsi
+	return processSignal(f.rsi)
+}
+
+// processSignal sends a process-directed signal to a thread that does not
+// block it, the running thread first.
+//
+//go:nosplit
+func processSignal(sig uint64) int64 {
 	target := cpu0.cur
 	if sig > 0 && sig < nsig && threads[target].sigmask&(1<<(sig-1)) != 0 {
 		for i := range threads {

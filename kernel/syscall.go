@@ -77,6 +77,7 @@ const (
 	sysFaccessat2      = 439
 	sysEpollPwait2     = 441
 	nsys               = 512
+	sysAmberMarkNr     = 500 // Amber's own: kernel.Mark
 )
 
 type sysHandler func(*sysFrame) int64
@@ -151,6 +152,7 @@ var sysTable = [nsys]sysHandler{
 	sysGetrandom:       sysGetrandomFn,
 	sysFaccessat2:      sysFaccessatFn,
 	sysEpollPwait2:     sysEpollPwait2Fn,
+	sysAmberMarkNr:     sysAmberMark,
 }
 
 // reported remembers which unimplemented calls were already named.

@@ -24,6 +24,10 @@ const (
 func trap(tf *boot.TrapFrame, xsave uintptr) uintptr {
 	cr2 := uint64(0)
 	switch tf.Vector {
+	case timerVector:
+		return timerInterrupt(tf, xsave)
+	case 0xff: // spurious: no EOI
+		return 0
 	case vecPF:
 		if pvHypercalls {
 			cr2 = uint64(hcall(boot.HCFaultAddr, 0, 0, 0))

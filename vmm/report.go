@@ -1,6 +1,7 @@
 package vmm
 
 import (
+	"encoding/binary"
 	"fmt"
 	"sync"
 
@@ -30,6 +31,16 @@ func (vm *VM) crashReport(tf *boot.TrapFrame, reason string) int {
 		r.Regs.CS, r.Regs.SS = s.CS.Selector, s.SS.Selector
 		r.Regs.FSBase, r.Regs.GSBase, r.Regs.CR2, r.Regs.CR3 = s.FS.Base, s.GS.Base, s.CR2, s.CR3
 	}
+	if tf == nil {
+		// Stopped inside the kernel's trap handler (a timer tick, most
+		// likely): what matters is the context it interrupted, which the
+		// handler saved at the top of its exception stack.
+		if itf := vm.interruptedFrame(r.Regs.RSP); itf != nil {
+			tf = itf
+			reason += " (in the kernel's interrupt handler; showing the interrupted context)"
+			r.Reason = reason
+		}
+	}
 	if tf != nil {
 		r.Vector, r.ErrorCode = int(tf.Vector), tf.ErrorCode
 		r.Regs.RAX, r.Regs.RBX, r.Regs.RCX, r.Regs.RDX = tf.RAX, tf.RBX, tf.RCX, tf.RDX
@@ -38,6 +49,9 @@ func (vm *VM) crashReport(tf *boot.TrapFrame, reason string) int {
 		r.Regs.R12, r.Regs.R13, r.Regs.R14, r.Regs.R15 = tf.R12, tf.R13, tf.R14, tf.R15
 		r.Regs.RIP, r.Regs.RFLAGS = tf.RIP, tf.RFLAGS
 		r.Regs.CS, r.Regs.SS = uint16(tf.CS), uint16(tf.SS)
+	}
+	if tf != nil && r.Reason == reason && tf.Vector >= 32 {
+		r.Vector = -1 // an interrupt, not the cause
 	}
 	symbolsMu.Lock()
 	syms, ok := symbolsCache[vm.img]
@@ -51,4 +65,28 @@ func (vm *VM) crashReport(tf *boot.TrapFrame, reason string) int {
 		fmt.Fprintf(vm.cfg.Stderr, "vmm: writing the crash report: %v\n", err)
 	}
 	return ExitCrash
+}
+
+// interruptedFrame returns the trap frame at the top of the exception
+// stack that sp lies on, if it holds a user context.
+func (vm *VM) interruptedFrame(sp uint64) *boot.TrapFrame {
+	var top uint64
+	for _, t := range []uint64{boot.IST1Top, boot.IST3Top, boot.IST2Top} {
+		if sp < t && sp >= t-0x8000 && (top == 0 || t < top) {
+			top = t
+		}
+	}
+	if top == 0 {
+		return nil
+	}
+	size := uint64(binary.Size(boot.TrapFrame{}))
+	b, err := vm.mem.Slice(top-size, size)
+	if err != nil {
+		return nil
+	}
+	tf := new(boot.TrapFrame)
+	if _, err := binary.Decode(b, binary.LittleEndian, tf); err != nil || tf.CS != boot.SelUserCode {
+		return nil
+	}
+	return tf
 }

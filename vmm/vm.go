@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -187,6 +188,11 @@ func New(cfg Config) (_ *VM, err error) {
 	if err = kvm.SetUserMemoryRegion(vm.vmFd, region); err != nil {
 		return nil, fmt.Errorf("KVM_SET_USER_MEMORY_REGION: %w", err)
 	}
+	// The in-kernel irqchip gives the guest a local APIC (its timer drives
+	// preemption) without an exit to this process per interrupt.
+	if err = kvm.CreateIRQChip(vm.vmFd); err != nil {
+		return nil, fmt.Errorf("KVM_CREATE_IRQCHIP: %w", err)
+	}
 	if vm.vcpuFd, err = kvm.CreateVCPU(vm.vmFd, 0); err != nil {
 		return nil, fmt.Errorf("KVM_CREATE_VCPU: %w", err)
 	}
@@ -296,6 +302,23 @@ func (vm *VM) Exits() map[string]int { return vm.exits }
 func (vm *VM) Stop() {
 	vm.stop.Store(true)
 	vm.kick()
+}
+
+// Signal posts a signal to the guest process (Ctrl-C: SIGINT). The kernel
+// takes it at its next timer tick or when it wakes from idle. It reports
+// false if the guest cannot receive signals from the VMM.
+func (vm *VM) Signal(sig syscall.Signal) bool {
+	if sig <= 0 || sig > 64 || vm.mem == nil {
+		return false
+	}
+	off := uint64(boot.StartInfoPA + boot.AmberInfoOffset + unsafe.Offsetof(boot.AmberInfo{}.HostSignals))
+	b, err := vm.mem.Slice(off, 8)
+	if err != nil {
+		return false
+	}
+	atomic.OrUint64((*uint64)(unsafe.Pointer(&b[0])), 1<<(sig-1))
+	vm.kick()
+	return true
 }
 
 // kick makes KVM_RUN return soon: immediate_exit covers the case where the
@@ -597,6 +620,9 @@ func (p *inputPump) wait(timer <-chan time.Time, stop *atomic.Bool) int {
 		case <-timer:
 			return 0
 		case <-p.ready:
+			if !p.pending() && !stop.Load() {
+				return 0 // a kick: the guest has something to look at
+			}
 		}
 	}
 }

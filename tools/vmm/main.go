@@ -165,7 +165,8 @@ Boots IMAGE in a KVM microVM. ARGS become the program's os.Args[1:]. The
 program's stdout and stderr go to vmm's; stdin is passed through. vmm exits
 with the program's exit status (128+n if it died of signal n), 125 if the
 guest crashed (a report with registers, the faulting instruction and a
-backtrace is printed), 126 if the VM could not be started, 130 after Ctrl-C.
+backtrace is printed), 126 if the VM could not be started. The first Ctrl-C
+is delivered to the program as SIGINT; a second one stops the VM (130).
 
 Flags:
 `)
@@ -220,11 +221,22 @@ Flags:
 		return exitNotStart
 	}
 	defer vm.Close()
-	sigs := make(chan os.Signal, 1)
+	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	defer signal.Stop(sigs)
+	defer func() {
+		signal.Stop(sigs)
+		close(sigs)
+	}()
 	go func() {
-		if _, ok := <-sigs; ok {
+		// The first Ctrl-C goes to the guest as SIGINT (its os/signal
+		// handlers see it; without one it exits with 130); the second, or
+		// SIGTERM, stops the VM.
+		interrupts := 0
+		for s := range sigs {
+			if s == os.Interrupt && interrupts == 0 && vm.Signal(syscall.SIGINT) {
+				interrupts++
+				continue
+			}
 			vm.Stop()
 		}
 	}()

@@ -285,30 +285,88 @@ func TestTimeoutStopsAHungGuest(t *testing.T) {
 	}
 }
 
-func TestCtrlCStopsTheGuest(t *testing.T) {
-	needKVM(t)
-	img := image(t, "./testdata/spin")
+// startVMM starts `vmm run` on an image and waits until its stdout shows
+// want.
+func startVMM(t *testing.T, img, want string) (*exec.Cmd, *bytes.Buffer, *bytes.Buffer) {
+	t.Helper()
 	cmd := exec.Command(vmmBin, "run", img)
 	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.Stdout, cmd.Stderr = &syncWriter{b: &stdout}, &syncWriter{b: &stderr}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; i < 200 && !strings.Contains(stdout.String(), "spinning"); i++ {
+	for i := 0; i < 400 && !strings.Contains(cmd.Stdout.(*syncWriter).String(), want); i++ {
 		time.Sleep(25 * time.Millisecond)
 	}
-	cmd.Process.Signal(syscall.SIGINT)
+	return cmd, &stdout, &stderr
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	b  *bytes.Buffer
+}
+
+func (w *syncWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *syncWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
+
+func waitExit(t *testing.T, cmd *exec.Cmd) int {
+	t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	select {
 	case <-done:
 	case <-time.After(20 * time.Second):
 		cmd.Process.Kill()
-		t.Fatal("vmm did not stop after SIGINT")
+		t.Fatal("vmm did not exit")
 	}
-	if cmd.ProcessState.ExitCode() != vmm.ExitInterrupted || !strings.Contains(stderr.String(), "interrupted") {
-		t.Errorf("exit %d, stderr: %s", cmd.ProcessState.ExitCode(), stderr.String())
+	return cmd.ProcessState.ExitCode()
+}
+
+func TestCtrlCReachesTheGuest(t *testing.T) {
+	needKVM(t)
+	// A program with signal.Notify(os.Interrupt) gets SIGINT.
+	cmd, stdout, stderr := startVMM(t, image(t, "./testdata/sigint"), "waiting for SIGINT")
+	cmd.Process.Signal(syscall.SIGINT)
+	if code := waitExit(t, cmd); code != 0 || !strings.Contains(stdout.String(), "got interrupt") {
+		t.Errorf("exit %d, stdout %q, stderr %q", code, stdout.String(), stderr.String())
 	}
+	// A program without a handler dies of it: 128+SIGINT.
+	cmd, stdout, stderr = startVMM(t, image(t, "./testdata/spin"), "spinning")
+	cmd.Process.Signal(syscall.SIGINT)
+	if code := waitExit(t, cmd); code != 130 {
+		t.Errorf("exit %d, stdout %q, stderr %q", code, stdout.String(), stderr.String())
+	}
+}
+
+func TestSecondCtrlCStopsTheVM(t *testing.T) {
+	needKVM(t)
+	// SIGINT blocked in the guest: the first Ctrl-C cannot end it, the
+	// second stops the VM.
+	cmd, _, stderr := startVMM(t, image(t, "./testdata/sigint"), "waiting for SIGINT")
+	cmd.Process.Signal(syscall.SIGINT)
+	time.Sleep(200 * time.Millisecond)
+	cmd.Process.Signal(syscall.SIGINT)
+	code := waitExit(t, cmd)
+	if code != 0 && (code != vmm.ExitInterrupted || !strings.Contains(stderr.String(), "interrupted")) {
+		t.Errorf("exit %d, stderr: %s", code, stderr.String())
+	}
+}
+
+func TestTorture(t *testing.T) {
+	needKVM(t)
+	img := image(t, "./testdata/torture")
+	r := run(t, "run", "--mem", "512M", "--timeout", "120s", img)
+	expect(t, r, 0, "ok ticker", "ok gc-while-spinning", "ok sleep-accuracy", "ok nil-panic", "ok div-panic",
+		"ok deep-recursion", "ok 10k-goroutines", "ok timers-select", "ok sync-cond", "ok finalizers", "torture: all passed")
 }
 
 func TestBadImages(t *testing.T) {
