@@ -49,8 +49,37 @@ func kinit(startInfo uintptr) uintptr {
 	idtInit()
 	memInit(si)
 	threadsInit()
-	lapicInit()
+	if !cmdlineHas(si, "amber.tick=off") {
+		lapicInit()
+	}
 	return buildProcessStack(si)
+}
+
+// cmdlineHas reports whether the command line holds the token opt (kernel
+// options: amber.tick=off runs without the preemption tick).
+//
+//go:nosplit
+func cmdlineHas(si *boot.StartInfo, opt string) bool {
+	cmd := cmdlineBytes(si)
+	for i := 0; i+len(opt) <= len(cmd); i++ {
+		if (i == 0 || cmd[i-1] == ' ') && hasPrefix(cmd[i:], opt) && (i+len(opt) == len(cmd) || cmd[i+len(opt)] == ' ') {
+			return true
+		}
+	}
+	return false
+}
+
+//go:nosplit
+func cmdlineBytes(si *boot.StartInfo) []byte {
+	if si.CmdlinePaddr == 0 {
+		return nil
+	}
+	p := uintptr(si.CmdlinePaddr)
+	n := uintptr(0)
+	for n < boot.MaxCmdline && *(*byte)(ptr(p + n)) != 0 {
+		n++
+	}
+	return userBytes(p, n)
 }
 
 // tssIST3 is where the TSS keeps IST3 (the interrupt stack); the kernel
@@ -102,15 +131,7 @@ const (
 //
 //go:nosplit
 func buildProcessStack(si *boot.StartInfo) uintptr {
-	var cmd []byte
-	if si.CmdlinePaddr != 0 {
-		p := uintptr(si.CmdlinePaddr)
-		n := uintptr(0)
-		for n < boot.MaxCmdline && *(*byte)(ptr(p + n)) != 0 {
-			n++
-		}
-		cmd = userBytes(p, n)
-	}
+	cmd := cmdlineBytes(si)
 	return layoutProcessStack(cmd, boot.StackTop, randomU64(), randomU64())
 }
 

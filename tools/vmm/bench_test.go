@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -119,4 +118,67 @@ func BenchmarkGetpid(b *testing.B) {
 	}
 }
 
-var _ = fmt.Sprint
+var (
+	roundtripRE = regexp.MustCompile(`roundtrip_ns=([0-9.]+)`)
+	computeRE   = regexp.MustCompile(`compute_ms=([0-9.]+)`)
+)
+
+// guestFigure boots img with args and extracts one number from its output.
+func guestFigure(b *testing.B, re *regexp.Regexp, args ...string) float64 {
+	b.Helper()
+	r := run(b, args...)
+	m := re.FindStringSubmatch(r.stdout)
+	if r.code != 0 || m == nil {
+		b.Fatalf("vmm %v: exit %d, %s %s", args, r.code, r.stdout, r.stderr)
+	}
+	v, _ := strconv.ParseFloat(m[1], 64)
+	return v
+}
+
+// nativeFigure runs the same program as a Linux process.
+func nativeFigure(b *testing.B, re *regexp.Regexp, pkg string, env ...string) float64 {
+	b.Helper()
+	bin := filepath.Join(b.TempDir(), "prog")
+	if out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
+		b.Fatalf("%v\n%s", err, out)
+	}
+	cmd := exec.Command(bin)
+	cmd.Env = append(cmd.Environ(), env...)
+	out, err := cmd.Output()
+	m := re.FindStringSubmatch(string(out))
+	if err != nil || m == nil {
+		b.Fatalf("native %s: %v %s", pkg, err, out)
+	}
+	v, _ := strconv.ParseFloat(m[1], 64)
+	return v
+}
+
+// BenchmarkGoroutineSwitch: two goroutines ping-ponging on channels, in
+// the guest and as a native process limited to one CPU (the guest has one).
+func BenchmarkGoroutineSwitch(b *testing.B) {
+	needKVM(b)
+	img := image(b, "./testdata/pingpong")
+	for i := 0; i < b.N; i++ {
+		guest := guestFigure(b, roundtripRE, "run", img)
+		native := nativeFigure(b, roundtripRE, "./testdata/pingpong", "GOMAXPROCS=1")
+		b.ReportMetric(guest, "guest-ns/roundtrip")
+		b.ReportMetric(native, "native-ns/roundtrip")
+		b.ReportMetric(guest/native, "ratio")
+	}
+}
+
+// BenchmarkTimerTick: a compute loop with the 1 kHz preemption tick and
+// without it (amber.tick=off).
+func BenchmarkTimerTick(b *testing.B) {
+	needKVM(b)
+	img := image(b, "./testdata/compute")
+	for i := 0; i < b.N; i++ {
+		ticking := guestFigure(b, computeRE, "run", img)
+		quiet := guestFigure(b, computeRE, "run", "--cmdline", "amber.tick=off", img)
+		native := nativeFigure(b, computeRE, "./testdata/compute")
+		b.ReportMetric(ticking, "tick-ms")
+		b.ReportMetric(quiet, "notick-ms")
+		b.ReportMetric(native, "native-ms")
+		b.ReportMetric(ticking/quiet, "tick-overhead-ratio")
+	}
+}
