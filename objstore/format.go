@@ -11,27 +11,28 @@ import (
 const BlockSize = 4096
 
 const (
-	ptrSize     = 16                    // encoded block pointer: blk u64, crc u32, pad u32
-	fanout      = BlockSize / ptrSize   // entries of a map node and of a refcount branch node
-	rcPerLeaf   = BlockSize / 4         // refcounts (u32) in a refcount leaf
-	maxHeight   = 6                     // object map height limit (256^6 blocks = 1 EiB)
-	maxRCHeight = 6                     // refcount tree height limit
-	maxNameLen  = 1024                  // longest object name in bytes
-	maxDepth    = 48                    // names tree depth limit (corruption guard)
-	metaMagic   = "AMBRSTOR"            // first bytes of a superblock
-	version     = 1                     // on-disk format version
-	metaLen     = 84                    // bytes of a superblock covered by its checksum, plus the checksum
-	firstBlock  = 2                     // blocks 0 and 1 are the two superblocks
-	inodeLen    = 24                    // encoded inode length
-	nodeMagic   = 0xA7B3                // names tree node magic
-	leafKind    = 1                     // names tree leaf node
-	branchKind  = 2                     // names tree branch node
-	nodeHdr     = 8                     // names tree node header length
-	dataCap     = 8 << 20               // dirty data kept in memory before it is written out
-	directRun   = 16                    // full-block runs at least this long are written directly
-	cacheBlocks = 16384                 // metadata blocks kept in the cache
-	growChunk   = 4 << 20               // minimum device growth
-	maxProblems = 1000                  // Fsck stops listing problems after this many
+	ptrSize     = 16                  // encoded block pointer: blk u64, crc u32, pad u32
+	fanout      = BlockSize / ptrSize // entries of a map node and of a refcount branch node
+	rcPerLeaf   = BlockSize / 4       // refcounts (u32) in a refcount leaf
+	maxHeight   = 6                   // object map height limit (256^6 blocks = 1 EiB)
+	maxRCHeight = 6                   // refcount tree height limit
+	maxNameLen  = 1024                // longest object name in bytes
+	maxDepth    = 48                  // names tree depth limit (corruption guard)
+	metaMagic   = "AMBRSTOR"          // first bytes of a superblock
+	version     = 1                   // on-disk format version
+	metaLen     = 84                  // bytes of a superblock covered by its checksum, plus the checksum
+	firstBlock  = 2                   // blocks 0 and 1 are the two superblocks
+	inodeLen    = 24                  // encoded inode length
+	nodeMagic   = 0xA7B3              // names tree node magic
+	leafKind    = 1                   // names tree leaf node
+	branchKind  = 2                   // names tree branch node
+	nodeHdr     = 8                   // names tree node header length
+	dataCap     = 8 << 20             // dirty data kept in memory before it is written out
+	directRun   = 16                  // full-block runs at least this long are written directly
+	cacheBlocks = 16384               // metadata blocks kept in the cache
+	growChunk   = 4 << 20             // minimum device growth
+	maxProblems = 1000                // Fsck stops listing problems after this many
+	maxFreeList = 1 << 20             // released blocks remembered for reuse
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -61,7 +62,7 @@ type meta struct {
 	names    ptr    // names tree root
 	rc       ptr    // refcount tree root
 	rcHeight uint32
-	freeHint uint64 // no free block below this one
+	freeHint uint64 // where the next-fit allocator resumes
 	objects  uint64
 }
 
@@ -115,7 +116,7 @@ func decodeMeta(b []byte) (meta, error) {
 	if m.rcHeight > maxRCHeight {
 		return m, fmt.Errorf("bad refcount tree height %d", m.rcHeight)
 	}
-	if (m.rc.blk == 0) != (m.rcHeight == 0) && m.rc.blk != 0 {
+	if m.rc.blk != 0 && m.rcHeight == 0 {
 		return m, errors.New("refcount root without height")
 	}
 	return m, nil

@@ -220,7 +220,6 @@ func (tx *Tx) namesWritable(p *ptr, depth int) (*bnode, error) {
 	if n.blk, err = tx.alloc(); err != nil {
 		return nil, err
 	}
-	delete(tx.newBlocks, n.blk)
 	tx.names[n.blk] = n
 	if err := tx.releaseNames(p.blk); err != nil {
 		return nil, err
@@ -230,10 +229,7 @@ func (tx *Tx) namesWritable(p *ptr, depth int) (*bnode, error) {
 }
 
 func (tx *Tx) releaseNames(b uint64) error {
-	if _, ok := tx.names[b]; ok {
-		delete(tx.names, b)
-		tx.newBlocks[b] = struct{}{} // so release makes it reusable at once
-	}
+	delete(tx.names, b)
 	return tx.release(b)
 }
 
@@ -242,7 +238,6 @@ func (tx *Tx) newNamesNode(leaf bool) (*bnode, error) {
 	if err != nil {
 		return nil, err
 	}
-	delete(tx.newBlocks, b)
 	n := &bnode{leaf: leaf, blk: b}
 	tx.names[b] = n
 	return n, nil
@@ -429,6 +424,7 @@ func (tx *Tx) finalizeNames(blk uint64, ws *[]blockWrite) uint32 {
 		}
 	}
 	b := n.encode()
-	*ws = append(*ws, blockWrite{blk, b})
-	return checksum(b)
+	crc := checksum(b)
+	*ws = append(*ws, blockWrite{blk, b, crc})
+	return crc
 }

@@ -574,6 +574,11 @@ func (o *Object) WriteAt(p []byte, off int64) (int, error) {
 	}
 	tx.modified = true
 	in.dirty = true
+	// Grow the map first so that its new nodes are not allocated between
+	// the data blocks.
+	if err := tx.growHeight(in, uint64((end-1)/BlockSize)); err != nil {
+		return 0, err
+	}
 	// A run of full blocks whose device blocks and source bytes are both
 	// contiguous.
 	var runDev uint64
@@ -621,7 +626,7 @@ func (o *Object) WriteAt(p []byte, off int64) (int, error) {
 			e := getPtr(slot)
 			inplace := false
 			if e.blk != 0 {
-				if _, isNew := tx.newBlocks[e.blk]; isNew {
+				if tx.newBlocks.has(e.blk) {
 					rc, err := tx.rcGet(e.blk)
 					if err != nil {
 						return int(pos - off), err
@@ -871,7 +876,7 @@ func (tx *Tx) SharedBytes(name string) (int64, error) {
 	var n int64
 	err = tx.walkData(in, func(l uint64, e ptr, shared bool) error {
 		if shared {
-			n += BlockSize
+			n += min(BlockSize, max(0, in.size-int64(l)*BlockSize))
 		}
 		return nil
 	})
@@ -974,4 +979,3 @@ func (tx *Tx) Usage() (Usage, error) {
 	u.SharedBytes = int64(len(seen)) * BlockSize
 	return u, nil
 }
-

@@ -3,6 +3,7 @@ package objstore
 import (
 	"errors"
 	"fmt"
+	"sort"
 	"sync"
 )
 
@@ -14,16 +15,34 @@ type Store struct {
 	wmu sync.Mutex // held by the write transaction
 
 	mu        sync.Mutex
-	meta      meta              // latest committed state
-	readers   map[uint64]int    // txid -> open read transactions
+	meta      meta                // latest committed state
+	readers   map[uint64]int      // txid -> open read transactions
 	pending   map[uint64][]uint64 // txid that freed -> blocks not yet reusable
-	pendingB  map[uint64]uint64 // block -> txid that freed it
+	pendingB  map[uint64]uint64   // block -> txid that freed it
 	allocHint uint64
+	free      []uint64 // blocks released lately, a hint for the allocator (LIFO)
 	closed    bool
 	failed    bool
+	scratch   []byte // the writer's buffer for merging block writes
 
-	cmu   sync.Mutex
-	cache map[ptr][]byte // verified metadata blocks
+	cmu sync.Mutex
+	// Verified metadata blocks by block number. The checksum in the
+	// pointer is not a safe key on its own: CRC32C is linear, and
+	// successive versions of a node that differ only in child checksums
+	// collide far more often than random data would. So an entry is also
+	// dropped whenever its block is allocated again.
+	cache map[uint64]cacheEntry
+}
+
+type cacheEntry struct {
+	crc uint32
+	b   []byte
+}
+
+func (s *Store) invalidate(blk uint64) {
+	s.cmu.Lock()
+	delete(s.cache, blk)
+	s.cmu.Unlock()
 }
 
 // Create makes a new, empty store on dev, overwriting what was there.
@@ -97,7 +116,7 @@ func Open(dev BlockDevice) (*Store, error) {
 		pending:   map[uint64][]uint64{},
 		pendingB:  map[uint64]uint64{},
 		allocHint: m.freeHint,
-		cache:     map[ptr][]byte{},
+		cache:     map[uint64]cacheEntry{},
 	}
 	if s.allocHint < firstBlock {
 		s.allocHint = firstBlock
@@ -145,6 +164,7 @@ func (s *Store) Begin(writable bool) (*Tx, error) {
 	if writable {
 		s.releasePending()
 		tx.initWriter(s.allocHint)
+		tx.free = s.free
 	} else {
 		s.readers[tx.m.txid]++
 	}
@@ -191,11 +211,14 @@ func (s *Store) releasePending() {
 		if t <= min {
 			for _, b := range blks {
 				delete(s.pendingB, b)
-				if b < s.allocHint {
-					s.allocHint = b
-				}
 			}
 			delete(s.pending, t)
+			// Reuse them first, lowest first: they are already written (no
+			// new file extents), probably cached, and often contiguous.
+			if len(s.free)+len(blks) <= maxFreeList {
+				sort.Slice(blks, func(i, j int) bool { return blks[i] > blks[j] })
+				s.free = append(s.free, blks...)
+			}
 		}
 	}
 }
@@ -212,10 +235,10 @@ func (s *Store) endRead(txid uint64) {
 func (s *Store) readBlock(p ptr, nocache bool) ([]byte, error) {
 	if !nocache {
 		s.cmu.Lock()
-		b, ok := s.cache[p]
+		e, ok := s.cache[p.blk]
 		s.cmu.Unlock()
-		if ok {
-			return b, nil
+		if ok && e.crc == p.crc {
+			return e.b, nil
 		}
 	}
 	b := make([]byte, BlockSize)
@@ -236,7 +259,7 @@ func (s *Store) readBlock(p ptr, nocache bool) ([]byte, error) {
 				}
 			}
 		}
-		s.cache[p] = b
+		s.cache[p.blk] = cacheEntry{p.crc, b}
 		s.cmu.Unlock()
 	}
 	return b, nil

@@ -19,15 +19,19 @@ type Tx struct {
 	inodes   map[string]*inode
 
 	// write transactions only
-	cursor    uint64
-	newBlocks map[uint64]struct{} // allocated by this transaction
-	freed     map[uint64]struct{} // committed blocks this transaction freed
-	dirtyObj  map[uint64][]byte   // object map nodes, by block
-	dirtyData map[uint64][]byte   // data blocks not yet written to the device
-	dataBytes int
-	names     map[uint64]*bnode // dirty names tree nodes, by block
-	rcDirty   map[rcPos]*rcNode
-	finalized map[uint64]uint32
+	cursor      uint64
+	free        []uint64          // reusable blocks (hints: checked before use)
+	wrapped     bool              // the allocator went back to the start of the device
+	newBlocks   blockSet          // allocated by this transaction
+	freed       blockSet          // committed blocks this transaction freed
+	dirtyObj    map[uint64][]byte // object map nodes, by block
+	dirtyData   map[uint64][]byte // data blocks not yet written to the device
+	dataBytes   int
+	names       map[uint64]*bnode // dirty names tree nodes, by block
+	rcDirty     map[rcPos]*rcNode
+	lastLeaf    *rcNode // the refcount leaf setRC used last
+	lastLeafIdx uint64
+	finalized   map[uint64]uint32
 }
 
 type rcPos struct {
@@ -43,8 +47,8 @@ type rcNode struct {
 
 func (tx *Tx) initWriter(hint uint64) {
 	tx.cursor = hint
-	tx.newBlocks = map[uint64]struct{}{}
-	tx.freed = map[uint64]struct{}{}
+	tx.newBlocks = blockSet{}
+	tx.freed = blockSet{}
 	tx.dirtyObj = map[uint64][]byte{}
 	tx.dirtyData = map[uint64][]byte{}
 	tx.names = map[uint64]*bnode{}
@@ -188,9 +192,14 @@ func (tx *Tx) setRC(b uint64, v uint32) error {
 		tx.m.rc = ptr{}
 		tx.m.rcHeight++
 	}
-	leaf, err := tx.rcWritable(0, b/rcPerLeaf)
-	if err != nil {
-		return err
+	leaf := tx.lastLeaf
+	if leaf == nil || tx.lastLeafIdx != b/rcPerLeaf {
+		var err error
+		if leaf, err = tx.rcWritable(0, b/rcPerLeaf); err != nil {
+			return err
+		}
+		// A dirty node stays the same *rcNode for the whole transaction.
+		tx.lastLeaf, tx.lastLeafIdx = leaf, b/rcPerLeaf
 	}
 	binary.LittleEndian.PutUint32(leaf.buf[(b%rcPerLeaf)*4:], v)
 	return nil
@@ -208,15 +217,34 @@ func (tx *Tx) incref(b uint64) error {
 }
 
 func (tx *Tx) isPending(b uint64) bool {
-	if _, ok := tx.freed[b]; ok {
+	if tx.freed.has(b) {
 		return true
 	}
 	_, ok := tx.s.pendingB[b]
 	return ok
 }
 
-// alloc returns a free block, marked used (refcount 1).
+// alloc returns a free block, marked used (refcount 1). Blocks released
+// lately come first; then it is next-fit:
+// the cursor moves forward across commits, so the blocks of one commit are
+// mostly contiguous (few, large writes); at the end of the device it wraps
+// around to reuse freed blocks, and grows the device only when a whole lap
+// found none.
 func (tx *Tx) alloc() (uint64, error) {
+	for n := len(tx.free); n > 0; n = len(tx.free) {
+		b := tx.free[n-1]
+		tx.free = tx.free[:n-1]
+		if b < firstBlock || b >= tx.m.nblocks || tx.isPending(b) {
+			continue
+		}
+		rc, err := tx.rcGet(b)
+		if err != nil {
+			return 0, err
+		}
+		if rc == 0 {
+			return b, tx.take(b)
+		}
+	}
 	for {
 		b := tx.cursor
 		if b < firstBlock {
@@ -224,7 +252,13 @@ func (tx *Tx) alloc() (uint64, error) {
 		}
 		if b >= tx.m.nblocks {
 			need := int64(b+1) * BlockSize
-			if size := tx.s.dev.Size(); need > size {
+			size := tx.s.dev.Size()
+			if need > size && !tx.wrapped && tx.m.nblocks > firstBlock {
+				tx.wrapped = true
+				tx.cursor = firstBlock
+				continue
+			}
+			if need > size {
 				grow := size + size/4
 				if grow < size+growChunk {
 					grow = size + growChunk
@@ -238,6 +272,13 @@ func (tx *Tx) alloc() (uint64, error) {
 				}
 			}
 			tx.m.nblocks = b + 1
+			// Never used by a committed state, so not in the cache.
+			tx.cursor = b + 1
+			if err := tx.setRC(b, 1); err != nil {
+				return 0, err
+			}
+			tx.newBlocks.add(b)
+			return b, nil
 		} else {
 			_, leaf, err := tx.rcNodePtr(0, b/rcPerLeaf)
 			if err != nil {
@@ -261,12 +302,17 @@ func (tx *Tx) alloc() (uint64, error) {
 			}
 		}
 		tx.cursor = b + 1
-		if err := tx.setRC(b, 1); err != nil {
-			return 0, err
-		}
-		tx.newBlocks[b] = struct{}{}
-		return b, nil
+		return b, tx.take(b)
 	}
+}
+
+func (tx *Tx) take(b uint64) error {
+	if err := tx.setRC(b, 1); err != nil {
+		return err
+	}
+	tx.newBlocks.add(b)
+	tx.s.invalidate(b)
+	return nil
 }
 
 // release marks a block whose last reference is gone as free. A block
@@ -276,19 +322,17 @@ func (tx *Tx) release(b uint64) error {
 	if err := tx.setRC(b, 0); err != nil {
 		return err
 	}
-	if _, ok := tx.newBlocks[b]; ok {
-		delete(tx.newBlocks, b)
+	if tx.newBlocks.has(b) {
+		tx.newBlocks.del(b)
+		tx.free = append(tx.free, b)
 		delete(tx.dirtyObj, b)
 		if d, ok := tx.dirtyData[b]; ok {
 			tx.dataBytes -= len(d)
 			delete(tx.dirtyData, b)
 		}
-		if b < tx.cursor {
-			tx.cursor = b
-		}
 		return nil
 	}
-	tx.freed[b] = struct{}{}
+	tx.freed.add(b)
 	return nil
 }
 
@@ -312,6 +356,7 @@ func (tx *Tx) Commit() error {
 type blockWrite struct {
 	blk uint64
 	buf []byte
+	crc uint32 // of metadata blocks, for the cache
 }
 
 func (tx *Tx) commit() error {
@@ -327,7 +372,7 @@ func (tx *Tx) commit() error {
 	for _, name := range names {
 		in := tx.inodes[name]
 		if in.height > 0 {
-			tx.finalizeMap(in.root[:], in.height)
+			tx.finalizeMap(in.root[:], in.height, 1)
 		}
 		if err := tx.namesPut([]byte(name), in.encode()); err != nil {
 			return err
@@ -343,74 +388,62 @@ func (tx *Tx) commit() error {
 	// 3. Refcount tree: give every dirty node a block. Allocating may dirty
 	// more leaves, so repeat until nothing is left without a block.
 	for {
-		var todo []*rcNode
-		for _, n := range tx.rcDirty {
+		var todo []rcPos
+		for p, n := range tx.rcDirty {
 			if n.blk == 0 {
-				todo = append(todo, n)
+				todo = append(todo, p)
 			}
 		}
 		if len(todo) == 0 {
 			break
 		}
-		for _, n := range todo {
+		sortPos(todo)
+		for _, p := range todo {
+			n := tx.rcDirty[p]
 			b, err := tx.alloc()
 			if err != nil {
 				return err
 			}
 			n.blk = b
-			delete(tx.newBlocks, b) // not a data or map block
 		}
 	}
 	positions := make([]rcPos, 0, len(tx.rcDirty))
 	for p := range tx.rcDirty {
 		positions = append(positions, p)
 	}
-	sort.Slice(positions, func(i, j int) bool {
-		if positions[i].level != positions[j].level {
-			return positions[i].level < positions[j].level
-		}
-		return positions[i].idx < positions[j].idx
-	})
+	sortPos(positions)
+	// Bottom-up: each node's pointer goes into its parent, which is dirty
+	// too (rcWritable dirties all ancestors; a grown root is new).
 	for _, pos := range positions {
 		n := tx.rcDirty[pos]
-		if pos.level > 0 {
-			for i := uint64(0); i < fanout; i++ {
-				if c := tx.rcDirty[rcPos{pos.level - 1, pos.idx*fanout + i}]; c != nil {
-					putPtr(n.buf[i*ptrSize:], ptr{c.blk, c.crc})
-				}
-			}
-		}
 		n.crc = checksum(n.buf)
-		writes = append(writes, blockWrite{n.blk, n.buf})
-		if pos.level == tx.m.rcHeight-1 && pos.idx == 0 {
+		writes = append(writes, blockWrite{n.blk, n.buf, n.crc})
+		if pos.level == tx.m.rcHeight-1 {
 			tx.m.rc = ptr{n.blk, n.crc}
+			continue
 		}
+		parent := tx.rcDirty[rcPos{pos.level + 1, pos.idx / fanout}]
+		if parent == nil {
+			return fmt.Errorf("objstore: internal error: refcount node %v without dirty parent", pos)
+		}
+		putPtr(parent.buf[(pos.idx%fanout)*ptrSize:], ptr{n.blk, n.crc})
 	}
+	nmeta := len(writes) + len(tx.dirtyObj)
 	for b, buf := range tx.dirtyObj {
-		if _, ok := tx.finalized[b]; !ok {
+		crc, ok := tx.finalized[b]
+		if !ok {
 			return fmt.Errorf("objstore: internal error: map node %d not reachable", b)
 		}
-		writes = append(writes, blockWrite{b, buf})
+		writes = append(writes, blockWrite{b, buf, crc})
 	}
 	for b, buf := range tx.dirtyData {
-		writes = append(writes, blockWrite{b, buf})
+		writes = append(writes, blockWrite{b, buf, 0})
 	}
 	// 4. The new superblock.
 	tx.m.txid++
-	hint := tx.cursor
-	for b := range tx.freed {
-		if b < hint {
-			hint = b
-		}
-	}
-	for b := range s.pendingB {
-		if b < hint {
-			hint = b
-		}
-	}
-	tx.m.freeHint = hint
+	tx.m.freeHint = tx.cursor
 	// 5. Write everything, flush, write the superblock, flush.
-	if err := tx.writeBlocks(writes); err != nil {
+	if err := tx.writeBlocks(append([]blockWrite(nil), writes...)); err != nil {
 		return err
 	}
 	if err := s.dev.Flush(); err != nil {
@@ -428,16 +461,25 @@ func (tx *Tx) commit() error {
 	s.mu.Lock()
 	s.meta = tx.m
 	if len(tx.freed) > 0 {
-		list := make([]uint64, 0, len(tx.freed))
-		for b := range tx.freed {
-			list = append(list, b)
+		list := tx.freed.list()
+		for _, b := range list {
 			s.pendingB[b] = tx.m.txid
 		}
 		s.pending[tx.m.txid] = list
 	}
 	s.allocHint = tx.cursor
+	s.free = tx.free
 	s.releasePending()
 	s.mu.Unlock()
+	// The new metadata blocks are what the next transaction reads first.
+	s.cmu.Lock()
+	for _, w := range writes[:nmeta] {
+		if len(s.cache) >= cacheBlocks {
+			break
+		}
+		s.cache[w.blk] = cacheEntry{w.crc, w.buf}
+	}
+	s.cmu.Unlock()
 	return nil
 }
 
@@ -451,7 +493,15 @@ func (s *Store) fail() {
 func (tx *Tx) writeBlocks(ws []blockWrite) error {
 	sort.Slice(ws, func(i, j int) bool { return ws[i].blk < ws[j].blk })
 	const maxRun = 256
-	var run []byte
+	total := 0
+	for _, w := range ws {
+		total += len(w.buf)
+	}
+	run := tx.s.scratch[:0]
+	if cap(run) < min(total, maxRun*BlockSize) {
+		run = make([]byte, 0, min(total, maxRun*BlockSize))
+		tx.s.scratch = run
+	}
 	for i := 0; i < len(ws); {
 		j := i + 1
 		for j < len(ws) && ws[j].blk == ws[j-1].blk+1 && j-i < maxRun {
@@ -483,7 +533,7 @@ func (tx *Tx) flushData() error {
 	}
 	ws := make([]blockWrite, 0, len(tx.dirtyData))
 	for b, buf := range tx.dirtyData {
-		ws = append(ws, blockWrite{b, buf})
+		ws = append(ws, blockWrite{b, buf, 0})
 	}
 	if err := tx.writeBlocks(ws); err != nil {
 		return err
@@ -493,8 +543,9 @@ func (tx *Tx) flushData() error {
 	return nil
 }
 
-// finalizeMap computes the checksums of the dirty map nodes under slot.
-func (tx *Tx) finalizeMap(slot []byte, level int) {
+// finalizeMap computes the checksums of the dirty map nodes under slot;
+// depth counts the nodes on the recursion stack, this one included.
+func (tx *Tx) finalizeMap(slot []byte, level, depth int) {
 	p := getPtr(slot)
 	if p.blk == 0 {
 		return
@@ -509,10 +560,51 @@ func (tx *Tx) finalizeMap(slot []byte, level int) {
 	}
 	if level >= 2 {
 		for i := 0; i < fanout; i++ {
-			tx.finalizeMap(buf[i*ptrSize:(i+1)*ptrSize], level-1)
+			if len(tx.dirtyObj)-len(tx.finalized) <= depth {
+				break // every other dirty node is done: none below
+			}
+			if getPtr(buf[i*ptrSize:]).blk != 0 {
+				tx.finalizeMap(buf[i*ptrSize:(i+1)*ptrSize], level-1, depth+1)
+			}
 		}
 	}
 	crc := checksum(buf)
 	tx.finalized[p.blk] = crc
 	putPtr(slot, ptr{p.blk, crc})
+}
+
+func sortPos(ps []rcPos) {
+	sort.Slice(ps, func(i, j int) bool {
+		if ps[i].level != ps[j].level {
+			return ps[i].level < ps[j].level
+		}
+		return ps[i].idx < ps[j].idx
+	})
+}
+
+// blockSet is a set of block numbers, 64 to a map entry (a big write
+// allocates long runs).
+type blockSet map[uint64]uint64
+
+func (bs blockSet) add(b uint64)      { bs[b/64] |= 1 << (b % 64) }
+func (bs blockSet) has(b uint64) bool { return bs[b/64]&(1<<(b%64)) != 0 }
+
+func (bs blockSet) del(b uint64) {
+	if w := bs[b/64] &^ (1 << (b % 64)); w != 0 {
+		bs[b/64] = w
+	} else {
+		delete(bs, b/64)
+	}
+}
+
+func (bs blockSet) list() []uint64 {
+	var out []uint64
+	for k, w := range bs {
+		for i := uint64(0); i < 64; i++ {
+			if w&(1<<i) != 0 {
+				out = append(out, k*64+i)
+			}
+		}
+	}
+	return out
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/amberos/amber/tools/build"
+	"github.com/amberos/amber/tools/storecmd"
 	"github.com/amberos/amber/vmm"
 )
 
@@ -31,6 +32,7 @@ Usage:
   vmm build [-o IMAGE] PACKAGE        build a main package (import path or directory,
                                       in this module or any other on disk) into an image
   vmm run [flags] IMAGE [-- ARGS...]  boot an image; the program's exit status becomes vmm's
+  vmm store COMMAND FILE ...          manage an object store file (vmm store help)
   vmm help [COMMAND]                  show help
 
 Run 'vmm help run' or 'vmm help build' for their flags.
@@ -51,6 +53,11 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return cmdBuild(args[1:], stdout, stderr)
 	case "run":
 		return cmdRun(args[1:], stdin, stdout, stderr)
+	case "store":
+		if len(args) == 1 {
+			return storecmd.Main([]string{"help"}, stdin, stdout, stderr)
+		}
+		return storecmd.Main(args[1:], stdin, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		if len(args) > 1 {
 			return Main([]string{args[1], "-h"}, stdin, stdout, stderr)

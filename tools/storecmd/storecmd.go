@@ -1,0 +1,437 @@
+// Package storecmd is the command-line interface to objstore stores
+// ("vmm store ..."). Each command runs as one transaction.
+package storecmd
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/amberos/amber/objstore"
+	"github.com/amberos/amber/objstore/filedev"
+)
+
+const usage = `usage: store COMMAND FILE [ARGS]
+
+An object store is one file holding named objects (a VM's disk, its
+snapshots) with transactions, copy-on-write clones and checksums.
+Every command is one transaction: it happens completely or not at all.
+
+commands:
+  create FILE                 create a new, empty store file (fails if FILE exists)
+  put FILE NAME [SRC|-]       store the contents of SRC (default: standard input)
+                              as object NAME, replacing any object of that name
+  get FILE NAME [DST|-]       write object NAME to DST (default: standard output)
+  ls FILE [PREFIX]            list objects (whose names start with PREFIX): name,
+                              size, and bytes shared with other objects (clones)
+  rm FILE NAME...             delete objects
+  mv FILE OLD NEW             rename object OLD to NEW (NEW must not exist)
+  clone FILE SRC DST          make DST a copy-on-write copy of SRC, instantly,
+                              whatever its size; DST must not exist
+  fsck FILE                   check every checksum and refcount; exit status 0
+                              when clean, 1 with a list of problems
+  du FILE                     space: file size, used, shared, free
+  help                        this text
+
+Only one process may change a store at a time; another gets
+"store is locked by pid N". Puts and gets that take more than a second
+show progress on standard error when it is a terminal.
+`
+
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e *exitError) Error() string { return e.msg }
+
+func usageErr(format string, args ...any) error {
+	return &exitError{2, fmt.Sprintf(format, args...) + "\n(run \"store help\" for usage)"}
+}
+
+// Main runs the command in args (args[0] is the command name, not the
+// program name) and returns the exit status.
+func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) (code int) {
+	defer func() {
+		if r := recover(); r != nil {
+			fmt.Fprintf(stderr, "store: internal error: %v\n", r)
+			code = 1
+		}
+	}()
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	c := &cmd{stdin: stdin, stdout: stdout, stderr: stderr}
+	err := c.run(args[0], args[1:])
+	if err == nil {
+		return 0
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.msg != "" {
+			fmt.Fprintf(stderr, "store %s: %s\n", args[0], ee.msg)
+		}
+		return ee.code
+	}
+	fmt.Fprintf(stderr, "store %s: %v\n", args[0], err)
+	return 1
+}
+
+type cmd struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+}
+
+func nargs(args []string, min, max int, what string) error {
+	if len(args) < min || (max >= 0 && len(args) > max) {
+		return usageErr("usage: store %s", what)
+	}
+	for _, a := range args {
+		if strings.HasPrefix(a, "-") && a != "-" {
+			return usageErr("unknown flag %s; usage: store %s", a, what)
+		}
+	}
+	return nil
+}
+
+func (c *cmd) run(name string, args []string) error {
+	switch name {
+	case "create":
+		if err := nargs(args, 1, 1, "create FILE"); err != nil {
+			return err
+		}
+		return c.create(args[0])
+	case "put":
+		if err := nargs(args, 2, 3, "put FILE NAME [SRC|-]"); err != nil {
+			return err
+		}
+		src := "-"
+		if len(args) == 3 {
+			src = args[2]
+		}
+		return c.put(args[0], args[1], src)
+	case "get":
+		if err := nargs(args, 2, 3, "get FILE NAME [DST|-]"); err != nil {
+			return err
+		}
+		dst := "-"
+		if len(args) == 3 {
+			dst = args[2]
+		}
+		return c.get(args[0], args[1], dst)
+	case "ls":
+		if err := nargs(args, 1, 2, "ls FILE [PREFIX]"); err != nil {
+			return err
+		}
+		prefix := ""
+		if len(args) == 2 {
+			prefix = args[1]
+		}
+		return c.ls(args[0], prefix)
+	case "rm":
+		if err := nargs(args, 2, -1, "rm FILE NAME..."); err != nil {
+			return err
+		}
+		return c.update(args[0], func(tx *objstore.Tx) error {
+			for _, n := range args[1:] {
+				if err := tx.Delete(n); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	case "mv":
+		if err := nargs(args, 3, 3, "mv FILE OLD NEW"); err != nil {
+			return err
+		}
+		return c.update(args[0], func(tx *objstore.Tx) error { return tx.Rename(args[1], args[2]) })
+	case "clone":
+		if err := nargs(args, 3, 3, "clone FILE SRC DST"); err != nil {
+			return err
+		}
+		return c.update(args[0], func(tx *objstore.Tx) error { return tx.Clone(args[1], args[2]) })
+	case "fsck":
+		if err := nargs(args, 1, 1, "fsck FILE"); err != nil {
+			return err
+		}
+		return c.fsck(args[0])
+	case "du":
+		if err := nargs(args, 1, 1, "du FILE"); err != nil {
+			return err
+		}
+		return c.du(args[0])
+	}
+	return usageErr("unknown command %q", name)
+}
+
+func open(path string, write bool) (*objstore.Store, *filedev.File, error) {
+	dev, err := filedev.Open(path, filedev.Options{ReadOnly: !write})
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := objstore.Open(dev)
+	if err != nil {
+		dev.Close()
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return s, dev, nil
+}
+
+func (c *cmd) create(path string) error {
+	dev, err := filedev.Open(path, filedev.Options{Create: true})
+	if err != nil {
+		return err
+	}
+	defer dev.Close()
+	_, err = objstore.Create(dev)
+	return err
+}
+
+func (c *cmd) update(path string, fn func(tx *objstore.Tx) error) error {
+	s, dev, err := open(path, true)
+	if err != nil {
+		return err
+	}
+	defer dev.Close()
+	return s.Update(fn)
+}
+
+func (c *cmd) view(path string, fn func(tx *objstore.Tx) error) error {
+	s, dev, err := open(path, false)
+	if err != nil {
+		return err
+	}
+	defer dev.Close()
+	return s.View(fn)
+}
+
+const chunk = 4 << 20
+
+func (c *cmd) put(path, name, src string) error {
+	var in io.Reader = c.stdin
+	total := int64(-1)
+	if src != "-" {
+		f, err := os.Open(src)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
+			total = st.Size()
+		}
+		in = f
+	}
+	if in == nil {
+		return errors.New("no standard input")
+	}
+	return c.update(path, func(tx *objstore.Tx) error {
+		if _, err := tx.Stat(name); err == nil {
+			if err := tx.Delete(name); err != nil {
+				return err
+			}
+		}
+		o, err := tx.Create(name)
+		if err != nil {
+			return err
+		}
+		p := newProgress(c.stderr, "put "+name, total)
+		buf := make([]byte, chunk)
+		var off int64
+		for {
+			n, rerr := io.ReadFull(in, buf)
+			if n > 0 {
+				if _, err := o.WriteAt(buf[:n], off); err != nil {
+					return err
+				}
+				off += int64(n)
+				p.update(off)
+			}
+			if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+				break
+			}
+			if rerr != nil {
+				return fmt.Errorf("reading %s: %w", src, rerr)
+			}
+		}
+		p.done(off)
+		return nil
+	})
+}
+
+func (c *cmd) get(path, name, dst string) (err error) {
+	created := false
+	defer func() {
+		if err != nil && created {
+			os.Remove(dst) // no partial copy
+		}
+	}()
+	return c.view(path, func(tx *objstore.Tx) error {
+		o, err := tx.Open(name)
+		if err != nil {
+			return err
+		}
+		var out io.Writer = c.stdout
+		if dst != "-" {
+			f, err := os.Create(dst)
+			if err != nil {
+				return err
+			}
+			created = true
+			defer f.Close()
+			out = f
+		}
+		p := newProgress(c.stderr, "get "+name, o.Size())
+		buf := make([]byte, chunk)
+		for off := int64(0); off < o.Size(); {
+			n, err := o.ReadAt(buf, off)
+			if n > 0 {
+				if _, werr := out.Write(buf[:n]); werr != nil {
+					return werr
+				}
+				off += int64(n)
+				p.update(off)
+			}
+			if err != nil && err != io.EOF {
+				return err
+			}
+			if n == 0 {
+				break
+			}
+		}
+		p.done(o.Size())
+		if f, ok := out.(*os.File); ok && dst != "-" {
+			return f.Close()
+		}
+		return nil
+	})
+}
+
+func (c *cmd) ls(path, prefix string) error {
+	return c.view(path, func(tx *objstore.Tx) error {
+		tw := tabwriter.NewWriter(c.stdout, 0, 8, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tSIZE\tSHARED")
+		var infos []objstore.ObjectInfo
+		if err := tx.List(prefix, func(oi objstore.ObjectInfo) error { infos = append(infos, oi); return nil }); err != nil {
+			return err
+		}
+		for _, oi := range infos {
+			shared, err := tx.SharedBytes(oi.Name)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%d\n", oi.Name, oi.Size, shared)
+		}
+		return tw.Flush()
+	})
+}
+
+func (c *cmd) du(path string) error {
+	return c.view(path, func(tx *objstore.Tx) error {
+		u, err := tx.Usage()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "file size  %12d  %s\n", u.DeviceBytes, human(u.DeviceBytes))
+		fmt.Fprintf(c.stdout, "used       %12d  %s\n", u.UsedBytes, human(u.UsedBytes))
+		fmt.Fprintf(c.stdout, "shared     %12d  %s\n", u.SharedBytes, human(u.SharedBytes))
+		fmt.Fprintf(c.stdout, "free       %12d  %s\n", u.FreeBytes, human(u.FreeBytes))
+		fmt.Fprintf(c.stdout, "objects    %12d\n", u.Objects)
+		return nil
+	})
+}
+
+func (c *cmd) fsck(path string) error {
+	dev, err := filedev.Open(path, filedev.Options{ReadOnly: true})
+	if err != nil {
+		return err
+	}
+	defer dev.Close()
+	r := objstore.Fsck(dev)
+	fmt.Fprint(c.stdout, r.String())
+	if !r.OK() {
+		return &exitError{1, ""}
+	}
+	return nil
+}
+
+func human(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// progress draws a progress line on a terminal once an operation has run
+// for more than a second.
+type progress struct {
+	w           io.Writer
+	on          bool
+	label       string
+	total       int64
+	start, last time.Time
+	shown       bool
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+func newProgress(w io.Writer, label string, total int64) *progress {
+	return &progress{w: w, on: isTerminal(w), label: label, total: total, start: time.Now()}
+}
+
+func (p *progress) update(done int64) {
+	if !p.on {
+		return
+	}
+	now := time.Now()
+	if now.Sub(p.start) < time.Second || now.Sub(p.last) < 100*time.Millisecond {
+		return
+	}
+	p.last = now
+	p.draw(done, now)
+}
+
+func (p *progress) draw(done int64, now time.Time) {
+	rate := float64(done) / now.Sub(p.start).Seconds()
+	if p.total > 0 {
+		const width = 30
+		fill := int(int64(width) * done / p.total)
+		fill = min(max(fill, 0), width)
+		fmt.Fprintf(p.w, "\r%s [%s%s] %s / %s %3d%% %s/s ", p.label, strings.Repeat("=", fill), strings.Repeat(" ", width-fill),
+			human(done), human(p.total), done*100/p.total, human(int64(rate)))
+	} else {
+		fmt.Fprintf(p.w, "\r%s %s %s/s ", p.label, human(done), human(int64(rate)))
+	}
+	p.shown = true
+}
+
+func (p *progress) done(n int64) {
+	if p.shown {
+		p.draw(n, time.Now())
+		fmt.Fprintln(p.w)
+	}
+}
