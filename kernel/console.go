@@ -4,6 +4,7 @@ import (
 	"unsafe"
 
 	"github.com/amberos/amber/boot"
+	"github.com/amberos/amber/drivers/uart16550"
 )
 
 // Console output. Under Amber's VMM a whole buffer goes out in one
@@ -14,10 +15,10 @@ import (
 // address the VMM reads. User buffers may live anywhere.
 var bounce [64 << 10]byte
 
+// For idleWait's poll of the UART.
 const (
-	com1     = 0x3f8
+	com1     = uart16550.COM1
 	uartLSR  = 5
-	lsrTHRE  = 0x20
 	lsrReady = 0x01
 )
 
@@ -30,11 +31,7 @@ func consoleWrite(fd int, p []byte) {
 			hcall(boot.HCConsoleWrite, uint64(fd), uint64(uintptr(unsafe.Pointer(&bounce[0]))), uint64(n))
 			continue
 		}
-		for i := 0; i < n; i++ {
-			for inb(com1+uartLSR)&lsrTHRE == 0 {
-			}
-			outb(com1, bounce[i])
-		}
+		uart16550.Write(uart16550.COM1, bounce[:n])
 	}
 }
 
@@ -44,12 +41,7 @@ func consoleWrite(fd int, p []byte) {
 //go:nosplit
 func consoleRead(p []byte) int {
 	if !pvHypercalls {
-		n := 0
-		for n < len(p) && inb(com1+uartLSR)&lsrReady != 0 {
-			p[n] = inb(com1)
-			n++
-		}
-		return n
+		return uart16550.Read(uart16550.COM1, p)
 	}
 	if len(p) > len(bounce) {
 		p = p[:len(bounce)]
