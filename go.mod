@@ -3,9 +3,15 @@ module github.com/amberos/amber
 go 1.26.0
 
 require (
-	github.com/alecthomas/kong v0.8.0 // indirect
-	github.com/bobuhiro11/gokvm v0.0.8-0.20231003020000-f53faca69d28 // indirect
-	go.etcd.io/bbolt v1.5.0 // indirect
-	golang.org/x/arch v0.32.0 // indirect
-	golang.org/x/sys v0.50.0 // indirect
+	github.com/bobuhiro11/gokvm v0.0.8-0.20231003020000-f53faca69d28
+	github.com/u-root/u-root v0.16.0
+	go.etcd.io/bbolt v1.5.0
+	golang.org/x/arch v0.32.0
+	golang.org/x/sys v0.50.0
+)
+
+require (
+	github.com/dustin/go-humanize v1.0.1 // indirect
+	github.com/pierrec/lz4/v4 v4.1.22 // indirect
+	github.com/u-root/uio v0.0.0-20240224005618-d2acac8f3701 // indirect
 )

@@ -1,84 +1,343 @@
 package kernel
 
-// File descriptors of the core: the console (0-2), eventfds and epoll
-// instances, which the runtime's network poller needs even in a program
-// that only sleeps. The file system and sockets come as services later.
+// File descriptors. A descriptor (fds) names an open file description
+// (ofiles: kind, flags, offset, shared by dup); the description refers to
+// an inode of the file system (fs.go: regular files, directories,
+// devices including the console), a pipe end (pipe.go), an eventfd or an
+// epoll instance. Descriptors 0-2 are the console.
 
-const maxFiles = 256
+const (
+	maxFDs   = 1024
+	maxFiles = maxFDs // RLIMIT_NOFILE
+	maxOFDs  = 1024
+)
 
 const (
 	fdFree = iota
-	fdConsole
+	fdInode
 	fdEventfd
 	fdEpoll
+	fdPipe
 )
 
 // open flags (asm-generic/fcntl.h).
 const (
-	oRdwr     = 2
-	oNonblock = 0x800
-	oCloexec  = 0x80000
+	oAccmode   = 3
+	oRdonly    = 0
+	oWronly    = 1
+	oRdwr      = 2
+	oCreat     = 0x40
+	oExcl      = 0x80
+	oNoctty    = 0x100
+	oTrunc     = 0x200
+	oAppend    = 0x400
+	oNonblock  = 0x800
+	oDirectory = 0x10000
+	oNofollow  = 0x20000
+	oCloexec   = 0x80000
+	oPath      = 0x200000
+	oTmpfile   = 0x400000
 )
 
-type file struct {
-	kind    int
-	flags   uint64 // O_* status flags
+// The console's inodes, made first by fsInit after the root (1).
+const (
+	inoConsole    = 2
+	inoConsoleErr = 3
+)
+
+type ofile struct {
+	kind  int32
+	refs  int32
+	flags uint64 // access mode and status flags
+	ino   uint32 // fdInode
+	pipe  int32  // fdPipe
+	off   int64
+	count uint64 // eventfd counter
+	ep    int    // epoll instance index
+}
+
+type fdent struct {
+	of      int32 // index+1 into ofiles; 0: free
 	cloexec bool
-	count   uint64 // eventfd counter
-	ep      int    // epoll instance index
 }
 
-var files = [maxFiles]file{
-	0: {kind: fdConsole, flags: oRdwr},
-	1: {kind: fdConsole, flags: oRdwr},
-	2: {kind: fdConsole, flags: oRdwr},
+var ofiles = [maxOFDs]ofile{
+	0: {kind: fdInode, refs: 1, flags: oRdwr, ino: inoConsole},
+	1: {kind: fdInode, refs: 1, flags: oRdwr, ino: inoConsole},
+	2: {kind: fdInode, refs: 1, flags: oRdwr, ino: inoConsoleErr},
 }
 
+var fds = [maxFDs]fdent{0: {of: 1}, 1: {of: 2}, 2: {of: 3}}
+
+// newOFD returns a fresh open file description's index, or -ENFILE.
+//
 //go:nosplit
-func allocFD(kind int, flags uint64) int64 {
-	for i := range files {
-		if files[i].kind == fdFree {
-			files[i] = file{kind: kind, flags: flags &^ oCloexec, cloexec: flags&oCloexec != 0}
+func newOFD(kind int32, flags uint64) int32 {
+	for i := range ofiles {
+		o := &ofiles[i]
+		if o.kind == fdFree {
+			*o = ofile{}
+			o.kind = kind
+			o.refs = 1
+			o.flags = flags &^ (oCloexec | oCreat | oExcl | oNoctty | oTrunc)
+			return int32(i)
+		}
+	}
+	return -eNFILE
+}
+
+// fdFor binds the lowest free descriptor >= min to description of.
+//
+//go:nosplit
+func fdFor(of int32, cloexec bool, min uint64) int64 {
+	for i := min; i < maxFDs; i++ {
+		if fds[i].of == 0 {
+			fds[i].of = of + 1
+			fds[i].cloexec = cloexec
 			return int64(i)
 		}
 	}
 	return -eMFILE
 }
 
+// allocFD opens a new description of kind and a descriptor for it.
+//
 //go:nosplit
-func getFile(fd uint64) *file {
-	if fd >= maxFiles || files[fd].kind == fdFree {
-		return nil
+func allocFD(kind int32, flags uint64) int64 {
+	of := newOFD(kind, flags)
+	if of < 0 {
+		return int64(of)
 	}
-	return &files[fd]
+	fd := fdFor(of, flags&oCloexec != 0, 0)
+	if fd < 0 {
+		ofiles[of] = ofile{}
+	}
+	return fd
+}
+
+// openInode opens inode ino with flags; the result is a descriptor.
+//
+//go:nosplit
+func openInode(ino uint32, flags uint64) int64 {
+	fd := allocFD(fdInode, flags)
+	if fd >= 0 {
+		ofiles[fds[fd].of-1].ino = ino
+		ip(ino).opens++
+	}
+	return fd
 }
 
 //go:nosplit
-func sysCloseFn(f *sysFrame) int64 {
-	fl := getFile(f.rdi)
-	if fl == nil {
+func getFile(fd uint64) *ofile {
+	fsReady()
+	if fd >= maxFDs || fds[fd].of == 0 {
+		return nil
+	}
+	return &ofiles[fds[fd].of-1]
+}
+
+// putOFD drops a reference to an open file description.
+//
+//go:nosplit
+func putOFD(o *ofile) {
+	o.refs--
+	if o.refs > 0 {
+		return
+	}
+	switch o.kind {
+	case fdEpoll:
+		epolls[o.ep].used = false
+	case fdPipe:
+		pipeClose(o)
+		if o.ino != 0 { // a FIFO
+			ip(o.ino).opens--
+			iput(o.ino)
+		}
+	case fdInode:
+		ip(o.ino).opens--
+		iput(o.ino)
+	}
+	*o = ofile{}
+}
+
+//go:nosplit
+func closeFD(fd uint64) int64 {
+	o := getFile(fd)
+	if o == nil {
 		return -eBADF
 	}
-	if fl.kind == fdEpoll {
-		epolls[fl.ep].used = false
+	fds[fd] = fdent{}
+	for i := range epolls {
+		if epolls[i].used {
+			epollForget(&epolls[i], int64(fd))
+		}
 	}
-	*fl = file{}
+	putOFD(o)
 	return 0
 }
 
 //go:nosplit
+func sysCloseFn(f *sysFrame) int64 { return closeFD(f.rdi) }
+
+//go:nosplit
 func sysReadFn(f *sysFrame) int64 {
-	fl := getFile(f.rdi)
-	if fl == nil {
+	o := getFile(f.rdi)
+	if o == nil {
 		return -eBADF
 	}
-	n := uintptr(f.rdx)
-	switch fl.kind {
-	case fdConsole:
+	return ofRead(o, uintptr(f.rsi), uintptr(f.rdx), -1)
+}
+
+//go:nosplit
+func sysWriteFn(f *sysFrame) int64 {
+	o := getFile(f.rdi)
+	if o == nil {
+		return -eBADF
+	}
+	return ofWrite(o, uintptr(f.rsi), uintptr(f.rdx), -1)
+}
+
+//go:nosplit
+func sysPreadFn(f *sysFrame) int64 {
+	o := getFile(f.rdi)
+	if o == nil {
+		return -eBADF
+	}
+	if int64(f.r10) < 0 {
+		return -eINVAL
+	}
+	return ofRead(o, uintptr(f.rsi), uintptr(f.rdx), int64(f.r10))
+}
+
+//go:nosplit
+func sysPwriteFn(f *sysFrame) int64 {
+	o := getFile(f.rdi)
+	if o == nil {
+		return -eBADF
+	}
+	if int64(f.r10) < 0 {
+		return -eINVAL
+	}
+	return ofWrite(o, uintptr(f.rsi), uintptr(f.rdx), int64(f.r10))
+}
+
+// ofRead reads into buf at the file offset (pos < 0) or at pos.
+//
+//go:nosplit
+func ofRead(o *ofile, buf, n uintptr, pos int64) int64 {
+	if o.flags&oAccmode == oWronly || o.flags&oPath != 0 {
+		return -eBADF
+	}
+	switch o.kind {
+	case fdEventfd:
+		if pos >= 0 {
+			return -eSPIPE
+		}
+		return eventfdRead(o, buf, n)
+	case fdPipe:
+		if pos >= 0 {
+			return -eSPIPE
+		}
+		return pipeRead(o, buf, n)
+	case fdInode:
+		nd := ip(o.ino)
+		switch nd.mode & sIFMT {
+		case sIFDIR:
+			return -eISDIR
+		case sIFREG:
+			off := pos
+			if pos < 0 {
+				off = o.off
+			}
+			r := fileRead(nd, buf, n, off)
+			if pos < 0 {
+				o.off += r
+			}
+			return r
+		case sIFCHR:
+			return devRead(o, nd.rdev, buf, n, pos)
+		}
+	}
+	return -eINVAL
+}
+
+//go:nosplit
+func ofWrite(o *ofile, buf, n uintptr, pos int64) int64 {
+	if o.flags&oAccmode == oRdonly || o.flags&oPath != 0 {
+		return -eBADF
+	}
+	switch o.kind {
+	case fdEventfd:
+		if pos >= 0 {
+			return -eSPIPE
+		}
+		return eventfdWrite(o, buf, n)
+	case fdPipe:
+		if pos >= 0 {
+			return -eSPIPE
+		}
+		return pipeWrite(o, buf, n)
+	case fdInode:
+		nd := ip(o.ino)
+		switch nd.mode & sIFMT {
+		case sIFREG:
+			off := pos
+			if pos < 0 {
+				off = o.off
+				if o.flags&oAppend != 0 {
+					off = nd.size
+				}
+			}
+			r := fileWrite(nd, buf, n, off)
+			if pos < 0 && r > 0 {
+				o.off = off + r
+			}
+			return r
+		case sIFCHR:
+			switch nd.rdev {
+			case devConsole, devConsoleErr:
+				if pos >= 0 {
+					return -eSPIPE
+				}
+				fd := 1
+				if nd.rdev == devConsoleErr {
+					fd = 2
+				}
+				consoleWrite(fd, userBytes(buf, n))
+			}
+			return int64(n)
+		}
+	}
+	return -eINVAL
+}
+
+// devRead reads from a character device.
+//
+//go:nosplit
+func devRead(o *ofile, rdev uint32, buf, n uintptr, pos int64) int64 {
+	switch rdev {
+	case devNull:
+		return 0
+	case devZero:
+		clear(userBytes(buf, n))
+		return int64(n)
+	case devRandom, devURandom:
+		b := userBytes(buf, n)
+		for i := 0; i < len(b); i += 8 {
+			v := randomU64()
+			for j := 0; j < 8 && i+j < len(b); j++ {
+				b[i+j] = byte(v >> (8 * j))
+			}
+		}
+		return int64(n)
+	case devConsole, devConsoleErr:
+		if pos >= 0 {
+			return -eSPIPE
+		}
 		if n == 0 {
 			return 0
 		}
-		b := userBytes(uintptr(f.rsi), n)
+		b := userBytes(buf, n)
 		for {
 			r := consoleRead(b)
 			if r > 0 {
@@ -87,73 +346,103 @@ func sysReadFn(f *sysFrame) int64 {
 			if r < 0 {
 				return 0 // end of input
 			}
-			if fl.flags&oNonblock != 0 {
+			if o.flags&oNonblock != 0 {
 				return -eAGAIN
 			}
 			if block(waitInput, 0, 0) == wokeSignal {
 				return -eINTR
 			}
 		}
-	case fdEventfd:
-		if n < 8 {
-			return -eINVAL
-		}
-		for fl.count == 0 {
-			if fl.flags&oNonblock != 0 {
-				return -eAGAIN
-			}
-			if block(waitPoll, 0, 0) == wokeSignal {
-				return -eINTR
-			}
-		}
-		*u64at(uintptr(f.rsi)) = fl.count
-		fl.count = 0
-		wakeAll(waitPoll)
-		return 8
 	}
 	return -eINVAL
 }
 
 //go:nosplit
-func sysWriteFn(f *sysFrame) int64 {
-	fl := getFile(f.rdi)
-	if fl == nil {
-		return -eBADF
+func eventfdRead(o *ofile, buf, n uintptr) int64 {
+	if n < 8 {
+		return -eINVAL
 	}
-	n := uintptr(f.rdx)
-	switch fl.kind {
-	case fdConsole:
-		fd := 1
-		if f.rdi == 2 {
-			fd = 2
+	for o.count == 0 {
+		if o.flags&oNonblock != 0 {
+			return -eAGAIN
 		}
-		consoleWrite(fd, userBytes(uintptr(f.rsi), n))
-		return int64(n)
-	case fdEventfd:
-		if n < 8 {
-			return -eINVAL
+		if block(waitPoll, 0, 0) == wokeSignal {
+			return -eINTR
 		}
-		v := *u64at(uintptr(f.rsi))
-		if v == ^uint64(0) {
-			return -eINVAL
-		}
-		fl.count += v
-		wakeAll(waitPoll)
-		return 8
 	}
-	return -eINVAL
+	*u64at(buf) = o.count
+	o.count = 0
+	wakeAll(waitPoll)
+	return 8
+}
+
+//go:nosplit
+func eventfdWrite(o *ofile, buf, n uintptr) int64 {
+	if n < 8 {
+		return -eINVAL
+	}
+	v := *u64at(buf)
+	if v == ^uint64(0) {
+		return -eINVAL
+	}
+	o.count += v
+	wakeAll(waitPoll)
+	return 8
 }
 
 type iovec struct{ base, len uint64 }
 
 //go:nosplit
-func sysWritevFn(f *sysFrame) int64 {
+func sysWritevFn(f *sysFrame) int64 { return rwv(f, true, -1) }
+
+//go:nosplit
+func sysReadvFn(f *sysFrame) int64 { return rwv(f, false, -1) }
+
+//go:nosplit
+func sysPreadvFn(f *sysFrame) int64 {
+	if int64(f.r10) < 0 {
+		return -eINVAL
+	}
+	return rwv(f, false, int64(f.r10))
+}
+
+//go:nosplit
+func sysPwritevFn(f *sysFrame) int64 {
+	if int64(f.r10) < 0 {
+		return -eINVAL
+	}
+	return rwv(f, true, int64(f.r10))
+}
+
+// rwv serves readv/writev and their positioned forms; a short transfer
+// ends the call (a read stops at the first short or empty read).
+//
+//go:nosplit
+func rwv(f *sysFrame, write bool, pos int64) int64 {
+	o := getFile(f.rdi)
+	if o == nil {
+		return -eBADF
+	}
 	iov, cnt := uintptr(f.rsi), int(f.rdx)
+	if cnt < 0 || cnt > 1024 {
+		return -eINVAL
+	}
 	total := int64(0)
 	for i := 0; i < cnt; i++ {
 		v := (*iovec)(ptr(iov + uintptr(i)*16))
-		g := sysFrame{rdi: f.rdi, rsi: v.base, rdx: v.len}
-		r := sysWriteFn(&g)
+		if v.len == 0 {
+			continue
+		}
+		p := pos
+		if pos >= 0 {
+			p = pos + total
+		}
+		var r int64
+		if write {
+			r = ofWrite(o, uintptr(v.base), uintptr(v.len), p)
+		} else {
+			r = ofRead(o, uintptr(v.base), uintptr(v.len), p)
+		}
 		if r < 0 {
 			if total > 0 {
 				return total
@@ -161,37 +450,55 @@ func sysWritevFn(f *sysFrame) int64 {
 			return r
 		}
 		total += r
+		if uint64(r) < v.len {
+			break
+		}
 	}
 	return total
 }
 
-//go:nosplit
-func sysReadvFn(f *sysFrame) int64 {
-	iov, cnt := uintptr(f.rsi), int(f.rdx)
-	for i := 0; i < cnt; i++ {
-		v := (*iovec)(ptr(iov + uintptr(i)*16))
-		if v.len != 0 {
-			g := sysFrame{rdi: f.rdi, rsi: v.base, rdx: v.len}
-			return sysReadFn(&g)
-		}
-	}
-	return 0
-}
-
-//go:nosplit
-func sysPreadFn(f *sysFrame) int64 {
-	if getFile(f.rdi) == nil {
-		return -eBADF
-	}
-	return -eSPIPE
-}
+// whence values of lseek.
+const (
+	seekSet  = 0
+	seekCur  = 1
+	seekEnd  = 2
+	seekData = 3
+	seekHole = 4
+)
 
 //go:nosplit
 func sysLseekFn(f *sysFrame) int64 {
-	if getFile(f.rdi) == nil {
+	o := getFile(f.rdi)
+	if o == nil {
 		return -eBADF
 	}
-	return -eSPIPE
+	if o.kind != fdInode {
+		return -eSPIPE
+	}
+	nd := ip(o.ino)
+	if nd.mode&sIFMT == sIFCHR {
+		if nd.rdev == devConsole || nd.rdev == devConsoleErr {
+			return -eSPIPE
+		}
+		return 0
+	}
+	off := int64(f.rsi)
+	switch f.rdx {
+	case seekSet:
+	case seekCur:
+		off += o.off
+	case seekEnd:
+		if nd.mode&sIFMT == sIFREG {
+			off += nd.size
+		}
+	default:
+		return -eINVAL
+	}
+	if off < 0 {
+		return -eINVAL
+	}
+	o.off = off
+	return off
 }
 
 // fcntl commands.
@@ -201,297 +508,156 @@ const (
 	fSetfd        = 2
 	fGetfl        = 3
 	fSetfl        = 4
+	fGetlk        = 5
+	fSetlk        = 6
+	fSetlkw       = 7
+	fOfdGetlk     = 36
+	fOfdSetlk     = 37
+	fOfdSetlkw    = 38
+	fSetPipeSz    = 1031
+	fGetPipeSz    = 1032
 	fDupfdCloexec = 1030
+	fUnlck        = 2
 )
 
 //go:nosplit
 func sysFcntlFn(f *sysFrame) int64 {
-	fl := getFile(f.rdi)
-	if fl == nil {
+	o := getFile(f.rdi)
+	if o == nil {
 		return -eBADF
 	}
+	fe := &fds[f.rdi]
 	switch f.rsi {
+	case fDupfd, fDupfdCloexec:
+		if f.rdx >= maxFDs {
+			return -eINVAL
+		}
+		fd := fdFor(fe.of-1, f.rsi == fDupfdCloexec, f.rdx)
+		if fd >= 0 {
+			o.refs++
+		}
+		return fd
 	case fGetfd:
-		if fl.cloexec {
+		if fe.cloexec {
 			return 1
 		}
 		return 0
 	case fSetfd:
-		fl.cloexec = f.rdx&1 != 0
+		fe.cloexec = f.rdx&1 != 0
 		return 0
 	case fGetfl:
-		return int64(fl.flags)
+		return int64(o.flags)
 	case fSetfl:
-		fl.flags = fl.flags&^oNonblock | f.rdx&oNonblock
+		const settable = oNonblock | oAppend
+		o.flags = o.flags&^settable | f.rdx&settable
 		return 0
+	case fGetlk, fOfdGetlk:
+		*(*int16)(ptr(uintptr(f.rdx))) = fUnlck
+		return 0
+	case fSetlk, fSetlkw, fOfdSetlk, fOfdSetlkw:
+		return 0
+	case fGetPipeSz, fSetPipeSz:
+		if o.kind != fdPipe {
+			return -eBADF
+		}
+		return pipeSize
 	}
 	return -eINVAL
 }
 
 //go:nosplit
-func sysIoctlFn(f *sysFrame) int64 {
-	if getFile(f.rdi) == nil {
+func sysDupFn(f *sysFrame) int64 {
+	o := getFile(f.rdi)
+	if o == nil {
 		return -eBADF
+	}
+	fd := fdFor(fds[f.rdi].of-1, false, 0)
+	if fd >= 0 {
+		o.refs++
+	}
+	return fd
+}
+
+//go:nosplit
+func dup3(old, new uint64, cloexec bool) int64 {
+	o := getFile(old)
+	if o == nil || new >= maxFDs {
+		return -eBADF
+	}
+	if fds[new].of != 0 {
+		closeFD(new)
+	}
+	fds[new].of = fds[old].of
+	fds[new].cloexec = cloexec
+	o.refs++
+	return int64(new)
+}
+
+//go:nosplit
+func sysDup2Fn(f *sysFrame) int64 {
+	if f.rdi == f.rsi {
+		if getFile(f.rdi) == nil {
+			return -eBADF
+		}
+		return int64(f.rsi)
+	}
+	return dup3(f.rdi, f.rsi, false)
+}
+
+//go:nosplit
+func sysDup3Fn(f *sysFrame) int64 {
+	if f.rdi == f.rsi || f.rdx&^oCloexec != 0 {
+		return -eINVAL
+	}
+	return dup3(f.rdi, f.rsi, f.rdx&oCloexec != 0)
+}
+
+//go:nosplit
+func sysIoctlFn(f *sysFrame) int64 {
+	o := getFile(f.rdi)
+	if o == nil {
+		return -eBADF
+	}
+	const fionbio, fioclex, fionclex = 0x5421, 0x5451, 0x5450
+	switch f.rsi {
+	case fionbio:
+		if *(*int32)(ptr(uintptr(f.rdx))) != 0 {
+			o.flags |= oNonblock
+		} else {
+			o.flags &^= oNonblock
+		}
+		return 0
+	case fioclex:
+		fds[f.rdi].cloexec = true
+		return 0
+	case fionclex:
+		fds[f.rdi].cloexec = false
+		return 0
 	}
 	return -eNOTTY
 }
 
-// stat for the console: a character device, like a terminal or /dev/null.
-type statT struct {
-	dev     uint64
-	ino     uint64
-	nlink   uint64
-	mode    uint32
-	uid     uint32
-	gid     uint32
-	_       int32
-	rdev    uint64
-	size    int64
-	blksize int64
-	blocks  int64
-	atime   timespec
-	mtime   timespec
-	ctime   timespec
-	_       [3]int64
-}
-
+// fsync, fdatasync, flock, fadvise: nothing to do in memory.
+//
 //go:nosplit
-func sysFstatFn(f *sysFrame) int64 {
-	fl := getFile(f.rdi)
-	if fl == nil {
+func sysFdNopFn(f *sysFrame) int64 {
+	if getFile(f.rdi) == nil {
 		return -eBADF
-	}
-	st := (*statT)(ptr(uintptr(f.rsi)))
-	*st = statT{}
-	st.nlink = 1
-	st.blksize = 4096
-	st.ino = f.rdi + 1
-	if fl.kind == fdConsole {
-		st.mode = 0o20620 // S_IFCHR | rw--w----
-		st.rdev = 0x8801
-	} else {
-		st.mode = 0o600
 	}
 	return 0
 }
-
-// Paths: no file system yet, so nothing exists. The runtime's probes of
-// /proc and /sys get ENOENT, which it handles.
-
-//go:nosplit
-func sysOpenFn(f *sysFrame) int64 { return -eNOENT }
-
-//go:nosplit
-func sysOpenatFn(f *sysFrame) int64 { return -eNOENT }
-
-//go:nosplit
-func sysStatPathFn(f *sysFrame) int64 { return -eNOENT }
-
-//go:nosplit
-func sysNewfstatatFn(f *sysFrame) int64 {
-	// AT_EMPTY_PATH on a descriptor is fstat.
-	if f.r10&0x1000 != 0 && f.rsi != 0 && *(*byte)(ptr(uintptr(f.rsi))) == 0 {
-		g := sysFrame{rdi: f.rdi, rsi: f.rdx}
-		return sysFstatFn(&g)
-	}
-	return -eNOENT
-}
-
-//go:nosplit
-func sysReadlinkFn(f *sysFrame) int64 { return -eNOENT }
-
-//go:nosplit
-func sysReadlinkatFn(f *sysFrame) int64 { return -eNOENT }
-
-//go:nosplit
-func sysAccessFn(f *sysFrame) int64 { return -eNOENT }
-
-//go:nosplit
-func sysFaccessatFn(f *sysFrame) int64 { return -eNOENT }
 
 //go:nosplit
 func sysEventfd2Fn(f *sysFrame) int64 {
 	fd := allocFD(fdEventfd, f.rsi&(oNonblock|oCloexec)|oRdwr)
 	if fd >= 0 {
-		files[fd].count = uint64(uint32(f.rdi))
+		ofiles[fds[fd].of-1].count = uint64(uint32(f.rdi))
 	}
 	return fd
 }
 
-// epoll.
-const (
-	maxEpolls   = 8
-	maxInterest = 64
-	epollIn     = 0x1
-	epollOut    = 0x4
-	epollCtlAdd = 1
-	epollCtlDel = 2
-	epollCtlMod = 3
-)
-
-type epollEvent struct {
-	events uint32
-	data   [8]byte // packed: struct epoll_event is 12 bytes on x86-64
-}
-
-type interest struct {
-	fd     int64
-	events uint32
-	data   [8]byte
-}
-
-type epollInstance struct {
-	used bool
-	n    int
-	set  [maxInterest]interest
-}
-
-var epolls [maxEpolls]epollInstance
-
 //go:nosplit
-func sysEpollCreate1Fn(f *sysFrame) int64 {
-	for i := range epolls {
-		if !epolls[i].used {
-			fd := allocFD(fdEpoll, f.rdi&oCloexec)
-			if fd < 0 {
-				return fd
-			}
-			epolls[i] = epollInstance{used: true}
-			files[fd].ep = i
-			return fd
-		}
-	}
-	return -eMFILE
-}
-
-//go:nosplit
-func sysEpollCreateFn(f *sysFrame) int64 {
-	g := sysFrame{}
-	return sysEpollCreate1Fn(&g)
-}
-
-//go:nosplit
-func sysEpollCtlFn(f *sysFrame) int64 {
-	epf := getFile(f.rdi)
-	if epf == nil || epf.kind != fdEpoll {
-		return -eBADF
-	}
-	target := getFile(f.rdx)
-	if target == nil {
-		return -eBADF
-	}
-	if target.kind != fdEventfd && target.kind != fdConsole {
-		return -ePERM
-	}
-	ep := &epolls[epf.ep]
-	fd := int64(f.rdx)
-	idx := -1
-	for i := 0; i < ep.n; i++ {
-		if ep.set[i].fd == fd {
-			idx = i
-		}
-	}
-	switch f.rsi {
-	case epollCtlAdd:
-		if idx >= 0 {
-			return -eEXIST
-		}
-		if ep.n == maxInterest {
-			return -eNOMEM
-		}
-		idx = ep.n
-		ep.n++
-		fallthrough
-	case epollCtlMod:
-		if idx < 0 {
-			return -eNOENT
-		}
-		ev := (*epollEvent)(ptr(uintptr(f.r10)))
-		ep.set[idx] = interest{fd: fd, events: ev.events, data: ev.data}
-		return 0
-	case epollCtlDel:
-		if idx < 0 {
-			return -eNOENT
-		}
-		ep.n--
-		ep.set[idx] = ep.set[ep.n]
-		return 0
-	}
-	return -eINVAL
-}
-
-//go:nosplit
-func readiness(fd int64) uint32 {
-	fl := &files[fd]
-	switch fl.kind {
-	case fdEventfd:
-		if fl.count > 0 {
-			return epollIn | epollOut
-		}
-		return epollOut
-	case fdConsole:
-		return epollOut
-	}
-	return 0
-}
-
-// epollWait collects ready events, blocking up to timeoutNs (-1: forever).
-//
-//go:nosplit
-func epollWait(epfd uint64, events uintptr, max int64, timeoutNs int64) int64 {
-	epf := getFile(epfd)
-	if epf == nil || epf.kind != fdEpoll {
-		return -eBADF
-	}
-	if max <= 0 {
-		return -eINVAL
-	}
-	deadline := int64(0)
-	if timeoutNs > 0 {
-		deadline = nanotime() + timeoutNs
-	}
-	ep := &epolls[epf.ep]
-	for {
-		n := int64(0)
-		for i := 0; i < ep.n && n < max; i++ {
-			in := &ep.set[i]
-			if r := readiness(in.fd) & in.events; r != 0 {
-				ev := (*epollEvent)(ptr(events + uintptr(n)*12))
-				ev.events = r
-				ev.data = in.data
-				n++
-			}
-		}
-		if n > 0 || timeoutNs == 0 {
-			return n
-		}
-		switch block(waitPoll, 0, deadline) {
-		case wokeTimeout:
-			return 0
-		case wokeSignal:
-			return -eINTR
-		}
-	}
-}
-
-//go:nosplit
-func sysEpollWaitFn(f *sysFrame) int64 {
-	ms := int64(int32(f.r10))
-	ns := int64(-1)
-	if ms >= 0 {
-		ns = ms * 1e6
-	}
-	return epollWait(f.rdi, uintptr(f.rsi), int64(int32(f.rdx)), ns)
-}
-
-//go:nosplit
-func sysEpollPwaitFn(f *sysFrame) int64 { return sysEpollWaitFn(f) }
-
-//go:nosplit
-func sysEpollPwait2Fn(f *sysFrame) int64 {
-	ns := int64(-1)
-	if f.r10 != 0 {
-		ns = (*timespec)(ptr(uintptr(f.r10))).ns()
-	}
-	return epollWait(f.rdi, uintptr(f.rsi), int64(int32(f.rdx)), ns)
+func sysEventfdFn(f *sysFrame) int64 {
+	g := sysFrame{rdi: f.rdi}
+	return sysEventfd2Fn(&g)
 }

@@ -33,6 +33,8 @@ var (
 	physNext, physEnd uintptr // bump allocator over free RAM
 	mmapNext          uintptr = mmapBase
 	lazy              [maxLazy]struct{ start, end uintptr }
+	freeList          uintptr // freed pages, linked through their first word
+	nfree             uintptr
 	nlazy             int
 )
 
@@ -55,10 +57,18 @@ func memInit(si *boot.StartInfo) {
 func imageEnd() uintptr
 
 // allocPage returns a zeroed physical page, or 0 when memory is exhausted.
-// Pages never handed out are still zero from the VMM; nothing is freed yet.
+// Freed pages (freePage) are reused first and zeroed here; pages never
+// handed out are still zero from the VMM.
 //
 //go:nosplit
 func allocPage() uintptr {
+	if freeList != 0 {
+		p := freeList
+		freeList = uintptr(*u64at(p))
+		nfree--
+		clearPage(p)
+		return p
+	}
 	if physNext+boot.PageSize > physEnd {
 		return 0
 	}
@@ -67,8 +77,22 @@ func allocPage() uintptr {
 	return p
 }
 
+// freePage gives a page obtained from allocPage back. Only pages that are
+// not mapped into the runtime's address space may be freed (file data,
+// file-system metadata, pipe buffers): mappings are never removed.
+//
 //go:nosplit
-func freeBytes() uintptr { return physEnd - physNext }
+func freePage(p uintptr) {
+	if p == 0 || p&(boot.PageSize-1) != 0 {
+		kfatal("freePage: bad page")
+	}
+	*u64at(p) = uint64(freeList)
+	freeList = p
+	nfree++
+}
+
+//go:nosplit
+func freeBytes() uintptr { return physEnd - physNext + nfree*boot.PageSize }
 
 // pte returns the address of the page-table entry for va, creating the
 // intermediate tables. 0 means out of memory, 1 that va lies in a

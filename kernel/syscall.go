@@ -76,8 +76,64 @@ const (
 	sysRseq            = 334
 	sysFaccessat2      = 439
 	sysEpollPwait2     = 441
-	nsys               = 512
-	sysAmberMarkNr     = 500 // Amber's own: kernel.Mark
+	// The file system (kernel/fs*.go, pipe.go, cpio.go).
+	sysPwrite64Nr    = 18
+	sysPipe          = 22
+	sysDup           = 32
+	sysDup2          = 33
+	sysSendfile      = 40
+	sysFlock         = 73
+	sysFsync         = 74
+	sysFdatasync     = 75
+	sysTruncate      = 76
+	sysFtruncate     = 77
+	sysChdir         = 80
+	sysFchdir        = 81
+	sysRename        = 82
+	sysMkdir         = 83
+	sysRmdir         = 84
+	sysCreat         = 85
+	sysLink          = 86
+	sysUnlink        = 87
+	sysSymlink       = 88
+	sysChmod         = 90
+	sysFchmod        = 91
+	sysChown         = 92
+	sysFchown        = 93
+	sysLchown        = 94
+	sysUmask         = 95
+	sysUtime         = 132
+	sysSync          = 162
+	sysGetdents64    = 217
+	sysFadvise64     = 221
+	sysUtimes        = 235
+	sysMkdirat       = 258
+	sysFchownat      = 260
+	sysFutimesat     = 261
+	sysUnlinkat      = 263
+	sysRenameat      = 264
+	sysLinkat        = 265
+	sysSymlinkat     = 266
+	sysFchmodat      = 268
+	sysSplice        = 275
+	sysUtimensat     = 280
+	sysEventfd       = 284
+	sysFallocate     = 285
+	sysDup3          = 292
+	sysPipe2         = 293
+	sysPreadv        = 295
+	sysPwritev       = 296
+	sysSyncfs        = 306
+	sysRenameat2     = 316
+	sysCopyFileRange = 326
+	sysStatx         = 332
+	sysOpenat2       = 437
+	sysFchmodat2     = 452
+	sysMknod         = 133
+	sysMknodat       = 259
+	sysGetgroups     = 115
+	nsys             = 512
+	sysAmberMarkNr   = 500 // Amber's own: kernel.Mark
 )
 
 type sysHandler func(*sysFrame) int64
@@ -90,9 +146,9 @@ var sysTable = [nsys]sysHandler{
 	sysWrite:           sysWriteFn,
 	sysOpen:            sysOpenFn,
 	sysClose:           sysCloseFn,
-	sysStat:            sysStatPathFn,
+	sysStat:            sysStatFn,
 	sysFstat:           sysFstatFn,
-	sysLstat:           sysStatPathFn,
+	sysLstat:           sysLstatFn,
 	sysLseek:           sysLseekFn,
 	sysMmapNr:          sysMmap,
 	sysMprotectNr:      sysMprotect,
@@ -116,7 +172,7 @@ var sysTable = [nsys]sysHandler{
 	sysKill:            sysKillFn,
 	sysUname:           sysUnameFn,
 	sysFcntl:           sysFcntlFn,
-	sysGetcwd:          sysGetcwdFn,
+	sysGetcwd:          sysGetcwdFn2,
 	sysReadlink:        sysReadlinkFn,
 	sysGettimeofdayNr:  sysGettimeofday,
 	sysGetuid:          sysZero,
@@ -150,9 +206,66 @@ var sysTable = [nsys]sysHandler{
 	sysEpollCreate1:    sysEpollCreate1Fn,
 	sysPrlimit64:       sysPrlimit64Fn,
 	sysGetrandom:       sysGetrandomFn,
-	sysFaccessat2:      sysFaccessatFn,
+	sysFaccessat2:      sysFaccessat2Fn,
 	sysEpollPwait2:     sysEpollPwait2Fn,
 	sysAmberMarkNr:     sysAmberMark,
+	// The file system.
+	sysPwrite64Nr:     sysPwriteFn,
+	sysPipe:           sysPipeFn,
+	sysDup:            sysDupFn,
+	sysDup2:           sysDup2Fn,
+	sysSendfile:       sysENOSYS,
+	sysFlock:          sysFdNopFn,
+	sysFsync:          sysFdNopFn,
+	sysFdatasync:      sysFdNopFn,
+	sysTruncate:       sysTruncateFn,
+	sysFtruncate:      sysFtruncateFn,
+	sysChdir:          sysChdirFn,
+	sysFchdir:         sysFchdirFn,
+	sysRename:         sysRenameFn,
+	sysMkdir:          sysMkdirFn,
+	sysRmdir:          sysRmdirFn,
+	sysCreat:          sysCreatFn,
+	sysLink:           sysLinkFn,
+	sysUnlink:         sysUnlinkFn,
+	sysSymlink:        sysSymlinkFn,
+	sysChmod:          sysChmodFn,
+	sysFchmod:         sysFchmodFn,
+	sysChown:          sysChownFn,
+	sysFchown:         sysFchownFn,
+	sysLchown:         sysLchownFn,
+	sysUmask:          sysUmaskFn,
+	sysUtime:          sysUtimeFn,
+	sysSync:           sysZero,
+	sysGetdents64:     sysGetdents64Fn,
+	sysFadvise64:      sysFdNopFn,
+	sysUtimes:         sysUtimesFn,
+	sysMkdirat:        sysMkdiratFn,
+	sysFchownat:       sysFchownatFn,
+	sysFutimesat:      sysFutimesatFn,
+	sysUnlinkat:       sysUnlinkatFn,
+	sysRenameat:       sysRenameatFn,
+	sysLinkat:         sysLinkatFn,
+	sysSymlinkat:      sysSymlinkatFn,
+	sysFchmodat:       sysFchmodatFn,
+	sysSplice:         sysENOSYS,
+	sysUtimensat:      sysUtimensatFn,
+	sysEventfd:        sysEventfdFn,
+	sysFallocate:      sysEOPNOTSUPP,
+	sysDup3:           sysDup3Fn,
+	sysPipe2:          sysPipe2Fn,
+	sysPreadv:         sysPreadvFn,
+	sysPwritev:        sysPwritevFn,
+	sysSyncfs:         sysFdNopFn,
+	sysRenameat2:      sysRenameat2Fn,
+	sysCopyFileRange:  sysENOSYS,
+	sysStatx:          sysENOSYS,
+	sysOpenat2:        sysENOSYS,
+	sysFchmodat2:      sysENOSYS,
+	sysMknod:          sysMknodFn,
+	sysMknodat:        sysMknodatFn,
+	sysGetgroups:      sysZero,
+	sysAmberLoadFiles: sysAmberLoadFilesFn,
 }
 
 // reported remembers which unimplemented calls were already named.

@@ -74,8 +74,9 @@ func cmdBuild(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	out := fs.String("o", "", "output image `path` (default: the package's directory name + .img)")
 	verbose := fs.Bool("v", false, "print the go command's output")
+	files := fs.String("files", "", "pack `DIR` into the image: the guest finds its contents in its root file system")
 	fs.Usage = func() {
-		fmt.Fprint(stderr, `Usage: vmm build [-o IMAGE] PACKAGE
+		fmt.Fprint(stderr, `Usage: vmm build [-o IMAGE] [--files DIR] PACKAGE
 
 Builds the main package PACKAGE with the stock Go toolchain (GOOS=linux
 GOARCH=amd64 CGO_ENABLED=0), linking Amber's kernel into it, and writes a
@@ -111,7 +112,7 @@ Flags:
 	if *verbose {
 		log = stderr
 	}
-	res, err := build.Build(context.Background(), build.Options{Package: pkg, Output: *out, Log: warnings{log, stderr}})
+	res, err := build.Build(context.Background(), build.Options{Package: pkg, Output: *out, Log: warnings{log, stderr}, Files: *files})
 	if err != nil {
 		fmt.Fprintf(stderr, "vmm build: %v\n", err)
 		return 1

@@ -1,0 +1,252 @@
+package kernel
+
+// epoll over the core's descriptors: eventfds, pipes and the console.
+// Regular files and directories are refused with EPERM, as on Linux (the
+// os package relies on it to treat them as blocking files). Readiness is
+// computed when waiting; for edge-triggered interests (the runtime's
+// netpoller registers pipes with EPOLLET) an event is reported again only
+// after the pipe changed (pipe generation counter).
+
+const (
+	maxEpolls   = 8
+	maxInterest = 256
+	epollIn     = 0x1
+	epollOut    = 0x4
+	epollErr    = 0x8
+	epollHup    = 0x10
+	epollRdhup  = 0x2000
+	epollET     = 1 << 31
+	epollCtlAdd = 1
+	epollCtlDel = 2
+	epollCtlMod = 3
+)
+
+type epollEvent struct {
+	events uint32
+	data   [8]byte // packed: struct epoll_event is 12 bytes on x86-64
+}
+
+type interest struct {
+	fd     int64
+	events uint32
+	gen    uint32 // edge-triggered: the generation last reported
+	data   [8]byte
+}
+
+type epollInstance struct {
+	used bool
+	n    int
+	set  [maxInterest]interest
+}
+
+var epolls [maxEpolls]epollInstance
+
+//go:nosplit
+func sysEpollCreate1Fn(f *sysFrame) int64 {
+	if f.rdi&^oCloexec != 0 {
+		return -eINVAL
+	}
+	for i := range epolls {
+		if !epolls[i].used {
+			fd := allocFD(fdEpoll, f.rdi&oCloexec)
+			if fd < 0 {
+				return fd
+			}
+			e := &epolls[i]
+			e.used = true
+			e.n = 0
+			ofiles[fds[fd].of-1].ep = i
+			return fd
+		}
+	}
+	return -eMFILE
+}
+
+//go:nosplit
+func sysEpollCreateFn(f *sysFrame) int64 {
+	if int32(f.rdi) <= 0 {
+		return -eINVAL
+	}
+	g := sysFrame{}
+	return sysEpollCreate1Fn(&g)
+}
+
+// epollForget drops fd from an interest set (the descriptor was closed).
+//
+//go:nosplit
+func epollForget(ep *epollInstance, fd int64) {
+	for i := 0; i < ep.n; i++ {
+		if ep.set[i].fd == fd {
+			ep.n--
+			ep.set[i] = ep.set[ep.n]
+			return
+		}
+	}
+}
+
+//go:nosplit
+func pollable(o *ofile) bool {
+	switch o.kind {
+	case fdEventfd, fdPipe:
+		return true
+	case fdInode:
+		r := ip(o.ino).rdev
+		return ip(o.ino).mode&sIFMT == sIFCHR && (r == devConsole || r == devConsoleErr)
+	}
+	return false
+}
+
+//go:nosplit
+func sysEpollCtlFn(f *sysFrame) int64 {
+	epf := getFile(f.rdi)
+	if epf == nil {
+		return -eBADF
+	}
+	target := getFile(f.rdx)
+	if target == nil {
+		return -eBADF
+	}
+	if epf.kind != fdEpoll || f.rdi == f.rdx {
+		return -eINVAL
+	}
+	if !pollable(target) {
+		return -ePERM
+	}
+	ep := &epolls[epf.ep]
+	fd := int64(f.rdx)
+	idx := -1
+	for i := 0; i < ep.n; i++ {
+		if ep.set[i].fd == fd {
+			idx = i
+		}
+	}
+	switch f.rsi {
+	case epollCtlAdd:
+		if idx >= 0 {
+			return -eEXIST
+		}
+		if ep.n == maxInterest {
+			return -eNOSPC
+		}
+		idx = ep.n
+		ep.n++
+		fallthrough
+	case epollCtlMod:
+		if idx < 0 {
+			return -eNOENT
+		}
+		ev := (*epollEvent)(ptr(uintptr(f.r10)))
+		in := &ep.set[idx]
+		in.fd = fd
+		in.events = ev.events
+		in.data = ev.data
+		in.gen = readyGen(target) - 1 // report the current state once
+		return 0
+	case epollCtlDel:
+		if idx < 0 {
+			return -eNOENT
+		}
+		ep.n--
+		ep.set[idx] = ep.set[ep.n]
+		return 0
+	}
+	return -eINVAL
+}
+
+//go:nosplit
+func readyGen(o *ofile) uint32 {
+	if o.kind == fdPipe {
+		return pipes[o.pipe].gen
+	}
+	return 0
+}
+
+//go:nosplit
+func readiness(o *ofile) uint32 {
+	switch o.kind {
+	case fdEventfd:
+		if o.count > 0 {
+			return epollIn | epollOut
+		}
+		return epollOut
+	case fdPipe:
+		return pipeReadiness(o)
+	case fdInode:
+		return epollOut
+	}
+	return 0
+}
+
+// epollWait collects ready events, blocking up to timeoutNs (-1: forever).
+//
+//go:nosplit
+func epollWait(epfd uint64, events uintptr, max int64, timeoutNs int64) int64 {
+	epf := getFile(epfd)
+	if epf == nil {
+		return -eBADF
+	}
+	if epf.kind != fdEpoll || max <= 0 {
+		return -eINVAL
+	}
+	deadline := int64(0)
+	if timeoutNs > 0 {
+		deadline = nanotime() + timeoutNs
+	}
+	ep := &epolls[epf.ep]
+	for {
+		n := int64(0)
+		for i := 0; i < ep.n && n < max; i++ {
+			in := &ep.set[i]
+			o := getFile(uint64(in.fd))
+			if o == nil {
+				continue
+			}
+			r := readiness(o) & (in.events | epollErr | epollHup)
+			if r == 0 {
+				continue
+			}
+			if in.events&epollET != 0 && o.kind == fdPipe {
+				g := readyGen(o)
+				if g == in.gen {
+					continue
+				}
+				in.gen = g
+			}
+			ev := (*epollEvent)(ptr(events + uintptr(n)*12))
+			ev.events = r
+			ev.data = in.data
+			n++
+		}
+		if n > 0 || timeoutNs == 0 {
+			return n
+		}
+		switch block(waitPoll, 0, deadline) {
+		case wokeTimeout:
+			return 0
+		case wokeSignal:
+			return -eINTR
+		}
+	}
+}
+
+//go:nosplit
+func sysEpollWaitFn(f *sysFrame) int64 {
+	ms := int64(int32(f.r10))
+	ns := int64(-1)
+	if ms >= 0 {
+		ns = ms * 1e6
+	}
+	return epollWait(f.rdi, uintptr(f.rsi), int64(int32(f.rdx)), ns)
+}
+
+//go:nosplit
+func sysEpollPwaitFn(f *sysFrame) int64 { return sysEpollWaitFn(f) }
+
+//go:nosplit
+func sysEpollPwait2Fn(f *sysFrame) int64 {
+	ns := int64(-1)
+	if f.r10 != 0 {
+		ns = (*timespec)(ptr(uintptr(f.r10))).ns()
+	}
+	return epollWait(f.rdi, uintptr(f.rsi), int64(int32(f.rdx)), ns)
+}

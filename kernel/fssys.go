@@ -1,0 +1,949 @@
+package kernel
+
+import "unsafe"
+
+// The file system's system calls (path names, metadata, directories).
+
+// *at flags (linux/fcntl.h).
+const (
+	atSymlinkNofollow = 0x100
+	atRemovedir       = 0x200
+	atSymlinkFollow   = 0x400
+	atEmptyPath       = 0x1000
+	renameNoreplace   = 1
+	utimeNow          = 1<<30 - 1
+	utimeOmit         = 1<<30 - 2
+)
+
+type statT struct {
+	dev     uint64
+	ino     uint64
+	nlink   uint64
+	mode    uint32
+	uid     uint32
+	gid     uint32
+	_       int32
+	rdev    uint64
+	size    int64
+	blksize int64
+	blocks  int64
+	atime   timespec
+	mtime   timespec
+	ctime   timespec
+	_       [3]int64
+}
+
+//go:nosplit
+func fillStat(ino uint32, st *statT) {
+	n := ip(ino)
+	*st = statT{}
+	st.dev = fsDev
+	st.ino = uint64(ino)
+	st.nlink = uint64(n.nlink)
+	st.mode = n.mode
+	st.uid, st.gid = n.uid, n.gid
+	st.blksize = pageSize
+	switch n.mode & sIFMT {
+	case sIFCHR:
+		st.rdev = uint64(n.rdev)
+		if n.rdev == devConsoleErr {
+			st.rdev = devConsole
+		}
+	case sIFDIR:
+		st.size = pageSize
+	default:
+		st.size = n.size
+	}
+	st.blocks = (st.size + 511) / 512
+	st.atime.set(n.atime)
+	st.mtime.set(n.mtime)
+	st.ctime.set(n.ctime)
+}
+
+// fstatFile fills st for an open file description.
+//
+//go:nosplit
+func fstatFile(o *ofile, st *statT) {
+	switch {
+	case o.ino != 0: // files, directories, devices, FIFOs
+		fillStat(o.ino, st)
+	case o.kind == fdPipe:
+		*st = statT{}
+		pipeStat(o, st)
+	default: // eventfd, epoll: anonymous inodes
+		*st = statT{}
+		st.dev = fsDev + 2
+		st.nlink = 1
+		st.mode = 0o600
+		st.blksize = pageSize
+	}
+}
+
+//go:nosplit
+func sysFstatFn(f *sysFrame) int64 {
+	o := getFile(f.rdi)
+	if o == nil {
+		return -eBADF
+	}
+	fstatFile(o, (*statT)(ptr(uintptr(f.rsi))))
+	return 0
+}
+
+//go:nosplit
+func statAt(dirfd int64, path, buf uintptr, flags uint64) int64 {
+	if flags&atEmptyPath != 0 && path != 0 && *(*byte)(ptr(path)) == 0 {
+		if dirfd == atFdcwd {
+			fillStat(cwdIno, (*statT)(ptr(buf)))
+			return 0
+		}
+		o := getFile(uint64(dirfd))
+		if o == nil {
+			return -eBADF
+		}
+		fstatFile(o, (*statT)(ptr(buf)))
+		return 0
+	}
+	wf := wFollow
+	if flags&atSymlinkNofollow != 0 {
+		wf = 0
+	}
+	if r := walk(dirfd, path, wf); r < 0 {
+		return r
+	}
+	if lkIno == 0 {
+		return -eNOENT
+	}
+	fillStat(lkIno, (*statT)(ptr(buf)))
+	return 0
+}
+
+//go:nosplit
+func sysStatFn(f *sysFrame) int64 { return statAt(atFdcwd, uintptr(f.rdi), uintptr(f.rsi), 0) }
+
+//go:nosplit
+func sysLstatFn(f *sysFrame) int64 {
+	return statAt(atFdcwd, uintptr(f.rdi), uintptr(f.rsi), atSymlinkNofollow)
+}
+
+//go:nosplit
+func sysNewfstatatFn(f *sysFrame) int64 {
+	return statAt(int64(f.rdi), uintptr(f.rsi), uintptr(f.rdx), f.r10)
+}
+
+//go:nosplit
+func sysENOSYS(f *sysFrame) int64 { return -eNOSYS }
+
+//go:nosplit
+func sysEINVAL(f *sysFrame) int64 { return -eINVAL }
+
+//go:nosplit
+func sysEOPNOTSUPP(f *sysFrame) int64 { return -eOPNOTSUPP }
+
+// open.
+
+//go:nosplit
+func doOpen(dirfd int64, path uintptr, flags uint64, mode uint32) int64 {
+	if flags&oTmpfile != 0 {
+		return -eOPNOTSUPP
+	}
+	if flags&oAccmode == oAccmode {
+		return -eINVAL
+	}
+	wf := wFollow
+	if flags&oNofollow != 0 || flags&(oCreat|oExcl) == oCreat|oExcl {
+		wf = 0
+	}
+	if r := walk(dirfd, path, wf); r < 0 {
+		return r
+	}
+	ino := lkIno
+	if ino == 0 {
+		if flags&oCreat == 0 {
+			return -eNOENT
+		}
+		if lkSlash {
+			return -eISDIR
+		}
+		ino = ialloc(sIFREG | mode&0o7777&^umaskBits)
+		if ino == 0 {
+			return -eNOSPC
+		}
+		if r := dirAdd(lkParent, lkName, lkNameLen, ino); r < 0 {
+			dropLink(ino)
+			return r
+		}
+	} else {
+		if flags&(oCreat|oExcl) == oCreat|oExcl {
+			return -eEXIST
+		}
+		n := ip(ino)
+		switch n.mode & sIFMT {
+		case sIFLNK:
+			if flags&oPath == 0 {
+				return -eLOOP
+			}
+		case sIFDIR:
+			if flags&oAccmode != oRdonly || flags&oCreat != 0 {
+				return -eISDIR
+			}
+		case sIFREG:
+			if flags&oTrunc != 0 && flags&oAccmode != oRdonly && n.size != 0 {
+				setSize(n, 0)
+			}
+		}
+		if flags&oDirectory != 0 && n.mode&sIFMT != sIFDIR {
+			return -eNOTDIR
+		}
+		if n.mode&sIFMT == sIFIFO && flags&oPath == 0 {
+			return openFIFO(ino, flags)
+		}
+	}
+	return openInode(ino, flags)
+}
+
+//go:nosplit
+func sysOpenFn(f *sysFrame) int64 {
+	return doOpen(atFdcwd, uintptr(f.rdi), f.rsi, uint32(f.rdx))
+}
+
+//go:nosplit
+func sysCreatFn(f *sysFrame) int64 {
+	return doOpen(atFdcwd, uintptr(f.rdi), oCreat|oWronly|oTrunc, uint32(f.rsi))
+}
+
+//go:nosplit
+func sysOpenatFn(f *sysFrame) int64 {
+	return doOpen(int64(int32(f.rdi)), uintptr(f.rsi), f.rdx, uint32(f.r10))
+}
+
+// Directories.
+
+//go:nosplit
+func sysGetdents64Fn(f *sysFrame) int64 {
+	o := getFile(f.rdi)
+	if o == nil {
+		return -eBADF
+	}
+	if o.kind != fdInode || !isDir(o.ino) {
+		return -eNOTDIR
+	}
+	d := ip(o.ino)
+	buf, count := uintptr(f.rsi), uintptr(f.rdx)
+	w := uintptr(0)
+	for {
+		pos := o.off
+		var ino uint32
+		var name, nlen uintptr
+		typ := byte(sIFDIR >> 12)
+		switch {
+		case pos == 0:
+			ino = o.ino
+			name, nlen = strAddr(".")
+		case pos == 1:
+			ino = d.parent
+			name, nlen = strAddr("..")
+		default:
+			s := uintptr(pos - 2)
+			if s >= uintptr(d.size) {
+				return int64(w)
+			}
+			e := slotAt(d, s, false)
+			if e == nil || e.ino == 0 {
+				o.off++
+				continue
+			}
+			ino = e.ino
+			name, nlen = uintptr(unsafe.Pointer(&e.name[0])), uintptr(e.nlen)
+			typ = dtype(ip(ino).mode)
+		}
+		reclen := (19 + nlen + 1 + 7) &^ 7
+		if w+reclen > count {
+			if w == 0 {
+				return -eINVAL
+			}
+			return int64(w)
+		}
+		r := buf + w
+		*u64at(r) = uint64(ino)
+		*u64at(r + 8) = uint64(pos + 1)
+		*(*uint16)(ptr(r + 16)) = uint16(reclen)
+		*(*byte)(ptr(r + 18)) = typ
+		copy(userBytes(r+19, nlen), userBytes(name, nlen))
+		clear(userBytes(r+19+nlen, reclen-19-nlen))
+		w += reclen
+		o.off++
+	}
+}
+
+//go:nosplit
+func doMkdir(dirfd int64, path uintptr, mode uint32) int64 {
+	if r := walk(dirfd, path, wCreate); r < 0 {
+		return r
+	}
+	if lkIno != 0 {
+		return -eEXIST
+	}
+	if ip(lkParent).rdev == devProcFD || ip(lkParent).nlink == 0 {
+		return -eNOENT
+	}
+	i := ialloc(sIFDIR | mode&0o7777&^umaskBits)
+	if i == 0 {
+		return -eNOSPC
+	}
+	n := ip(i)
+	n.nlink = 2
+	n.parent = lkParent
+	if r := dirAdd(lkParent, lkName, lkNameLen, i); r < 0 {
+		n.nlink = 0
+		iput(i)
+		return r
+	}
+	ip(lkParent).nlink++
+	return 0
+}
+
+//go:nosplit
+func sysMkdirFn(f *sysFrame) int64 { return doMkdir(atFdcwd, uintptr(f.rdi), uint32(f.rsi)) }
+
+//go:nosplit
+func sysMkdiratFn(f *sysFrame) int64 {
+	return doMkdir(int64(int32(f.rdi)), uintptr(f.rsi), uint32(f.rdx))
+}
+
+//go:nosplit
+func doUnlink(dirfd int64, path uintptr, flags uint64) int64 {
+	if flags&^atRemovedir != 0 {
+		return -eINVAL
+	}
+	if r := walk(dirfd, path, 0); r < 0 {
+		return r
+	}
+	if lkIno == 0 {
+		return -eNOENT
+	}
+	if ip(lkParent).rdev == devProcFD {
+		return -ePERM
+	}
+	if flags&atRemovedir != 0 {
+		if !isDir(lkIno) {
+			return -eNOTDIR
+		}
+		if lkIno == rootIno {
+			return -eBUSY
+		}
+		if lkDot() {
+			if lkNameLen == 2 {
+				return -eNOTEMPTY
+			}
+			return -eINVAL
+		}
+		if ip(lkIno).nents > 0 {
+			return -eNOTEMPTY
+		}
+		dirRemove(lkParent, lkName, lkNameLen)
+		ip(lkParent).nlink--
+		dropLink(lkIno)
+		return 0
+	}
+	if isDir(lkIno) {
+		return -eISDIR
+	}
+	dirRemove(lkParent, lkName, lkNameLen)
+	dropLink(lkIno)
+	return 0
+}
+
+//go:nosplit
+func sysUnlinkFn(f *sysFrame) int64 { return doUnlink(atFdcwd, uintptr(f.rdi), 0) }
+
+//go:nosplit
+func sysRmdirFn(f *sysFrame) int64 { return doUnlink(atFdcwd, uintptr(f.rdi), atRemovedir) }
+
+//go:nosplit
+func sysUnlinkatFn(f *sysFrame) int64 {
+	return doUnlink(int64(int32(f.rdi)), uintptr(f.rsi), f.rdx)
+}
+
+// renameName keeps the old name while the new path is walked.
+var renameName [maxNameLen + 1]byte
+
+//go:nosplit
+func doRename(ofd int64, op uintptr, nfd int64, np uintptr, flags uint64) int64 {
+	if flags&^renameNoreplace != 0 {
+		return -eINVAL
+	}
+	if r := walk(ofd, op, 0); r < 0 {
+		return r
+	}
+	if lkIno == 0 {
+		return -eNOENT
+	}
+	if lkDot() {
+		return -eBUSY
+	}
+	oldP, oldI, oSlash := lkParent, lkIno, lkSlash
+	oldLen := lkNameLen
+	copy(renameName[:oldLen], userBytes(lkName, oldLen))
+	if r := walk(nfd, np, 0); r < 0 {
+		return r
+	}
+	if lkDot() {
+		return -eBUSY
+	}
+	newP, newI := lkParent, lkIno
+	if ip(oldP).rdev == devProcFD || ip(newP).rdev == devProcFD {
+		return -ePERM
+	}
+	if (oSlash || lkSlash) && !isDir(oldI) {
+		return -eNOTDIR
+	}
+	if newI == oldI {
+		return 0
+	}
+	if newI != 0 && flags&renameNoreplace != 0 {
+		return -eEXIST
+	}
+	dir := isDir(oldI)
+	if dir {
+		if newI != 0 {
+			if !isDir(newI) {
+				return -eNOTDIR
+			}
+			if ip(newI).nents > 0 {
+				return -eNOTEMPTY
+			}
+		}
+		for p := newP; ; p = ip(p).parent {
+			if p == oldI {
+				return -eINVAL
+			}
+			if p == rootIno {
+				break
+			}
+		}
+	} else if newI != 0 && isDir(newI) {
+		return -eISDIR
+	}
+	if newI != 0 {
+		dirRemove(newP, lkName, lkNameLen)
+		if isDir(newI) {
+			ip(newP).nlink--
+		}
+		dropLink(newI)
+	}
+	if r := dirAdd(newP, lkName, lkNameLen, oldI); r < 0 {
+		return r
+	}
+	dirRemove(oldP, uintptr(unsafe.Pointer(&renameName[0])), oldLen)
+	if dir {
+		ip(oldI).parent = newP
+		ip(oldP).nlink--
+		ip(newP).nlink++
+	}
+	ip(oldI).ctime = fsNow()
+	return 0
+}
+
+//go:nosplit
+func sysRenameFn(f *sysFrame) int64 {
+	return doRename(atFdcwd, uintptr(f.rdi), atFdcwd, uintptr(f.rsi), 0)
+}
+
+//go:nosplit
+func sysRenameatFn(f *sysFrame) int64 {
+	return doRename(int64(int32(f.rdi)), uintptr(f.rsi), int64(int32(f.rdx)), uintptr(f.r10), 0)
+}
+
+//go:nosplit
+func sysRenameat2Fn(f *sysFrame) int64 {
+	return doRename(int64(int32(f.rdi)), uintptr(f.rsi), int64(int32(f.rdx)), uintptr(f.r10), f.r8)
+}
+
+// Links.
+
+//go:nosplit
+func doLink(ofd int64, op uintptr, nfd int64, np uintptr, flags uint64) int64 {
+	if flags&^(atSymlinkFollow|atEmptyPath) != 0 {
+		return -eINVAL
+	}
+	wf := 0
+	if flags&atSymlinkFollow != 0 {
+		wf |= wFollow
+	}
+	if flags&atEmptyPath != 0 {
+		wf |= wEmpty
+	}
+	if r := walk(ofd, op, wf); r < 0 {
+		return r
+	}
+	oldI := lkIno
+	if oldI == 0 {
+		return -eNOENT
+	}
+	if isDir(oldI) {
+		return -ePERM
+	}
+	if r := walk(nfd, np, wCreate); r < 0 {
+		return r
+	}
+	if lkIno != 0 {
+		return -eEXIST
+	}
+	if lkSlash {
+		return -eNOENT
+	}
+	if ip(lkParent).rdev == devProcFD || ip(lkParent).nlink == 0 {
+		return -eNOENT
+	}
+	if r := dirAdd(lkParent, lkName, lkNameLen, oldI); r < 0 {
+		return r
+	}
+	n := ip(oldI)
+	n.nlink++
+	n.ctime = fsNow()
+	return 0
+}
+
+//go:nosplit
+func sysLinkFn(f *sysFrame) int64 {
+	return doLink(atFdcwd, uintptr(f.rdi), atFdcwd, uintptr(f.rsi), 0)
+}
+
+//go:nosplit
+func sysLinkatFn(f *sysFrame) int64 {
+	return doLink(int64(int32(f.rdi)), uintptr(f.rsi), int64(int32(f.rdx)), uintptr(f.r10), f.r8)
+}
+
+//go:nosplit
+func cstrlen(p uintptr, max uintptr) uintptr {
+	b := userBytes(p, max+1)
+	for i := uintptr(0); i <= max; i++ {
+		if b[i] == 0 {
+			return i
+		}
+	}
+	return max + 1
+}
+
+//go:nosplit
+func doSymlink(target uintptr, nfd int64, np uintptr) int64 {
+	if target == 0 {
+		return -eFAULT
+	}
+	tl := cstrlen(target, maxPathLen)
+	if tl == 0 {
+		return -eNOENT
+	}
+	if tl >= maxPathLen {
+		return -eNAMETOOLONG
+	}
+	if r := walk(nfd, np, wCreate); r < 0 {
+		return r
+	}
+	if lkIno != 0 {
+		return -eEXIST
+	}
+	if lkSlash || ip(lkParent).rdev == devProcFD || ip(lkParent).nlink == 0 {
+		return -eNOENT
+	}
+	i := ialloc(sIFLNK | 0o777)
+	if i == 0 {
+		return -eNOSPC
+	}
+	if r := fileWrite(ip(i), target, tl, 0); r < 0 {
+		dropLink(i)
+		return r
+	}
+	if r := dirAdd(lkParent, lkName, lkNameLen, i); r < 0 {
+		dropLink(i)
+		return r
+	}
+	return 0
+}
+
+//go:nosplit
+func sysSymlinkFn(f *sysFrame) int64 { return doSymlink(uintptr(f.rdi), atFdcwd, uintptr(f.rsi)) }
+
+//go:nosplit
+func sysSymlinkatFn(f *sysFrame) int64 {
+	return doSymlink(uintptr(f.rdi), int64(int32(f.rsi)), uintptr(f.rdx))
+}
+
+//go:nosplit
+func doReadlink(dirfd int64, path, buf uintptr, size int64) int64 {
+	if size <= 0 {
+		return -eINVAL
+	}
+	if r := walk(dirfd, path, 0); r < 0 {
+		return r
+	}
+	if lkIno == 0 {
+		return -eNOENT
+	}
+	if !isLink(lkIno) {
+		return -eINVAL
+	}
+	return fileRead(ip(lkIno), buf, uintptr(size), 0)
+}
+
+//go:nosplit
+func sysReadlinkFn(f *sysFrame) int64 {
+	return doReadlink(atFdcwd, uintptr(f.rdi), uintptr(f.rsi), int64(f.rdx))
+}
+
+//go:nosplit
+func sysReadlinkatFn(f *sysFrame) int64 {
+	return doReadlink(int64(int32(f.rdi)), uintptr(f.rsi), uintptr(f.rdx), int64(f.r10))
+}
+
+// Metadata.
+
+// inodeAt resolves dirfd+path (flags: atSymlinkNofollow, atEmptyPath) to
+// an inode, or a negative errno. A NULL path means dirfd itself.
+//
+//go:nosplit
+func inodeAt(dirfd int64, path uintptr, flags uint64) int64 {
+	if path == 0 || flags&atEmptyPath != 0 && *(*byte)(ptr(path)) == 0 {
+		if dirfd == atFdcwd {
+			return int64(cwdIno)
+		}
+		o := getFile(uint64(dirfd))
+		if o == nil {
+			return -eBADF
+		}
+		if o.kind != fdInode {
+			return -eBADF
+		}
+		return int64(o.ino)
+	}
+	wf := wFollow
+	if flags&atSymlinkNofollow != 0 {
+		wf = 0
+	}
+	if r := walk(dirfd, path, wf); r < 0 {
+		return r
+	}
+	if lkIno == 0 {
+		return -eNOENT
+	}
+	return int64(lkIno)
+}
+
+//go:nosplit
+func inodeOfFD(fd uint64) int64 {
+	o := getFile(fd)
+	if o == nil {
+		return -eBADF
+	}
+	if o.kind != fdInode {
+		return -eBADF
+	}
+	return int64(o.ino)
+}
+
+//go:nosplit
+func setMode(i int64, mode uint64) int64 {
+	if i < 0 {
+		return i
+	}
+	n := ip(uint32(i))
+	n.mode = n.mode&sIFMT | uint32(mode)&0o7777
+	n.ctime = fsNow()
+	return 0
+}
+
+//go:nosplit
+func sysChmodFn(f *sysFrame) int64 { return setMode(inodeAt(atFdcwd, uintptr(f.rdi), 0), f.rsi) }
+
+//go:nosplit
+func sysFchmodFn(f *sysFrame) int64 { return setMode(inodeOfFD(f.rdi), f.rsi) }
+
+//go:nosplit
+func sysFchmodatFn(f *sysFrame) int64 {
+	return setMode(inodeAt(int64(int32(f.rdi)), uintptr(f.rsi), 0), f.rdx)
+}
+
+//go:nosplit
+func setOwner(i int64, uid, gid uint64) int64 {
+	if i < 0 {
+		return i
+	}
+	n := ip(uint32(i))
+	if uint32(uid) != ^uint32(0) {
+		n.uid = uint32(uid)
+	}
+	if uint32(gid) != ^uint32(0) {
+		n.gid = uint32(gid)
+	}
+	n.ctime = fsNow()
+	return 0
+}
+
+//go:nosplit
+func sysChownFn(f *sysFrame) int64 {
+	return setOwner(inodeAt(atFdcwd, uintptr(f.rdi), 0), f.rsi, f.rdx)
+}
+
+//go:nosplit
+func sysLchownFn(f *sysFrame) int64 {
+	return setOwner(inodeAt(atFdcwd, uintptr(f.rdi), atSymlinkNofollow), f.rsi, f.rdx)
+}
+
+//go:nosplit
+func sysFchownFn(f *sysFrame) int64 { return setOwner(inodeOfFD(f.rdi), f.rsi, f.rdx) }
+
+//go:nosplit
+func sysFchownatFn(f *sysFrame) int64 {
+	return setOwner(inodeAt(int64(int32(f.rdi)), uintptr(f.rsi), f.r8), f.rdx, f.r10)
+}
+
+// setTimes sets atime and mtime (ns since the epoch; utimeOmit keeps one).
+//
+//go:nosplit
+func setTimes(i int64, a, m int64) int64 {
+	if i < 0 {
+		return i
+	}
+	n := ip(uint32(i))
+	if a != utimeOmit {
+		n.atime = a
+	}
+	if m != utimeOmit {
+		n.mtime = m
+	}
+	n.ctime = fsNow()
+	return 0
+}
+
+// tsArg converts a struct timespec argument of utimensat.
+//
+//go:nosplit
+func tsArg(ts *timespec) (int64, bool) {
+	switch ts.nsec {
+	case utimeNow:
+		return fsNow(), true
+	case utimeOmit:
+		return utimeOmit, true
+	}
+	if ts.nsec < 0 || ts.nsec >= 1e9 {
+		return 0, false
+	}
+	return ts.ns(), true
+}
+
+//go:nosplit
+func sysUtimensatFn(f *sysFrame) int64 {
+	a, m := fsNow(), fsNow()
+	if t := uintptr(f.rdx); t != 0 {
+		var ok1, ok2 bool
+		a, ok1 = tsArg((*timespec)(ptr(t)))
+		m, ok2 = tsArg((*timespec)(ptr(t + 16)))
+		if !ok1 || !ok2 {
+			return -eINVAL
+		}
+	}
+	return setTimes(inodeAt(int64(int32(f.rdi)), uintptr(f.rsi), f.r10), a, m)
+}
+
+// timevals: utimes and futimesat take struct timeval[2] (sec, usec).
+//
+//go:nosplit
+func tvTimes(tv uintptr) (int64, int64) {
+	if tv == 0 {
+		return fsNow(), fsNow()
+	}
+	a := *(*timespec)(ptr(tv))
+	m := *(*timespec)(ptr(tv + 16))
+	return a.sec*1e9 + a.nsec*1000, m.sec*1e9 + m.nsec*1000
+}
+
+//go:nosplit
+func sysUtimesFn(f *sysFrame) int64 {
+	a, m := tvTimes(uintptr(f.rsi))
+	return setTimes(inodeAt(atFdcwd, uintptr(f.rdi), 0), a, m)
+}
+
+//go:nosplit
+func sysFutimesatFn(f *sysFrame) int64 {
+	a, m := tvTimes(uintptr(f.rdx))
+	return setTimes(inodeAt(int64(int32(f.rdi)), uintptr(f.rsi), 0), a, m)
+}
+
+//go:nosplit
+func sysUtimeFn(f *sysFrame) int64 {
+	a, m := fsNow(), fsNow()
+	if t := uintptr(f.rsi); t != 0 {
+		a, m = *(*int64)(ptr(t))*1e9, *(*int64)(ptr(t + 8))*1e9
+	}
+	return setTimes(inodeAt(atFdcwd, uintptr(f.rdi), 0), a, m)
+}
+
+//go:nosplit
+func sysTruncateFn(f *sysFrame) int64 {
+	i := inodeAt(atFdcwd, uintptr(f.rdi), 0)
+	if i < 0 {
+		return i
+	}
+	n := ip(uint32(i))
+	switch n.mode & sIFMT {
+	case sIFDIR:
+		return -eISDIR
+	case sIFREG:
+		return setSize(n, int64(f.rsi))
+	}
+	return -eINVAL
+}
+
+//go:nosplit
+func sysFtruncateFn(f *sysFrame) int64 {
+	o := getFile(f.rdi)
+	if o == nil {
+		return -eBADF
+	}
+	if o.kind != fdInode || o.flags&oAccmode == oRdonly || ip(o.ino).mode&sIFMT != sIFREG {
+		return -eINVAL
+	}
+	return setSize(ip(o.ino), int64(f.rsi))
+}
+
+//go:nosplit
+func doAccess(dirfd int64, path uintptr, mode, flags uint64) int64 {
+	if mode&^7 != 0 {
+		return -eINVAL
+	}
+	i := inodeAt(dirfd, path, flags&(atSymlinkNofollow|atEmptyPath))
+	if i < 0 {
+		return i
+	}
+	n := ip(uint32(i))
+	if mode&1 != 0 && n.mode&sIFMT != sIFDIR && n.mode&0o111 == 0 {
+		return -eACCES
+	}
+	return 0
+}
+
+//go:nosplit
+func sysAccessFn(f *sysFrame) int64 { return doAccess(atFdcwd, uintptr(f.rdi), f.rsi, 0) }
+
+//go:nosplit
+func sysFaccessatFn(f *sysFrame) int64 {
+	return doAccess(int64(int32(f.rdi)), uintptr(f.rsi), f.rdx, 0)
+}
+
+//go:nosplit
+func sysFaccessat2Fn(f *sysFrame) int64 {
+	return doAccess(int64(int32(f.rdi)), uintptr(f.rsi), f.rdx, f.r10)
+}
+
+// The working directory.
+
+//go:nosplit
+func setCwd(i int64) int64 {
+	if i < 0 {
+		return i
+	}
+	if !isDir(uint32(i)) {
+		return -eNOTDIR
+	}
+	ip(uint32(i)).opens++
+	old := cwdIno
+	cwdIno = uint32(i)
+	ip(old).opens--
+	iput(old)
+	return 0
+}
+
+//go:nosplit
+func sysChdirFn(f *sysFrame) int64 { return setCwd(inodeAt(atFdcwd, uintptr(f.rdi), 0)) }
+
+//go:nosplit
+func sysFchdirFn(f *sysFrame) int64 { return setCwd(inodeOfFD(f.rdi)) }
+
+//go:nosplit
+func sysGetcwdFn2(f *sysFrame) int64 {
+	fsReady()
+	pos := uintptr(len(linkBuf))
+	i := cwdIno
+	if ip(i).nlink == 0 {
+		return -eNOENT
+	}
+	for i != rootIno {
+		p := ip(i).parent
+		d := ip(p)
+		var e *dirent
+		for s := uintptr(0); s < uintptr(d.size); s++ {
+			if x := slotAt(d, s, false); x != nil && x.ino == i {
+				e = x
+				break
+			}
+		}
+		if e == nil {
+			return -eNOENT
+		}
+		if pos < uintptr(e.nlen)+1 {
+			return -eNAMETOOLONG // Go's Getwd then walks ".." itself
+		}
+		pos -= uintptr(e.nlen)
+		copy(linkBuf[pos:], e.name[:e.nlen])
+		pos--
+		linkBuf[pos] = '/'
+		i = p
+	}
+	if pos == uintptr(len(linkBuf)) {
+		pos--
+		linkBuf[pos] = '/'
+	}
+	need := uintptr(len(linkBuf)) - pos + 1
+	if uintptr(f.rsi) < need {
+		return -eRANGE
+	}
+	b := userBytes(uintptr(f.rdi), need)
+	copy(b, linkBuf[pos:])
+	b[need-1] = 0
+	return int64(need)
+}
+
+//go:nosplit
+func sysUmaskFn(f *sysFrame) int64 {
+	old := umaskBits
+	umaskBits = uint32(f.rdi) & 0o777
+	return int64(old)
+}
+
+// mknod: regular files and FIFOs (no devices).
+//
+//go:nosplit
+func doMknod(dirfd int64, path uintptr, mode uint64) int64 {
+	typ := uint32(mode) & sIFMT
+	switch typ {
+	case 0:
+		typ = sIFREG
+	case sIFREG, sIFIFO:
+	default:
+		return -ePERM
+	}
+	if r := walk(dirfd, path, wCreate); r < 0 {
+		return r
+	}
+	if lkIno != 0 {
+		return -eEXIST
+	}
+	if lkSlash || ip(lkParent).rdev == devProcFD || ip(lkParent).nlink == 0 {
+		return -eNOENT
+	}
+	i := ialloc(typ | uint32(mode)&0o7777&^umaskBits)
+	if i == 0 {
+		return -eNOSPC
+	}
+	if r := dirAdd(lkParent, lkName, lkNameLen, i); r < 0 {
+		dropLink(i)
+		return r
+	}
+	return 0
+}
+
+//go:nosplit
+func sysMknodFn(f *sysFrame) int64 { return doMknod(atFdcwd, uintptr(f.rdi), f.rsi) }
+
+//go:nosplit
+func sysMknodatFn(f *sysFrame) int64 { return doMknod(int64(int32(f.rdi)), uintptr(f.rsi), f.rdx) }
