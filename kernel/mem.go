@@ -127,17 +127,24 @@ func clearPage(pa uintptr) {
 	}
 }
 
-// mapRange backs [va, va+n) with fresh pages where nothing is mapped yet.
+// mapRange backs [va, va+n) with fresh pages where nothing is mapped yet;
+// with clearOld it also zeroes the pages already mapped there.
 //
 //go:nosplit
-func mapRange(va, n uintptr) bool {
+func mapRange(va, n uintptr, clearOld bool) bool {
 	end := va + n
 	for a := va &^ (boot.PageSize - 1); a < end; a += boot.PageSize {
 		e := pte(a)
 		if e == 0 {
 			return false
 		}
-		if e == 1 || *u64at(e)&pteP != 0 {
+		if e == 1 {
+			continue
+		}
+		if *u64at(e)&pteP != 0 {
+			if clearOld {
+				clearPage(uintptr(*u64at(e) & pteAddrMask))
+			}
 			continue
 		}
 		pg := allocPage()
@@ -180,6 +187,49 @@ const (
 	mapPopulate  = 0x8000
 )
 
+// regions records every address range ever mapped or reserved. A range
+// is never handed out twice: munmap keeps its pages (see the top of the
+// file), so reusing the addresses would expose old contents, and Go 1.26
+// picks random heap addresses that can fall anywhere below 2^46 — a hint
+// that overlaps an earlier mapping must be refused, as Linux does.
+var (
+	regions  [maxRegions]struct{ start, end uintptr }
+	nregions int
+)
+
+const maxRegions = 4096
+
+//go:nosplit
+func regionFree(addr, length uintptr) bool {
+	if addr < ramEnd && addr+length > boot.NullGuard {
+		return false // RAM's identity range
+	}
+	if addr < mmapLimit && addr+length > mmapBase {
+		return false // the range mmap(NULL) allocates from
+	}
+	for i := 0; i < nregions; i++ {
+		if addr < regions[i].end && addr+length > regions[i].start {
+			return false
+		}
+	}
+	return true
+}
+
+//go:nosplit
+func addRegion(addr, length uintptr) {
+	// Extend a neighbour when possible: the runtime maps in many pieces.
+	for i := 0; i < nregions; i++ {
+		if regions[i].end == addr {
+			regions[i].end = addr + length
+			return
+		}
+	}
+	if nregions < maxRegions {
+		regions[nregions].start, regions[nregions].end = addr, addr+length
+		nregions++
+	}
+}
+
 //go:nosplit
 func sysMmap(f *sysFrame) int64 {
 	addr, length, prot, flags := uintptr(f.rdi), uintptr(f.rsi), f.rdx, f.r10
@@ -196,12 +246,14 @@ func sysMmap(f *sysFrame) int64 {
 		}
 		addr = 0
 	}
-	if addr != 0 && addr < ramEnd && addr+length > boot.NullGuard {
-		// Hints into RAM's identity range cannot be honoured.
-		if flags&mapFixed != 0 {
-			return -eINVAL
+	fresh := true
+	if flags&mapFixed != 0 {
+		if addr < ramEnd && addr+length > boot.NullGuard {
+			return -eINVAL // cannot replace RAM's identity mapping
 		}
-		addr = 0
+		fresh = regionFree(addr, length)
+	} else if addr != 0 && !regionFree(addr, length) {
+		addr = 0 // the hint is taken: pick another place, as Linux does
 	}
 	if addr == 0 {
 		if mmapNext+length > mmapLimit {
@@ -209,8 +261,8 @@ func sysMmap(f *sysFrame) int64 {
 		}
 		addr = mmapNext
 		mmapNext += length
-	} else if addr >= mmapBase && addr < mmapLimit && addr+length > mmapNext {
-		mmapNext = addr + length
+	} else {
+		addRegion(addr, length)
 	}
 	if prot == protNone {
 		return int64(addr) // a reservation: committed later with MAP_FIXED
@@ -220,7 +272,9 @@ func sysMmap(f *sysFrame) int64 {
 		nlazy++
 		return int64(addr)
 	}
-	if !mapRange(addr, length) {
+	// A MAP_FIXED mapping over earlier ones starts zero-filled, like a
+	// fresh one: clear the pages that are already there.
+	if !mapRange(addr, length, !fresh) {
 		return -eNOMEM
 	}
 	return int64(addr)
@@ -241,7 +295,7 @@ func lazyFault(addr uintptr) bool {
 			if a+n > l.end {
 				n = l.end - a
 			}
-			return mapRange(a, n)
+			return mapRange(a, n, false)
 		}
 	}
 	return false
@@ -261,15 +315,33 @@ func sysMprotect(f *sysFrame) int64 {
 		return -eINVAL
 	}
 	if f.rdx != protNone {
-		if !mapRange(uintptr(f.rdi), uintptr(f.rsi)) {
+		if !mapRange(uintptr(f.rdi), uintptr(f.rsi), false) {
 			return -eNOMEM
 		}
 	}
 	return 0
 }
 
+// sysMadvise: MADV_DONTNEED on private anonymous memory makes the range
+// read back as zeros on Linux, and programs rely on that; the pages stay
+// mapped here (see the top of the file), so they are cleared instead.
+//
 //go:nosplit
-func sysMadvise(f *sysFrame) int64 { return 0 }
+func sysMadvise(f *sysFrame) int64 {
+	const madvDontneed = 4
+	addr, n := uintptr(f.rdi), uintptr(f.rsi)
+	if addr&(boot.PageSize-1) != 0 {
+		return -eINVAL
+	}
+	if f.rdx == madvDontneed {
+		for a := addr; a < addr+n; a += boot.PageSize {
+			if pa := virtToPhys(a); pa != 0 && a >= ramEnd {
+				clearPage(pa &^ (boot.PageSize - 1))
+			}
+		}
+	}
+	return 0
+}
 
 //go:nosplit
 func sysBrk(f *sysFrame) int64 { return 0 }

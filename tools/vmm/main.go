@@ -3,13 +3,16 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -32,6 +35,9 @@ Usage:
   vmm build [-o IMAGE] PACKAGE        build a main package (import path or directory,
                                       in this module or any other on disk) into an image
   vmm run [flags] IMAGE [-- ARGS...]  boot an image; the program's exit status becomes vmm's
+  vmm test [flags] PACKAGE [-- TESTFLAGS]
+                                      build PACKAGE's tests into an image and run them
+                                      in a VM, like go test (testdata included)
   vmm store COMMAND FILE ...          manage an object store file (vmm store help)
   vmm help [COMMAND]                  show help
 
@@ -53,6 +59,8 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return cmdBuild(args[1:], stdout, stderr)
 	case "run":
 		return cmdRun(args[1:], stdin, stdout, stderr)
+	case "test":
+		return cmdTest(args[1:], stdin, stdout, stderr)
 	case "store":
 		if len(args) == 1 {
 			return storecmd.Main([]string{"help"}, stdin, stdout, stderr)
@@ -271,4 +279,102 @@ func flagStatus(err error) int {
 		return 0
 	}
 	return exitUsage
+}
+
+func cmdTest(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	mem := fs.String("mem", "512M", "guest memory `size`")
+	timeout := fs.Duration("timeout", 10*time.Minute, "stop the tests after this `duration`")
+	keep := fs.String("o", "", "also keep the test image at `path`")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `Usage: vmm test [flags] PACKAGE [-- TESTFLAGS]
+
+Builds the test binary of PACKAGE (an import path or a directory; the
+standard library's packages work too) into an image, packs the package's
+directory (its testdata) into the guest's file system at the same path,
+boots it and runs the tests there, as go test does: TESTFLAGS are the test
+binary's own flags (-test.run, -test.short, -test.v, ...). Prints
+"ok PACKAGE TIME" or the output and "FAIL PACKAGE TIME"; the exit status is
+the test binary's.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return flagStatus(err)
+	}
+	rest := fs.Args()
+	if len(rest) == 0 {
+		fs.Usage()
+		return exitUsage
+	}
+	pkg, testArgs := rest[0], rest[1:]
+	if len(testArgs) > 0 && testArgs[0] == "--" {
+		testArgs = testArgs[1:]
+	}
+	memBytes, err := parseSize(*mem)
+	if err != nil {
+		fmt.Fprintf(stderr, "vmm test: --mem: %v\n", err)
+		return exitUsage
+	}
+	out, err := exec.Command("go", "list", "-f", "{{.Dir}}|{{.ImportPath}}", pkg).Output()
+	if err != nil {
+		fmt.Fprintf(stderr, "vmm test: cannot find package %s: %v\n", pkg, err)
+		return 1
+	}
+	dir, importPath, _ := strings.Cut(strings.TrimSpace(string(out)), "|")
+	img := *keep
+	if img == "" {
+		tmp, err := os.MkdirTemp("", "vmm-test-")
+		if err != nil {
+			fmt.Fprintf(stderr, "vmm test: %v\n", err)
+			return 1
+		}
+		defer os.RemoveAll(tmp)
+		img = filepath.Join(tmp, "test.img")
+	} else if img, err = filepath.Abs(img); err != nil {
+		fmt.Fprintf(stderr, "vmm test: %v\n", err)
+		return 1
+	}
+	start := time.Now()
+	if _, err := build.Build(context.Background(), build.Options{
+		Package: pkg, Output: img, Test: true, Files: dir, FilesAt: dir,
+		Log: warnings{io.Discard, stderr},
+	}); err != nil {
+		fmt.Fprintf(stderr, "vmm test: %v\nFAIL\t%s [build failed]\n", err, importPath)
+		return 1
+	}
+	var buf bytes.Buffer
+	code := cmdRun(append([]string{"--mem", strconv.FormatUint(memBytes>>20, 10) + "M", "--timeout", timeout.String(), img, "--"}, testArgs...),
+		stdin, io.MultiWriter(&buf, verboseWriter(stdout, testArgs)), io.MultiWriter(&buf, verboseWriter(stderr, testArgs)))
+	elapsed := time.Since(start).Seconds()
+	if code != 0 {
+		if !isVerbose(testArgs) {
+			stdout.Write(buf.Bytes())
+		}
+		fmt.Fprintf(stdout, "FAIL\t%s\t%.3fs\n", importPath, elapsed)
+		return code
+	}
+	fmt.Fprintf(stdout, "ok  \t%s\t%.3fs\n", importPath, elapsed)
+	return 0
+}
+
+func isVerbose(args []string) bool {
+	for _, a := range args {
+		if a == "-test.v" || a == "-test.v=true" || a == "-v" {
+			return true
+		}
+	}
+	return false
+}
+
+// verboseWriter passes output through only with -test.v, as go test
+// shows a passing package's output only then.
+func verboseWriter(w io.Writer, args []string) io.Writer {
+	if isVerbose(args) {
+		return w
+	}
+	return io.Discard
 }

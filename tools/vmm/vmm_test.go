@@ -361,6 +361,13 @@ func TestSecondCtrlCStopsTheVM(t *testing.T) {
 	}
 }
 
+// A pointer-rich workload with the collector running: the kernel must
+// give back zeroed memory for MADV_DONTNEED (the runtime relies on it) and
+// preserve every register and page across switches.
+func TestGCStress(t *testing.T) {
+	expect(t, runImage(t, "./testdata/gcstress", "2s"), 0, "gcstress ok")
+}
+
 func TestTorture(t *testing.T) {
 	needKVM(t)
 	img := image(t, "./testdata/torture")
