@@ -4,7 +4,7 @@
 GO ?= go
 GO_MIN := 1.26
 
-.PHONY: all vmm run test bench check-go check-qemu clean
+.PHONY: all vmm run test bench compat check-go check-qemu clean
 
 all: vmm
 
@@ -38,6 +38,10 @@ test: check-go check-qemu
 bench: vmm
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./tools/vmm/
 	$(GO) test -run '^$$' -bench . -count 5 -timeout 60m ./objstore/...
+
+# The standard library's test suites in the guest and natively, as a table.
+compat: vmm
+	$(GO) run ./tools/compat -v
 
 clean:
 	rm -rf bin

@@ -49,6 +49,7 @@ func kinit(startInfo uintptr) uintptr {
 	idtInit()
 	memInit(si)
 	threadsInit()
+	unpackFn()
 	if !cmdlineHas(si, "amber.tick=off") {
 		lapicInit()
 	}

@@ -77,6 +77,14 @@ var stdSuites = []struct {
 	skip  []string
 	flaky string // when set, the suite runs only with AMBER_STDTEST_ALL=1
 }{
+	// The fastest of `make compat`'s packages run in make test too.
+	{"container/heap", nil, ""},
+	{"container/list", nil, ""},
+	{"errors", nil, ""},
+	{"encoding/hex", nil, ""},
+	{"encoding/csv", nil, ""},
+	{"unicode/utf8", nil, ""},
+	{"crypto/aes", nil, ""},
 	{"io/fs", nil, ""},
 	{"path/filepath", []string{
 		"TestBug3486", // walks $GOROOT/src/unicode, which is not packed

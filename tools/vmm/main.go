@@ -338,16 +338,44 @@ Flags:
 		fmt.Fprintf(stderr, "vmm test: %v\n", err)
 		return 1
 	}
+	// The time zone database the standard library's time tests load, at
+	// the path Go itself looks for it, with ZONEINFO pointing there.
+	extra := map[string]string{}
+	var env []string
+	if goroot, err := exec.Command("go", "env", "GOROOT").Output(); err == nil {
+		gr := strings.TrimSpace(string(goroot))
+		zi := filepath.Join(gr, "lib", "time", "zoneinfo.zip")
+		if _, err := os.Stat(zi); err == nil {
+			extra[zi] = zi
+			env = append(env, "ZONEINFO="+zi)
+		}
+		// The standard library's shared test data ($GOROOT/src/testdata),
+		// which packages reach as ../../testdata.
+		if strings.HasPrefix(dir, filepath.Join(gr, "src")+string(filepath.Separator)) {
+			shared := filepath.Join(gr, "src", "testdata")
+			if ents, err := os.ReadDir(shared); err == nil {
+				for _, e := range ents {
+					if e.Type().IsRegular() {
+						extra[filepath.Join(shared, e.Name())] = filepath.Join(shared, e.Name())
+					}
+				}
+			}
+		}
+	}
 	start := time.Now()
 	if _, err := build.Build(context.Background(), build.Options{
-		Package: pkg, Output: img, Test: true, Files: dir, FilesAt: dir,
+		Package: pkg, Output: img, Test: true, Files: dir, FilesAt: dir, ExtraFiles: extra,
 		Log: warnings{io.Discard, stderr},
 	}); err != nil {
 		fmt.Fprintf(stderr, "vmm test: %v\nFAIL\t%s [build failed]\n", err, importPath)
 		return 1
 	}
 	var buf bytes.Buffer
-	code := cmdRun(append([]string{"--mem", strconv.FormatUint(memBytes>>20, 10) + "M", "--timeout", timeout.String(), img, "--"}, testArgs...),
+	runArgs := []string{"--mem", strconv.FormatUint(memBytes>>20, 10) + "M", "--timeout", timeout.String()}
+	for _, e := range env {
+		runArgs = append(runArgs, "--env", e)
+	}
+	code := cmdRun(append(append(runArgs, img, "--"), testArgs...),
 		stdin, io.MultiWriter(&buf, verboseWriter(stdout, testArgs)), io.MultiWriter(&buf, verboseWriter(stderr, testArgs)))
 	elapsed := time.Since(start).Seconds()
 	if code != 0 {
