@@ -134,6 +134,8 @@ const (
 	sysGetgroups     = 115
 	nsys             = 512
 	sysAmberMarkNr   = 500 // Amber's own: kernel.Mark
+	sysPollNr        = 7
+	sysPpollNr       = 271
 )
 
 type sysHandler func(*sysFrame) int64
@@ -209,6 +211,8 @@ var sysTable = [nsys]sysHandler{
 	sysFaccessat2:      sysFaccessat2Fn,
 	sysEpollPwait2:     sysEpollPwait2Fn,
 	sysAmberMarkNr:     sysAmberMark,
+	sysPollNr:          sysPollFn,
+	sysPpollNr:         sysPpollFn,
 	// The file system.
 	sysPwrite64Nr:     sysPwriteFn,
 	sysPipe:           sysPipeFn,

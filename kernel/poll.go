@@ -1,0 +1,86 @@
+package kernel
+
+// poll and ppoll, over the same readiness epoll reports (regular files
+// and the console are always ready, as on Linux).
+
+const (
+	pollIn   = 0x1
+	pollOut  = 0x4
+	pollNval = 0x20
+)
+
+type pollfd struct {
+	fd      int32
+	events  int16
+	revents int16
+}
+
+//go:nosplit
+func pollReady(fd int32) uint32 {
+	if fd < 0 {
+		return 0
+	}
+	o := getFile(uint64(fd))
+	if o == nil {
+		return pollNval
+	}
+	if o.kind == fdInode {
+		if o.ino == inoConsole || o.ino == inoConsoleErr {
+			return pollOut // input is not tracked: a read would block
+		}
+		return pollIn | pollOut
+	}
+	return readiness(o)
+}
+
+// pollWait fills revents and blocks up to timeoutNs (-1: forever).
+//
+//go:nosplit
+func pollWait(fds uintptr, nfds uint64, timeoutNs int64) int64 {
+	if nfds > maxFiles {
+		return -eINVAL
+	}
+	deadline := int64(0)
+	if timeoutNs > 0 {
+		deadline = nanotime() + timeoutNs
+	}
+	for {
+		n := int64(0)
+		for i := uint64(0); i < nfds; i++ {
+			p := (*pollfd)(ptr(fds + uintptr(i)*8))
+			r := pollReady(p.fd) & (uint32(uint16(p.events)) | epollErr | epollHup | pollNval)
+			p.revents = int16(r)
+			if r != 0 {
+				n++
+			}
+		}
+		if n > 0 || timeoutNs == 0 {
+			return n
+		}
+		switch block(waitPoll, 0, deadline) {
+		case wokeTimeout:
+			return 0
+		case wokeSignal:
+			return -eINTR
+		}
+	}
+}
+
+//go:nosplit
+func sysPollFn(f *sysFrame) int64 {
+	ms := int64(int32(f.rdx))
+	ns := int64(-1)
+	if ms >= 0 {
+		ns = ms * 1e6
+	}
+	return pollWait(uintptr(f.rdi), f.rsi, ns)
+}
+
+//go:nosplit
+func sysPpollFn(f *sysFrame) int64 {
+	ns := int64(-1)
+	if f.rdx != 0 {
+		ns = (*timespec)(ptr(uintptr(f.rdx))).ns()
+	}
+	return pollWait(uintptr(f.rdi), f.rsi, ns)
+}
