@@ -41,6 +41,7 @@ var skips = map[string][]string{
 	"encoding/json": {"TestHTTPDecoding"},                  // sockets
 	"compress/gzip": {"Example_compressingReader"},         // sockets
 	"sync":          {"TestMutexMisuse", "TestIssue76126"}, // re-exec the test binary
+	"flag":          {"TestExitCode"},                      // re-execs the test binary
 	"runtime/debug": {
 		"TestPanicOnFault",   // page protections are not enforced (mappings only ever add)
 		"TestSetCrashOutput", // re-execs the test binary
