@@ -188,10 +188,12 @@ func New(cfg Config) (_ *VM, err error) {
 	if err = kvm.SetUserMemoryRegion(vm.vmFd, region); err != nil {
 		return nil, fmt.Errorf("KVM_SET_USER_MEMORY_REGION: %w", err)
 	}
-	// The in-kernel irqchip gives the guest a local APIC (its timer drives
-	// preemption) without an exit to this process per interrupt.
-	if err = kvm.CreateIRQChip(vm.vmFd); err != nil {
-		return nil, fmt.Errorf("KVM_CREATE_IRQCHIP: %w", err)
+	// An in-kernel local APIC (its timer drives preemption) without an
+	// exit to this process per interrupt. The split irqchip leaves out the
+	// in-kernel PIC, IOAPIC and PIT the guest does not use, whose teardown
+	// alone cost ~12 ms per VM here (0.5 ms without them).
+	if err = enableSplitIRQChip(vm.vmFd); err != nil {
+		return nil, fmt.Errorf("KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP): %w", err)
 	}
 	if vm.vcpuFd, err = kvm.CreateVCPU(vm.vmFd, 0); err != nil {
 		return nil, fmt.Errorf("KVM_CREATE_VCPU: %w", err)
