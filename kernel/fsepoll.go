@@ -188,10 +188,7 @@ func epollWait(epfd uint64, events uintptr, max int64, timeoutNs int64) int64 {
 	if epf.kind != fdEpoll || max <= 0 {
 		return -eINVAL
 	}
-	deadline := int64(0)
-	if timeoutNs > 0 {
-		deadline = nanotime() + timeoutNs
-	}
+	deadline := pollDeadline(timeoutNs)
 	ep := &epolls[epf.ep]
 	for {
 		n := int64(0)
@@ -220,13 +217,34 @@ func epollWait(epfd uint64, events uintptr, max int64, timeoutNs int64) int64 {
 		if n > 0 || timeoutNs == 0 {
 			return n
 		}
-		switch block(waitPoll, 0, deadline) {
-		case wokeTimeout:
-			return 0
-		case wokeSignal:
-			return -eINTR
+		if r, done := pollBlock(deadline); done {
+			return r
 		}
 	}
+}
+
+// pollDeadline turns a poll timeout (-1: forever) into a deadline.
+//
+//go:nosplit
+func pollDeadline(timeoutNs int64) int64 {
+	if timeoutNs > 0 {
+		return nanotime() + timeoutNs
+	}
+	return 0
+}
+
+// pollBlock waits for a readiness change until deadline (0: none); done
+// says the caller returns r: 0 on timeout, -EINTR on a signal.
+//
+//go:nosplit
+func pollBlock(deadline int64) (r int64, done bool) {
+	switch block(waitPoll, 0, deadline) {
+	case wokeTimeout:
+		return 0, true
+	case wokeSignal:
+		return -eINTR, true
+	}
+	return 0, false
 }
 
 //go:nosplit

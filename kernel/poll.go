@@ -40,10 +40,7 @@ func pollWait(fds uintptr, nfds uint64, timeoutNs int64) int64 {
 	if nfds > maxFiles {
 		return -eINVAL
 	}
-	deadline := int64(0)
-	if timeoutNs > 0 {
-		deadline = nanotime() + timeoutNs
-	}
+	deadline := pollDeadline(timeoutNs)
 	for {
 		n := int64(0)
 		for i := uint64(0); i < nfds; i++ {
@@ -57,11 +54,8 @@ func pollWait(fds uintptr, nfds uint64, timeoutNs int64) int64 {
 		if n > 0 || timeoutNs == 0 {
 			return n
 		}
-		switch block(waitPoll, 0, deadline) {
-		case wokeTimeout:
-			return 0
-		case wokeSignal:
-			return -eINTR
+		if r, done := pollBlock(deadline); done {
+			return r
 		}
 	}
 }

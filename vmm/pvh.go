@@ -107,28 +107,10 @@ func (vm *VM) setupVCPUPVH(entry uint32, lstar, entryLSTAR uint64) error {
 	s.IDT = kvm.Descriptor{}
 	s.CR0, s.CR3, s.CR4 = 0x11, 0, 0 // PE | ET
 	s.EFER = 0
-	if lstar != 0 {
-		s.EFER |= boot.EFERSCE
-	}
-	if err := kvm.SetSregs(fd, s); err != nil {
-		return fmt.Errorf("KVM_SET_SREGS: %w", err)
-	}
 	// XCR0 as for the direct boot: the entry leaves it alone when it finds
 	// AmberInfo (XSETBV cannot be emulated at CPL0 on shadow-paging hosts).
-	xcrs := &kvm.XCRS{NrXRCS: 1}
-	xcrs.Registers[0] = kvm.XRC{XRC: 0, Value: boot.XCR0}
-	if err := kvm.SetXCRS(fd, xcrs); err != nil {
-		return fmt.Errorf("KVM_SET_XCRS: %w", err)
-	}
-	if entryLSTAR != 0 {
-		msrs := &kvm.MSRS{NMSRs: 3, Entries: []kvm.MSREntry{
-			{Index: msrSTAR, Data: uint64(boot.SelUserCode32)<<48 | uint64(boot.SelKernelCode)<<32},
-			{Index: msrLSTAR, Data: entryLSTAR},
-			{Index: msrSFMASK, Data: 0},
-		}}
-		if err := kvm.SetMSRs(fd, msrs); err != nil {
-			return fmt.Errorf("KVM_SET_MSRS: %w", err)
-		}
+	if err := loadControlState(fd, s, lstar, entryLSTAR); err != nil {
+		return err
 	}
 	regs := &kvm.Regs{RIP: uint64(entry), RBX: boot.StartInfoPA, RFLAGS: 0x2}
 	if err := kvm.SetRegs(fd, regs); err != nil {

@@ -124,6 +124,21 @@ func (vm *VM) setupVCPU(entry, lstar, entryLSTAR uint64) error {
 	s.IDT = kvm.Descriptor{Base: boot.IDTPA, Limit: 256*16 - 1}
 	s.CR0, s.CR3, s.CR4 = boot.CR0, boot.PML4PA, boot.CR4
 	s.EFER = boot.EFER
+	if err := loadControlState(fd, s, lstar, entryLSTAR); err != nil {
+		return err
+	}
+	regs := &kvm.Regs{RIP: entry, RSP: boot.BootStackTop, RBX: boot.StartInfoPA, RFLAGS: boot.EntryRFLAGS}
+	if err := kvm.SetRegs(fd, regs); err != nil {
+		return fmt.Errorf("KVM_SET_REGS: %w", err)
+	}
+	return nil
+}
+
+// loadControlState loads the special registers (EFER.SCE added when
+// SYSCALL should land at LSTAR), XCR0, and the SYSCALL MSRs. LSTAR is
+// programmed whatever the mode: kvm_pvm ignores EFER.SCE and always
+// delivers SYSCALL to LSTAR (at CPL3), measured.
+func loadControlState(fd uintptr, s *kvm.Sregs, lstar, entryLSTAR uint64) error {
 	if lstar != 0 {
 		s.EFER |= boot.EFERSCE
 	}
@@ -135,21 +150,16 @@ func (vm *VM) setupVCPU(entry, lstar, entryLSTAR uint64) error {
 	if err := kvm.SetXCRS(fd, xcrs); err != nil {
 		return fmt.Errorf("KVM_SET_XCRS: %w", err)
 	}
-	// LSTAR is programmed in both modes: kvm_pvm ignores EFER.SCE and
-	// always delivers SYSCALL to LSTAR (at CPL3), measured.
-	if entryLSTAR != 0 {
-		msrs := &kvm.MSRS{NMSRs: 3, Entries: []kvm.MSREntry{
-			{Index: msrSTAR, Data: uint64(boot.SelUserCode32)<<48 | uint64(boot.SelKernelCode)<<32},
-			{Index: msrLSTAR, Data: entryLSTAR},
-			{Index: msrSFMASK, Data: 0},
-		}}
-		if err := kvm.SetMSRs(fd, msrs); err != nil {
-			return fmt.Errorf("KVM_SET_MSRS: %w", err)
-		}
+	if entryLSTAR == 0 {
+		return nil
 	}
-	regs := &kvm.Regs{RIP: entry, RSP: boot.BootStackTop, RBX: boot.StartInfoPA, RFLAGS: boot.EntryRFLAGS}
-	if err := kvm.SetRegs(fd, regs); err != nil {
-		return fmt.Errorf("KVM_SET_REGS: %w", err)
+	msrs := &kvm.MSRS{NMSRs: 3, Entries: []kvm.MSREntry{
+		{Index: msrSTAR, Data: uint64(boot.SelUserCode32)<<48 | uint64(boot.SelKernelCode)<<32},
+		{Index: msrLSTAR, Data: entryLSTAR},
+		{Index: msrSFMASK, Data: 0},
+	}}
+	if err := kvm.SetMSRs(fd, msrs); err != nil {
+		return fmt.Errorf("KVM_SET_MSRS: %w", err)
 	}
 	return nil
 }

@@ -191,14 +191,9 @@ Flags:
 	if err := fs.Parse(args); err != nil {
 		return flagStatus(err)
 	}
-	rest := fs.Args()
-	if len(rest) == 0 {
-		fs.Usage()
+	imgPath, guestArgs, ok := operandAndArgs(fs)
+	if !ok {
 		return exitUsage
-	}
-	imgPath, guestArgs := rest[0], rest[1:]
-	if len(guestArgs) > 0 && guestArgs[0] == "--" {
-		guestArgs = guestArgs[1:]
 	}
 	for _, e := range env {
 		if !strings.Contains(e, "=") || strings.HasPrefix(e, "=") {
@@ -274,6 +269,21 @@ Flags:
 	return status
 }
 
+// operandAndArgs splits "OPERAND [--] [ARGS...]" after the flags; without
+// an operand it prints the usage.
+func operandAndArgs(fs *flag.FlagSet) (string, []string, bool) {
+	rest := fs.Args()
+	if len(rest) == 0 {
+		fs.Usage()
+		return "", nil, false
+	}
+	args := rest[1:]
+	if len(args) > 0 && args[0] == "--" {
+		args = args[1:]
+	}
+	return rest[0], args, true
+}
+
 func flagStatus(err error) int {
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -305,14 +315,9 @@ Flags:
 	if err := fs.Parse(args); err != nil {
 		return flagStatus(err)
 	}
-	rest := fs.Args()
-	if len(rest) == 0 {
-		fs.Usage()
+	pkg, testArgs, ok := operandAndArgs(fs)
+	if !ok {
 		return exitUsage
-	}
-	pkg, testArgs := rest[0], rest[1:]
-	if len(testArgs) > 0 && testArgs[0] == "--" {
-		testArgs = testArgs[1:]
 	}
 	memBytes, err := parseSize(*mem)
 	if err != nil {
