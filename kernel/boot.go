@@ -49,11 +49,13 @@ func kinit(startInfo uintptr) uintptr {
 	idtInit()
 	memInit(si)
 	threadsInit()
+	sp := buildProcessStack(si)
+	exePath = uintptr(*u64at(sp + 8)) // argv[0]: /proc/self/exe names it
 	unpackFn()
 	if !cmdlineHas(si, "amber.tick=off") {
 		lapicInit()
 	}
-	return buildProcessStack(si)
+	return sp
 }
 
 // cmdlineHas reports whether the command line holds the token opt (kernel

@@ -368,6 +368,10 @@ func TestGCStress(t *testing.T) {
 	expect(t, runImage(t, "./testdata/gcstress", "2s"), 0, "gcstress ok")
 }
 
+func TestExecutable(t *testing.T) {
+	expect(t, runImage(t, "./testdata/exepath"), 0, "/exepath <nil>")
+}
+
 func TestPoll(t *testing.T) {
 	expect(t, runImage(t, "./testdata/polltest"), 0, "empty: n=0 waited=true", "written: n=1 revents=1")
 }
