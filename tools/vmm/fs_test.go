@@ -28,7 +28,15 @@ func TestFileSystemOps(t *testing.T) {
 func TestPackedFiles(t *testing.T) {
 	needKVM(t)
 	img := filepath.Join(t.TempDir(), "packed.img")
-	cmd := exec.Command(vmmBin, "build", "--files", "testdata/packedroot", "-o", img, "./testdata/packedfiles")
+	// A copy, with modes git does not keep (it records only the x bit).
+	root := filepath.Join(t.TempDir(), "packedroot")
+	if err := os.CopyFS(root, os.DirFS("testdata/packedroot")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(root, "data", "sub", "nested.txt"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(vmmBin, "build", "--files", root, "-o", img, "./testdata/packedfiles")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("vmm build --files: %v\n%s", err, out)
 	}
