@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"sync"
@@ -269,27 +267,6 @@ func smallStore(t testing.TB) []byte {
 	return dev.Bytes()[:s.meta.nblocks*BlockSize]
 }
 
-// TestWriteFuzzCorpus regenerates testdata/fuzz/FuzzOpen when
-// OBJSTORE_WRITE_CORPUS=1.
-func TestWriteFuzzCorpus(t *testing.T) {
-	if os.Getenv("OBJSTORE_WRITE_CORPUS") != "1" {
-		t.Skip("set OBJSTORE_WRITE_CORPUS=1 to regenerate the seed corpus")
-	}
-	dir := filepath.Join("testdata", "fuzz", "FuzzOpen")
-	os.RemoveAll(dir)
-	os.MkdirAll(dir, 0o755)
-	write := func(name string, img []byte) {
-		body := "go test fuzz v1\n[]byte(" + strconv.Quote(string(img)) + ")\n"
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	img := smallStore(t)
-	write("store", img)
-	empty := NewMemDevice(nil)
-	Create(empty)
-	write("empty", empty.Bytes()[:2*BlockSize])
-}
 
 // TestConcurrentReaders runs readers while a writer commits: each reader
 // must only ever see committed states, in order.
