@@ -267,7 +267,6 @@ func smallStore(t testing.TB) []byte {
 	return dev.Bytes()[:s.meta.nblocks*BlockSize]
 }
 
-
 // TestConcurrentReaders runs readers while a writer commits: each reader
 // must only ever see committed states, in order.
 func TestConcurrentReaders(t *testing.T) {
