@@ -95,6 +95,9 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 			return nil, err
 		}
 	}
+	// The go command runs in the package's directory: make the output
+	// path independent of that.
+	o.Output = resolve(dir, o.Output)
 	pattern := o.Package
 	if pattern == "" {
 		pattern = "."

@@ -437,6 +437,24 @@ func TestBadImages(t *testing.T) {
 	})
 }
 
+// make run builds with a relative -o: it is relative to where vmm runs,
+// not to the package's directory (where the go command runs).
+func TestBuildRelativeOutput(t *testing.T) {
+	dir := t.TempDir()
+	wd, _ := os.Getwd()
+	if err := os.Mkdir(filepath.Join(dir, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(vmmBin, "build", "-o", "sub/rel.img", filepath.Join(wd, "../../apps/hello"))
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("relative -o: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "sub", "rel.img")); err != nil {
+		t.Errorf("the image is not where -o said: %v", err)
+	}
+}
+
 func TestBuildErrors(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "x.img")
 	for _, c := range []struct{ pkg, want string }{
