@@ -40,6 +40,12 @@ func trap(tf *boot.TrapFrame, xsave uintptr) uintptr {
 			return syscallFromTrap(tf)
 		}
 	}
+	if kernelContext(tf.RSP) {
+		// A fault in the kernel itself — most likely a system call given
+		// an address the program never mapped. There is no signal to
+		// deliver: stop with the report (Linux would return EFAULT).
+		crash(tf, "fault in the kernel while serving the program (a bad address passed to a system call?)", boot.ExitCrash)
+	}
 	sig, ok := deliverFault(tf, xsave, cr2)
 	if ok {
 		return 0

@@ -254,6 +254,15 @@ func TestCrashReport(t *testing.T) {
 	}
 }
 
+// A bad address handed to the kernel stops the VM with a report, not a
+// signal built from the kernel's own registers.
+func TestBadAddressToKernel(t *testing.T) {
+	r := runImage(t, "./testdata/badptr")
+	if r.code != vmm.ExitCrash || !strings.Contains(r.stderr, "fault in the kernel") || !strings.Contains(r.stderr, "0xdead0000") || strings.Contains(r.stdout+r.stderr, "not reached") {
+		t.Errorf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+}
+
 func TestFaultsBecomeSignals(t *testing.T) {
 	r := runImage(t, "./testdata/faults")
 	expect(t, r, 0,
