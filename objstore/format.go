@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"sync"
 )
 
 // BlockSize is the size of every block of a store, data and metadata.
@@ -35,9 +36,11 @@ const (
 	maxFreeList = 1 << 20             // released blocks remembered for reuse
 )
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+// castagnoli is built on first use: every program that links objstore
+// (the vmm CLI) would otherwise pay for the table at start-up.
+var castagnoli = sync.OnceValue(func() *crc32.Table { return crc32.MakeTable(crc32.Castagnoli) })
 
-func checksum(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
+func checksum(b []byte) uint32 { return crc32.Checksum(b, castagnoli()) }
 
 // ptr is a pointer to a block with the CRC32C of its contents.
 type ptr struct {
