@@ -79,7 +79,8 @@ type VM struct {
 	stop     atomic.Bool
 	vcpuTid  atomic.Int32
 	marks    []Mark
-	exits    map[string]int
+	exitsBy  [64]int // KVM exit reasons
+	hcallsBy [16]int // hypercalls by number
 	faultCR2 uint64
 }
 
@@ -297,8 +298,22 @@ func progName(path string) string {
 // Marks returns the marks the guest reported.
 func (vm *VM) Marks() []Mark { return vm.marks }
 
-// Exits counts the VM exits by kind.
-func (vm *VM) Exits() map[string]int { return vm.exits }
+// Exits counts the VM's exits to this process by kind (KVM exit reasons,
+// and hypercalls as "hcN").
+func (vm *VM) Exits() map[string]int {
+	m := map[string]int{}
+	for r, n := range vm.exitsBy {
+		if n > 0 {
+			m[kvm.ExitType(r).String()] = n
+		}
+	}
+	for nr, n := range vm.hcallsBy {
+		if n > 0 {
+			m[fmt.Sprint("hc", nr)] = n
+		}
+	}
+	return m
+}
 
 // Stop asks a running VM to stop; Run then returns ExitInterrupted.
 func (vm *VM) Stop() {
@@ -385,10 +400,9 @@ func (vm *VM) Run() (status int, err error) {
 		}
 		err := kvm.Run(vm.vcpuFd)
 		vm.run.ImmediateExit = 0
-		if vm.exits == nil {
-			vm.exits = map[string]int{}
+		if r := vm.run.ExitReason; r < uint32(len(vm.exitsBy)) {
+			vm.exitsBy[r]++
 		}
-		vm.exits[kvm.ExitType(vm.run.ExitReason).String()]++
 		if err != nil {
 			return 0, fmt.Errorf("KVM_RUN: %w", err)
 		}
@@ -469,7 +483,9 @@ func (vm *VM) hypercall(pa uint64) (done bool, status int) {
 		return true, vm.crashReport(nil, fmt.Sprintf("hypercall block: %v", err))
 	}
 	ret := int64(0)
-	vm.exits[fmt.Sprint("hc", h.Nr)]++
+	if h.Nr < uint64(len(vm.hcallsBy)) {
+		vm.hcallsBy[h.Nr]++
+	}
 	switch h.Nr {
 	case boot.HCExit:
 		return true, int(h.A0 & 0xff)
