@@ -17,7 +17,7 @@ import (
 	"github.com/amberos/amber/objstore/filedev"
 )
 
-const usage = `usage: store COMMAND FILE [ARGS]
+const usage = `usage: vmm store COMMAND FILE [ARGS]
 
 An object store is one file holding named objects (a VM's disk, its
 snapshots) with transactions, copy-on-write clones and checksums.
@@ -96,11 +96,11 @@ type cmd struct {
 
 func nargs(args []string, min, max int, what string) error {
 	if len(args) < min || (max >= 0 && len(args) > max) {
-		return usageErr("usage: store %s", what)
+		return usageErr("usage: vmm store %s", what)
 	}
 	for _, a := range args {
 		if strings.HasPrefix(a, "-") && a != "-" {
-			return usageErr("unknown flag %s; usage: store %s", a, what)
+			return usageErr("unknown flag %s; usage: vmm store %s", a, what)
 		}
 	}
 	return nil
