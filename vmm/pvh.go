@@ -85,16 +85,9 @@ func (img *Image) PVHEntry() (uint32, error) {
 // when it turns long mode on.
 func (vm *VM) setupVCPUPVH(entry uint32, lstar, entryLSTAR uint64) error {
 	fd := vm.vcpuFd
-	cpuid := &kvm.CPUID{Nent: 100, Entries: make([]kvm.CPUIDEntry2, 100)}
-	if err := kvm.GetSupportedCPUID(vm.kvmFd, cpuid); err != nil {
-		return fmt.Errorf("KVM_GET_SUPPORTED_CPUID: %w", err)
-	}
-	if err := kvm.SetCPUID2(fd, cpuid); err != nil {
-		return fmt.Errorf("KVM_SET_CPUID2: %w", err)
-	}
-	s, err := kvm.GetSregs(fd)
+	s, err := vm.cpuidAndSregs()
 	if err != nil {
-		return fmt.Errorf("KVM_GET_SREGS: %w", err)
+		return err
 	}
 	flat := func(sel uint16, typ uint8) kvm.Segment {
 		return kvm.Segment{Limit: 0xffffffff, Selector: sel, Typ: typ, Present: 1, DB: 1, S: 1, G: 1}

@@ -74,7 +74,9 @@ type VM struct {
 	tscHz    uint64
 
 	input *inputPump
-	uart  uart16550
+
+	lstarMode bool // EFER.SCE set: a stray SYSCALL lands at LSTAR
+	uart      uart16550
 
 	stop     atomic.Bool
 	vcpuTid  atomic.Int32
@@ -228,6 +230,7 @@ func New(cfg Config) (_ *VM, err error) {
 	default:
 		return nil, fmt.Errorf("unknown syscall trap mode %q (want lstar or ud)", cfg.SyscallTrap)
 	}
+	vm.lstarMode = lstar != 0
 	if pvhEntry != 0 {
 		err = vm.setupVCPUPVH(pvhEntry, lstar, img.lstar)
 	} else {
@@ -376,15 +379,11 @@ func (vm *VM) Run() (status int, err error) {
 	vm.vcpuTid.Store(int32(unix.Gettid()))
 	defer vm.vcpuTid.Store(0)
 
-	lstar := false
-	if s, err := kvm.GetSregs(vm.vcpuFd); err == nil && s.EFER&boot.EFERSCE != 0 {
-		lstar = true
-	}
 	if vm.bootTSC, err = vm.guestTSC(); err != nil {
 		return 0, err
 	}
 	vm.bootTime = time.Now()
-	if err := vm.writeStartInfo(lstar); err != nil {
+	if err := vm.writeStartInfo(vm.lstarMode); err != nil {
 		return 0, err
 	}
 	if vm.cfg.Timeout > 0 {
@@ -478,10 +477,10 @@ func (vm *VM) hypercall(pa uint64) (done bool, status int) {
 	if err != nil {
 		return true, vm.crashReport(nil, fmt.Sprintf("hypercall block: %v", err))
 	}
-	var h boot.Hypercall
-	if _, err := binary.Decode(raw, binary.LittleEndian, &h); err != nil {
-		return true, vm.crashReport(nil, fmt.Sprintf("hypercall block: %v", err))
-	}
+	// Field by field: reflection-based decoding would allocate on every
+	// exit.
+	le := binary.LittleEndian
+	h := boot.Hypercall{Nr: le.Uint64(raw[0:]), A0: le.Uint64(raw[8:]), A1: le.Uint64(raw[16:]), A2: le.Uint64(raw[24:]), A3: le.Uint64(raw[32:])}
 	ret := int64(0)
 	if h.Nr < uint64(len(vm.hcallsBy)) {
 		vm.hcallsBy[h.Nr]++

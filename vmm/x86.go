@@ -105,16 +105,9 @@ const (
 // good, IOPL 3, RIP at the kernel entry, RBX at the start info.
 func (vm *VM) setupVCPU(entry, lstar, entryLSTAR uint64) error {
 	fd := vm.vcpuFd
-	cpuid := &kvm.CPUID{Nent: 100, Entries: make([]kvm.CPUIDEntry2, 100)}
-	if err := kvm.GetSupportedCPUID(vm.kvmFd, cpuid); err != nil {
-		return fmt.Errorf("KVM_GET_SUPPORTED_CPUID: %w", err)
-	}
-	if err := kvm.SetCPUID2(fd, cpuid); err != nil {
-		return fmt.Errorf("KVM_SET_CPUID2: %w", err)
-	}
-	s, err := kvm.GetSregs(fd)
+	s, err := vm.cpuidAndSregs()
 	if err != nil {
-		return fmt.Errorf("KVM_GET_SREGS: %w", err)
+		return err
 	}
 	s.CS = userSegment(boot.SelUserCode, true)
 	ds := userSegment(boot.SelUserData, false)
@@ -132,6 +125,23 @@ func (vm *VM) setupVCPU(entry, lstar, entryLSTAR uint64) error {
 		return fmt.Errorf("KVM_SET_REGS: %w", err)
 	}
 	return nil
+}
+
+// cpuidAndSregs gives the vCPU the host's supported CPUID and returns its
+// special registers, for a boot path to fill in.
+func (vm *VM) cpuidAndSregs() (*kvm.Sregs, error) {
+	cpuid := &kvm.CPUID{Nent: 100, Entries: make([]kvm.CPUIDEntry2, 100)}
+	if err := kvm.GetSupportedCPUID(vm.kvmFd, cpuid); err != nil {
+		return nil, fmt.Errorf("KVM_GET_SUPPORTED_CPUID: %w", err)
+	}
+	if err := kvm.SetCPUID2(vm.vcpuFd, cpuid); err != nil {
+		return nil, fmt.Errorf("KVM_SET_CPUID2: %w", err)
+	}
+	s, err := kvm.GetSregs(vm.vcpuFd)
+	if err != nil {
+		return nil, fmt.Errorf("KVM_GET_SREGS: %w", err)
+	}
+	return s, nil
 }
 
 // loadControlState loads the special registers (EFER.SCE added when
