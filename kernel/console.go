@@ -4,6 +4,7 @@ import (
 	"unsafe"
 
 	"github.com/amberos/amber/boot"
+	"github.com/amberos/amber/drivers/portio"
 	"github.com/amberos/amber/drivers/uart16550"
 )
 
@@ -14,13 +15,6 @@ import (
 // bounce is identity-mapped, so its virtual address is the physical
 // address the VMM reads. User buffers may live anywhere.
 var bounce [64 << 10]byte
-
-// For idleWait's poll of the UART.
-const (
-	com1     = uart16550.COM1
-	uartLSR  = 5
-	lsrReady = 0x01
-)
 
 //go:nosplit
 func consoleWrite(fd int, p []byte) {
@@ -117,7 +111,7 @@ func exitVM(status int) {
 		hcall(boot.HCExit, uint64(status), 0, 0)
 	}
 	// QEMU's isa-debug-exit at 0xf4 exits with (v<<1)|1.
-	outb(0xf4, uint8(status))
+	portio.Out8(0xf4, uint8(status))
 	for {
 	}
 }

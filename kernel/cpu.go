@@ -42,8 +42,6 @@ func forkRetPC() uintptr
 func lstarEntryPC() uintptr
 func swtch(save *uintptr, next uintptr)
 func hypercall(block uintptr)
-func outb(port uint16, v uint8)
-func inb(port uint16) uint8
 func rdtsc() uint64
 func rdrand() (v uint64, ok bool)
 func wrfsbase(v uintptr)

@@ -217,7 +217,7 @@ func TestFSFilesAndDirectories(t *testing.T) {
 	if got := readAll(t, "../s"); got != "hello world" {
 		t.Fatalf("relative through symlink: %q", got)
 	}
-	if n := sys(sysGetcwdFn2, a, 64); n != 7 || string(b[:6]) != "/tmp/d" {
+	if n := sys(sysGetcwdFn, a, 64); n != 7 || string(b[:6]) != "/tmp/d" {
 		t.Fatalf("getcwd: %d %q", n, b[:6])
 	}
 	sys(sysChdirFn, cstr("/"))

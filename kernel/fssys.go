@@ -275,16 +275,29 @@ func sysGetdents64Fn(f *sysFrame) int64 {
 	}
 }
 
+// lookupNew resolves path for creating a new entry: it leaves the parent
+// and name in lkParent/lkName, or returns EEXIST, or ENOENT when the parent
+// was removed or is /proc/self/fd (or, unless slashOK, the path ends in a
+// slash: only directories may be named so).
+//
 //go:nosplit
-func doMkdir(dirfd int64, path uintptr, mode uint32) int64 {
+func lookupNew(dirfd int64, path uintptr, slashOK bool) int64 {
 	if r := walk(dirfd, path, wCreate); r < 0 {
 		return r
 	}
 	if lkIno != 0 {
 		return -eEXIST
 	}
-	if ip(lkParent).rdev == devProcFD || ip(lkParent).nlink == 0 {
+	if lkSlash && !slashOK || ip(lkParent).rdev == devProcFD || ip(lkParent).nlink == 0 {
 		return -eNOENT
+	}
+	return 0
+}
+
+//go:nosplit
+func doMkdir(dirfd int64, path uintptr, mode uint32) int64 {
+	if r := lookupNew(dirfd, path, true); r < 0 {
+		return r
 	}
 	i := ialloc(sIFDIR | mode&0o7777&^umaskBits)
 	if i == 0 {
@@ -537,14 +550,8 @@ func doSymlink(target uintptr, nfd int64, np uintptr) int64 {
 	if tl >= maxPathLen {
 		return -eNAMETOOLONG
 	}
-	if r := walk(nfd, np, wCreate); r < 0 {
+	if r := lookupNew(nfd, np, false); r < 0 {
 		return r
-	}
-	if lkIno != 0 {
-		return -eEXIST
-	}
-	if lkSlash || ip(lkParent).rdev == devProcFD || ip(lkParent).nlink == 0 {
-		return -eNOENT
 	}
 	i := ialloc(sIFLNK | 0o777)
 	if i == 0 {
@@ -860,7 +867,7 @@ func sysChdirFn(f *sysFrame) int64 { return setCwd(inodeAt(atFdcwd, uintptr(f.rd
 func sysFchdirFn(f *sysFrame) int64 { return setCwd(inodeOfFD(f.rdi)) }
 
 //go:nosplit
-func sysGetcwdFn2(f *sysFrame) int64 {
+func sysGetcwdFn(f *sysFrame) int64 {
 	fsReady()
 	pos := uintptr(len(linkBuf))
 	i := cwdIno
@@ -922,14 +929,8 @@ func doMknod(dirfd int64, path uintptr, mode uint64) int64 {
 	default:
 		return -ePERM
 	}
-	if r := walk(dirfd, path, wCreate); r < 0 {
+	if r := lookupNew(dirfd, path, false); r < 0 {
 		return r
-	}
-	if lkIno != 0 {
-		return -eEXIST
-	}
-	if lkSlash || ip(lkParent).rdev == devProcFD || ip(lkParent).nlink == 0 {
-		return -eNOENT
 	}
 	i := ialloc(typ | uint32(mode)&0o7777&^umaskBits)
 	if i == 0 {

@@ -4,6 +4,7 @@ import (
 	"unsafe"
 
 	"github.com/amberos/amber/boot"
+	"github.com/amberos/amber/drivers/portio"
 )
 
 // Booting without Amber's VMM. Another PVH loader (QEMU -kernel,
@@ -96,9 +97,9 @@ const (
 
 //go:nosplit
 func pitRead() uint16 {
-	outb(pitCmd, 0x00) // latch channel 0
-	lo := inb(pitCh0)
-	hi := inb(pitCh0)
+	portio.Out8(pitCmd, 0x00) // latch channel 0
+	lo := portio.In8(pitCh0)
+	hi := portio.In8(pitCh0)
 	return uint16(hi)<<8 | uint16(lo)
 }
 
@@ -108,9 +109,9 @@ func pitRead() uint16 {
 //
 //go:nosplit
 func pitCalibrate() uint64 {
-	outb(pitCmd, 0x34) // channel 0, lobyte/hibyte, mode 2
-	outb(pitCh0, 0)
-	outb(pitCh0, 0)
+	portio.Out8(pitCmd, 0x34) // channel 0, lobyte/hibyte, mode 2
+	portio.Out8(pitCh0, 0)
+	portio.Out8(pitCh0, 0)
 	prev := pitRead()
 	// Start on a tick edge.
 	for i := 0; ; i++ {
@@ -155,8 +156,8 @@ const (
 
 //go:nosplit
 func cmosRead(reg uint8) uint8 {
-	outb(cmosIndex, reg)
-	return inb(cmosData)
+	portio.Out8(cmosIndex, reg)
+	return portio.In8(cmosData)
 }
 
 // rtcCalibrate counts TSC ticks between two RTC update cycles, which are

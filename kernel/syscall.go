@@ -4,6 +4,7 @@ import (
 	"unsafe"
 
 	"github.com/amberos/amber/boot"
+	"github.com/amberos/amber/drivers/uart16550"
 )
 
 // System-call numbers served here (x86-64 Linux).
@@ -174,7 +175,7 @@ var sysTable = [nsys]sysHandler{
 	sysKill:            sysKillFn,
 	sysUname:           sysUnameFn,
 	sysFcntl:           sysFcntlFn,
-	sysGetcwd:          sysGetcwdFn2,
+	sysGetcwd:          sysGetcwdFn,
 	sysReadlink:        sysReadlinkFn,
 	sysGettimeofdayNr:  sysGettimeofday,
 	sysGetuid:          sysZero,
@@ -349,16 +350,6 @@ func sysUnameFn(f *sysFrame) int64 {
 	return 0
 }
 
-//go:nosplit
-func sysGetcwdFn(f *sysFrame) int64 {
-	if f.rsi < 2 {
-		return -eRANGE
-	}
-	b := userBytes(uintptr(f.rdi), 2)
-	b[0], b[1] = '/', 0
-	return 2
-}
-
 type rlimit struct{ cur, max uint64 }
 
 const (
@@ -440,7 +431,7 @@ func idleWait(deadline int64) int {
 		return int(hcall(boot.HCIdle, uint64(deadline), 0, 0))
 	}
 	for deadline == 0 || nanotime() < deadline {
-		if inb(com1+uartLSR)&lsrReady != 0 {
+		if uart16550.Ready(uart16550.COM1) {
 			return idleInput
 		}
 	}

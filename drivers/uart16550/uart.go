@@ -5,6 +5,8 @@
 // before the Go runtime exists and from its trap handlers.
 package uart16550
 
+import "github.com/amberos/amber/drivers/portio"
+
 // COM1 is the first serial port's I/O base.
 const COM1 = 0x3f8
 
@@ -16,18 +18,14 @@ const (
 	lsrTHRE = 0x20 // the transmit holding register is empty
 )
 
-// Implemented in port_amd64.s.
-func outb(port uint16, v uint8)
-func inb(port uint16) uint8
-
 // Write sends p, waiting for the transmitter before each byte.
 //
 //go:nosplit
 func Write(base uint16, p []byte) {
 	for i := 0; i < len(p); i++ {
-		for inb(base+regLSR)&lsrTHRE == 0 {
+		for portio.In8(base+regLSR)&lsrTHRE == 0 {
 		}
-		outb(base+regData, p[i])
+		portio.Out8(base+regData, p[i])
 	}
 }
 
@@ -38,7 +36,7 @@ func Write(base uint16, p []byte) {
 func Read(base uint16, p []byte) int {
 	n := 0
 	for n < len(p) && Ready(base) {
-		p[n] = inb(base + regData)
+		p[n] = portio.In8(base + regData)
 		n++
 	}
 	return n
@@ -48,5 +46,5 @@ func Read(base uint16, p []byte) int {
 //
 //go:nosplit
 func Ready(base uint16) bool {
-	return inb(base+regLSR)&lsrData != 0
+	return portio.In8(base+regLSR)&lsrData != 0
 }
