@@ -14,39 +14,9 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/amberos/amber/tools/compat/suites"
 )
-
-// Packages is the set the compatibility goal is stated on.
-var Packages = strings.Fields(`bufio bytes container/heap container/list context encoding/base64
-encoding/binary encoding/csv encoding/hex encoding/json errors flag fmt hash/crc32 io io/fs
-math math/big math/rand/v2 os path/filepath regexp slices sort strconv strings sync
-sync/atomic text/template time unicode/utf8 archive/tar archive/zip compress/gzip
-compress/flate crypto/sha256 crypto/aes crypto/ecdsa crypto/ed25519 runtime/debug`)
-
-// skips lists the tests that cannot pass in a guest yet, and why. They
-// are skipped natively too, so both columns run the same tests.
-var skips = map[string][]string{
-	"os": {
-		// sockets (no network yet)
-		"TestLargeCopyViaNetwork", "TestSpliceFile", "TestSendFile", "TestGetPollFDAndNetwork",
-		// processes: fork/exec, pidfd, os.Executable re-exec
-		"TestOpenFileNonBlocking", "TestFileChdirTestlog", "TestPidfdLeak", "TestStdPipe",
-		"TestReadNonblockingFd", "TestProcessWithHandleLinux", "TestKillFindProcess", "TestGetppid",
-		"TestKillStartProcess", "TestStatStdin", "TestStartProcess", "TestExecutable",
-		// the host's /usr/bin and friends
-		"TestChtimesOmit", "TestLookPath", "TestRootSymlink", "TestChdirAndGetwd", "TestReaddirnamesOneAtATime",
-	},
-	"path/filepath": {"TestBug3486"},                       // walks $GOROOT/src/unicode, which is not packed
-	"context":       {"ExampleAfterFunc_connection"},       // sockets
-	"encoding/json": {"TestHTTPDecoding"},                  // sockets
-	"compress/gzip": {"Example_compressingReader"},         // sockets
-	"sync":          {"TestMutexMisuse", "TestIssue76126"}, // re-exec the test binary
-	"flag":          {"TestExitCode"},                      // re-execs the test binary
-	"runtime/debug": {
-		"TestPanicOnFault",   // page protections are not enforced (mappings only ever add)
-		"TestSetCrashOutput", // re-execs the test binary
-	},
-}
 
 type result struct {
 	ok  bool
@@ -67,7 +37,7 @@ func main() {
 	flag.Parse()
 	pkgs := flag.Args()
 	if len(pkgs) == 0 {
-		pkgs = Packages
+		pkgs = suites.Packages
 	}
 	var re *regexp.Regexp
 	if *runRE != "" {
@@ -83,7 +53,7 @@ func main() {
 		}
 		flags := []string{"-test.short"}
 		goFlags := []string{"test", "-count=1", "-short"}
-		if s := skips[pkg]; len(s) > 0 {
+		if s := suites.Skips[pkg]; len(s) > 0 {
 			flags = append(flags, "-test.skip", "^("+strings.Join(s, "|")+")$")
 			goFlags = append(goFlags, "-skip", "^("+strings.Join(s, "|")+")$")
 		}

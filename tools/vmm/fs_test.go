@@ -1,14 +1,13 @@
 package main
 
 import (
-	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/amberos/amber/tools/build"
+	"github.com/amberos/amber/tools/compat/suites"
 )
 
 // The in-memory file system (kernel/fs*.go), pipes and packed files,
@@ -53,80 +52,30 @@ func TestPackedFiles(t *testing.T) {
 		"mtime year: true")
 }
 
-// stdTest builds the standard library's own tests of pkg into an image,
-// packing the package's directory (for its testdata) into the guest's
-// root, which is the tests' working directory, and runs them.
+// stdTest runs the standard library's own tests of pkg in a guest with
+// `vmm test`, as make compat does: the package's directory is packed into
+// the guest and is the tests' working directory.
 func stdTest(t *testing.T, pkg string, args ...string) result {
 	t.Helper()
 	needKVM(t)
-	goroot, err := exec.Command("go", "env", "GOROOT").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := os.Getenv("AMBER_STDTEST_DIR") // keeps the images, for debugging
-	if dir == "" {
-		dir = t.TempDir()
-	}
-	img := filepath.Join(dir, strings.ReplaceAll(pkg, "/", "_")+".test.img")
-	pkgDir := filepath.Join(strings.TrimSpace(string(goroot)), "src", pkg)
-	_, err = build.Build(context.Background(), build.Options{
-		Package: pkg, Output: img, Test: true, Files: pkgDir, FilesAt: pkgDir,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return run(t, append([]string{"run", "--timeout", "120s", "--mem", "512M", img, "--", "-test.short"}, args...)...)
-}
-
-// stdSuites are the standard-library test suites that run in the guest,
-// with the tests that cannot pass yet skipped (and why).
-var stdSuites = []struct {
-	pkg   string
-	skip  []string
-	flaky string // when set, the suite runs only with AMBER_STDTEST_ALL=1
-}{
-	// The fastest of `make compat`'s packages run in make test too.
-	{"container/heap", nil, ""},
-	{"container/list", nil, ""},
-	{"errors", nil, ""},
-	{"encoding/hex", nil, ""},
-	{"encoding/csv", nil, ""},
-	{"unicode/utf8", nil, ""},
-	{"crypto/aes", nil, ""},
-	{"io/fs", nil, ""},
-	{"path/filepath", []string{
-		"TestBug3486", // walks $GOROOT/src/unicode, which is not packed
-	}, ""},
-	{"os", []string{
-		// Sockets are not implemented yet.
-		"TestLargeCopyViaNetwork", "TestSpliceFile", "TestSendFile", "TestGetPollFDAndNetwork",
-		// Processes: fork/exec, pidfd and os.Executable's re-exec of the test binary.
-		"TestOpenFileNonBlocking", "TestFileChdirTestlog", "TestPidfdLeak", "TestStdPipe",
-		"TestReadNonblockingFd", "TestProcessWithHandleLinux", "TestKillFindProcess", "TestGetppid",
-		"TestKillStartProcess", "TestStatStdin", "TestStartProcess", "TestExecutable",
-		// Need the host's /usr/bin.
-		"TestChdirAndGetwd", "TestReaddirnamesOneAtATime",
-	}, ""},
+	return run(t, append([]string{"test", "--timeout", "120s", "--mem", "512M", pkg, "--", "-test.short"}, args...)...)
 }
 
 func TestStdlibSuites(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds standard-library test binaries")
 	}
-	for _, tc := range stdSuites {
-		if only := os.Getenv("AMBER_STDTEST_PKG"); only != "" && only != tc.pkg {
+	for _, pkg := range suites.Fast {
+		if only := os.Getenv("AMBER_STDTEST_PKG"); only != "" && only != pkg {
 			continue
 		}
-		t.Run(strings.ReplaceAll(tc.pkg, "/", "_"), func(t *testing.T) {
-			if tc.flaky != "" && os.Getenv("AMBER_STDTEST_ALL") != "1" {
-				t.Skipf("flaky for now: %s; AMBER_STDTEST_ALL=1 runs it", tc.flaky)
-			}
+		t.Run(strings.ReplaceAll(pkg, "/", "_"), func(t *testing.T) {
 			var args []string
-			if len(tc.skip) > 0 {
-				args = append(args, "-test.skip", "^("+strings.Join(tc.skip, "|")+")$")
+			if len(suites.Skips[pkg]) > 0 {
+				args = append(args, "-test.skip", "^("+strings.Join(suites.Skips[pkg], "|")+")$")
 			}
-			r := stdTest(t, tc.pkg, args...)
-			if r.code != 0 || !strings.Contains(r.stdout, "PASS") {
+			r := stdTest(t, pkg, args...)
+			if r.code != 0 || !strings.Contains(r.stdout, "ok  \t"+pkg) {
 				t.Errorf("exit status %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
 			}
 		})
