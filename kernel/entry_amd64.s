@@ -119,6 +119,7 @@ TEXT syscallBody<>(SB),NOSPLIT|NOFRAME,$0
 	XORPS	X15, X15
 	CALL	(DX)
 	MOVQ	AX, F_RAX(SP)
+	MOVQ	SP, R11
 	CMPL	·sigWork(SB), $0
 	JNE	2(PC)
 	JMP	syscallReturn<>(SB)
@@ -130,45 +131,61 @@ slow:
 	MOVQ	$·dispatch(SB), AX
 	CALL	AX
 	ADDQ	$8, SP
+	MOVQ	SP, R11
 	JMP	syscallReturn<>(SB)
 
+// syscallReturn returns to the context held by the frame at R11.
+//
+// The timer's gate has no IST (see timerEntry), so an interrupt may come
+// between any two instructions here and pushes its frame just below SP,
+// on whatever stack SP is on. Two rules follow, and every exit path keeps
+// them:
+//   - SP is never raised above live data: the caller leaves SP at or below
+//     the frame and below a preempted thread's XSAVE image, which lies
+//     between the two (preemptTo), and the frame is reached through R11;
+//   - SP moves to the user stack in the same instruction that makes the
+//     return address part of the stack (LEAQ -8(R11), SP; RET), never
+//     before: a return address left below the user SP would be overwritten
+//     by the interrupt frame (its SS word, 0x2b, became the return address).
 TEXT syscallReturn<>(SB),NOSPLIT|NOFRAME,$0
 	// BP is restored from the frame below; reading it first tells vet's
 	// frame-pointer check that this frameless code does so on purpose.
-	MOVQ	BP, R11
-	MOVQ	F_XRSTOR(SP), R11
-	TESTQ	R11, R11
+	MOVQ	BP, AX
+	MOVQ	F_XRSTOR(R11), AX
+	TESTQ	AX, AX
 	JNE	full
-	MOVQ	F_RBX(SP), BX
-	MOVQ	F_RDX(SP), DX
-	MOVQ	F_RSI(SP), SI
-	MOVQ	F_RDI(SP), DI
-	MOVQ	F_RBP(SP), BP
-	MOVQ	F_R8(SP), R8
-	MOVQ	F_R9(SP), R9
-	MOVQ	F_R10(SP), R10
-	MOVQ	F_R11(SP), R11
-	MOVQ	F_R12(SP), R12
-	MOVQ	F_R13(SP), R13
-	MOVQ	F_R14(SP), R14
-	MOVQ	F_R15(SP), R15
-	MOVQ	F_RIP(SP), CX
-	MOVQ	F_RAX(SP), AX
-	MOVQ	F_RSP(SP), SP
+	MOVQ	F_RBX(R11), BX
+	MOVQ	F_RDX(R11), DX
+	MOVQ	F_RSI(R11), SI
+	MOVQ	F_RDI(R11), DI
+	MOVQ	F_RBP(R11), BP
+	MOVQ	F_R8(R11), R8
+	MOVQ	F_R9(R11), R9
+	MOVQ	F_R10(R11), R10
+	MOVQ	F_R12(R11), R12
+	MOVQ	F_R13(R11), R13
+	MOVQ	F_R14(R11), R14
+	MOVQ	F_R15(R11), R15
+	MOVQ	F_RIP(R11), CX
+	MOVQ	F_RAX(R11), AX
+	// R11 is clobbered by SYSCALL's contract: it carries the user SP.
+	MOVQ	F_RSP(R11), R11
 	// Return with RET when the return address is still where the entry
 	// left it (the usual case); otherwise the frame holds a new context
-	// (a new thread, a signal return) or came from a trap: jump to it.
-	CMPQ	CX, -8(SP)
+	// (a new thread, a signal handler) or came from a trap: jump to it.
+	// Both end in the same state (RIP = CX, SP = the frame's RSP).
+	CMPQ	CX, -8(R11)
 	JNE	jump
-	SUBQ	$8, SP
+	LEAQ	-8(R11), SP
 	RET
 jump:
+	MOVQ	R11, SP
 	JMP	CX
 full:
-	// A complete context (rt_sigreturn, signal delivery): restore the
-	// vector state and RFLAGS too, and return with IRETQ, which is native
-	// between CPL3 contexts with Linux's selectors.
-	MOVQ	SP, R11
+	// A complete context (rt_sigreturn, signal delivery, a preempted
+	// thread): restore the vector state and RFLAGS too, and return with
+	// IRETQ, which is native between CPL3 contexts with Linux's selectors.
+	// The XSAVE image is consumed before the pushes below SP.
 	MOVL	$-1, AX
 	MOVL	$-1, DX
 	MOVQ	F_XRSTOR(R11), CX
@@ -198,33 +215,27 @@ full:
 // forkRet is where a new thread first runs: swtch "returns" here on the
 // thread's kernel stack, whose top holds the frame clone prepared.
 // A preempted thread continues here too, from the complete context the
-// timer interrupt saved in that frame.
+// timer interrupt saved in that frame; its XSAVE image lies between SP
+// and the frame, so SP stays where it is (syscallReturn).
 TEXT ·forkRet(SB),NOSPLIT|NOFRAME,$0
-	MOVQ	CPU_KSTACK(GS), SP
-	SUBQ	$FRAME_SIZE, SP
+	MOVQ	CPU_KSTACK(GS), R11
+	SUBQ	$FRAME_SIZE, R11
 	CMPL	·sigWork(SB), $0
 	JEQ	2(PC)
 	JMP	work<>(SB)
 	JMP	syscallReturn<>(SB)
 
-// work runs syscallExitWork on the frame at SP, then returns to it. A
-// preempted thread's frame points at its XSAVE image just below the frame
-// (preemptTo): the call must run below that image, not over it.
+// work runs syscallExitWork on the frame at R11, then returns to it. SP is
+// below the frame and below any XSAVE image the frame points to on this
+// stack, so the call runs where nothing is live.
 TEXT work<>(SB),NOSPLIT|NOFRAME,$0
-	MOVQ	SP, BX
-	MOVQ	F_XRSTOR(SP), AX
-	TESTQ	AX, AX
-	JEQ	below
-	CMPQ	AX, BX
-	JCC	below	// not below the frame: not on this stack
-	MOVQ	AX, SP
-below:
 	SUBQ	$16, SP
-	MOVQ	BX, 0(SP)
-	MOVQ	BX, 8(SP)
+	MOVQ	R11, 0(SP)
+	MOVQ	R11, 8(SP)
 	MOVQ	$·syscallExitWork(SB), AX
 	CALL	AX
-	MOVQ	8(SP), SP
+	MOVQ	8(SP), R11
+	ADDQ	$16, SP
 	JMP	syscallReturn<>(SB)
 
 // timerEntry is the timer's IDT entry. Its gate has no IST, so the CPU
@@ -397,6 +408,11 @@ TEXT ·trapCommon(SB),NOSPLIT|NOFRAME,$0
 	MOVQ	104(SP), BX
 	MOVQ	112(SP), AX
 	ADDQ	$136, SP	// registers, vector, error code
+	// Every context of the guest runs on the flat user data selector. A
+	// delivery through an IST stack loads SS with the null selector (RPL
+	// 3), and an interrupt nested in that handler saves it: IRETQ to CPL3
+	// with a null SS raises #GP (QEMU does this architecturally).
+	MOVQ	$0x2b, 32(SP)
 	IRETQ
 tosyscall:
 	// The trap was a SYSCALL instruction (#UD with EFER.SCE clear): trap
