@@ -1,0 +1,148 @@
+// Package guestrun boots an Amber image for tests and stress runs: in a
+// KVM microVM through the vmm binary when /dev/kvm is usable, or under
+// QEMU's TCG emulator (through the image's PVH entry) when it is not, so
+// the guest kernel is exercised on hosts without KVM too.
+//
+// Under QEMU there are no Amber hypercalls: the guest's stdout and stderr
+// both go to the serial console (Result.Stdout holds both), and the exit
+// status comes back through isa-debug-exit.
+package guestrun
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/amberos/amber/boot"
+	"github.com/amberos/amber/vmm"
+)
+
+// Accel names how a guest is run.
+type Accel string
+
+const (
+	KVM Accel = "kvm" // Amber's VMM on /dev/kvm
+	TCG Accel = "tcg" // qemu-system-x86_64 -accel tcg
+)
+
+// QEMU is the emulator TCG runs use.
+const QEMU = "qemu-system-x86_64"
+
+// Detect picks KVM when it is usable and TCG otherwise; it fails, saying
+// what is missing, when neither is.
+func Detect() (Accel, error) {
+	kvmErr := vmm.KVMAvailable()
+	if kvmErr == nil {
+		return KVM, nil
+	}
+	if _, err := exec.LookPath(QEMU); err == nil {
+		return TCG, nil
+	}
+	return "", fmt.Errorf("no way to boot a guest here: %v; and %s is not installed (Debian/Ubuntu: apt-get install qemu-system-x86)", kvmErr, QEMU)
+}
+
+// Parse turns "auto", "kvm" or "tcg" into an Accel ("auto": Detect).
+func Parse(s string) (Accel, error) {
+	switch s {
+	case "auto", "":
+		return Detect()
+	case string(KVM):
+		return KVM, vmm.KVMAvailable()
+	case string(TCG):
+		_, err := exec.LookPath(QEMU)
+		return TCG, err
+	}
+	return "", fmt.Errorf("unknown accelerator %q: want auto, kvm or tcg", s)
+}
+
+// Config describes one boot.
+type Config struct {
+	VMM     string        // the vmm binary (KVM runs)
+	Image   string        // the image built by vmm build
+	Args    []string      // os.Args[1:] of the guest
+	Env     []string      // KEY=VALUE
+	Mem     string        // guest memory, e.g. "256M"; "" for the default
+	Timeout time.Duration // 0: none
+}
+
+// Result is what a boot produced.
+type Result struct {
+	Stdout, Stderr string // under TCG, Stdout holds both
+	Status         int    // the guest's exit status; -1 if it did not exit by itself
+	TimedOut       bool
+	Elapsed        time.Duration
+}
+
+// Output is everything the guest printed.
+func (r Result) Output() string { return r.Stdout + r.Stderr }
+
+// Run boots c.Image with accel and waits for it to stop.
+func Run(ctx context.Context, accel Accel, c Config) (Result, error) {
+	if c.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.Timeout)
+		defer cancel()
+	}
+	var cmd *exec.Cmd
+	switch accel {
+	case KVM:
+		args := []string{"run"}
+		if c.Mem != "" {
+			args = append(args, "--mem", c.Mem)
+		}
+		for _, e := range c.Env {
+			args = append(args, "--env", e)
+		}
+		args = append(args, c.Image)
+		if len(c.Args) > 0 {
+			args = append(append(args, "--"), c.Args...)
+		}
+		cmd = exec.CommandContext(ctx, c.VMM, args...)
+	case TCG:
+		mem := c.Mem
+		if mem == "" {
+			mem = "256M"
+		}
+		cmd = exec.CommandContext(ctx, QEMU,
+			"-M", "microvm", "-accel", "tcg", "-cpu", "max", "-m", mem,
+			"-kernel", c.Image, "-append", boot.Cmdline(nil, c.Env, c.Args),
+			"-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio",
+			"-device", "isa-debug-exit,iobase=0xf4,iosize=0x04")
+	default:
+		return Result{}, fmt.Errorf("unknown accelerator %q", accel)
+	}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.WaitDelay = 5 * time.Second
+	start := time.Now()
+	err := cmd.Run()
+	r := Result{Stdout: stdout.String(), Stderr: stderr.String(), Status: -1, Elapsed: time.Since(start)}
+	if ctx.Err() != nil {
+		r.TimedOut = true
+		return r, nil
+	}
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		return r, err
+	}
+	switch accel {
+	case KVM:
+		r.Status = code
+	case TCG:
+		// isa-debug-exit: QEMU exits with (v<<1)|1. Anything else (0: a
+		// reset or triple fault under -no-reboot) is not a guest exit.
+		if code&1 == 1 {
+			r.Status = code >> 1
+		} else if code != 0 {
+			return r, fmt.Errorf("%s failed (status %d): %s", QEMU, code, strings.TrimSpace(r.Stderr))
+		}
+	}
+	return r, nil
+}
