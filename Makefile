@@ -4,7 +4,7 @@
 GO ?= go
 GO_MIN := 1.26
 
-.PHONY: all vmm run test bench compat check-go check-qemu clean
+.PHONY: all vmm run test bench stress compat check-go check-qemu clean
 
 all: vmm
 
@@ -42,6 +42,13 @@ bench: vmm check-qemu
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./tools/vmm/
 	$(GO) test -run '^$$' -bench . -count 5 -timeout 60m ./objstore/...
 	$(GO) run ./tools/compat
+
+# Guest stress: every stress program booted STRESS_RUNS times (default
+# 200) beside a CPU hog per core, on KVM or, without /dev/kvm, under QEMU
+# TCG. Flags: go run ./tools/stress -help.
+STRESS_RUNS ?= 200
+stress: vmm
+	$(GO) run ./tools/stress -runs $(STRESS_RUNS) -parallel 2 -logs bin/stress-logs $(STRESS_FLAGS)
 
 # The standard library's test suites in the guest and natively, as a table.
 compat: vmm

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -103,14 +104,16 @@ func Run(ctx context.Context, accel Accel, c Config) (Result, error) {
 		}
 		cmd = exec.CommandContext(ctx, c.VMM, args...)
 	case TCG:
+		// os.Args[0] as vmm run sets it: the image's name without .img.
+		opts := []string{"amber.argv0=" + strings.TrimSuffix(filepath.Base(c.Image), ".img")}
 		mem := c.Mem
 		if mem == "" {
 			mem = "256M"
 		}
 		cmd = exec.CommandContext(ctx, QEMU,
 			"-M", "microvm", "-accel", "tcg", "-cpu", "max", "-m", mem,
-			"-kernel", c.Image, "-append", boot.Cmdline(nil, c.Env, c.Args),
-			"-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio",
+			"-kernel", c.Image, "-append", boot.Cmdline(opts, c.Env, c.Args),
+			"-nographic", "-no-reboot",
 			"-device", "isa-debug-exit,iobase=0xf4,iosize=0x04")
 	default:
 		return Result{}, fmt.Errorf("unknown accelerator %q", accel)

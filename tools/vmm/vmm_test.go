@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"debug/elf"
 	"errors"
 	"os"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/amberos/amber/tools/build"
 	"github.com/amberos/amber/tools/build/elfpatch"
+	"github.com/amberos/amber/tools/guestrun"
 	"github.com/amberos/amber/vmm"
 )
 
@@ -27,6 +29,10 @@ var (
 	imgMu     sync.Mutex
 	imgs      = map[string]string{}
 	kvmReason error
+
+	// How runGuest boots: KVM, or QEMU TCG where /dev/kvm is not usable.
+	guestAccel  guestrun.Accel
+	guestReason error
 )
 
 func TestMain(m *testing.M) {
@@ -41,6 +47,7 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	kvmReason = vmm.KVMAvailable()
+	guestAccel, guestReason = guestrun.Detect()
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
@@ -102,6 +109,32 @@ func runImage(t testing.TB, pkg string, args ...string) result {
 	return run(t, append([]string{"run", "--timeout", "60s", img}, args...)...)
 }
 
+// runGuest boots pkg's image on KVM through vmm run when /dev/kvm is
+// usable and otherwise under QEMU's emulator, for tests whose checks hold
+// on both: the exit status and what the guest printed (under QEMU the
+// serial console carries stderr too, so it is in stdout).
+func runGuest(t testing.TB, pkg string, c guestrun.Config) result {
+	t.Helper()
+	if guestReason != nil {
+		t.Skip(guestReason)
+	}
+	c.VMM, c.Image = vmmBin, image(t, pkg)
+	if c.Timeout == 0 {
+		c.Timeout = 120 * time.Second
+		if guestAccel == guestrun.TCG {
+			c.Timeout = 300 * time.Second
+		}
+	}
+	r, err := guestrun.Run(context.Background(), guestAccel, c)
+	if err != nil {
+		t.Fatalf("booting %s on %s: %v", pkg, guestAccel, err)
+	}
+	if r.TimedOut {
+		t.Fatalf("%s on %s did not finish within %v\n%s", pkg, guestAccel, c.Timeout, r.Output())
+	}
+	return result{r.Stdout, r.Stderr, r.Status}
+}
+
 func expect(t *testing.T, r result, code int, stdoutHas ...string) {
 	t.Helper()
 	if r.code != code {
@@ -123,7 +156,7 @@ func TestHello(t *testing.T) {
 }
 
 func TestExitStatus(t *testing.T) {
-	expect(t, runImage(t, "./testdata/exit3"), 3, "exiting with 3")
+	expect(t, runGuest(t, "./testdata/exit3", guestrun.Config{}), 3, "exiting with 3")
 }
 
 func TestPanicExits2WithMessage(t *testing.T) {
@@ -150,11 +183,11 @@ func TestArgsAndEnv(t *testing.T) {
 func TestGoroutinesChannelsSleep(t *testing.T) {
 	// 100 goroutines pass tokens around a ring 20 times; every message
 	// counted: sum = 2170 + 99*190 + 20*(0+...+98) = 118000.
-	expect(t, runImage(t, "./testdata/goroutines"), 0, "total=118000 elapsed_ok=true")
+	expect(t, runGuest(t, "./testdata/goroutines", guestrun.Config{}), 0, "total=118000 elapsed_ok=true")
 }
 
 func TestBigAllocationAndGC(t *testing.T) {
-	r := runImage(t, "./testdata/bigalloc")
+	r := runGuest(t, "./testdata/bigalloc", guestrun.Config{})
 	expect(t, r, 0, "sum=2088960 gcs=")
 	if strings.Contains(r.stdout, "gcs=0") {
 		t.Errorf("runtime.GC did not run: %s", r.stdout)
@@ -374,21 +407,19 @@ func TestSecondCtrlCStopsTheVM(t *testing.T) {
 // give back zeroed memory for MADV_DONTNEED (the runtime relies on it) and
 // preserve every register and page across switches.
 func TestGCStress(t *testing.T) {
-	expect(t, runImage(t, "./testdata/gcstress", "2s"), 0, "gcstress ok")
+	expect(t, runGuest(t, "./testdata/gcstress", guestrun.Config{Args: []string{"2s"}}), 0, "gcstress ok")
 }
 
 func TestExecutable(t *testing.T) {
-	expect(t, runImage(t, "./testdata/exepath"), 0, "/exepath <nil>")
+	expect(t, runGuest(t, "./testdata/exepath", guestrun.Config{}), 0, "/exepath <nil>")
 }
 
 func TestPoll(t *testing.T) {
-	expect(t, runImage(t, "./testdata/polltest"), 0, "empty: n=0 waited=true", "written: n=1 revents=1")
+	expect(t, runGuest(t, "./testdata/polltest", guestrun.Config{}), 0, "empty: n=0 waited=true", "written: n=1 revents=1")
 }
 
 func TestTorture(t *testing.T) {
-	needKVM(t)
-	img := image(t, "./testdata/torture")
-	r := run(t, "run", "--mem", "512M", "--timeout", "120s", img)
+	r := runGuest(t, "./testdata/torture", guestrun.Config{Mem: "512M"})
 	expect(t, r, 0, "ok ticker", "ok gc-while-spinning", "ok sleep-accuracy", "ok nil-panic", "ok div-panic",
 		"ok deep-recursion", "ok 10k-goroutines", "ok timers-select", "ok sync-cond", "ok finalizers", "torture: all passed")
 }
