@@ -39,6 +39,11 @@ commands:
   du FILE                     space: file size, used, shared, free
   help                        this text
 
+When one of FILE's two superblocks is unreadable, every command says so
+on standard error and which commit it uses: if it held the newest commit,
+the previous one is shown (and the next change commits on top of that
+one).
+
 Only one process may change a store at a time; another gets
 "store is locked by pid N". Puts and gets that take more than a second
 show progress on standard error when it is a terminal.
@@ -73,7 +78,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) (code int) {
 		fmt.Fprint(stdout, usage)
 		return 0
 	}
-	c := &cmd{stdin: stdin, stdout: stdout, stderr: stderr}
+	c := &cmd{name: args[0], stdin: stdin, stdout: stdout, stderr: stderr}
 	err := c.run(args[0], args[1:])
 	if err == nil {
 		return 0
@@ -90,6 +95,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) (code int) {
 }
 
 type cmd struct {
+	name           string // the command: "ls", "get", ...
 	stdin          io.Reader
 	stdout, stderr io.Writer
 }
@@ -176,7 +182,9 @@ func (c *cmd) run(name string, args []string) error {
 	return usageErr("unknown command %q", name)
 }
 
-func open(path string, write bool) (*objstore.Store, *filedev.File, error) {
+// open opens the store, warning on stderr when Open fell back from an
+// invalid superblock.
+func (c *cmd) open(path string, write bool) (*objstore.Store, *filedev.File, error) {
 	dev, err := filedev.Open(path, filedev.Options{ReadOnly: !write})
 	if err != nil {
 		return nil, nil, err
@@ -185,6 +193,13 @@ func open(path string, write bool) (*objstore.Store, *filedev.File, error) {
 	if err != nil {
 		dev.Close()
 		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if fb := s.Fallback(); fb != nil {
+		msg := fb.String()
+		if write {
+			msg += fmt.Sprintf("; this command commits on top of transaction %d, overwriting superblock %d", fb.Using, fb.Slot)
+		}
+		fmt.Fprintf(c.stderr, "store %s: warning: %s: %s (run vmm store fsck)\n", c.name, path, msg)
 	}
 	return s, dev, nil
 }
@@ -200,7 +215,7 @@ func (c *cmd) create(path string) error {
 }
 
 func (c *cmd) update(path string, fn func(tx *objstore.Tx) error) error {
-	s, dev, err := open(path, true)
+	s, dev, err := c.open(path, true)
 	if err != nil {
 		return err
 	}
@@ -209,7 +224,7 @@ func (c *cmd) update(path string, fn func(tx *objstore.Tx) error) error {
 }
 
 func (c *cmd) view(path string, fn func(tx *objstore.Tx) error) error {
-	s, dev, err := open(path, false)
+	s, dev, err := c.open(path, false)
 	if err != nil {
 		return err
 	}
