@@ -59,7 +59,7 @@ func Fsck(dev BlockDevice) *FsckReport {
 func fsck(dev BlockDevice) (*FsckReport, map[uint64]uint32) {
 	r := &FsckReport{}
 	ms, errs := readSuper(dev)
-	m, err := pickSuper(dev)
+	m, _, err := pickSuper(dev)
 	if err != nil {
 		r.add("%v", err)
 		return r, nil

@@ -1,6 +1,7 @@
 package objstore
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sort"
@@ -10,7 +11,8 @@ import (
 // Store is an open object store. It is safe for concurrent use: any number
 // of read transactions may run while one write transaction works.
 type Store struct {
-	dev BlockDevice
+	dev      BlockDevice
+	fallback *Fallback // set by Open when one superblock was invalid
 
 	wmu sync.Mutex // held by the write transaction
 
@@ -82,7 +84,45 @@ func readSuper(dev BlockDevice) (ms [2]meta, errs [2]error) {
 	return
 }
 
-func pickSuper(dev BlockDevice) (meta, error) {
+// Fallback says that Open ignored one of the two superblocks because it
+// failed its checks (a checksum mismatch, a torn write, a device too short
+// for it) and which committed state the store uses instead. When the
+// rejected superblock held the newest commit, the store shows the one
+// before it: that commit's changes are not visible. The next commit
+// overwrites the rejected superblock.
+type Fallback struct {
+	Slot   int   // the rejected superblock: 0 or 1
+	Reason error // why it was rejected
+	// Claimed is the transaction the rejected superblock names, when
+	// ClaimKnown: its txid field (unverified when its checksum failed)
+	// is one next to Using, of its slot's parity. Otherwise nothing can
+	// be said of what it held.
+	Claimed    uint64
+	ClaimKnown bool
+	Using      uint64 // the transaction in use: the other superblock's
+}
+
+// NewestLost reports whether the rejected superblock held, or may have
+// held, a commit newer than the one in use.
+func (f *Fallback) NewestLost() bool { return !f.ClaimKnown || f.Claimed > f.Using }
+
+func (f *Fallback) String() string {
+	switch {
+	case !f.ClaimKnown:
+		return fmt.Sprintf("superblock %d is unreadable (%v) and may have held the newest commit; using transaction %d from superblock %d",
+			f.Slot, f.Reason, f.Using, 1-f.Slot)
+	case f.Claimed > f.Using:
+		return fmt.Sprintf("the newest commit, transaction %d, is unreadable (superblock %d: %v); using the previous commit, transaction %d",
+			f.Claimed, f.Slot, f.Reason, f.Using)
+	default:
+		return fmt.Sprintf("the older superblock (%d, transaction %d) is invalid (%v); the newest commit, transaction %d, is intact",
+			f.Slot, f.Claimed, f.Reason, f.Using)
+	}
+}
+
+// pickSuper returns the newest valid superblock and, when the other one
+// was rejected, what Open fell back from.
+func pickSuper(dev BlockDevice) (meta, *Fallback, error) {
 	ms, errs := readSuper(dev)
 	best := -1
 	for i := 0; i < 2; i++ {
@@ -98,20 +138,36 @@ func pickSuper(dev BlockDevice) (meta, error) {
 		}
 	}
 	if best < 0 {
-		return meta{}, fmt.Errorf("%w: slot 0: %v; slot 1: %v", ErrNotStore, errs[0], errs[1])
+		return meta{}, nil, fmt.Errorf("%w: slot 0: %v; slot 1: %v", ErrNotStore, errs[0], errs[1])
 	}
-	return ms[best], nil
+	other := 1 - best
+	if errs[other] == nil {
+		return ms[best], nil, nil
+	}
+	fb := &Fallback{Slot: other, Reason: errs[other], Using: ms[best].txid}
+	// What the rejected block says it held, if it still looks like a
+	// superblock of its slot next to the one in use.
+	buf := make([]byte, BlockSize)
+	if _, err := dev.ReadAt(buf, int64(other)*BlockSize); err == nil && string(buf[:8]) == metaMagic {
+		t := binary.LittleEndian.Uint64(buf[16:])
+		if t%2 == uint64(other) && (t == fb.Using+1 || t+1 == fb.Using) {
+			fb.Claimed, fb.ClaimKnown = t, true
+		}
+	}
+	return ms[best], fb, nil
 }
 
-// Open opens the store on dev. It reads only the two superblocks.
+// Open opens the store on dev. It reads only the two superblocks. When one
+// of them is invalid it uses the other; Fallback then says so.
 func Open(dev BlockDevice) (*Store, error) {
-	m, err := pickSuper(dev)
+	m, fb, err := pickSuper(dev)
 	if err != nil {
 		return nil, err
 	}
 	s := &Store{
 		dev:       dev,
 		meta:      m,
+		fallback:  fb,
 		readers:   map[uint64]int{},
 		pending:   map[uint64][]uint64{},
 		pendingB:  map[uint64]uint64{},
@@ -123,6 +179,11 @@ func Open(dev BlockDevice) (*Store, error) {
 	}
 	return s, nil
 }
+
+// Fallback reports what Open found when one superblock was invalid, nil
+// when both were valid. It describes the store as opened: the first
+// commit since then overwrites the rejected superblock.
+func (s *Store) Fallback() *Fallback { return s.fallback }
 
 // Close closes the store. Open transactions must be finished first. It
 // does not close the device.

@@ -1,6 +1,8 @@
 // Package filedev is a file-backed objstore.BlockDevice for the host:
 // pwrite/pread, fdatasync as the flush barrier, sparse growth with
-// ftruncate, and a writer lock across processes.
+// ftruncate, and a writer lock across processes. The file is a regular
+// file or a block device (of fixed size); anything else is refused before
+// it is opened.
 package filedev
 
 import (
@@ -18,6 +20,7 @@ type File struct {
 	f        *os.File
 	size     atomic.Int64
 	readOnly bool
+	block    bool         // a block device: its size is fixed
 	Flushes  atomic.Int64 // number of Flush calls
 }
 
@@ -44,38 +47,104 @@ const (
 	posixLockOff = 1
 )
 
-// Open opens (or creates) path. A writable open takes the store's writer
-// lock, failing with *LockedError if another open file holds it.
+// NotFileError is returned for a path that is neither a regular file nor
+// a block device (a directory, a named pipe, a character device, a
+// socket): a store cannot live there, and opening a named pipe would wait
+// for a writer forever.
+type NotFileError struct {
+	Path string
+	Mode os.FileMode
+}
+
+func (e *NotFileError) Error() string {
+	return fmt.Sprintf("%s is %s: a store must be a regular file or a block device", e.Path, describe(e.Mode))
+}
+
+func describe(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&os.ModeNamedPipe != 0:
+		return "a named pipe (FIFO)"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	case m&os.ModeCharDevice != 0:
+		return "a character device"
+	case m&os.ModeDevice != 0:
+		return "a block device"
+	case m&os.ModeSymlink != 0:
+		return "a symbolic link"
+	case m.IsRegular():
+		return "a regular file"
+	}
+	return "not a regular file (" + m.Type().String() + ")"
+}
+
+func usable(m os.FileMode) bool {
+	return m.IsRegular() || (m&os.ModeDevice != 0 && m&os.ModeCharDevice == 0)
+}
+
+// Open opens (or creates) path, which must be a regular file or a block
+// device: anything else fails with *NotFileError before it is opened (and
+// again after, should it have been replaced in between), so a named pipe
+// cannot block the open. A block device's size is fixed: Grow past it
+// fails. A writable open takes the store's writer lock, failing with
+// *LockedError if another open file holds it.
 func Open(path string, o Options) (*File, error) {
-	flag := os.O_RDWR
+	flag := unix.O_RDWR
 	switch {
 	case o.Create:
-		flag |= os.O_CREATE | os.O_EXCL
+		flag |= unix.O_CREAT | unix.O_EXCL
 	case o.ReadOnly:
-		flag = os.O_RDONLY
+		flag = unix.O_RDONLY
 	}
-	f, err := os.OpenFile(path, flag, 0o644)
+	if st, err := os.Stat(path); err == nil && !usable(st.Mode()) {
+		return nil, &NotFileError{path, st.Mode()}
+	}
+	// O_NONBLOCK: should the path have become a named pipe since the
+	// Stat, the open returns at once and the Fstat below refuses it.
+	fd, err := unix.Open(path, flag|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0o644)
 	if err != nil {
-		return nil, err
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
 	}
-	d := &File{f: f, readOnly: o.ReadOnly && !o.Create}
-	if !d.readOnly {
-		if err := d.lock(path); err != nil {
-			f.Close()
-			if o.Create {
-				os.Remove(path)
-			}
-			return nil, err
+	f := os.NewFile(uintptr(fd), path)
+	fail := func(err error) (*File, error) {
+		f.Close()
+		if o.Create {
+			os.Remove(path)
 		}
+		return nil, err
 	}
 	st, err := f.Stat()
 	if err != nil {
-		f.Close()
-		return nil, err
+		return fail(err)
 	}
-	d.size.Store(st.Size())
+	if !usable(st.Mode()) {
+		return fail(&NotFileError{path, st.Mode()})
+	}
+	if err := unix.SetNonblock(fd, false); err != nil {
+		return fail(fmt.Errorf("%s: %w", path, err))
+	}
+	d := &File{f: f, readOnly: o.ReadOnly && !o.Create, block: !st.Mode().IsRegular()}
+	if !d.readOnly {
+		if err := d.lock(path); err != nil {
+			return fail(err)
+		}
+	}
+	size := st.Size()
+	if d.block {
+		// A block device's Stat size is 0; its end is its size.
+		if size, err = f.Seek(0, io.SeekEnd); err != nil {
+			return fail(fmt.Errorf("%s: size of the block device: %w", path, err))
+		}
+	}
+	d.size.Store(size)
 	return d, nil
 }
+
+// Stat returns the open file's FileInfo (so a caller can tell whether
+// another path names the same file).
+func (d *File) Stat() (os.FileInfo, error) { return d.f.Stat() }
 
 func (d *File) lock(path string) error {
 	fd := int(d.f.Fd())
@@ -126,6 +195,9 @@ func (d *File) Grow(size int64) error {
 	}
 	if d.readOnly {
 		return errors.New("filedev: read-only")
+	}
+	if d.block {
+		return fmt.Errorf("%s: the block device is full (%d bytes; the store needs %d)", d.f.Name(), d.size.Load(), size)
 	}
 	if err := d.f.Truncate(size); err != nil {
 		return err

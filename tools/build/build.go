@@ -22,10 +22,12 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	amber "github.com/amberos/amber"
 	"github.com/amberos/amber/boot"
 	"github.com/amberos/amber/tools/build/elfpatch"
+	"github.com/amberos/amber/tools/build/outfile"
 	"github.com/u-root/u-root/pkg/cpio"
 )
 
@@ -38,7 +40,12 @@ type Options struct {
 	// Package is the main package: an import path, or a directory on disk
 	// (which may belong to another module).
 	Package string
-	// Output is the image path.
+	// Output is the image path. It must not be a directory, a device or
+	// a named pipe, nor an existing file other than an image (an ELF
+	// file) or an empty file; /dev/null builds and checks the image and
+	// discards it. The image is written to a temporary file in the same
+	// directory and renamed into place when complete, so the output is
+	// never half written and concurrent builds of one output do not mix.
 	Output string
 	// Dir is the directory Package is resolved from; "" means the
 	// current directory.
@@ -98,6 +105,11 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	// The go command runs in the package's directory: make the output
 	// path independent of that.
 	o.Output = resolve(dir, o.Output)
+	img, err := createOutput(o)
+	if err != nil {
+		return nil, err
+	}
+	defer img.abort()
 	pattern := o.Package
 	if pattern == "" {
 		pattern = "."
@@ -223,8 +235,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 
-	tmp := o.Output + ".tmp"
-	defer os.Remove(tmp)
+	tmp := img.name()
 	ldflags := fmt.Sprintf("-E %s -T %#x", boot.KernelEntrySym, TextAddress)
 	goCmd := []string{"build"}
 	if o.Test {
@@ -232,18 +243,122 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	}
 	cmd := exec.CommandContext(ctx, "go", append(goCmd, "-overlay", ovFile, "-ldflags", ldflags, "-o", tmp, pattern)...)
 	cmd.Dir, cmd.Env = dir, env
+	// Cancelled (Ctrl-C), the go command is interrupted, so it cleans up
+	// after itself, and killed if it has not stopped 10 s later.
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.WaitDelay = 10 * time.Second
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = log, io.MultiWriter(log, &stderr)
 	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
 		return nil, fmt.Errorf("go build %s failed: %v\n%s", o.Package, err, strings.TrimSpace(stderr.String()))
 	}
 	if err := postLink(tmp, goVersion, res, log); err != nil {
 		return nil, err
 	}
-	if err := os.Rename(tmp, o.Output); err != nil {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := img.commit(); err != nil {
 		return nil, err
 	}
 	return res, nil
+}
+
+// output is where the linked image goes: a temporary file in the output's
+// directory renamed into place once the image is complete, or, for
+// /dev/null, a temporary directory removed after the build.
+type output struct {
+	f       *outfile.File
+	discard string
+}
+
+// createOutput applies go build's rules to the output: never replace a
+// directory, a device or a named pipe, nor a file that is not an image
+// (an ELF file) such as a Go source file, nor an input of the build; -o
+// /dev/null builds and checks the image but writes nothing.
+func createOutput(o Options) (*output, error) {
+	if outfile.IsNullDevice(o.Output) {
+		d, err := os.MkdirTemp("", "vmm-build-")
+		if err != nil {
+			return nil, err
+		}
+		return &output{discard: d}, nil
+	}
+	if st, err := os.Stat(o.Output); err == nil && !st.Mode().IsRegular() && !st.IsDir() {
+		return nil, fmt.Errorf("%s is %s, not a regular file: refusing to replace it (images are written to regular files; -o %s builds and checks the image and discards it)",
+			o.Output, outfile.Describe(st.Mode()), os.DevNull)
+	}
+	if exe, err := os.Executable(); err == nil {
+		est, eerr := os.Stat(exe)
+		ost, oerr := os.Stat(o.Output)
+		if eerr == nil && oerr == nil && outfile.SameFile(est, ost) {
+			return nil, fmt.Errorf("%s is the executable running this build (%s): refusing to overwrite it", o.Output, exe)
+		}
+	}
+	var inputs []string
+	for _, host := range o.ExtraFiles {
+		inputs = append(inputs, host)
+	}
+	// As go build does, make the output's directory.
+	if err := os.MkdirAll(filepath.Dir(o.Output), 0o777); err != nil {
+		return nil, fmt.Errorf("cannot write %s: %w", o.Output, err)
+	}
+	f, err := outfile.Create(o.Output, outfile.Options{Inputs: inputs, Replace: replaceImage})
+	if err != nil {
+		return nil, err
+	}
+	// The go command writes the temporary file by its name: it replaces
+	// it (an empty file is one go build may overwrite).
+	f.Close()
+	return &output{f: f}, nil
+}
+
+// replaceImage lets an existing image (or an empty file) be replaced, as
+// go build replaces only object files.
+func replaceImage(path string, st fs.FileInfo) error {
+	what := "is not an image (an ELF file)"
+	if strings.HasSuffix(path, ".go") {
+		what = "is a Go source file"
+	}
+	if st.Size() == 0 {
+		return nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	magic := make([]byte, 4)
+	if _, err := io.ReadFull(f, magic); err == nil && string(magic) == elf.ELFMAG {
+		return nil
+	}
+	return fmt.Errorf("%s already exists and %s: refusing to overwrite it (remove it or choose another -o)", path, what)
+}
+
+func (o *output) name() string {
+	if o.discard != "" {
+		return filepath.Join(o.discard, "image")
+	}
+	return o.f.Name()
+}
+
+func (o *output) commit() error {
+	if o.discard != "" {
+		return os.RemoveAll(o.discard)
+	}
+	return o.f.Commit()
+}
+
+// abort removes the temporary file; after commit it does nothing.
+func (o *output) abort() {
+	if o.discard != "" {
+		os.RemoveAll(o.discard)
+		return
+	}
+	o.f.Abort()
 }
 
 // postLink checks that no system call bypasses the kernel and adds the

@@ -3,11 +3,14 @@
 package storecmd
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -15,6 +18,7 @@ import (
 
 	"github.com/amberos/amber/objstore"
 	"github.com/amberos/amber/objstore/filedev"
+	"github.com/amberos/amber/tools/build/outfile"
 )
 
 const usage = `usage: vmm store COMMAND FILE [ARGS]
@@ -26,7 +30,8 @@ Every command is one transaction: it happens completely or not at all.
 commands:
   create FILE                 create a new, empty store file (fails if FILE exists)
   put FILE NAME [SRC|-]       store the contents of SRC (default: standard input)
-                              as object NAME, replacing any object of that name
+                              as object NAME, replacing any object of that name;
+                              SRC may be a pipe or a device, read to its end
   get FILE NAME [DST|-]       write object NAME to DST (default: standard output)
   ls FILE [PREFIX]            list objects (whose names start with PREFIX): name,
                               size, and bytes shared with other objects (clones)
@@ -38,6 +43,23 @@ commands:
                               when clean, 1 with a list of problems
   du FILE                     space: file size, used, shared, free
   help                        this text
+
+FILE must be a regular file or a block device (create makes only regular
+files); anything else, a named pipe for one, is refused before it is
+opened. When one of FILE's two superblocks is unreadable, every command
+says so on standard error and which commit it uses: if it held the newest
+commit, the previous one is shown (and the next change commits on top of
+that one).
+
+get never destroys a file it was not asked to write, nor the store: a DST
+that is FILE itself (through any symbolic or hard link), or a directory,
+is refused before anything is written. A regular DST is written to a
+temporary file next to it and renamed over it once complete (keeping its
+permissions), so it is never half written and Ctrl-C leaves it as it was.
+A DST that exists and is not a regular file (a device such as /dev/null,
+a named pipe, a terminal) is written in place, as cp does: it is never
+replaced or removed, and opening a named pipe waits for its reader. A put
+whose SRC (or standard input) is FILE itself is refused.
 
 Only one process may change a store at a time; another gets
 "store is locked by pid N". Puts and gets that take more than a second
@@ -73,7 +95,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) (code int) {
 		fmt.Fprint(stdout, usage)
 		return 0
 	}
-	c := &cmd{stdin: stdin, stdout: stdout, stderr: stderr}
+	c := &cmd{name: args[0], stdin: stdin, stdout: stdout, stderr: stderr}
 	err := c.run(args[0], args[1:])
 	if err == nil {
 		return 0
@@ -90,6 +112,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) (code int) {
 }
 
 type cmd struct {
+	name           string // the command: "ls", "get", ...
 	stdin          io.Reader
 	stdout, stderr io.Writer
 }
@@ -176,7 +199,9 @@ func (c *cmd) run(name string, args []string) error {
 	return usageErr("unknown command %q", name)
 }
 
-func open(path string, write bool) (*objstore.Store, *filedev.File, error) {
+// open opens the store, warning on stderr when Open fell back from an
+// invalid superblock.
+func (c *cmd) open(path string, write bool) (*objstore.Store, *filedev.File, error) {
 	dev, err := filedev.Open(path, filedev.Options{ReadOnly: !write})
 	if err != nil {
 		return nil, nil, err
@@ -185,6 +210,13 @@ func open(path string, write bool) (*objstore.Store, *filedev.File, error) {
 	if err != nil {
 		dev.Close()
 		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if fb := s.Fallback(); fb != nil {
+		msg := fb.String()
+		if write {
+			msg += fmt.Sprintf("; this command commits on top of transaction %d, overwriting superblock %d", fb.Using, fb.Slot)
+		}
+		fmt.Fprintf(c.stderr, "store %s: warning: %s: %s (run vmm store fsck)\n", c.name, path, msg)
 	}
 	return s, dev, nil
 }
@@ -200,7 +232,7 @@ func (c *cmd) create(path string) error {
 }
 
 func (c *cmd) update(path string, fn func(tx *objstore.Tx) error) error {
-	s, dev, err := open(path, true)
+	s, dev, err := c.open(path, true)
 	if err != nil {
 		return err
 	}
@@ -209,7 +241,7 @@ func (c *cmd) update(path string, fn func(tx *objstore.Tx) error) error {
 }
 
 func (c *cmd) view(path string, fn func(tx *objstore.Tx) error) error {
-	s, dev, err := open(path, false)
+	s, dev, err := c.open(path, false)
 	if err != nil {
 		return err
 	}
@@ -222,21 +254,45 @@ const chunk = 4 << 20
 func (c *cmd) put(path, name, src string) error {
 	var in io.Reader = c.stdin
 	total := int64(-1)
+	var inFile *os.File // what is read, to compare with the store
 	if src != "-" {
+		// Like cp, a named pipe is read: opening it waits for a writer.
 		f, err := os.Open(src)
 		if err != nil {
 			return err
 		}
 		defer f.Close()
-		if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
+		st, err := f.Stat()
+		if err != nil {
+			return err
+		}
+		if st.IsDir() {
+			return fmt.Errorf("%s is a directory", src)
+		}
+		if st.Mode().IsRegular() {
 			total = st.Size()
 		}
-		in = f
+		in, inFile = f, f
+	} else if f, ok := c.stdin.(*os.File); ok {
+		inFile = f
 	}
 	if in == nil {
 		return errors.New("no standard input")
 	}
-	return c.update(path, func(tx *objstore.Tx) error {
+	s, dev, err := c.open(path, true)
+	if err != nil {
+		return err
+	}
+	defer dev.Close()
+	// Reading the store into itself would read what it writes.
+	if inFile != nil && sameFile(inFile, dev) {
+		what := src
+		if src == "-" {
+			what = "standard input"
+		}
+		return fmt.Errorf("%s is the store %s itself: refusing to put a store into itself", what, path)
+	}
+	return s.Update(func(tx *objstore.Tx) error {
 		if _, err := tx.Stat(name); err == nil {
 			if err := tx.Delete(name); err != nil {
 				return err
@@ -270,26 +326,52 @@ func (c *cmd) put(path, name, src string) error {
 	})
 }
 
-func (c *cmd) get(path, name, dst string) (err error) {
-	created := false
-	defer func() {
-		if err != nil && created {
-			os.Remove(dst) // no partial copy
-		}
-	}()
-	return c.view(path, func(tx *objstore.Tx) error {
+// sameFile reports whether f is the store's file (or device).
+func sameFile(f *os.File, dev *filedev.File) bool {
+	a, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	b, err := dev.Stat()
+	return err == nil && outfile.SameFile(a, b)
+}
+
+// testHookChunk, when set, runs after each chunk get writes to a file.
+var testHookChunk func(ctx context.Context)
+
+func (c *cmd) get(path, name, dst string) error {
+	s, dev, err := c.open(path, false)
+	if err != nil {
+		return err
+	}
+	defer dev.Close()
+	return s.View(func(tx *objstore.Tx) error {
 		o, err := tx.Open(name)
 		if err != nil {
 			return err
 		}
+		// Nothing is written before these checks.
 		var out io.Writer = c.stdout
-		if dst != "-" {
-			f, err := os.Create(dst)
+		what := dst
+		ctx := context.Background()
+		if dst == "-" {
+			what = "standard output"
+			if f, ok := c.stdout.(*os.File); ok && sameFile(f, dev) {
+				return fmt.Errorf("standard output is the store %s itself: refusing to write over it", path)
+			}
+		} else {
+			f, err := outfile.Create(dst, outfile.Options{Inputs: []string{path}, InPlace: true})
 			if err != nil {
 				return err
 			}
-			created = true
-			defer f.Close()
+			defer f.Abort() // removes the temporary file unless committed
+			if !f.InPlace() {
+				// Ctrl-C stops the copy and removes the temporary file.
+				var stop context.CancelFunc
+				ctx, stop = signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+				context.AfterFunc(ctx, stop)
+				defer stop()
+			}
 			out = f
 		}
 		p := newProgress(c.stderr, "get "+name, o.Size())
@@ -298,7 +380,11 @@ func (c *cmd) get(path, name, dst string) (err error) {
 			n, err := o.ReadAt(buf, off)
 			if n > 0 {
 				if _, werr := out.Write(buf[:n]); werr != nil {
-					return werr
+					var pe *os.PathError
+					if errors.As(werr, &pe) {
+						werr = pe.Err
+					}
+					return fmt.Errorf("writing %s: %w", what, werr)
 				}
 				off += int64(n)
 				p.update(off)
@@ -309,10 +395,16 @@ func (c *cmd) get(path, name, dst string) (err error) {
 			if n == 0 {
 				break
 			}
+			if testHookChunk != nil && dst != "-" {
+				testHookChunk(ctx)
+			}
+			if ctx.Err() != nil {
+				return &exitError{130, "interrupted; " + dst + " not written"}
+			}
 		}
 		p.done(o.Size())
-		if f, ok := out.(*os.File); ok && dst != "-" {
-			return f.Close()
+		if f, ok := out.(*outfile.File); ok {
+			return f.Commit()
 		}
 		return nil
 	})

@@ -25,8 +25,9 @@ import (
 
 // Exit statuses of vmm itself (a guest's own status passes through).
 const (
-	exitUsage    = 2
-	exitNotStart = 126 // the VM could not be started: bad image, no KVM, ...
+	exitUsage       = 2
+	exitNotStart    = 126 // the VM could not be started: bad image, no KVM, ...
+	exitInterrupted = 130 // vmm build or vmm test's build stopped by Ctrl-C
 )
 
 const usage = `vmm builds Go programs into Amber unikernel images and runs them in KVM microVMs.
@@ -80,7 +81,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 func cmdBuild(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("build", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	out := fs.String("o", "", "output image `path` (default: the package's directory name + .img)")
+	out := fs.String("o", "", "output image `path` (default: the package's directory name + .img; in that directory when it is one)")
 	verbose := fs.Bool("v", false, "print the go command's output")
 	files := fs.String("files", "", "pack `DIR` into the image: the guest finds its contents in its root file system")
 	fs.Usage = func() {
@@ -92,6 +93,15 @@ bootable image. PACKAGE is an import path or a directory; a directory in
 another module is built with a generated go.work that adds the kernel's
 source, so that module needs no changes. Builds are cached by the Go build
 cache.
+
+The image is written to a temporary file next to IMAGE and renamed over
+it once complete: IMAGE is never left half written, and an interrupted
+build (Ctrl-C) leaves no file behind. As with go build, IMAGE may replace
+only an earlier image (an ELF file) or an empty file: a Go source file or
+any other file is refused, and so are devices and named pipes, except
+that -o /dev/null builds and checks the image and writes nothing. An
+existing directory (or a path ending in /) gets the default name inside
+it. A symbolic link is followed: its target is replaced.
 
 Flags:
 `)
@@ -105,28 +115,45 @@ Flags:
 		return exitUsage
 	}
 	pkg := fs.Arg(0)
+	name := strings.TrimSuffix(pkg, "/")
+	if i := strings.LastIndex(name, "/"); i >= 0 {
+		name = name[i+1:]
+	}
+	if name == "." || name == "" {
+		wd, _ := os.Getwd()
+		name = wd[strings.LastIndex(wd, "/")+1:]
+	}
 	if *out == "" {
-		name := strings.TrimSuffix(pkg, "/")
-		if i := strings.LastIndex(name, "/"); i >= 0 {
-			name = name[i+1:]
-		}
-		if name == "." || name == "" {
-			wd, _ := os.Getwd()
-			name = wd[strings.LastIndex(wd, "/")+1:]
-		}
 		*out = name + ".img"
+	} else if st, err := os.Stat(*out); (err == nil && st.IsDir()) || strings.HasSuffix(*out, "/") {
+		*out = filepath.Join(*out, name+".img") // as go build -o DIR/
 	}
 	var log io.Writer = io.Discard
 	if *verbose {
 		log = stderr
 	}
-	res, err := build.Build(context.Background(), build.Options{Package: pkg, Output: *out, Log: warnings{log, stderr}, Files: *files})
+	ctx, stop := interruptible()
+	defer stop()
+	_, err := build.Build(ctx, build.Options{Package: pkg, Output: *out, Log: warnings{log, stderr}, Files: *files})
+	if err != nil && ctx.Err() != nil {
+		fmt.Fprintf(stderr, "vmm build: interrupted; %s not written\n", *out)
+		return exitInterrupted
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "vmm build: %v\n", err)
 		return 1
 	}
-	_ = res
 	return 0
+}
+
+// interruptible returns a context cancelled by Ctrl-C (SIGINT) or SIGTERM,
+// so that a build stops its go command and removes its temporary file
+// instead of dying with it in place. The first signal restores the default
+// handling: a second Ctrl-C kills vmm at once. So does stop.
+func interruptible() (context.Context, context.CancelFunc) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	context.AfterFunc(ctx, stop)
+	return ctx, stop
 }
 
 // warnings passes "warning:" lines to stderr even when the rest is quiet.
@@ -368,10 +395,17 @@ Flags:
 		}
 	}
 	start := time.Now()
-	if _, err := build.Build(context.Background(), build.Options{
+	ctx, stop := interruptible()
+	_, err = build.Build(ctx, build.Options{
 		Package: pkg, Output: img, Test: true, Files: dir, FilesAt: dir, ExtraFiles: extra,
 		Log: warnings{io.Discard, stderr},
-	}); err != nil {
+	})
+	stop()
+	if err != nil && ctx.Err() != nil {
+		fmt.Fprintf(stderr, "vmm test: interrupted\nFAIL\t%s [build interrupted]\n", importPath)
+		return exitInterrupted
+	}
+	if err != nil {
 		fmt.Fprintf(stderr, "vmm test: %v\nFAIL\t%s [build failed]\n", err, importPath)
 		return 1
 	}
