@@ -517,3 +517,23 @@ func TestHelp(t *testing.T) {
 		}
 	}
 }
+
+// TestGoroutineOOM: 100,000 goroutines with grown stacks in 48 MiB. The
+// runtime must report the exhaustion itself, as natively (status 2, "out
+// of memory"); a kernel that loses a register or a return address on the
+// way shows up as a signal death or a garbled traceback instead.
+func TestGoroutineOOM(t *testing.T) {
+	r := runGuest(t, "./testdata/goroutineoom", guestrun.Config{Mem: "48M", Env: []string{"GOTRACEBACK=none"}})
+	out := r.stdout + r.stderr
+	if r.code != 2 || !strings.Contains(out, "fatal error: runtime: out of memory") || strings.Contains(out, "amber: ") {
+		t.Errorf("exit %d, want 2 with the runtime's out-of-memory report:\n%s", r.code, tailLines(out, 30))
+	}
+}
+
+func tailLines(s string, n int) string {
+	l := strings.Split(s, "\n")
+	if len(l) > n {
+		l = l[len(l)-n:]
+	}
+	return strings.Join(l, "\n")
+}
