@@ -47,6 +47,7 @@ func memInit(si *boot.StartInfo) {
 		free = boot.LowIdentity
 	}
 	physNext = free
+	poolStart = free
 	physEnd = ramEnd
 	if physNext >= physEnd {
 		kfatal("boot: no memory after the image")

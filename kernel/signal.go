@@ -120,20 +120,14 @@ type rtSigframe struct {
 	info     siginfo
 }
 
-// userMapped reports whether [addr, addr+n) is mapped, so the kernel can
-// write a signal frame there without faulting itself.
+// userMapped reports whether [addr, addr+n) is the program's mapped
+// memory (uaccess.go), so an exception handler can read or write it —
+// a signal frame — without faulting itself: a fault there would be
+// delivered on the stack the handler runs on.
 //
 //go:nosplit
 func userMapped(addr, n uintptr) bool {
-	if addr < boot.NullGuard || addr+n < addr {
-		return false
-	}
-	for p := addr &^ (boot.PageSize - 1); p < addr+n; p += boot.PageSize {
-		if virtToPhys(p) == 0 {
-			return false
-		}
-	}
-	return true
+	return n != 0 && userOK(addr, n)
 }
 
 // pushSignalFrame writes a signal frame for sig on the right stack of t,

@@ -271,6 +271,8 @@ var sysTable = [nsys]sysHandler{
 	sysMknodat:        sysMknodatFn,
 	sysGetgroups:      sysZero,
 	sysAmberLoadFiles: sysAmberLoadFilesFn,
+	// Tests reach the exception table through it (uaccess.go).
+	sysAmberUaccessProbe: sysAmberUaccessProbeFn,
 }
 
 // reported remembers which unimplemented calls were already named.
