@@ -151,6 +151,38 @@ func TestUserPrefix(t *testing.T) {
 	}
 }
 
+// A page of a lazy mapping (KVM only: under QEMU nothing is lazy) is
+// filled by the check itself, as Linux's fault-in does, so the copy
+// that follows does not fault.
+func TestUserPrefixFillsLazyMappings(t *testing.T) {
+	ft := newFakeTables()
+	useTables(t, ft)
+	ram := make([]byte, 128*pageSize)
+	savedNext, savedEnd, savedFree, savedNfree := physNext, physEnd, freeList, nfree
+	physNext = (uintptr(unsafe.Pointer(&ram[0])) + pageSize - 1) &^ (pageSize - 1)
+	physEnd, freeList, nfree = physNext+127*pageSize, 0, 0
+	savedLazy := lazy[0]
+	t.Cleanup(func() {
+		physNext, physEnd, freeList, nfree = savedNext, savedEnd, savedFree, savedNfree
+		lazy[0] = savedLazy
+	})
+	// Only the tables are touched: the range itself is never accessed.
+	const va = 0x6000_0000_0000
+	lazy[0].start, lazy[0].end = va, va+lazyMin
+	nlazy = 1
+	if got := userPrefix(va+lazyChunk-8, 16); got != 16 {
+		t.Errorf("userPrefix across two chunks of a lazy mapping = %d, want 16", got)
+	}
+	for _, a := range []uintptr{va + lazyChunk - pageSize, va + lazyChunk} {
+		if _, ok := pageSpan(a); !ok {
+			t.Errorf("page %#x of the lazy mapping was not filled", a)
+		}
+	}
+	if got := userPrefix(va+lazyMin-8, 16); got != 8 {
+		t.Errorf("userPrefix past the end of a lazy mapping = %d, want 8", got)
+	}
+}
+
 func TestKernelOnlyCut(t *testing.T) {
 	savedRAM, savedPool := ramEnd, poolStart
 	defer func() { ramEnd, poolStart = savedRAM, savedPool }()
