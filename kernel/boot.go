@@ -45,6 +45,7 @@ func kinit(startInfo uintptr) uintptr {
 	_, _, c, _ := cpuid(1, 0)
 	haveRDRAND = c&(1<<30) != 0
 
+	uaccessCheck()
 	fpuInit()
 	idtInit()
 	memInit(si)

@@ -38,6 +38,10 @@ func cpioHex(p uintptr) (uint64, bool) {
 func sysAmberLoadFilesFn(f *sysFrame) int64 {
 	fsReady()
 	base, size := uintptr(f.rdi), uintptr(f.rsi)
+	// The archive is read in place: all of it must be the program's.
+	if !userOK(base, size) {
+		return -eFAULT
+	}
 	off := uintptr(0)
 	count := int64(0)
 	for off+cpioHeaderLen <= size {
@@ -55,7 +59,7 @@ func sysAmberLoadFilesFn(f *sysFrame) int64 {
 		}
 		data := (off + cpioHeaderLen + uintptr(nsize) + 3) &^ 3
 		end := (data + uintptr(fsize) + 3) &^ 3
-		if data+uintptr(fsize) > size {
+		if data+uintptr(fsize) > size || data+uintptr(fsize) < data {
 			return -eINVAL
 		}
 		name, nl := h+cpioHeaderLen, uintptr(nsize)-1

@@ -68,7 +68,8 @@ func u64at(addr uintptr) *uint64 { return (*uint64)(ptr(addr)) }
 //go:nosplit
 func u32at(addr uintptr) *uint32 { return (*uint32)(ptr(addr)) }
 
-// userBytes views n bytes of user memory at addr.
+// userBytes views n bytes of memory at addr. For memory the program named
+// it comes after a check (uaccess.go); copies use ucopy instead.
 //
 //go:nosplit
 func userBytes(addr, n uintptr) []byte {

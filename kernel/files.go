@@ -1,5 +1,7 @@
 package kernel
 
+import "unsafe"
+
 // File descriptors. A descriptor (fds) names an open file description
 // (ofiles: kind, flags, offset, shared by dup); the description refers to
 // an inode of the file system (fs.go: regular files, directories,
@@ -221,12 +223,17 @@ func sysPwriteFn(f *sysFrame) int64 {
 	return ofWrite(o, uintptr(f.rsi), uintptr(f.rdx), int64(f.r10))
 }
 
-// ofRead reads into buf at the file offset (pos < 0) or at pos.
+// ofRead reads into buf at the file offset (pos < 0) or at pos. Like
+// Linux it stops where buf stops being the program's memory: a short
+// count, or EFAULT when nothing could be stored.
 //
 //go:nosplit
 func ofRead(o *ofile, buf, n uintptr, pos int64) int64 {
 	if o.flags&oAccmode == oWronly || o.flags&oPath != 0 {
 		return -eBADF
+	}
+	if n > maxRW {
+		n = maxRW
 	}
 	switch o.kind {
 	case fdEventfd:
@@ -250,7 +257,7 @@ func ofRead(o *ofile, buf, n uintptr, pos int64) int64 {
 				off = o.off
 			}
 			r := fileRead(nd, buf, n, off)
-			if pos < 0 {
+			if pos < 0 && r > 0 {
 				o.off += r
 			}
 			return r
@@ -261,10 +268,15 @@ func ofRead(o *ofile, buf, n uintptr, pos int64) int64 {
 	return -eINVAL
 }
 
+// ofWrite writes from buf like ofRead reads into it.
+//
 //go:nosplit
 func ofWrite(o *ofile, buf, n uintptr, pos int64) int64 {
 	if o.flags&oAccmode == oRdonly || o.flags&oPath != 0 {
 		return -eBADF
+	}
+	if n > maxRW {
+		n = maxRW
 	}
 	switch o.kind {
 	case fdEventfd:
@@ -303,6 +315,13 @@ func ofWrite(o *ofile, buf, n uintptr, pos int64) int64 {
 				if nd.rdev == devConsoleErr {
 					fd = 2
 				}
+				// The console's code reads buf itself: check it first.
+				if k := userPrefix(buf, n); k < n {
+					if k == 0 {
+						return -eFAULT
+					}
+					n = k
+				}
 				consoleWrite(fd, userBytes(buf, n))
 			}
 			return int64(n)
@@ -319,23 +338,19 @@ func devRead(o *ofile, rdev uint32, buf, n uintptr, pos int64) int64 {
 	case devNull:
 		return 0
 	case devZero:
-		clear(userBytes(buf, n))
-		return int64(n)
+		return userCount(clearUserSome(buf, n), n)
 	case devRandom, devURandom:
-		b := userBytes(buf, n)
-		for i := 0; i < len(b); i += 8 {
-			v := randomU64()
-			for j := 0; j < 8 && i+j < len(b); j++ {
-				b[i+j] = byte(v >> (8 * j))
-			}
-		}
-		return int64(n)
+		return userCount(fillRandom(buf, n), n)
 	case devConsole, devConsoleErr:
 		if pos >= 0 {
 			return -eSPIPE
 		}
 		if n == 0 {
 			return 0
+		}
+		// The console's code writes b itself: check it first.
+		if n = userPrefix(buf, n); n == 0 {
+			return -eFAULT
 		}
 		b := userBytes(buf, n)
 		for {
@@ -370,7 +385,9 @@ func eventfdRead(o *ofile, buf, n uintptr) int64 {
 			return -eINTR
 		}
 	}
-	*u64at(buf) = o.count
+	if !copyOut(buf, unsafe.Pointer(&o.count), 8) {
+		return -eFAULT // the count stays for the next read
+	}
 	o.count = 0
 	wakeAll(waitPoll)
 	return 8
@@ -381,7 +398,10 @@ func eventfdWrite(o *ofile, buf, n uintptr) int64 {
 	if n < 8 {
 		return -eINVAL
 	}
-	v := *u64at(buf)
+	var v uint64
+	if !copyIn(unsafe.Pointer(&v), buf, 8) {
+		return -eFAULT
+	}
 	if v == ^uint64(0) {
 		return -eINVAL
 	}
@@ -415,7 +435,9 @@ func sysPwritevFn(f *sysFrame) int64 {
 }
 
 // rwv serves readv/writev and their positioned forms; a short transfer
-// ends the call (a read stops at the first short or empty read).
+// ends the call (a read stops at the first short or empty read). As on
+// Linux the iovec array is read whole before any transfer: EFAULT if it
+// is not the program's, EINVAL for a negative length.
 //
 //go:nosplit
 func rwv(f *sysFrame, write bool, pos int64) int64 {
@@ -427,9 +449,24 @@ func rwv(f *sysFrame, write bool, pos int64) int64 {
 	if cnt < 0 || cnt > 1024 {
 		return -eINVAL
 	}
+	if !userOK(iov, uintptr(cnt)*16) {
+		return -eFAULT
+	}
+	for i := 0; i < cnt; i++ {
+		var v iovec
+		if ucopy(unsafe.Pointer(&v), ptr(iov+uintptr(i)*16), 16) != 0 {
+			return -eFAULT
+		}
+		if int64(v.len) < 0 {
+			return -eINVAL
+		}
+	}
 	total := int64(0)
 	for i := 0; i < cnt; i++ {
-		v := (*iovec)(ptr(iov + uintptr(i)*16))
+		var v iovec
+		if ucopy(unsafe.Pointer(&v), ptr(iov+uintptr(i)*16), 16) != 0 {
+			return -eFAULT
+		}
 		if v.len == 0 {
 			continue
 		}
@@ -552,9 +589,16 @@ func sysFcntlFn(f *sysFrame) int64 {
 		o.flags = o.flags&^settable | f.rdx&settable
 		return 0
 	case fGetlk, fOfdGetlk:
-		*(*int16)(ptr(uintptr(f.rdx))) = fUnlck
+		// struct flock is 32 bytes; only l_type changes: nothing is locked.
+		l := int16(fUnlck)
+		if !userOK(uintptr(f.rdx), 32) || !copyOut(uintptr(f.rdx), unsafe.Pointer(&l), 2) {
+			return -eFAULT
+		}
 		return 0
 	case fSetlk, fSetlkw, fOfdSetlk, fOfdSetlkw:
+		if !userOK(uintptr(f.rdx), 32) {
+			return -eFAULT
+		}
 		return 0
 	case fGetPipeSz, fSetPipeSz:
 		if o.kind != fdPipe {
@@ -621,7 +665,11 @@ func sysIoctlFn(f *sysFrame) int64 {
 	const fionbio, fioclex, fionclex = 0x5421, 0x5451, 0x5450
 	switch f.rsi {
 	case fionbio:
-		if *(*int32)(ptr(uintptr(f.rdx))) != 0 {
+		var on int32
+		if !copyIn(unsafe.Pointer(&on), uintptr(f.rdx), 4) {
+			return -eFAULT
+		}
+		if on != 0 {
 			o.flags |= oNonblock
 		} else {
 			o.flags &^= oNonblock

@@ -295,24 +295,18 @@ const (
 
 const atFdcwd = -100
 
-// walk resolves the path at address path relative to dirfd. It returns 0
-// or a negative errno.
+// walk resolves the path at the program's address path relative to dirfd.
+// It returns 0 or a negative errno (EFAULT when the path runs into memory
+// that is not the program's before its NUL).
 //
 //go:nosplit
 func walk(dirfd int64, path uintptr, flags int) int64 {
 	fsReady()
-	if path == 0 {
-		return -eFAULT
+	r := strFromUser(uintptr(unsafe.Pointer(&pathBuf[0])), path, maxPathLen)
+	if r < 0 {
+		return r
 	}
-	src := userBytes(path, maxPathLen+1)
-	n := uintptr(0)
-	for n <= maxPathLen && src[n] != 0 {
-		pathBuf[n] = src[n]
-		n++
-	}
-	if n > maxPathLen {
-		return -eNAMETOOLONG
-	}
+	n := uintptr(r)
 	pathLen = n
 	start := rootIno
 	if n == 0 || pathBuf[0] != '/' {

@@ -22,6 +22,7 @@ func fsTestSetup(t *testing.T) {
 	base := (uintptr(unsafe.Pointer(&fsTestRAM[0])) + pageSize - 1) &^ (pageSize - 1)
 	clear(fsTestRAM)
 	physNext, physEnd = base, base+64<<20
+	hostedTest = true // no page tables: user memory is this process's
 	freeList, nfree = 0, 0
 	inodePages = [len(inodePages)]uintptr{}
 	inodeHigh, inodeFree, fsInited = 1, 0, false

@@ -124,7 +124,9 @@ func freeFrom(n *inode, from uintptr) {
 	}
 }
 
-// fileRead copies up to cnt bytes at off into buf; it returns the count.
+// fileRead copies up to cnt bytes at off into buf, stopping where buf
+// stops being the program's memory: the count, or EFAULT when nothing
+// could be stored.
 //
 //go:nosplit
 func fileRead(n *inode, buf, cnt uintptr, off int64) int64 {
@@ -142,19 +144,23 @@ func fileRead(n *inode, buf, cnt uintptr, off int64) int64 {
 		if k > cnt-done {
 			k = cnt - done
 		}
-		dst := userBytes(buf+done, k)
+		var c uintptr
 		if src := blockAddr(n, pos/pageSize, false); src == 0 {
-			clear(dst)
+			c = clearUserSome(buf+done, k)
 		} else {
-			copy(dst, userBytes(src+o, k))
+			c = copyOutSome(buf+done, ptr(src+o), k)
 		}
-		done += k
+		done += c
+		if c < k {
+			break
+		}
 	}
-	return int64(done)
+	return userCount(done, cnt)
 }
 
 // fileWrite copies cnt bytes from buf to off, growing the file; it returns
-// the count or a negative errno (ENOSPC, EFBIG) when nothing was written.
+// the count or a negative errno (ENOSPC, EFBIG, EFAULT) when nothing was
+// written. It stops where buf stops being the program's memory.
 //
 //go:nosplit
 func fileWrite(n *inode, buf, cnt uintptr, off int64) int64 {
@@ -168,6 +174,7 @@ func fileWrite(n *inode, buf, cnt uintptr, off int64) int64 {
 		cnt = uintptr(maxFileSize - off)
 	}
 	done := uintptr(0)
+	err := int64(-eNOSPC)
 	for done < cnt {
 		pos := uintptr(off) + done
 		o := pos % pageSize
@@ -175,15 +182,25 @@ func fileWrite(n *inode, buf, cnt uintptr, off int64) int64 {
 		if k > cnt-done {
 			k = cnt - done
 		}
+		// Check the source before a block is allocated for it.
+		u := userPrefix(buf+done, k)
+		if u == 0 {
+			err = -eFAULT
+			break
+		}
 		dst := blockAddr(n, pos/pageSize, true)
 		if dst == 0 {
 			break
 		}
-		copy(userBytes(dst+o, k), userBytes(buf+done, k))
-		done += k
+		c := u - ucopy(ptr(dst+o), ptr(buf+done), u)
+		done += c
+		if c < k {
+			err = -eFAULT
+			break
+		}
 	}
 	if done == 0 && cnt > 0 {
-		return -eNOSPC
+		return err
 	}
 	if end := off + int64(done); end > n.size {
 		n.size = end

@@ -1,5 +1,7 @@
 package kernel
 
+import "unsafe"
+
 // epoll over the core's descriptors: eventfds, pipes and the console.
 // Regular files and directories are refused with EPERM, as on Linux (the
 // os package relies on it to treat them as blocking files). Readiness is
@@ -98,6 +100,11 @@ func pollable(o *ofile) bool {
 
 //go:nosplit
 func sysEpollCtlFn(f *sysFrame) int64 {
+	// As on Linux the event is read before anything else is looked at.
+	var ev epollEvent
+	if f.rsi != epollCtlDel && !copyIn(unsafe.Pointer(&ev), uintptr(f.r10), 12) {
+		return -eFAULT
+	}
 	epf := getFile(f.rdi)
 	if epf == nil {
 		return -eBADF
@@ -135,7 +142,6 @@ func sysEpollCtlFn(f *sysFrame) int64 {
 		if idx < 0 {
 			return -eNOENT
 		}
-		ev := (*epollEvent)(ptr(uintptr(f.r10)))
 		in := &ep.set[idx]
 		in.fd = fd
 		in.events = ev.events
@@ -178,6 +184,8 @@ func readiness(o *ofile) uint32 {
 }
 
 // epollWait collects ready events, blocking up to timeoutNs (-1: forever).
+// As on Linux an event the program's array cannot take ends the call
+// (EFAULT if it is the first) and is reported again by the next one.
 //
 //go:nosplit
 func epollWait(epfd uint64, events uintptr, max int64, timeoutNs int64) int64 {
@@ -185,8 +193,11 @@ func epollWait(epfd uint64, events uintptr, max int64, timeoutNs int64) int64 {
 	if epf == nil {
 		return -eBADF
 	}
-	if epf.kind != fdEpoll || max <= 0 {
+	if epf.kind != fdEpoll || max <= 0 || max > (1<<31-1)/12 { // EP_MAX_EVENTS
 		return -eINVAL
+	}
+	if events+uintptr(max)*12 < events || events+uintptr(max)*12 > userLimit {
+		return -eFAULT // Linux's access_ok
 	}
 	deadline := pollDeadline(timeoutNs)
 	ep := &epolls[epf.ep]
@@ -202,16 +213,21 @@ func epollWait(epfd uint64, events uintptr, max int64, timeoutNs int64) int64 {
 			if r == 0 {
 				continue
 			}
-			if in.events&epollET != 0 && o.kind == fdPipe {
-				g := readyGen(o)
-				if g == in.gen {
-					continue
+			et := in.events&epollET != 0 && o.kind == fdPipe
+			g := readyGen(o)
+			if et && g == in.gen {
+				continue
+			}
+			ev := epollEvent{events: r, data: in.data}
+			if !copyOut(events+uintptr(n)*12, unsafe.Pointer(&ev), 12) {
+				if n == 0 {
+					return -eFAULT
 				}
+				return n
+			}
+			if et {
 				in.gen = g
 			}
-			ev := (*epollEvent)(ptr(events + uintptr(n)*12))
-			ev.events = r
-			ev.data = in.data
 			n++
 		}
 		if n > 0 || timeoutNs == 0 {
@@ -258,13 +274,25 @@ func sysEpollWaitFn(f *sysFrame) int64 {
 }
 
 //go:nosplit
-func sysEpollPwaitFn(f *sysFrame) int64 { return sysEpollWaitFn(f) }
+func sysEpollPwaitFn(f *sysFrame) int64 {
+	if f.r8 != 0 && !userOK(uintptr(f.r8), 8) { // the signal mask (not applied)
+		return -eFAULT
+	}
+	return sysEpollWaitFn(f)
+}
 
 //go:nosplit
 func sysEpollPwait2Fn(f *sysFrame) int64 {
 	ns := int64(-1)
 	if f.r10 != 0 {
-		ns = (*timespec)(ptr(uintptr(f.r10))).ns()
+		d, r := getTimespec(uintptr(f.r10))
+		if r < 0 {
+			return r
+		}
+		ns = d
+	}
+	if f.r8 != 0 && !userOK(uintptr(f.r8), 8) {
+		return -eFAULT
 	}
 	return epollWait(f.rdi, uintptr(f.rsi), int64(int32(f.rdx)), ns)
 }

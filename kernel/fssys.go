@@ -79,29 +79,61 @@ func fstatFile(o *ofile, st *statT) {
 	}
 }
 
+// statBuf is where a stat is built before it is copied to the program
+// (too big for the nosplit stack budget; one call at a time).
+var statBuf statT
+
+// putStat copies statBuf to the program's buf.
+//
+//go:nosplit
+func putStat(buf uintptr) int64 {
+	if !copyOut(buf, unsafe.Pointer(&statBuf), unsafe.Sizeof(statBuf)) {
+		return -eFAULT
+	}
+	return 0
+}
+
 //go:nosplit
 func sysFstatFn(f *sysFrame) int64 {
 	o := getFile(f.rdi)
 	if o == nil {
 		return -eBADF
 	}
-	fstatFile(o, (*statT)(ptr(uintptr(f.rsi))))
-	return 0
+	fstatFile(o, &statBuf)
+	return putStat(uintptr(f.rsi))
+}
+
+// emptyPath reports whether path is "" (for AT_EMPTY_PATH); r is -EFAULT
+// when path is not the program's memory.
+//
+//go:nosplit
+func emptyPath(path uintptr) (empty bool, r int64) {
+	var c byte
+	if !copyIn(unsafe.Pointer(&c), path, 1) {
+		return false, -eFAULT
+	}
+	return c == 0, 0
 }
 
 //go:nosplit
 func statAt(dirfd int64, path, buf uintptr, flags uint64) int64 {
-	if flags&atEmptyPath != 0 && path != 0 && *(*byte)(ptr(path)) == 0 {
-		if dirfd == atFdcwd {
-			fillStat(cwdIno, (*statT)(ptr(buf)))
-			return 0
+	if flags&atEmptyPath != 0 && path != 0 {
+		empty, r := emptyPath(path)
+		if r < 0 {
+			return r
 		}
-		o := getFile(uint64(dirfd))
-		if o == nil {
-			return -eBADF
+		if empty {
+			if dirfd == atFdcwd {
+				fillStat(cwdIno, &statBuf)
+				return putStat(buf)
+			}
+			o := getFile(uint64(dirfd))
+			if o == nil {
+				return -eBADF
+			}
+			fstatFile(o, &statBuf)
+			return putStat(buf)
 		}
-		fstatFile(o, (*statT)(ptr(buf)))
-		return 0
 	}
 	wf := wFollow
 	if flags&atSymlinkNofollow != 0 {
@@ -113,8 +145,8 @@ func statAt(dirfd int64, path, buf uintptr, flags uint64) int64 {
 	if lkIno == 0 {
 		return -eNOENT
 	}
-	fillStat(lkIno, (*statT)(ptr(buf)))
-	return 0
+	fillStat(lkIno, &statBuf)
+	return putStat(buf)
 }
 
 //go:nosplit
@@ -218,6 +250,9 @@ func sysOpenatFn(f *sysFrame) int64 {
 
 // Directories.
 
+// direntBuf holds the getdents64 record being built.
+var direntBuf [(19 + maxNameLen + 1 + 7) &^ 7]byte
+
 //go:nosplit
 func sysGetdents64Fn(f *sysFrame) int64 {
 	o := getFile(f.rdi)
@@ -263,13 +298,21 @@ func sysGetdents64Fn(f *sysFrame) int64 {
 			}
 			return int64(w)
 		}
-		r := buf + w
+		// Built in the kernel, then copied: an entry the program's buffer
+		// cannot take ends the call (EFAULT if it is the first).
+		r := uintptr(unsafe.Pointer(&direntBuf[0]))
+		clear(direntBuf[:reclen])
 		*u64at(r) = uint64(ino)
 		*u64at(r + 8) = uint64(pos + 1)
 		*(*uint16)(ptr(r + 16)) = uint16(reclen)
 		*(*byte)(ptr(r + 18)) = typ
-		copy(userBytes(r+19, nlen), userBytes(name, nlen))
-		clear(userBytes(r+19+nlen, reclen-19-nlen))
+		copy(direntBuf[19:19+nlen], userBytes(name, nlen))
+		if !copyOut(buf+w, unsafe.Pointer(&direntBuf[0]), reclen) {
+			if w == 0 {
+				return -eFAULT
+			}
+			return int64(w)
+		}
 		w += reclen
 		o.off++
 	}
@@ -538,12 +581,17 @@ func cstrlen(p uintptr, max uintptr) uintptr {
 	return max + 1
 }
 
+// targetBuf holds a symlink's target while the link's path is walked.
+var targetBuf [maxPathLen + 1]byte
+
 //go:nosplit
 func doSymlink(target uintptr, nfd int64, np uintptr) int64 {
-	if target == 0 {
-		return -eFAULT
+	ta := uintptr(unsafe.Pointer(&targetBuf[0]))
+	r := strFromUser(ta, target, maxPathLen)
+	if r < 0 {
+		return r
 	}
-	tl := cstrlen(target, maxPathLen)
+	tl := uintptr(r)
 	if tl == 0 {
 		return -eNOENT
 	}
@@ -557,7 +605,7 @@ func doSymlink(target uintptr, nfd int64, np uintptr) int64 {
 	if i == 0 {
 		return -eNOSPC
 	}
-	if r := fileWrite(ip(i), target, tl, 0); r < 0 {
+	if r := fileWrite(ip(i), ta, tl, 0); r < 0 {
 		dropLink(i)
 		return r
 	}
@@ -610,7 +658,15 @@ func sysReadlinkatFn(f *sysFrame) int64 {
 //
 //go:nosplit
 func inodeAt(dirfd int64, path uintptr, flags uint64) int64 {
-	if path == 0 || flags&atEmptyPath != 0 && *(*byte)(ptr(path)) == 0 {
+	self := path == 0
+	if !self && flags&atEmptyPath != 0 {
+		empty, r := emptyPath(path)
+		if r < 0 {
+			return r
+		}
+		self = empty
+	}
+	if self {
 		if dirfd == atFdcwd {
 			return int64(cwdIno)
 		}
@@ -742,9 +798,13 @@ func tsArg(ts *timespec) (int64, bool) {
 func sysUtimensatFn(f *sysFrame) int64 {
 	a, m := fsNow(), fsNow()
 	if t := uintptr(f.rdx); t != 0 {
+		var ts [2]timespec
+		if !copyIn(unsafe.Pointer(&ts), t, 32) {
+			return -eFAULT
+		}
 		var ok1, ok2 bool
-		a, ok1 = tsArg((*timespec)(ptr(t)))
-		m, ok2 = tsArg((*timespec)(ptr(t + 16)))
+		a, ok1 = tsArg(&ts[0])
+		m, ok2 = tsArg(&ts[1])
 		if !ok1 || !ok2 {
 			return -eINVAL
 		}
@@ -755,24 +815,32 @@ func sysUtimensatFn(f *sysFrame) int64 {
 // timevals: utimes and futimesat take struct timeval[2] (sec, usec).
 //
 //go:nosplit
-func tvTimes(tv uintptr) (int64, int64) {
+func tvTimes(tv uintptr) (a, m int64, ok bool) {
 	if tv == 0 {
-		return fsNow(), fsNow()
+		return fsNow(), fsNow(), true
 	}
-	a := *(*timespec)(ptr(tv))
-	m := *(*timespec)(ptr(tv + 16))
-	return a.sec*1e9 + a.nsec*1000, m.sec*1e9 + m.nsec*1000
+	var t [2]timespec
+	if !copyIn(unsafe.Pointer(&t), tv, 32) {
+		return 0, 0, false
+	}
+	return t[0].sec*1e9 + t[0].nsec*1000, t[1].sec*1e9 + t[1].nsec*1000, true
 }
 
 //go:nosplit
 func sysUtimesFn(f *sysFrame) int64 {
-	a, m := tvTimes(uintptr(f.rsi))
+	a, m, ok := tvTimes(uintptr(f.rsi))
+	if !ok {
+		return -eFAULT
+	}
 	return setTimes(inodeAt(atFdcwd, uintptr(f.rdi), 0), a, m)
 }
 
 //go:nosplit
 func sysFutimesatFn(f *sysFrame) int64 {
-	a, m := tvTimes(uintptr(f.rdx))
+	a, m, ok := tvTimes(uintptr(f.rdx))
+	if !ok {
+		return -eFAULT
+	}
 	return setTimes(inodeAt(int64(int32(f.rdi)), uintptr(f.rsi), 0), a, m)
 }
 
@@ -780,7 +848,11 @@ func sysFutimesatFn(f *sysFrame) int64 {
 func sysUtimeFn(f *sysFrame) int64 {
 	a, m := fsNow(), fsNow()
 	if t := uintptr(f.rsi); t != 0 {
-		a, m = *(*int64)(ptr(t))*1e9, *(*int64)(ptr(t + 8))*1e9
+		var ut [2]int64 // struct utimbuf: actime, modtime
+		if !copyIn(unsafe.Pointer(&ut), t, 16) {
+			return -eFAULT
+		}
+		a, m = ut[0]*1e9, ut[1]*1e9
 	}
 	return setTimes(inodeAt(atFdcwd, uintptr(f.rdi), 0), a, m)
 }
@@ -904,9 +976,10 @@ func sysGetcwdFn(f *sysFrame) int64 {
 	if uintptr(f.rsi) < need {
 		return -eRANGE
 	}
-	b := userBytes(uintptr(f.rdi), need)
-	copy(b, linkBuf[pos:])
-	b[need-1] = 0
+	nul := byte(0)
+	if !copyOut(uintptr(f.rdi), unsafe.Pointer(&linkBuf[pos]), need-1) || !copyOut(uintptr(f.rdi)+need-1, unsafe.Pointer(&nul), 1) {
+		return -eFAULT
+	}
 	return int64(need)
 }
 

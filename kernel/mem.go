@@ -47,6 +47,7 @@ func memInit(si *boot.StartInfo) {
 		free = boot.LowIdentity
 	}
 	physNext = free
+	poolStart = free
 	physEnd = ramEnd
 	if physNext >= physEnd {
 		kfatal("boot: no memory after the image")
@@ -239,10 +240,15 @@ func sysMmap(f *sysFrame) int64 {
 	if flags&mapAnonymous == 0 {
 		return -eNODEV // file mappings come with the file system
 	}
+	// Linux: a length that rounds up to 0 or exceeds user space, or a
+	// fixed mapping that would end beyond it, is ENOMEM.
+	if length > userLimit {
+		return -eNOMEM
+	}
 	length = (length + boot.PageSize - 1) &^ (boot.PageSize - 1)
 	if addr+length < addr || addr+length > userLimit {
 		if flags&mapFixed != 0 {
-			return -eINVAL
+			return -eNOMEM
 		}
 		addr = 0
 	}
@@ -271,6 +277,11 @@ func sysMmap(f *sysFrame) int64 {
 		lazy[nlazy].start, lazy[nlazy].end = addr, addr+length
 		nlazy++
 		return int64(addr)
+	}
+	// Refuse a fresh mapping the free memory cannot back before taking
+	// any of it (mapRange would map what it could and keep it).
+	if fresh && length > freeBytes() {
+		return -eNOMEM
 	}
 	// A MAP_FIXED mapping over earlier ones starts zero-filled, like a
 	// fresh one: clear the pages that are already there.
@@ -301,21 +312,59 @@ func lazyFault(addr uintptr) bool {
 	return false
 }
 
+// recorded reports whether all of [addr, end) is mapped for the program:
+// handed out by mmap (recorded in regions or below mmapNext) or in RAM's
+// identity range (the image and the process stack).
+//
+//go:nosplit
+func recorded(addr, end uintptr) bool {
+	for addr < end {
+		switch {
+		case addr >= boot.NullGuard && addr < ramEnd:
+			addr = ramEnd
+		case addr >= mmapBase && addr < mmapNext:
+			addr = mmapNext
+		default:
+			i := 0
+			for i < nregions && (addr < regions[i].start || addr >= regions[i].end) {
+				i++
+			}
+			if i == nregions {
+				return false
+			}
+			addr = regions[i].end
+		}
+	}
+	return true
+}
+
 //go:nosplit
 func sysMunmap(f *sysFrame) int64 {
-	if f.rdi&(boot.PageSize-1) != 0 || f.rsi == 0 {
+	addr, n := uintptr(f.rdi), uintptr(f.rsi)
+	if addr&(boot.PageSize-1) != 0 || n == 0 || addr > userLimit || n > userLimit-addr {
 		return -eINVAL
 	}
 	return 0
 }
 
+// sysMprotect commits the pages of a range made accessible (protections
+// are not enforced). As on Linux, a range not wholly mapped is ENOMEM.
+//
 //go:nosplit
 func sysMprotect(f *sysFrame) int64 {
-	if f.rdi&(boot.PageSize-1) != 0 {
+	addr, n := uintptr(f.rdi), uintptr(f.rsi)
+	if addr&(boot.PageSize-1) != 0 {
 		return -eINVAL
 	}
+	if n == 0 {
+		return 0
+	}
+	n = (n + boot.PageSize - 1) &^ (boot.PageSize - 1)
+	if n == 0 || addr+n <= addr || addr+n > userLimit || !recorded(addr, addr+n) {
+		return -eNOMEM
+	}
 	if f.rdx != protNone {
-		if !mapRange(uintptr(f.rdi), uintptr(f.rsi), false) {
+		if !mapRange(addr, n, false) {
 			return -eNOMEM
 		}
 	}
@@ -333,11 +382,22 @@ func sysMadvise(f *sysFrame) int64 {
 	if addr&(boot.PageSize-1) != 0 {
 		return -eINVAL
 	}
+	end := addr + (n+boot.PageSize-1)&^(boot.PageSize-1)
+	if n != 0 && end == addr || end < addr {
+		return -eINVAL
+	}
+	if end > userLimit {
+		return -eNOMEM
+	}
 	if f.rdx == madvDontneed {
-		for a := addr; a < addr+n; a += boot.PageSize {
-			if pa := virtToPhys(a); pa != 0 && a >= ramEnd {
-				clearPage(pa &^ (boot.PageSize - 1))
+		// Only the runtime's own 4 KiB pages: not RAM's identity range,
+		// nor the LAPIC's 2 MiB page; unmapped stretches are skipped whole.
+		for a := addr; a < end; {
+			size, present := pageSpan(a)
+			if present && size == boot.PageSize && a >= ramEnd {
+				clearPage(virtToPhys(a) &^ (boot.PageSize - 1))
 			}
+			a = a&^(size-1) + size
 		}
 	}
 	return 0

@@ -33,6 +33,9 @@ func sysPipe2Fn(f *sysFrame) int64 {
 	if flags&^(oNonblock|oCloexec|0x4000 /* O_DIRECT */) != 0 {
 		return -eINVAL
 	}
+	if !userOK(uintptr(f.rdi), 8) {
+		return -eFAULT
+	}
 	pi := newPipe()
 	if pi < 0 {
 		return int64(pi)
@@ -55,8 +58,12 @@ func sysPipe2Fn(f *sysFrame) int64 {
 	p.readers, p.writers = 1, 1
 	ofiles[fds[rfd].of-1].pipe = int32(pi)
 	ofiles[fds[wfd].of-1].pipe = int32(pi)
-	fdp := (*[2]int32)(ptr(uintptr(f.rdi)))
-	fdp[0], fdp[1] = int32(rfd), int32(wfd)
+	fdp := [2]int32{int32(rfd), int32(wfd)}
+	if !copyOut(uintptr(f.rdi), unsafe.Pointer(&fdp), 8) {
+		closeFD(uint64(rfd))
+		closeFD(uint64(wfd))
+		return -eFAULT
+	}
 	return 0
 }
 
@@ -203,10 +210,14 @@ func pipeRead(o *ofile, buf, n uintptr) int64 {
 			if n > avail {
 				n = avail
 			}
-			ringCopy(p, buf, n, false)
-			p.rpos += uint64(n)
+			// What buf cannot take stays in the pipe, as on Linux.
+			k := ringCopy(p, buf, n, false)
+			if k == 0 {
+				return -eFAULT
+			}
+			p.rpos += uint64(k)
 			pipeChanged(p)
-			return int64(n)
+			return int64(k)
 		}
 		if p.writers == 0 {
 			return 0
@@ -274,19 +285,29 @@ func pipeWrite(o *ofile, buf, n uintptr) int64 {
 		if k > space {
 			k = space
 		}
-		ringCopy(p, buf+done, k, true)
-		p.wpos += uint64(k)
-		done += k
-		pipeChanged(p)
+		c := ringCopy(p, buf+done, k, true)
+		p.wpos += uint64(c)
+		done += c
+		if c > 0 {
+			pipeChanged(p)
+		}
+		if c < k {
+			// buf stopped being the program's memory.
+			if done > 0 {
+				return int64(done)
+			}
+			return -eFAULT
+		}
 	}
 	return int64(done)
 }
 
-// ringCopy moves k bytes between buf and the ring at the write (in) or
-// read position.
+// ringCopy moves up to k bytes between the program's buf and the ring at
+// the write (in) or read position, stopping where buf stops being the
+// program's memory: the count moved.
 //
 //go:nosplit
-func ringCopy(p *pipeT, buf, k uintptr, in bool) {
+func ringCopy(p *pipeT, buf, k uintptr, in bool) uintptr {
 	pos := uintptr(p.rpos)
 	if in {
 		pos = uintptr(p.wpos)
@@ -296,15 +317,19 @@ func ringCopy(p *pipeT, buf, k uintptr, in bool) {
 	if first > k {
 		first = k
 	}
-	ring := userBytes(p.buf, pipeSize)
-	user := userBytes(buf, k)
+	var c uintptr
 	if in {
-		copy(ring[o:o+first], user[:first])
-		copy(ring[:k-first], user[first:])
+		c = copyInSome(ptr(p.buf+o), buf, first)
+		if c == first && k > first {
+			c += copyInSome(ptr(p.buf), buf+first, k-first)
+		}
 	} else {
-		copy(user[:first], ring[o:o+first])
-		copy(user[first:], ring[:k-first])
+		c = copyOutSome(buf, ptr(p.buf+o), first)
+		if c == first && k > first {
+			c += copyOutSome(buf+first, ptr(p.buf), k-first)
+		}
 	}
+	return c
 }
 
 //go:nosplit

@@ -1,5 +1,7 @@
 package kernel
 
+import "unsafe"
+
 // poll and ppoll, over the same readiness epoll reports (regular files
 // and the console are always ready, as on Linux).
 
@@ -33,20 +35,31 @@ func pollReady(fd int32) uint32 {
 	return readiness(o)
 }
 
-// pollWait fills revents and blocks up to timeoutNs (-1: forever).
+// pollWait fills revents and blocks up to timeoutNs (-1: forever). The
+// array is checked whole first (Linux copies it in: EFAULT).
 //
 //go:nosplit
 func pollWait(fds uintptr, nfds uint64, timeoutNs int64) int64 {
 	if nfds > maxFiles {
 		return -eINVAL
 	}
+	if !userOK(fds, uintptr(nfds)*8) {
+		return -eFAULT
+	}
 	deadline := pollDeadline(timeoutNs)
 	for {
 		n := int64(0)
 		for i := uint64(0); i < nfds; i++ {
-			p := (*pollfd)(ptr(fds + uintptr(i)*8))
+			var p pollfd
+			a := ptr(fds + uintptr(i)*8)
+			if ucopy(unsafe.Pointer(&p), a, 8) != 0 {
+				return -eFAULT
+			}
 			r := pollReady(p.fd) & (uint32(uint16(p.events)) | epollErr | epollHup | pollNval)
 			p.revents = int16(r)
+			if ucopy(unsafe.Add(a, 6), unsafe.Pointer(&p.revents), 2) != 0 {
+				return -eFAULT
+			}
 			if r != 0 {
 				n++
 			}
@@ -74,7 +87,14 @@ func sysPollFn(f *sysFrame) int64 {
 func sysPpollFn(f *sysFrame) int64 {
 	ns := int64(-1)
 	if f.rdx != 0 {
-		ns = (*timespec)(ptr(uintptr(f.rdx))).ns()
+		d, r := getTimespec(uintptr(f.rdx))
+		if r < 0 {
+			return r
+		}
+		ns = d
+	}
+	if f.r10 != 0 && !userOK(uintptr(f.r10), 8) { // the signal mask (not applied)
+		return -eFAULT
 	}
 	return pollWait(uintptr(f.rdi), f.rsi, ns)
 }

@@ -235,6 +235,11 @@ func sysClone(f *sysFrame) int64 {
 	if flags&(cloneVM|cloneThread|cloneSighand) != cloneVM|cloneThread|cloneSighand {
 		return -eNOSYS
 	}
+	if flags&cloneSettls != 0 {
+		if r := fsBaseOK(tls); r < 0 {
+			return r
+		}
+	}
 	i := -1
 	for j := range threads {
 		if j != cpu0.cur && (threads[j].state == tFree || threads[j].state == tDead) {
@@ -268,7 +273,9 @@ func sysClone(f *sysFrame) int64 {
 	*u64at(top - frameSize - 16) = 0
 	t.ksp = top - frameSize - 16
 	if flags&cloneParentSettid != 0 && ptid != 0 {
-		*(*int32)(ptr(ptid)) = int32(t.tid)
+		// Linux ignores a bad address here too.
+		tid := int32(t.tid)
+		copyOut(ptid, unsafe.Pointer(&tid), 4)
 	}
 	t.state = tRunnable
 	nlive++
@@ -321,27 +328,41 @@ const (
 	futexClockRT     = 256
 )
 
+// sysFutex: as on Linux, a wait reads its timeout and then the futex word
+// (EFAULT for either), and a wake on a private futex only checks that the
+// address lies in user space (it never reads the word).
+//
 //go:nosplit
 func sysFutex(f *sysFrame) int64 {
 	addr, op, val := uintptr(f.rdi), f.rsi&^(futexPrivateFlag|futexClockRT), uint32(f.rdx)
-	if addr&3 != 0 || addr == 0 {
+	if addr&3 != 0 {
 		return -eINVAL
+	}
+	if addr >= userLimit-4 || f.rsi&futexPrivateFlag == 0 && !userOK(addr, 4) {
+		return -eFAULT
 	}
 	switch op {
 	case futexWait:
-		if *u32at(addr) != val {
-			return -eAGAIN
-		}
 		deadline := int64(0)
 		if f.r10 != 0 {
-			ts := (*timespec)(ptr(uintptr(f.r10)))
-			if ts.nsec < 0 || ts.nsec >= 1e9 || ts.sec < 0 {
-				return -eINVAL
+			d, r := getTimespec(uintptr(f.r10))
+			if r < 0 {
+				return r
 			}
-			deadline = nanotime() + ts.ns()
+			deadline = nanotime() + d
+			if deadline < d {
+				deadline = 1<<63 - 1
+			}
 			if deadline == 0 {
 				deadline = 1
 			}
+		}
+		var word uint32
+		if !copyIn(unsafe.Pointer(&word), addr, 4) {
+			return -eFAULT
+		}
+		if word != val {
+			return -eAGAIN
 		}
 		switch block(waitFutex, addr, deadline) {
 		case wokeTimeout:
@@ -370,9 +391,12 @@ func sysFutex(f *sysFrame) int64 {
 //go:nosplit
 func sysSchedGetaffinity(f *sysFrame) int64 {
 	size, mask := uintptr(f.rsi), uintptr(f.rdx)
-	if size < 8 || mask == 0 {
+	if size < 8 || size&7 != 0 {
 		return -eINVAL
 	}
-	*u64at(mask) = 1 // one vCPU
+	one := uint64(1) // one vCPU
+	if !copyOut(mask, unsafe.Pointer(&one), 8) {
+		return -eFAULT
+	}
 	return 8
 }

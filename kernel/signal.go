@@ -120,20 +120,14 @@ type rtSigframe struct {
 	info     siginfo
 }
 
-// userMapped reports whether [addr, addr+n) is mapped, so the kernel can
-// write a signal frame there without faulting itself.
+// userMapped reports whether [addr, addr+n) is the program's mapped
+// memory (uaccess.go), so an exception handler can read or write it —
+// a signal frame — without faulting itself: a fault there would be
+// delivered on the stack the handler runs on.
 //
 //go:nosplit
 func userMapped(addr, n uintptr) bool {
-	if addr < boot.NullGuard || addr+n < addr {
-		return false
-	}
-	for p := addr &^ (boot.PageSize - 1); p < addr+n; p += boot.PageSize {
-		if virtToPhys(p) == 0 {
-			return false
-		}
-	}
-	return true
+	return n != 0 && userOK(addr, n)
 }
 
 // pushSignalFrame writes a signal frame for sig on the right stack of t,
@@ -436,20 +430,31 @@ func sysTkillFn(f *sysFrame) int64 {
 	return sendSignal(i, f.rsi)
 }
 
+// rt_sigaction, rt_sigprocmask and sigaltstack read the new setting
+// first (EFAULT before any change) and write the old one last, as Linux
+// does; the old setting is the one before the call.
+//
 //go:nosplit
 func sysRtSigactionFn(f *sysFrame) int64 {
 	sig, act, old := f.rdi, uintptr(f.rsi), uintptr(f.rdx)
 	if sig == 0 || sig >= nsig {
 		return -eINVAL
 	}
-	if old != 0 {
-		*(*sigaction)(ptr(old)) = sigactions[sig]
-	}
+	var a sigaction
 	if act != 0 {
+		if !copyIn(unsafe.Pointer(&a), act, unsafe.Sizeof(a)) {
+			return -eFAULT
+		}
 		if sig == sigKill || sig == sigStop {
 			return -eINVAL
 		}
-		sigactions[sig] = *(*sigaction)(ptr(act))
+	}
+	prev := sigactions[sig]
+	if act != 0 {
+		sigactions[sig] = a
+	}
+	if old != 0 && !copyOut(old, unsafe.Pointer(&prev), unsafe.Sizeof(prev)) {
+		return -eFAULT
 	}
 	return 0
 }
@@ -458,11 +463,12 @@ func sysRtSigactionFn(f *sysFrame) int64 {
 func sysRtSigprocmaskFn(f *sysFrame) int64 {
 	how, set, old := f.rdi, uintptr(f.rsi), uintptr(f.rdx)
 	t := cur()
-	if old != 0 {
-		*u64at(old) = t.sigmask
-	}
+	prev := t.sigmask
 	if set != 0 {
-		s := *u64at(set)
+		var s uint64
+		if !copyIn(unsafe.Pointer(&s), set, 8) {
+			return -eFAULT
+		}
 		switch how {
 		case 0: // SIG_BLOCK
 			t.sigmask |= s
@@ -475,6 +481,9 @@ func sysRtSigprocmaskFn(f *sysFrame) int64 {
 		}
 		t.sigmask &^= unblockable
 		updateSigWork()
+	}
+	if old != 0 && !copyOut(old, unsafe.Pointer(&prev), 8) {
+		return -eFAULT
 	}
 	return 0
 }
@@ -490,13 +499,17 @@ type stackT struct {
 func sysSigaltstackFn(f *sysFrame) int64 {
 	ss, old := uintptr(f.rdi), uintptr(f.rsi)
 	t := cur()
-	if old != 0 {
-		o := (*stackT)(ptr(old))
-		o.sp, o.flags, o.size = uint64(t.altSP), t.altFlags, uint64(t.altSize)
+	var n stackT
+	if ss != 0 && !copyIn(unsafe.Pointer(&n), ss, unsafe.Sizeof(n)) {
+		return -eFAULT
 	}
+	var o stackT
+	o.sp, o.flags, o.size = uint64(t.altSP), t.altFlags, uint64(t.altSize)
 	if ss != 0 {
-		n := (*stackT)(ptr(ss))
 		t.altSP, t.altFlags, t.altSize = uintptr(n.sp), n.flags, uintptr(n.size)
+	}
+	if old != 0 && !copyOut(old, unsafe.Pointer(&o), unsafe.Sizeof(o)) {
+		return -eFAULT
 	}
 	return 0
 }

@@ -271,6 +271,8 @@ var sysTable = [nsys]sysHandler{
 	sysMknodat:        sysMknodatFn,
 	sysGetgroups:      sysZero,
 	sysAmberLoadFiles: sysAmberLoadFilesFn,
+	// Tests reach the exception table through it (uaccess.go).
+	sysAmberUaccessProbe: sysAmberUaccessProbeFn,
 }
 
 // reported remembers which unimplemented calls were already named.
@@ -316,11 +318,17 @@ const (
 func sysArchPrctlFn(f *sysFrame) int64 {
 	switch f.rdi {
 	case archSetFS:
+		if r := fsBaseOK(uintptr(f.rsi)); r < 0 {
+			return r
+		}
 		cur().fsbase = uintptr(f.rsi)
 		wrfsbase(uintptr(f.rsi))
 		return 0
 	case archGetFS:
-		*u64at(uintptr(f.rsi)) = uint64(cur().fsbase)
+		fs := uint64(cur().fsbase)
+		if !copyOut(uintptr(f.rsi), unsafe.Pointer(&fs), 8) {
+			return -eFAULT
+		}
 		return 0
 	}
 	return -eINVAL
@@ -332,20 +340,20 @@ func sysPrctlFn(f *sysFrame) int64 { return -eINVAL }
 //go:nosplit
 func sysWait4Fn(f *sysFrame) int64 { return -eCHILD }
 
+// utsBuf holds the struct utsname uname copies out.
+var utsBuf [6 * 65]byte
+
 // uname: Linux-compatible answers; programs parse the release.
 //
 //go:nosplit
 func sysUnameFn(f *sysFrame) int64 {
-	if f.rdi == 0 {
-		return -eFAULT
-	}
-	u := userBytes(uintptr(f.rdi), 6*65)
-	for i := range u {
-		u[i] = 0
-	}
+	clear(utsBuf[:])
 	fields := [...]string{"Linux", "amber", "6.1.0-amber", "#1 SMP Amber", "x86_64", "(none)"}
 	for i, s := range fields {
-		copy(u[i*65:i*65+64], s)
+		copy(utsBuf[i*65:i*65+64], s)
+	}
+	if !copyOut(uintptr(f.rdi), unsafe.Pointer(&utsBuf[0]), uintptr(len(utsBuf))) {
+		return -eFAULT
 	}
 	return 0
 }
@@ -380,15 +388,23 @@ func sysPrlimit64Fn(f *sysFrame) int64 {
 			l.cur, l.max = rlimInfinity, rlimInfinity
 		}
 	}
-	if oldp != 0 {
-		*(*rlimit)(ptr(oldp)) = *l
-	}
+	// As on Linux: the new limit is read first, the old one written last
+	// (after the change).
+	var n rlimit
 	if newp != 0 {
-		n := (*rlimit)(ptr(newp))
+		if !copyIn(unsafe.Pointer(&n), newp, unsafe.Sizeof(n)) {
+			return -eFAULT
+		}
 		if n.cur > n.max {
 			return -eINVAL
 		}
-		*l = *n
+	}
+	old := *l
+	if newp != 0 {
+		*l = n
+	}
+	if oldp != 0 && !copyOut(oldp, unsafe.Pointer(&old), unsafe.Sizeof(old)) {
+		return -eFAULT
 	}
 	return 0
 }
@@ -410,16 +426,48 @@ func randomU64() uint64 {
 	return z ^ z>>31
 }
 
+// randBuf holds random bytes on their way to the program.
+var randBuf [32]uint64
+
+// fillRandom fills up to n bytes at the program's buf with random bytes,
+// stopping where buf stops being the program's memory: the count filled.
+//
 //go:nosplit
-func sysGetrandomFn(f *sysFrame) int64 {
-	b := userBytes(uintptr(f.rdi), uintptr(f.rsi))
-	for i := 0; i < len(b); i += 8 {
-		v := randomU64()
-		for j := 0; j < 8 && i+j < len(b); j++ {
-			b[i+j] = byte(v >> (8 * j))
+func fillRandom(buf, n uintptr) uintptr {
+	done := uintptr(0)
+	for done < n {
+		for i := range randBuf {
+			randBuf[i] = randomU64()
+		}
+		k := n - done
+		if k > unsafe.Sizeof(randBuf) {
+			k = unsafe.Sizeof(randBuf)
+		}
+		c := copyOutSome(buf+done, unsafe.Pointer(&randBuf), k)
+		done += c
+		if c < k {
+			break
 		}
 	}
-	return int64(len(b))
+	return done
+}
+
+// getrandom: like Linux, a request is capped at maxRW and a buffer that
+// stops being the program's memory gives a short count (EFAULT when not
+// a byte could be stored).
+//
+//go:nosplit
+func sysGetrandomFn(f *sysFrame) int64 {
+	const grndNonblock, grndRandom, grndInsecure = 1, 2, 4
+	flags := f.rdx
+	if flags&^(grndNonblock|grndRandom|grndInsecure) != 0 || flags&(grndRandom|grndInsecure) == grndRandom|grndInsecure {
+		return -eINVAL
+	}
+	n := uintptr(f.rsi)
+	if n > maxRW {
+		n = maxRW
+	}
+	return userCount(fillRandom(uintptr(f.rdi), n), n)
 }
 
 // idleWait asks the VMM to wait until the deadline (ns since boot, 0 for

@@ -1,6 +1,9 @@
 package kernel
 
-import "math/bits"
+import (
+	"math/bits"
+	"unsafe"
+)
 
 // Time comes from RDTSC (about 9 ns, no exit): nanoseconds since boot are
 // (tsc - bootTSC) * nsPerTSC, with nsPerTSC a 32.32 fixed-point factor.
@@ -72,23 +75,50 @@ func (ts *timespec) set(ns int64) {
 	ts.nsec = ns % 1e9
 }
 
+// putTimespec copies a time in ns to the program's struct timespec at
+// addr; false means EFAULT.
+//
+//go:nosplit
+func putTimespec(addr uintptr, ns int64) bool {
+	var ts timespec
+	ts.set(ns)
+	return copyOut(addr, unsafe.Pointer(&ts), unsafe.Sizeof(ts))
+}
+
+// getTimespec reads the program's struct timespec at addr: -EFAULT, or
+// -EINVAL for one out of range (the nanoseconds, or a negative time).
+//
+//go:nosplit
+func getTimespec(addr uintptr) (int64, int64) {
+	var ts timespec
+	if !copyIn(unsafe.Pointer(&ts), addr, unsafe.Sizeof(ts)) {
+		return 0, -eFAULT
+	}
+	if ts.nsec < 0 || ts.nsec >= 1e9 || ts.sec < 0 {
+		return 0, -eINVAL
+	}
+	if ts.sec >= (1<<63-1)/1_000_000_000-1 {
+		return 1<<63 - 1, 0 // forever
+	}
+	return ts.ns(), 0
+}
+
 //go:nosplit
 func sysClockGettime(f *sysFrame) int64 {
 	ns, ok := clockNow(f.rdi)
 	if !ok {
 		return -eINVAL
 	}
-	if f.rsi == 0 {
+	if !putTimespec(uintptr(f.rsi), ns) {
 		return -eFAULT
 	}
-	(*timespec)(ptr(uintptr(f.rsi))).set(ns)
 	return 0
 }
 
 //go:nosplit
 func sysClockGetres(f *sysFrame) int64 {
-	if f.rsi != 0 {
-		(*timespec)(ptr(uintptr(f.rsi))).set(1)
+	if f.rsi != 0 && !putTimespec(uintptr(f.rsi), 1) {
+		return -eFAULT
 	}
 	return 0
 }
@@ -97,9 +127,16 @@ func sysClockGetres(f *sysFrame) int64 {
 func sysGettimeofday(f *sysFrame) int64 {
 	if f.rdi != 0 {
 		ns := bootUnixNs + nanotime()
-		tv := (*timespec)(ptr(uintptr(f.rdi)))
-		tv.sec = ns / 1e9
-		tv.nsec = ns % 1e9 / 1000
+		tv := timespec{sec: ns / 1e9, nsec: ns % 1e9 / 1000} // a struct timeval
+		if !copyOut(uintptr(f.rdi), unsafe.Pointer(&tv), unsafe.Sizeof(tv)) {
+			return -eFAULT
+		}
+	}
+	if f.rsi != 0 {
+		var tz [2]int32 // struct timezone: UTC
+		if !copyOut(uintptr(f.rsi), unsafe.Pointer(&tz), unsafe.Sizeof(tz)) {
+			return -eFAULT
+		}
 	}
 	return 0
 }
@@ -107,8 +144,8 @@ func sysGettimeofday(f *sysFrame) int64 {
 //go:nosplit
 func sysTime(f *sysFrame) int64 {
 	s := (bootUnixNs + nanotime()) / 1e9
-	if f.rdi != 0 {
-		*(*int64)(ptr(uintptr(f.rdi))) = s
+	if f.rdi != 0 && !copyOut(uintptr(f.rdi), unsafe.Pointer(&s), 8) {
+		return -eFAULT
 	}
 	return s
 }
@@ -126,37 +163,55 @@ func sleepUntil(deadline int64) bool {
 	return true
 }
 
+// sleepFor sleeps d ns; interrupted by a signal it stores the time left
+// at rem (when not 0), as Linux does, and returns -EINTR.
+//
+//go:nosplit
+func sleepFor(d int64, rem uintptr) int64 {
+	deadline := nanotime() + d
+	if deadline < d {
+		deadline = 1<<63 - 1
+	}
+	if sleepUntil(deadline) {
+		return 0
+	}
+	if rem != 0 {
+		left := deadline - nanotime()
+		if left < 0 {
+			left = 0
+		}
+		if !putTimespec(rem, left) {
+			return -eFAULT
+		}
+	}
+	return -eINTR
+}
+
 //go:nosplit
 func sysNanosleep(f *sysFrame) int64 {
-	if f.rdi == 0 {
-		return -eFAULT
+	d, r := getTimespec(uintptr(f.rdi))
+	if r < 0 {
+		return r
 	}
-	req := (*timespec)(ptr(uintptr(f.rdi)))
-	if req.nsec < 0 || req.nsec >= 1e9 || req.sec < 0 {
-		return -eINVAL
-	}
-	if !sleepUntil(nanotime() + req.ns()) {
-		return -eINTR
-	}
-	return 0
+	return sleepFor(d, uintptr(f.rsi))
 }
 
 //go:nosplit
 func sysClockNanosleep(f *sysFrame) int64 {
-	if f.rdx == 0 {
-		return -eFAULT
+	d, r := getTimespec(uintptr(f.rdx))
+	if r < 0 {
+		return r
 	}
-	req := (*timespec)(ptr(uintptr(f.rdx)))
-	d := req.ns()
-	if f.rsi&1 != 0 { // TIMER_ABSTIME
-		now, ok := clockNow(f.rdi)
-		if !ok {
-			return -eINVAL
-		}
-		d -= now
+	if f.rsi&1 == 0 {
+		return sleepFor(d, uintptr(f.r10))
 	}
-	if d > 0 && !sleepUntil(nanotime()+d) {
-		return -eINTR
+	// TIMER_ABSTIME: no time left to report.
+	now, ok := clockNow(f.rdi)
+	if !ok {
+		return -eINVAL
 	}
-	return 0
+	if d -= now; d <= 0 {
+		return 0
+	}
+	return sleepFor(d, 0)
 }

@@ -41,10 +41,14 @@ func trap(tf *boot.TrapFrame, xsave uintptr) uintptr {
 		}
 	}
 	if kernelContext(tf.RSP) {
-		// A fault in the kernel itself — most likely a system call given
-		// an address the program never mapped. There is no signal to
-		// deliver: stop with the report (Linux would return EFAULT).
-		crash(tf, "fault in the kernel while serving the program (a bad address passed to a system call?)", boot.ExitCrash)
+		// A bad user address the system call's checks missed, in one of
+		// the user-copy routines: the call fails with EFAULT (uaccess.go).
+		if uaccessFixup(tf) {
+			return 0
+		}
+		// Anywhere else it is a fault in the kernel itself, a bug: there
+		// is no signal to deliver, so stop with the report.
+		crash(tf, "fault in the kernel while serving the program (a kernel bug)", boot.ExitCrash)
 	}
 	sig, ok := deliverFault(tf, xsave, cr2)
 	if ok {

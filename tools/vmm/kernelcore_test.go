@@ -77,3 +77,43 @@ func TestKernelCoreIsRuntimeFree(t *testing.T) {
 		t.Error(p)
 	}
 }
+
+// The kernel's exception table is the address range of its user-copy
+// routines (kernel/usercopy_amd64.s): a fault in [ucopy, uaccessFault) is
+// a bad user address, resumed at uaccessFault. That needs the linker to
+// keep the routines in their file's order with nothing between them; the
+// kernel checks it at boot, and this checks it on a real image.
+func TestUserCopyRoutinesInOrder(t *testing.T) {
+	f, err := elf.Open(image(t, "../../apps/hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	syms, err := f.Symbols()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const pkg = "github.com/amberos/amber/kernel."
+	want := []string{"ucopy", "uclear", "uaccessFault", "uaccessEnd"}
+	var funcs []elf.Symbol
+	for _, s := range syms {
+		if elf.ST_TYPE(s.Info) == elf.STT_FUNC {
+			funcs = append(funcs, s)
+		}
+	}
+	sort.Slice(funcs, func(i, j int) bool { return funcs[i].Value < funcs[j].Value })
+	first := -1
+	for i, s := range funcs {
+		if strings.TrimSuffix(s.Name, ".abi0") == pkg+want[0] {
+			first = i
+		}
+	}
+	if first < 0 || first+len(want) > len(funcs) {
+		t.Fatalf("no %s%s in the image", pkg, want[0])
+	}
+	for k, name := range want {
+		if got := strings.TrimSuffix(funcs[first+k].Name, ".abi0"); got != pkg+name {
+			t.Errorf("function %d after %s is %s, want %s%s", k, want[0], got, pkg, name)
+		}
+	}
+}
