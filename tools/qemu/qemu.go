@@ -1,0 +1,124 @@
+// Package qemu boots an Amber image under QEMU's TCG emulator: what
+// `vmm run --accel tcg` does on a host without a usable /dev/kvm. The image
+// enters through its PVH note and 32-bit entry, exactly as under any
+// PVH-capable VMM, so this runs the same kernel and program as Amber's
+// VMM, about ten times slower and with less around it: no Amber
+// hypercalls (the console is the 16550 UART, which carries stdout and
+// stderr both; stdin arrives on it but has no end-of-file), the exit
+// status comes back through QEMU's isa-debug-exit device, and a crash is
+// reported by the kernel's own short message rather than the VMM's
+// register dump and backtrace.
+package qemu
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/amberos/amber/boot"
+)
+
+// Binary is the QEMU system emulator used.
+const Binary = "qemu-system-x86_64"
+
+// Available says why QEMU cannot be used, or returns nil.
+func Available() error {
+	if _, err := exec.LookPath(Binary); err != nil {
+		return fmt.Errorf("%s is not installed (Debian/Ubuntu: apt-get install qemu-system-x86)", Binary)
+	}
+	return nil
+}
+
+// Config describes one boot.
+type Config struct {
+	Image   string
+	Memory  uint64   // bytes; a multiple of 1 MiB
+	Options []string // kernel options (amber.KEY=VALUE)
+	Env     []string
+	Args    []string
+	Stdin   io.Reader // to the serial line; nil: nothing
+	Stdout  io.Writer // the serial console: the guest's stdout and stderr
+	Stderr  io.Writer // QEMU's own messages and the runner's
+	Timeout time.Duration
+}
+
+// Exit statuses that are not the guest's own, as vmm run gives them.
+const (
+	ExitCrash       = boot.ExitCrash // the guest reset, crashed or ran out of time
+	ExitInterrupted = 130
+)
+
+// Args returns QEMU's command line for c (without the binary).
+func Args(c Config) []string {
+	return []string{
+		"-M", "microvm", "-accel", "tcg", "-cpu", "max",
+		"-m", fmt.Sprintf("%dM", c.Memory>>20),
+		"-kernel", c.Image, "-append", boot.Cmdline(c.Options, c.Env, c.Args),
+		"-nodefaults", "-no-user-config", "-display", "none",
+		"-chardev", "stdio,id=console", "-serial", "chardev:console",
+		"-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
+		"-no-reboot",
+	}
+}
+
+// Run boots c.Image and returns the guest's exit status, ExitCrash if it
+// reset or crashed or c.Timeout passed, ExitInterrupted if ctx was
+// cancelled; err is for QEMU failing to run at all.
+func Run(ctx context.Context, c Config) (status int, err error) {
+	if err := Available(); err != nil {
+		return 0, err
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var timedOut <-chan time.Time
+	if c.Timeout > 0 {
+		t := time.NewTimer(c.Timeout)
+		defer t.Stop()
+		timedOut = t.C
+	}
+	cmd := exec.CommandContext(runCtx, Binary, Args(c)...)
+	cmd.Stdin, cmd.Stdout = c.Stdin, c.Stdout
+	var qerr bytes.Buffer
+	cmd.Stderr = io.MultiWriter(&qerr, c.Stderr)
+	cmd.WaitDelay = 2 * time.Second
+	if err := cmd.Start(); err != nil {
+		return 0, fmt.Errorf("starting %s: %w", Binary, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var why string
+	select {
+	case err = <-done:
+	case <-timedOut:
+		why = fmt.Sprintf("the guest did not finish within %v; stopped", c.Timeout)
+	case <-ctx.Done():
+		why = "interrupted; guest stopped"
+	}
+	if why != "" {
+		cancel()
+		<-done
+		fmt.Fprintf(c.Stderr, "vmm: %s\n", why)
+		if ctx.Err() != nil {
+			return ExitInterrupted, nil
+		}
+		return ExitCrash, nil
+	}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		// QEMU exits 0 when the guest resets, which -no-reboot turns into
+		// an exit: a triple fault.
+		fmt.Fprintln(c.Stderr, "vmm: the guest reset (a triple fault); stopped")
+		return ExitCrash, nil
+	case errors.As(err, &ee) && ee.ExitCode() > 0 && ee.ExitCode()&1 == 1 && !strings.Contains(qerr.String(), Binary+":"):
+		// isa-debug-exit: QEMU exits with (v<<1)|1 for the guest's v.
+		// QEMU's own failures exit 1 too, but say so on stderr first.
+		return ee.ExitCode() >> 1, nil
+	}
+	return 0, fmt.Errorf("%s failed: %v: %s", Binary, err, strings.TrimSpace(qerr.String()))
+}
