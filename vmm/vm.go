@@ -79,7 +79,9 @@ type VM struct {
 	uart      uart16550
 
 	stop     atomic.Bool
+	timedOut atomic.Bool // Config.Timeout has passed
 	vcpuTid  atomic.Int32
+	enter    func() unix.Errno // KVM_RUN (tests replace it)
 	marks    []Mark
 	exitsBy  [64]int // KVM exit reasons
 	hcallsBy [16]int // hypercalls by number
@@ -387,23 +389,46 @@ func (vm *VM) Run() (status int, err error) {
 		return 0, err
 	}
 	if vm.cfg.Timeout > 0 {
-		t := time.AfterFunc(vm.cfg.Timeout, func() { vm.kick() })
+		t := time.AfterFunc(vm.cfg.Timeout, func() {
+			vm.timedOut.Store(true)
+			vm.kick()
+		})
 		defer t.Stop()
 	}
+	return vm.loop()
+}
+
+// loop runs the vCPU and serves its exits until the guest ends or the VM
+// is told to stop. Each exit is served exactly once: when KVM_RUN fails
+// with EINTR or EAGAIN (immediate_exit, or a signal that arrived before the
+// guest ran) KVM has written no exit reason, and the one in the run area
+// is the exit served last time.
+func (vm *VM) loop() (status int, err error) {
+	enter := vm.enter
+	if enter == nil {
+		enter = func() unix.Errno { return kvmRun(vm.vcpuFd) }
+	}
 	for {
+		// Clear immediate_exit before looking at the requests: a kick
+		// after this point either is seen below or makes KVM_RUN return
+		// at once.
+		vm.run.ImmediateExit = 0
 		if vm.stop.Load() {
 			return ExitInterrupted, nil
 		}
-		if vm.cfg.Timeout > 0 && time.Since(vm.bootTime) > vm.cfg.Timeout {
+		if vm.timedOut.Load() {
 			return vm.crashReport(nil, fmt.Sprintf("guest did not finish within %v (--timeout); stopped", vm.cfg.Timeout)), nil
 		}
-		err := kvm.Run(vm.vcpuFd)
-		vm.run.ImmediateExit = 0
+		switch errno := enter(); errno {
+		case 0:
+		case unix.EINTR, unix.EAGAIN:
+			vm.exitsBy[kvm.EXITINTR]++
+			continue
+		default:
+			return 0, fmt.Errorf("KVM_RUN: %w", errno)
+		}
 		if r := vm.run.ExitReason; r < uint32(len(vm.exitsBy)) {
 			vm.exitsBy[r]++
-		}
-		if err != nil {
-			return 0, fmt.Errorf("KVM_RUN: %w", err)
 		}
 		switch kvm.ExitType(vm.run.ExitReason) {
 		case kvm.EXITIO:

@@ -5,6 +5,7 @@ import (
 	"debug/elf"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,34 +18,53 @@ import (
 )
 
 var (
-	helloOnce sync.Once
-	helloRaw  []byte
-	helloErr  error
+	imagesMu  sync.Mutex
+	imagesDir string
+	images    = map[string]string{}
 )
 
-// helloImage builds apps/hello with the vmm CLI's builder, through the
-// command line so this package does not import tools/.
-func helloImage(t *testing.T) []byte {
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if imagesDir != "" {
+		os.RemoveAll(imagesDir)
+	}
+	os.Exit(code)
+}
+
+// testImage builds the main package at pkg (relative to this directory)
+// into an image once per test run, with the vmm CLI's builder, through
+// the command line so this package does not import tools/.
+func testImage(t testing.TB, pkg string) string {
 	t.Helper()
-	helloOnce.Do(func() {
+	imagesMu.Lock()
+	defer imagesMu.Unlock()
+	if p, ok := images[pkg]; ok {
+		return p
+	}
+	if imagesDir == "" {
 		dir, err := os.MkdirTemp("", "vmm-img-")
 		if err != nil {
-			helloErr = err
-			return
+			t.Fatal(err)
 		}
-		defer os.RemoveAll(dir)
-		out := filepath.Join(dir, "hello.img")
-		cmd := exec.Command("go", "run", "../tools/vmm", "build", "-o", out, "../apps/hello")
-		if b, err := cmd.CombinedOutput(); err != nil {
-			helloErr = errors.New(string(b))
-			return
-		}
-		helloRaw, helloErr = os.ReadFile(out)
-	})
-	if helloErr != nil {
-		t.Fatal(helloErr)
+		imagesDir = dir
 	}
-	return helloRaw
+	out := filepath.Join(imagesDir, fmt.Sprintf("%d-%s.img", len(images), filepath.Base(pkg)))
+	cmd := exec.Command("go", "run", "../tools/vmm", "build", "-o", out, pkg)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building %s: %v\n%s", pkg, err, b)
+	}
+	images[pkg] = out
+	return out
+}
+
+// helloImage returns the bytes of apps/hello's image.
+func helloImage(t testing.TB) []byte {
+	t.Helper()
+	raw, err := os.ReadFile(testImage(t, "../apps/hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
 }
 
 func TestParseImage(t *testing.T) {

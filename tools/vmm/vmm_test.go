@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"debug/elf"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -321,6 +322,12 @@ func (w *syncWriter) Write(p []byte) (int, error) {
 	return w.b.Write(p)
 }
 
+func (w *syncWriter) Len() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Len()
+}
+
 func (w *syncWriter) String() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -485,4 +492,70 @@ func TestHelp(t *testing.T) {
 			t.Errorf("vmm %v: exit %d, output %q", args, r.code, r.stdout+r.stderr)
 		}
 	}
+}
+
+// Ctrl-C in the middle of a copy (issue 8: it lost a 32 KiB read or
+// printed a line twice): the guest ignores the SIGINT and every byte of
+// its input comes out once.
+func TestCtrlCLosesNothing(t *testing.T) {
+	needKVM(t)
+	img := image(t, "./testdata/copyio")
+	cmd := exec.Command(vmmBin, "run", "--timeout", "60s", img)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	out, errOut := &syncWriter{b: &stdout}, &syncWriter{b: &stderr}
+	cmd.Stdout, cmd.Stderr = out, errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	in := pattern(4 << 20)
+	half := len(in) / 2
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for i := 0; i < 800 && !cond(); i++ {
+			time.Sleep(25 * time.Millisecond)
+		}
+		if !cond() {
+			cmd.Process.Kill()
+			t.Fatalf("never saw %s; stderr:\n%s", what, errOut.String())
+		}
+	}
+	if _, err := stdin.Write(in[:half]); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("the guest copy", func() bool { return out.Len() > 0 })
+	cmd.Process.Signal(syscall.SIGINT)
+	waitFor("the guest's SIGINT", func() bool { return strings.Contains(errOut.String(), "got SIGINT") })
+	if _, err := stdin.Write(in[half:]); err != nil {
+		t.Fatal(err)
+	}
+	stdin.Close()
+	if code := waitExit(t, cmd); code != 0 {
+		t.Fatalf("exit %d; stderr:\n%s", code, errOut.String())
+	}
+	if got := stdout.Bytes(); !bytes.Equal(got, in) {
+		t.Errorf("%d bytes out of %d in, first difference at byte %d; stderr:\n%s", len(got), len(in), firstDiff(got, in), errOut.String())
+	}
+}
+
+// pattern returns n bytes that differ from line to line, so a lost or
+// repeated chunk shows.
+func pattern(n int) []byte {
+	var b bytes.Buffer
+	for i := 0; b.Len() < n; i++ {
+		fmt.Fprintf(&b, "line %08d of the copy test\n", i)
+	}
+	return b.Bytes()[:n]
+}
+
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
 }
