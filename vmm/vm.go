@@ -78,14 +78,15 @@ type VM struct {
 	lstarMode bool // EFER.SCE set: a stray SYSCALL lands at LSTAR
 	uart      uart16550
 
-	stop     atomic.Bool
-	timedOut atomic.Bool // Config.Timeout has passed
-	vcpuTid  atomic.Int32
-	enter    func() unix.Errno // KVM_RUN (tests replace it)
-	marks    []Mark
-	exitsBy  [64]int // KVM exit reasons
-	hcallsBy [16]int // hypercalls by number
-	faultCR2 uint64
+	stop      atomic.Bool
+	timedOut  atomic.Bool // Config.Timeout has passed
+	vcpuTid   atomic.Int32
+	enter     func() unix.Errno // KVM_RUN (tests replace it)
+	marks     []Mark            // the first maxMarks
+	lostMarks int               // marks after those
+	exitsBy   [64]int           // KVM exit reasons
+	hcallsBy  [16]int           // hypercalls by number
+	faultCR2  uint64
 }
 
 // Mark is a point in guest time reported by kernel.Mark.
@@ -300,8 +301,16 @@ func progName(path string) string {
 	return strings.TrimSuffix(filepath.Base(path), ".img")
 }
 
-// Marks returns the marks the guest reported.
+// maxMarks bounds the marks a VM keeps: they measure boot, and a guest
+// that marks in a loop must not grow the VMM.
+const maxMarks = 1024
+
+// Marks returns the first marks the guest reported (at most 1024).
 func (vm *VM) Marks() []Mark { return vm.marks }
+
+// DroppedMarks is the number of marks reported after the first 1024, which
+// were not kept.
+func (vm *VM) DroppedMarks() int { return vm.lostMarks }
 
 // Exits counts the VM's exits to this process by kind (KVM exit reasons,
 // and hypercalls as "hcN").
@@ -368,6 +377,9 @@ func (vm *VM) Close() error {
 	}
 	if vm.mem != nil {
 		errs = append(errs, vm.mem.close())
+	}
+	if vm.input != nil {
+		vm.input.close()
 	}
 	return errors.Join(errs...)
 }
@@ -560,7 +572,11 @@ func (vm *VM) hypercall(pa uint64) (done bool, status int) {
 		}
 		return true, status
 	case boot.HCMark:
-		vm.marks = append(vm.marks, Mark{ID: h.A0, SinceBoot: vm.tscToDuration(h.A1 - vm.bootTSC)})
+		if len(vm.marks) < maxMarks {
+			vm.marks = append(vm.marks, Mark{ID: h.A0, SinceBoot: vm.tscToDuration(h.A1 - vm.bootTSC)})
+		} else {
+			vm.lostMarks++
+		}
 	default:
 		ret = -38 // ENOSYS
 	}
@@ -588,38 +604,71 @@ func (vm *VM) idle(deadlineNs int64) int {
 	return vm.input.wait(timer, &vm.stop)
 }
 
+// maxInput bounds the host input the VMM holds for the guest: the pump
+// stops reading while this much is unread, and the host's pipe or file
+// keeps the rest, so a guest that never reads costs no memory.
+const maxInput = 64 << 10
+
 // inputPump moves host input to the guest: a goroutine reads Stdin into a
-// buffer the console hypercalls drain.
+// buffer of at most maxInput bytes that the console hypercalls drain.
 type inputPump struct {
-	mu    sync.Mutex
-	buf   []byte
-	eof   bool
-	ready chan struct{} // signalled when data or EOF arrives, or on a kick
+	mu         sync.Mutex
+	data       []byte // unread input is data[head:tail]
+	head, tail int
+	eof        bool
+	ready      chan struct{} // signalled when data or EOF arrives, or on a kick
+	space      chan struct{} // signalled when the guest takes input
+	closed     chan struct{} // the VM is gone: the pump stops
+	closeOnce  sync.Once
 }
 
 func newInputPump(r io.Reader) *inputPump {
-	p := &inputPump{ready: make(chan struct{}, 1)}
+	p := &inputPump{ready: make(chan struct{}, 1), space: make(chan struct{}, 1), closed: make(chan struct{})}
 	if r == nil {
 		p.eof = true
 		return p
 	}
-	go func() {
-		b := make([]byte, 64<<10)
-		for {
-			n, err := r.Read(b)
-			p.mu.Lock()
-			p.buf = append(p.buf, b[:n]...)
-			if err != nil {
-				p.eof = true
-			}
-			p.mu.Unlock()
-			p.wakeIdle()
-			if err != nil {
+	p.data = make([]byte, maxInput)
+	go p.pump(r)
+	return p
+}
+
+func (p *inputPump) pump(r io.Reader) {
+	stage := make([]byte, maxInput)
+	for {
+		p.mu.Lock()
+		free := len(p.data) - (p.tail - p.head)
+		p.mu.Unlock()
+		if free == 0 {
+			select {
+			case <-p.space:
+				continue
+			case <-p.closed:
 				return
 			}
 		}
-	}()
-	return p
+		n, err := r.Read(stage[:free])
+		p.mu.Lock()
+		if p.tail+n > len(p.data) {
+			p.tail = copy(p.data, p.data[p.head:p.tail])
+			p.head = 0
+		}
+		p.tail += copy(p.data[p.tail:], stage[:n])
+		if err != nil {
+			p.eof = true
+		}
+		p.mu.Unlock()
+		p.wakeIdle()
+		if err != nil {
+			return
+		}
+	}
+}
+
+// close stops the pump once it has to wait for the guest (a Read of the
+// host input that blocks cannot be interrupted).
+func (p *inputPump) close() {
+	p.closeOnce.Do(func() { close(p.closed) })
 }
 
 func (p *inputPump) wakeIdle() {
@@ -633,21 +682,28 @@ func (p *inputPump) wakeIdle() {
 func (p *inputPump) read(b []byte) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if len(p.buf) == 0 {
+	if p.head == p.tail {
 		if p.eof {
 			return -1
 		}
 		return 0
 	}
-	n := copy(b, p.buf)
-	p.buf = p.buf[n:]
+	n := copy(b, p.data[p.head:p.tail])
+	p.head += n
+	if p.head == p.tail {
+		p.head, p.tail = 0, 0
+	}
+	select {
+	case p.space <- struct{}{}:
+	default:
+	}
 	return n
 }
 
 func (p *inputPump) pending() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return len(p.buf) > 0 || p.eof
+	return p.head < p.tail || p.eof
 }
 
 func (p *inputPump) wait(timer <-chan time.Time, stop *atomic.Bool) int {

@@ -264,6 +264,9 @@ Flags:
 		for _, m := range vm.Marks() {
 			fmt.Fprintf(stderr, "vmm: mark %d at %v after vCPU start\n", m.ID, m.SinceBoot)
 		}
+		if n := vm.DroppedMarks(); n > 0 {
+			fmt.Fprintf(stderr, "vmm: %d later marks not kept (the first %d are)\n", n, len(vm.Marks()))
+		}
 		fmt.Fprintf(stderr, "vmm: guest ran %v; exits %v\n", time.Since(start), vm.Exits())
 	}
 	return status
