@@ -303,7 +303,7 @@ func ofWrite(o *ofile, buf, n uintptr, pos int64) int64 {
 				if nd.rdev == devConsoleErr {
 					fd = 2
 				}
-				consoleWrite(fd, userBytes(buf, n))
+				return consoleWriteSys(fd, userBytes(buf, n))
 			}
 			return int64(n)
 		}

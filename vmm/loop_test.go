@@ -36,7 +36,6 @@ func newFakeGuest(t *testing.T, cfg Config) *fakeGuest {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { unix.Munmap(runMap) })
 	vm := &VM{cfg: cfg, mem: &GuestMemory{mem: make([]byte, 1<<20)}, runMap: runMap,
 		run: (*kvm.RunData)(unsafe.Pointer(&runMap[0])), tscHz: 1e9}
 	if vm.cfg.Stdout == nil {
@@ -45,7 +44,10 @@ func newFakeGuest(t *testing.T, cfg Config) *fakeGuest {
 	if vm.cfg.Stderr == nil {
 		vm.cfg.Stderr = &bytes.Buffer{}
 	}
-	vm.input = newInputPump(cfg.Stdin)
+	if err := vm.initConsole(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { vm.Close() }) // unmaps the run area
 	g := &fakeGuest{t: t, vm: vm}
 	vm.enter = func() unix.Errno {
 		if g.runs >= len(g.steps) {

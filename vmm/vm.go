@@ -73,7 +73,9 @@ type VM struct {
 	bootTime time.Time
 	tscHz    uint64
 
-	input *inputPump
+	input          *inputPump
+	stdout, stderr *hostOut
+	halt           *halter // set when the VM is to stop: blocked console writes give up
 
 	lstarMode bool // EFER.SCE set: a stray SYSCALL lands at LSTAR
 	uart      uart16550
@@ -242,8 +244,20 @@ func New(cfg Config) (_ *VM, err error) {
 	if err != nil {
 		return nil, err
 	}
-	vm.input = newInputPump(cfg.Stdin)
+	if err = vm.initConsole(); err != nil {
+		return nil, err
+	}
 	return vm, nil
+}
+
+// initConsole sets up the console streams and input.
+func (vm *VM) initConsole() (err error) {
+	if vm.halt, err = newHalter(); err != nil {
+		return err
+	}
+	vm.stdout, vm.stderr = newHostOut(vm.cfg.Stdout), newHostOut(vm.cfg.Stderr)
+	vm.input = newInputPump(vm.cfg.Stdin)
+	return nil
 }
 
 // writeStartInfo writes hvm_start_info, Amber's extension, the memory map
@@ -329,11 +343,16 @@ func (vm *VM) Exits() map[string]int {
 	return m
 }
 
-// Stop asks a running VM to stop; Run then returns ExitInterrupted.
+// Stop asks a running VM to stop; Run then returns ExitInterrupted, even
+// while a console write waits for a full pipe.
 func (vm *VM) Stop() {
 	vm.stop.Store(true)
+	vm.halt.halt()
 	vm.kick()
 }
+
+// Stopped reports whether Stop was called.
+func (vm *VM) Stopped() bool { return vm.stop.Load() }
 
 // Signal posts a signal to the guest process (Ctrl-C: SIGINT). The kernel
 // takes it at its next timer tick or when it wakes from idle. It reports
@@ -381,6 +400,14 @@ func (vm *VM) Close() error {
 	if vm.input != nil {
 		vm.input.close()
 	}
+	for _, o := range []*hostOut{vm.stdout, vm.stderr} {
+		if o != nil {
+			o.close()
+		}
+	}
+	if vm.halt != nil {
+		vm.halt.close()
+	}
 	return errors.Join(errs...)
 }
 
@@ -403,6 +430,7 @@ func (vm *VM) Run() (status int, err error) {
 	if vm.cfg.Timeout > 0 {
 		t := time.AfterFunc(vm.cfg.Timeout, func() {
 			vm.timedOut.Store(true)
+			vm.halt.halt()
 			vm.kick()
 		})
 		defer t.Stop()
@@ -531,12 +559,15 @@ func (vm *VM) hypercall(pa uint64) (done bool, status int) {
 			ret = -14 // EFAULT
 			break
 		}
-		w := vm.cfg.Stdout
+		o := vm.stdout
 		if h.A0 == 2 {
-			w = vm.cfg.Stderr
+			o = vm.stderr
 		}
-		w.Write(buf)
-		ret = int64(len(buf))
+		n, err := o.write(buf, vm.halt)
+		if err == errHalted {
+			return false, 0 // the loop stops the VM; the guest never sees this call end
+		}
+		ret = consoleResult(n, err)
 	case boot.HCConsoleRead:
 		buf, err := vm.mem.Slice(h.A1, h.A2)
 		if err != nil {

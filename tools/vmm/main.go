@@ -232,6 +232,12 @@ Flags:
 		return exitNotStart
 	}
 	defer vm.Close()
+	// A console write to a pipe without readers returns EPIPE, which goes
+	// to the guest (that dies of SIGPIPE as a native program would),
+	// instead of killing vmm.
+	pipes := make(chan os.Signal, 1)
+	signal.Notify(pipes, syscall.SIGPIPE)
+	defer signal.Stop(pipes)
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	defer func() {
@@ -253,11 +259,15 @@ Flags:
 	}()
 	start := time.Now()
 	status, err := vm.Run()
+	// From here on, messages go through the VM's stderr stream: in order
+	// with the guest's output, and never blocked by a full pipe once the
+	// VM was stopped.
+	stderr = vm.Stderr()
 	if err != nil {
 		fmt.Fprintf(stderr, "vmm run: %v\n", err)
 		return exitNotStart
 	}
-	if status == vmm.ExitInterrupted {
+	if status == vmm.ExitInterrupted && vm.Stopped() {
 		fmt.Fprintln(stderr, "vmm: interrupted; guest stopped")
 	}
 	if *bootTime {

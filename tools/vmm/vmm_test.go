@@ -17,6 +17,7 @@ import (
 	"github.com/amberos/amber/tools/build"
 	"github.com/amberos/amber/tools/build/elfpatch"
 	"github.com/amberos/amber/vmm"
+	"golang.org/x/sys/unix"
 )
 
 // These tests build real images and boot them in real KVM microVMs through
@@ -558,4 +559,98 @@ func firstDiff(a, b []byte) int {
 		}
 	}
 	return min(len(a), len(b))
+}
+
+// `vmm run spew.img > /dev/full` told the guest its writes succeeded and
+// ran forever (issue 8). The guest sees the host's errors: ENOSPC, and
+// EPIPE with SIGPIPE for a pipe without readers, as a native program.
+func TestConsoleWriteErrors(t *testing.T) {
+	needKVM(t)
+	img := image(t, "./testdata/spew")
+	runTo := func(stdout *os.File, args ...string) result {
+		t.Helper()
+		cmd := exec.Command(vmmBin, append([]string{"run", "--timeout", "60s", img, "--"}, args...)...)
+		var stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = stdout, &stderr
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if err != nil && !errors.As(err, &ee) {
+			t.Fatal(err)
+		}
+		return result{"", stderr.String(), cmd.ProcessState.ExitCode()}
+	}
+	full, err := os.OpenFile("/dev/full", os.O_WRONLY, 0)
+	if err != nil {
+		t.Skip(err)
+	}
+	defer full.Close()
+	if r := runTo(full); r.code != 3 || !strings.Contains(r.stderr, "spew: write 0: write /dev/stdout: no space left on device") {
+		t.Errorf("> /dev/full: exit %d, stderr:\n%s", r.code, r.stderr)
+	}
+
+	// A pipe whose reader is gone: the Go runtime in the guest dies of
+	// SIGPIPE (128+13) as it would natively; with SIGPIPE ignored the
+	// write reports EPIPE.
+	closedPipe := func() *os.File {
+		pr, pw, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pr.Close()
+		t.Cleanup(func() { pw.Close() })
+		return pw
+	}
+	if r := runTo(closedPipe()); r.code != 128+13 || strings.Contains(r.stderr, "spew: write") {
+		t.Errorf("| (closed): exit %d, want 141 (SIGPIPE); stderr:\n%s", r.code, r.stderr)
+	}
+	if r := runTo(closedPipe(), "-ignore-sigpipe"); r.code != 3 || !strings.Contains(r.stderr, "spew: write 0: write /dev/stdout: broken pipe") {
+		t.Errorf("| (closed), SIGPIPE ignored: exit %d, stderr:\n%s", r.code, r.stderr)
+	}
+}
+
+// --timeout and SIGTERM stop the VM while a console write waits for a
+// reader that never reads (issue 8: both waited until the reader exited).
+func TestStopWhileStdoutBlocks(t *testing.T) {
+	needKVM(t)
+	img := image(t, "./testdata/spew")
+	start := func(both bool, args ...string) (*exec.Cmd, *os.File, *syncWriter) {
+		t.Helper()
+		pr, pw, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(vmmBin, append([]string{"run"}, append(args, img)...)...)
+		var stderr bytes.Buffer
+		errOut := &syncWriter{b: &stderr}
+		cmd.Stdout, cmd.Stderr = pw, errOut
+		if both {
+			cmd.Stderr = pw // 2>&1: the crash report cannot be written either
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		pw.Close()
+		t.Cleanup(func() { pr.Close() })
+		// Wait until the pipe is full: the guest's write is blocked.
+		for i := 0; i < 800; i++ {
+			if n, _ := unix.IoctlGetInt(int(pr.Fd()), unix.TIOCINQ); n >= 64<<10 {
+				break
+			}
+			time.Sleep(25 * time.Millisecond)
+		}
+		return cmd, pr, errOut
+	}
+	cmd, _, errOut := start(false, "--timeout", "2s")
+	if code := waitExit(t, cmd); code != vmm.ExitCrash || !strings.Contains(errOut.String(), "did not finish within 2s") {
+		t.Errorf("--timeout with stdout blocked: exit %d, stderr:\n%s", code, errOut.String())
+	}
+	cmd, _, _ = start(true, "--timeout", "2s")
+	if code := waitExit(t, cmd); code != vmm.ExitCrash {
+		t.Errorf("--timeout with stdout and stderr blocked: exit %d", code)
+	}
+	cmd, _, errOut = start(false)
+	cmd.Process.Signal(syscall.SIGTERM)
+	if code := waitExit(t, cmd); code != vmm.ExitInterrupted || !strings.Contains(errOut.String(), "interrupted") {
+		t.Errorf("SIGTERM with stdout blocked: exit %d, stderr:\n%s", code, errOut.String())
+	}
 }
