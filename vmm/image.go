@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 
 	"github.com/amberos/amber/boot"
@@ -92,7 +91,7 @@ func ParseImage(path string, raw []byte) (*Image, error) {
 		if p.Type != elf.PT_LOAD || p.Memsz == 0 {
 			continue
 		}
-		if p.Filesz > p.Memsz || p.Off+p.Filesz > uint64(len(raw)) || p.Off+p.Filesz < p.Off {
+		if _, ok := img.segmentData(p); !ok || p.Filesz > p.Memsz {
 			return nil, fmt.Errorf("%s: segment at %#x extends past the end of the file (truncated image?): %w", path, p.Vaddr, ErrNotImage)
 		}
 		if p.Paddr < boot.ImageBase || p.Paddr+p.Memsz < p.Paddr || p.Paddr+p.Memsz > boot.MaxMemory {
@@ -123,9 +122,9 @@ func (img *Image) readNotes() error {
 		if p.Type != elf.PT_NOTE {
 			continue
 		}
-		data := make([]byte, p.Filesz)
-		if _, err := p.ReadAt(data, 0); err != nil && err != io.EOF {
-			return fmt.Errorf("%s: unreadable note segment: %v: %w", img.Path, err, ErrNotImage)
+		data, ok := img.segmentData(p)
+		if !ok {
+			return fmt.Errorf("%s: note segment at file offset %#x, %d bytes, extends past the end of the file (%d bytes): %w", img.Path, p.Off, p.Filesz, len(img.raw), ErrNotImage)
 		}
 		for len(data) >= 12 {
 			namesz := uint64(binary.LittleEndian.Uint32(data[0:]))
@@ -157,6 +156,16 @@ func (img *Image) readNotes() error {
 			img.Path, img.ABI, img.GoVersion, boot.ABIVersion, ErrNotImage)
 	}
 	return nil
+}
+
+// segmentData returns the file bytes of a segment, with its offset and
+// size checked against the file's size (they come from the file).
+func (img *Image) segmentData(p *elf.Prog) ([]byte, bool) {
+	size := uint64(len(img.raw))
+	if p.Off > size || p.Filesz > size-p.Off {
+		return nil, false
+	}
+	return img.raw[p.Off : p.Off+p.Filesz : p.Off+p.Filesz], true
 }
 
 // MinMemory is the least guest RAM this image can boot with: the image,

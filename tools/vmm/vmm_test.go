@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"debug/elf"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -419,10 +420,28 @@ func TestBadImages(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", native, "../../apps/hello").CombinedOutput(); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
+	// A PT_NOTE whose p_filesz is far beyond the file: it panicked the
+	// VMM in makeslice (2^63-1) or ran it out of memory (2^40).
+	noteSize := func(size uint64) []byte {
+		f, err := elf.NewFile(bytes.NewReader(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := bytes.Clone(raw)
+		phoff := binary.LittleEndian.Uint64(b[0x20:])
+		for i, p := range f.Progs {
+			if p.Type == elf.PT_NOTE {
+				binary.LittleEndian.PutUint64(b[phoff+uint64(i)*56+32:], size)
+			}
+		}
+		return b
+	}
 	cases := []struct {
 		name, path, want string
 	}{
 		{"truncated", write("trunc.img", raw[:len(raw)/3]), "truncated"},
+		{"note size 2^63-1", write("note63.img", noteSize(1<<63-1)), "extends past the end of the file"},
+		{"note size 2^40", write("note40.img", noteSize(1<<40)), "extends past the end of the file"},
 		{"header only", write("short.img", raw[:100]), "malformed or truncated ELF"},
 		{"not ELF", write("text.img", []byte("#!/bin/sh\necho hi\n")), "is not an ELF file"},
 		{"empty", write("empty.img", nil), "is not an ELF file"},
