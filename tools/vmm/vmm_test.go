@@ -436,12 +436,18 @@ func TestBadImages(t *testing.T) {
 		}
 		return b
 	}
+	fifo := filepath.Join(dir, "fifo.img")
+	if err := unix.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name, path, want string
 	}{
 		{"truncated", write("trunc.img", raw[:len(raw)/3]), "truncated"},
 		{"note size 2^63-1", write("note63.img", noteSize(1<<63-1)), "extends past the end of the file"},
 		{"note size 2^40", write("note40.img", noteSize(1<<40)), "extends past the end of the file"},
+		{"FIFO", fifo, "is a named pipe (FIFO), not an image file"},
+		{"device", "/dev/zero", "is a device, not an image file"},
 		{"header only", write("short.img", raw[:100]), "malformed or truncated ELF"},
 		{"not ELF", write("text.img", []byte("#!/bin/sh\necho hi\n")), "is not an ELF file"},
 		{"empty", write("empty.img", nil), "is not an ELF file"},
@@ -671,5 +677,42 @@ func TestStopWhileStdoutBlocks(t *testing.T) {
 	cmd.Process.Signal(syscall.SIGTERM)
 	if code := waitExit(t, cmd); code != vmm.ExitInterrupted || !strings.Contains(errOut.String(), "interrupted") {
 		t.Errorf("SIGTERM with stdout blocked: exit %d, stderr:\n%s", code, errOut.String())
+	}
+}
+
+// The image file truncated while its VM runs (issue 8: the guest hung on
+// the pages it had not touched yet, or the VMM died of SIGBUS): the VM
+// runs on the VMM's snapshot of the file and finishes normally.
+func TestImageTruncatedWhileRunning(t *testing.T) {
+	needKVM(t)
+	raw, err := os.ReadFile(image(t, "./testdata/late"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(t.TempDir(), "late.img")
+	if err := os.WriteFile(img, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(vmmBin, "run", "--timeout", "60s", img)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	out := &syncWriter{b: &stdout}
+	cmd.Stdout, cmd.Stderr = out, &syncWriter{b: &stderr}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 800 && !strings.Contains(out.String(), "ready"); i++ {
+		time.Sleep(25 * time.Millisecond)
+	}
+	if err := os.Truncate(img, 0); err != nil {
+		t.Fatal(err)
+	}
+	stdin.Write([]byte("go\n"))
+	stdin.Close()
+	if code := waitExit(t, cmd); code != 0 || !strings.Contains(out.String(), "done b1601f694b9d336c") {
+		t.Errorf("exit %d, stdout %q, stderr:\n%s", code, out.String(), stderr.String())
 	}
 }
