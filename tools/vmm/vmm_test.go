@@ -142,11 +142,12 @@ func TestPanicExits2WithMessage(t *testing.T) {
 func TestArgsAndEnv(t *testing.T) {
 	needKVM(t)
 	img := image(t, "./testdata/argsenv")
-	r := run(t, "run", "--env", "AMBER_GREETING=hi", "--env", `SPACED=a b "c" \d`, img, "--", "x", "y z", "-flag", "")
+	r := run(t, "run", "--env", "AMBER_GREETING=hi", "--env", `SPACED=a b "c" \d`, "--env", "my.var=1", img, "--", "x", "y z", "-flag", "")
 	expect(t, r, 0,
 		`args=["x" "y z" "-flag" ""]`,
 		`AMBER_GREETING="hi"`,
 		`SPACED="a b \"c\" \\d"`,
+		`my.var="1"`, // a dotted name is not a kernel option (issue 8)
 		"argv0=argsenv\n")
 }
 
