@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -158,7 +159,13 @@ func parseSize(s string) (uint64, error) {
 	}
 	n, err := strconv.ParseUint(t, 10, 64)
 	if err != nil || n == 0 {
+		if errors.Is(err, strconv.ErrRange) {
+			return 0, fmt.Errorf("size %q is too large", s)
+		}
 		return 0, fmt.Errorf("invalid size %q (examples: 128M, 1G)", s)
+	}
+	if n > math.MaxUint64/mult {
+		return 0, fmt.Errorf("size %q is too large", s)
 	}
 	return n * mult, nil
 }
