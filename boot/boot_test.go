@@ -32,6 +32,16 @@ func TestCmdlineRoundTrip(t *testing.T) {
 	}
 }
 
+// An environment variable with a dotted name goes as amber.env=, so it is
+// not taken for a kernel option; others as they are.
+func TestCmdlineDottedEnv(t *testing.T) {
+	got := tokens(Cmdline([]string{"amber.tick=off"}, []string{"my.var=1", "PLAIN=a.b", "amber.x=y z"}, nil))
+	want := []string{"amber.tick=off", "amber.env=my.var=1", "PLAIN=a.b", "amber.env=amber.x=y z"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
 func TestCmdlineRandom(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	alphabet := []byte("ab \t\"\\=-.x\n")

@@ -8,9 +8,14 @@ import "strings"
 //
 // Tokens with a dotted key are kernel options, other NAME=VALUE tokens
 // become the program's environment, and tokens after "--" its arguments
-// (os.Args[1:]); os.Args[0] is the amber.argv0 option or "app". A token
-// with spaces, quotes or backslashes is written in double quotes with
-// backslash escapes.
+// (os.Args[1:]); os.Args[0] is the amber.argv0 option or "app". An
+// environment variable whose name has a dot is passed as the option
+// amber.env=NAME=VALUE (EnvOption), so any name reaches the program. A
+// token with spaces, quotes or backslashes is written in double quotes
+// with backslash escapes.
+
+// EnvOption prefixes an environment entry written as a kernel option.
+const EnvOption = "amber.env="
 
 // QuoteArg quotes one command-line token if it needs it.
 func QuoteArg(s string) string {
@@ -37,6 +42,9 @@ func Cmdline(options, env, args []string) string {
 		parts = append(parts, QuoteArg(o))
 	}
 	for _, e := range env {
+		if k, _, _ := strings.Cut(e, "="); strings.Contains(k, ".") {
+			e = EnvOption + e
+		}
 		parts = append(parts, QuoteArg(e))
 	}
 	if len(args) > 0 {

@@ -10,7 +10,7 @@ const HypercallPort = 0x0510
 // Hypercall numbers (Hypercall.Nr).
 const (
 	HCExit         = 1 // A0 = exit status; does not return
-	HCConsoleWrite = 2 // A0 = fd (1 or 2), A1 = buffer PA, A2 = length; Ret = bytes written
+	HCConsoleWrite = 2 // A0 = fd (1 or 2), A1 = buffer PA, A2 = length; Ret = bytes written (short only on an error), or -errno of the host's write (EPIPE, ENOSPC, EDQUOT, EFBIG; EIO for anything else)
 	HCConsoleRead  = 3 // A1 = buffer PA, A2 = capacity; Ret = bytes, 0 = none yet, -1 = end of input
 	HCIdle         = 4 // A0 = deadline in guest ns since boot (0: none); returns on deadline, input or a host event
 	HCFaultAddr    = 5 // Ret = CR2 of the last page fault

@@ -59,19 +59,27 @@ func kinit(startInfo uintptr) uintptr {
 	return sp
 }
 
-// cmdlineHas reports whether the command line holds the token opt (kernel
-// options: amber.tick=off runs without the preemption tick).
+// cmdlineHas reports whether the command line holds the kernel option
+// opt (amber.tick=off runs without the preemption tick). Environment
+// entries and arguments that happen to read the same do not count.
 //
 //go:nosplit
 func cmdlineHas(si *boot.StartInfo, opt string) bool {
-	cmd := cmdlineBytes(si)
-	for i := 0; i+len(opt) <= len(cmd); i++ {
-		if (i == 0 || cmd[i-1] == ' ') && hasPrefix(cmd[i:], opt) && (i+len(opt) == len(cmd) || cmd[i+len(opt)] == ' ') {
+	rest := cmdlineBytes(si)
+	for {
+		tok, r, ok := nextToken(rest, cmdlineScratch[:])
+		if !ok || len(tok) == 2 && tok[0] == '-' && tok[1] == '-' {
+			return false
+		}
+		rest = r
+		if len(tok) == len(opt) && hasPrefix(tok, opt) && isOption(tok) && !hasPrefix(tok, boot.EnvOption) {
 			return true
 		}
 	}
-	return false
 }
+
+// cmdlineScratch holds a token cmdlineHas unquotes.
+var cmdlineScratch [boot.MaxCmdline]byte
 
 //go:nosplit
 func cmdlineBytes(si *boot.StartInfo) []byte {
@@ -141,8 +149,9 @@ func buildProcessStack(si *boot.StartInfo) uintptr {
 
 // layoutProcessStack writes argc, argv, envp and auxv below top,
 // Linux-style, from a command line (boot/cmdline.go): dotted KEY=VALUE
-// tokens are kernel options, other KEY=VALUE tokens the environment,
-// tokens after "--" the arguments. It returns the initial stack pointer,
+// tokens are kernel options (but amber.env=NAME=VALUE is the environment
+// entry NAME=VALUE), other KEY=VALUE tokens the environment, tokens after
+// "--" the arguments. It returns the initial stack pointer,
 // 16-byte aligned, pointing at argc.
 //
 //go:nosplit
@@ -179,6 +188,12 @@ func layoutProcessStack(cmd []byte, top uintptr, random0, random1 uint64) uintpt
 		case len(tok) == 2 && tok[0] == '-' && tok[1] == '-':
 			afterDashes = true
 			used -= 3
+		case hasPrefix(tok, boot.EnvOption) && indexByte(tok[len(boot.EnvOption):], '=') > 0:
+			// An environment entry whose name would read as an option.
+			if envc < maxPtrs-1 {
+				envp[envc] = start + uintptr(len(boot.EnvOption))
+				envc++
+			}
 		case isOption(tok):
 			if hasPrefix(tok, "amber.argv0=") {
 				argv0 = start + uintptr(len("amber.argv0="))

@@ -16,17 +16,60 @@ import (
 // address the VMM reads. User buffers may live anywhere.
 var bounce [64 << 10]byte
 
+// consoleWrite writes p to the console (fd 1 or 2) and returns the bytes
+// written, or -errno if none were: the VMM reports its own write errors
+// (EPIPE, ENOSPC, EIO, ...), as the program would see them natively.
+//
 //go:nosplit
-func consoleWrite(fd int, p []byte) {
+func consoleWrite(fd int, p []byte) int64 {
+	total := int64(0)
 	for len(p) > 0 {
 		n := copy(bounce[:], p)
-		p = p[n:]
-		if pvHypercalls {
-			hcall(boot.HCConsoleWrite, uint64(fd), uint64(uintptr(unsafe.Pointer(&bounce[0]))), uint64(n))
+		if !pvHypercalls {
+			uart16550.Write(uart16550.COM1, bounce[:n])
+			p = p[n:]
+			total += int64(n)
 			continue
 		}
-		uart16550.Write(uart16550.COM1, bounce[:n])
+		r := hcall(boot.HCConsoleWrite, uint64(fd), uint64(uintptr(unsafe.Pointer(&bounce[0]))), uint64(n))
+		if r < 0 {
+			if total > 0 {
+				return total // the next write reports the error
+			}
+			switch r {
+			case -eIO, -eNOSPC, -ePIPE, -eFBIG, -eDQUOT:
+				return r
+			}
+			return -eIO
+		}
+		if r > int64(n) {
+			r = int64(n)
+		}
+		total += r
+		if r < int64(n) {
+			return total
+		}
+		p = p[n:]
 	}
+	return total
+}
+
+// sigPIPE is SIGPIPE.
+const sigPIPE = 13
+
+// eDQUOT is EDQUOT, which a VMM writing to a file may report.
+const eDQUOT = 122
+
+// consoleWriteSys is write(2) on the console: on EPIPE the writing thread
+// also gets SIGPIPE, as Linux does for a pipe without readers.
+//
+//go:nosplit
+func consoleWriteSys(fd int, p []byte) int64 {
+	r := consoleWrite(fd, p)
+	if r == -ePIPE {
+		sendSignal(cpu0.cur, sigPIPE)
+	}
+	return r
 }
 
 // consoleRead returns input bytes if any are ready: n > 0 bytes, 0 none

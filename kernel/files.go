@@ -322,7 +322,7 @@ func ofWrite(o *ofile, buf, n uintptr, pos int64) int64 {
 					}
 					n = k
 				}
-				consoleWrite(fd, userBytes(buf, n))
+				return consoleWriteSys(fd, userBytes(buf, n))
 			}
 			return int64(n)
 		}

@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"strings"
 	"testing"
 	"unsafe"
 
@@ -102,6 +103,62 @@ func TestRandomAndTime(t *testing.T) {
 	}{{"amber.x=1", true}, {"A=B", false}, {"a.b", false}, {".x=1", false}, {"x.y=", true}} {
 		if isOption([]byte(tok.s)) != tok.ok {
 			t.Errorf("isOption(%q) = %v", tok.s, !tok.ok)
+		}
+	}
+}
+
+// stackEnv lays out the process stack for a command line and returns
+// argv and envp.
+func stackEnv(t *testing.T, cmd string) (args, env []string) {
+	t.Helper()
+	buf := make([]uint64, 64<<10/8)
+	top := uintptr(unsafe.Pointer(&buf[len(buf)-1])) + 8
+	w := layoutProcessStack([]byte(cmd), top, 1, 2)
+	next := func() uint64 { v := *u64at(w); w += 8; return v }
+	for argc := next(); argc > 0; argc-- {
+		args = append(args, cString(next()))
+	}
+	next()
+	for e := next(); e != 0; e = next() {
+		env = append(env, cString(e))
+	}
+	return args, env
+}
+
+// `vmm run --env my.var=1` dropped the variable, its dotted name read as
+// a kernel option (issue 8): any name reaches the program, and options
+// come only from --cmdline.
+func TestDottedEnvironment(t *testing.T) {
+	env := []string{"my.var=1", "amber.tick=off", "PLAIN=a.b=c", "x.y=with space"}
+	cmd := boot.Cmdline([]string{"amber.argv0=prog", "amber.other=1"}, env, []string{"amber.tick=off"})
+	args, got := stackEnv(t, cmd)
+	if strings.Join(got, "|") != strings.Join(env, "|") {
+		t.Errorf("command line %q: envp %q, want %q", cmd, got, env)
+	}
+	if len(args) != 2 || args[0] != "prog" || args[1] != "amber.tick=off" {
+		t.Errorf("argv %q", args)
+	}
+}
+
+// Only a kernel option turns the tick off: not an environment variable
+// or an argument that reads the same, quoted or not.
+func TestCmdlineHas(t *testing.T) {
+	for _, c := range []struct {
+		cmd  string
+		want bool
+	}{
+		{boot.Cmdline([]string{"amber.tick=off"}, nil, nil), true},
+		{boot.Cmdline([]string{"amber.argv0=x", "amber.tick=off"}, []string{"A=B"}, []string{"y"}), true},
+		{boot.Cmdline(nil, []string{"amber.tick=off"}, nil), false},
+		{boot.Cmdline(nil, []string{"X=a amber.tick=off b"}, nil), false},
+		{boot.Cmdline(nil, nil, []string{"amber.tick=off"}), false},
+		{boot.Cmdline([]string{"amber.tick=offx"}, nil, nil), false},
+		{"", false},
+	} {
+		b := append([]byte(c.cmd), 0)
+		si := &boot.StartInfo{CmdlinePaddr: uint64(uintptr(unsafe.Pointer(&b[0])))}
+		if got := cmdlineHas(si, "amber.tick=off"); got != c.want {
+			t.Errorf("cmdlineHas(%q) = %v, want %v", c.cmd, got, c.want)
 		}
 	}
 }

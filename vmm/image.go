@@ -27,49 +27,142 @@ type Image struct {
 	raw      []byte
 	lstar    uint64 // kernel.lstarEntry
 	note     boot.AmberNote
-	mapped   bool // raw is an mmap of the file
-	fd       int  // the file, for mapping segments into guest memory; -1 if none
+	mapped   bool // raw is an mmap of the snapshot
+	fd       int  // the snapshot (a sealed memfd), for mapping segments into guest memory; -1 if none
 }
 
 // ErrNotImage is wrapped by every error that means "this file is not a
 // bootable Amber image".
 var ErrNotImage = errors.New("not an Amber image")
 
-// OpenImage reads and validates an image.
+// MaxImageSize bounds the image files the VMM accepts. An image is its
+// loaded segments (below boot.MaxMemory) plus symbols; the VMM keeps a
+// private copy of the whole file while the VM exists.
+const MaxImageSize = 1 << 30
+
+// OpenImage reads and validates an image. The VMM works on a private,
+// sealed snapshot of the file taken here (a memfd), so an image rebuilt,
+// truncated or rewritten while its VM runs changes nothing in the VM and
+// cannot fault the VMM.
 func OpenImage(path string) (*Image, error) {
-	st, err := os.Stat(path)
+	// O_NONBLOCK: opening a FIFO for reading would wait for a writer.
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, err
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
 	}
-	if st.IsDir() {
-		return nil, fmt.Errorf("%s is a directory, %w (build one with `vmm build`)", path, ErrNotImage)
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
+	f := os.NewFile(uintptr(fd), path)
 	defer f.Close()
-	if st.Size() == 0 {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, &os.PathError{Op: "stat", Path: path, Err: err}
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+	case unix.S_IFDIR:
+		return nil, fmt.Errorf("%s is a directory, %w (build one with `vmm build`)", path, ErrNotImage)
+	case unix.S_IFIFO:
+		return nil, fmt.Errorf("%s is a named pipe (FIFO), not an image file: %w", path, ErrNotImage)
+	case unix.S_IFCHR, unix.S_IFBLK:
+		return nil, fmt.Errorf("%s is a device, not an image file: %w", path, ErrNotImage)
+	default:
+		return nil, fmt.Errorf("%s is not a regular file: %w", path, ErrNotImage)
+	}
+	if st.Size == 0 {
 		return nil, fmt.Errorf("%s is empty, so it is not an ELF file: %w", path, ErrNotImage)
 	}
-	// Map the file rather than read it: the VMM needs only the headers
-	// and the loaded segments, and the page cache already holds them.
-	raw, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_PRIVATE)
+	if st.Size > MaxImageSize {
+		return nil, fmt.Errorf("%s is %d MiB; Amber images are at most %d MiB: %w", path, st.Size>>20, MaxImageSize>>20, ErrNotImage)
+	}
+	if err := unix.SetNonblock(fd, false); err != nil {
+		return nil, &os.PathError{Op: "fcntl", Path: path, Err: err}
+	}
+	snap, err := snapshot(f, st.Size)
 	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	raw, err := unix.Mmap(snap, 0, int(st.Size), unix.PROT_READ, unix.MAP_PRIVATE)
+	if err != nil {
+		unix.Close(snap)
 		return nil, fmt.Errorf("mapping %s: %w", path, err)
 	}
 	img, err := ParseImage(path, raw)
 	if err != nil {
 		unix.Munmap(raw)
+		unix.Close(snap)
 		return nil, err
 	}
 	img.mapped = true
-	img.fd, err = unix.Dup(int(f.Fd()))
-	if err != nil {
-		img.Close()
-		return nil, err
-	}
+	img.fd = snap
 	return img, nil
+}
+
+// copyFile copies the first size bytes of f to the descriptor dst with
+// sendfile (one copy, in the kernel), or through a buffer where sendfile
+// cannot.
+func copyFile(dst int, f *os.File, size int64) (int64, error) {
+	var off int64
+	for off < size {
+		n, err := unix.Sendfile(dst, int(f.Fd()), &off, int(min(size-off, 1<<30)))
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			if off == 0 {
+				return io.Copy(fdWriter(dst), io.LimitReader(f, size))
+			}
+			return off, err
+		}
+		if n == 0 {
+			break
+		}
+	}
+	return off, nil
+}
+
+// fdWriter writes to a descriptor it does not own.
+type fdWriter int
+
+func (w fdWriter) Write(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		m, err := unix.Write(int(w), p[n:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		n += m
+	}
+	return n, nil
+}
+
+// snapshot copies size bytes of f into a sealed memfd: nobody can change
+// or shrink it, so mappings of it never fault.
+func snapshot(f *os.File, size int64) (int, error) {
+	fd, err := unix.MemfdCreate("amber-image", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		return -1, fmt.Errorf("memfd_create: %w", err)
+	}
+	m := os.NewFile(uintptr(fd), "amber-image")
+	n, err := copyFile(fd, f, size)
+	if err == nil && n < size {
+		err = fmt.Errorf("the file shrank from %d to %d bytes while being read", size, n)
+	}
+	if err == nil {
+		_, err = unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_WRITE|unix.F_SEAL_SEAL)
+	}
+	if err != nil {
+		m.Close()
+		return -1, err
+	}
+	// m's finalizer must not close the descriptor the image keeps.
+	nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	m.Close()
+	if err != nil {
+		return -1, err
+	}
+	return nfd, nil
 }
 
 // ParseImage validates an image held in memory.
@@ -92,7 +185,7 @@ func ParseImage(path string, raw []byte) (*Image, error) {
 		if p.Type != elf.PT_LOAD || p.Memsz == 0 {
 			continue
 		}
-		if p.Filesz > p.Memsz || p.Off+p.Filesz > uint64(len(raw)) || p.Off+p.Filesz < p.Off {
+		if _, ok := img.segmentData(p); !ok || p.Filesz > p.Memsz {
 			return nil, fmt.Errorf("%s: segment at %#x extends past the end of the file (truncated image?): %w", path, p.Vaddr, ErrNotImage)
 		}
 		if p.Paddr < boot.ImageBase || p.Paddr+p.Memsz < p.Paddr || p.Paddr+p.Memsz > boot.MaxMemory {
@@ -123,9 +216,9 @@ func (img *Image) readNotes() error {
 		if p.Type != elf.PT_NOTE {
 			continue
 		}
-		data := make([]byte, p.Filesz)
-		if _, err := p.ReadAt(data, 0); err != nil && err != io.EOF {
-			return fmt.Errorf("%s: unreadable note segment: %v: %w", img.Path, err, ErrNotImage)
+		data, ok := img.segmentData(p)
+		if !ok {
+			return fmt.Errorf("%s: note segment at file offset %#x, %d bytes, extends past the end of the file (%d bytes): %w", img.Path, p.Off, p.Filesz, len(img.raw), ErrNotImage)
 		}
 		for len(data) >= 12 {
 			namesz := uint64(binary.LittleEndian.Uint32(data[0:]))
@@ -159,6 +252,16 @@ func (img *Image) readNotes() error {
 	return nil
 }
 
+// segmentData returns the file bytes of a segment, with its offset and
+// size checked against the file's size (they come from the file).
+func (img *Image) segmentData(p *elf.Prog) ([]byte, bool) {
+	size := uint64(len(img.raw))
+	if p.Off > size || p.Filesz > size-p.Off {
+		return nil, false
+	}
+	return img.raw[p.Off : p.Off+p.Filesz : p.Off+p.Filesz], true
+}
+
 // MinMemory is the least guest RAM this image can boot with: the image,
 // plus room for the runtime's first heap arena chunks and stacks.
 func (img *Image) MinMemory() uint64 {
@@ -181,8 +284,9 @@ func (img *Image) Close() error {
 }
 
 // load puts the segments into fresh (all-zero) guest memory. Whole pages
-// of read-only segments are mapped from the file copy-on-write, so VMs
-// share the page cache; the rest is copied, and the bss needs no clearing.
+// of read-only segments are mapped from the snapshot copy-on-write (no
+// copy, and pages the guest never reads cost nothing); the rest is copied,
+// and the bss needs no clearing.
 func (img *Image) load(m *GuestMemory) error {
 	for _, p := range img.segments {
 		dst, err := m.Slice(p.Paddr, p.Memsz)

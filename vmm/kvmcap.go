@@ -4,6 +4,7 @@ import (
 	"unsafe"
 
 	"github.com/bobuhiro11/gokvm/kvm"
+	"golang.org/x/sys/unix"
 )
 
 // KVM ioctls gokvm lacks.
@@ -30,4 +31,16 @@ func enableSplitIRQChip(vmFd uintptr) error {
 	c.Args[0] = splitIRQChipIOAPICNr
 	_, err := kvm.Ioctl(vmFd, kvm.IIOW(kvmEnableCap, unsafe.Sizeof(c)), uintptr(unsafe.Pointer(&c)))
 	return err
+}
+
+// kvmRunNr is KVM_RUN's ioctl number (_IO(KVMIO, 0x80)).
+const kvmRunNr = 0x80
+
+// kvmRun enters the vCPU once. gokvm's kvm.Run turns EINTR and EAGAIN into
+// success, but KVM writes no exit reason then (immediate_exit, or a signal
+// that arrived before the guest ran), so the caller would act on the exit
+// it had already served. The errno is returned as it is.
+func kvmRun(vcpuFd uintptr) unix.Errno {
+	_, _, errno := unix.Syscall(unix.SYS_IOCTL, vcpuFd, kvm.IIO(kvmRunNr), 0)
+	return errno
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 
 	"github.com/amberos/amber/boot"
 	"github.com/bobuhiro11/gokvm/kvm"
@@ -31,9 +30,9 @@ func (img *Image) PVHEntry() (uint32, error) {
 		if p.Type != elf.PT_NOTE {
 			continue
 		}
-		data := make([]byte, p.Filesz)
-		if _, err := p.ReadAt(data, 0); err != nil && err != io.EOF {
-			return 0, fmt.Errorf("%s: unreadable note segment: %v: %w", img.Path, err, ErrNoPVHNote)
+		data, ok := img.segmentData(p)
+		if !ok {
+			return 0, fmt.Errorf("%s: corrupt PVH note: note segment extends past the end of the file: %w", img.Path, ErrNoPVHNote)
 		}
 		for len(data) >= 12 {
 			le := binary.LittleEndian

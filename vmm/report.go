@@ -1,6 +1,7 @@
 package vmm
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"sync"
@@ -61,9 +62,11 @@ func (vm *VM) crashReport(tf *boot.TrapFrame, reason string) int {
 	}
 	symbolsMu.Unlock()
 	r.Image = syms
-	if err := crash.Write(vm.cfg.Stderr, r); err != nil {
-		fmt.Fprintf(vm.cfg.Stderr, "vmm: writing the crash report: %v\n", err)
+	var b bytes.Buffer
+	if err := crash.Write(&b, r); err != nil {
+		fmt.Fprintf(&b, "vmm: writing the crash report: %v\n", err)
 	}
+	vm.Stderr().Write(b.Bytes())
 	return ExitCrash
 }
 

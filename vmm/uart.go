@@ -21,7 +21,7 @@ func (u *uart16550) access(vm *VM, reg uint16, out bool, data []byte) {
 		case reg == 0 && dlab:
 			u.dll = v
 		case reg == 0:
-			vm.cfg.Stdout.Write(data[:1])
+			vm.stdout.write(data[:1], vm.halt)
 		case reg == 1 && dlab:
 			u.dlm = v
 		case reg == 1:

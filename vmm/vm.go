@@ -73,17 +73,22 @@ type VM struct {
 	bootTime time.Time
 	tscHz    uint64
 
-	input *inputPump
+	input          *inputPump
+	stdout, stderr *hostOut
+	halt           *halter // set when the VM is to stop: blocked console writes give up
 
 	lstarMode bool // EFER.SCE set: a stray SYSCALL lands at LSTAR
 	uart      uart16550
 
-	stop     atomic.Bool
-	vcpuTid  atomic.Int32
-	marks    []Mark
-	exitsBy  [64]int // KVM exit reasons
-	hcallsBy [16]int // hypercalls by number
-	faultCR2 uint64
+	stop      atomic.Bool
+	timedOut  atomic.Bool // Config.Timeout has passed
+	vcpuTid   atomic.Int32
+	enter     func() unix.Errno // KVM_RUN (tests replace it)
+	marks     []Mark            // the first maxMarks
+	lostMarks int               // marks after those
+	exitsBy   [64]int           // KVM exit reasons
+	hcallsBy  [16]int           // hypercalls by number
+	faultCR2  uint64
 }
 
 // Mark is a point in guest time reported by kernel.Mark.
@@ -239,8 +244,20 @@ func New(cfg Config) (_ *VM, err error) {
 	if err != nil {
 		return nil, err
 	}
-	vm.input = newInputPump(cfg.Stdin)
+	if err = vm.initConsole(); err != nil {
+		return nil, err
+	}
 	return vm, nil
+}
+
+// initConsole sets up the console streams and input.
+func (vm *VM) initConsole() (err error) {
+	if vm.halt, err = newHalter(); err != nil {
+		return err
+	}
+	vm.stdout, vm.stderr = newHostOut(vm.cfg.Stdout), newHostOut(vm.cfg.Stderr)
+	vm.input = newInputPump(vm.cfg.Stdin)
+	return nil
 }
 
 // writeStartInfo writes hvm_start_info, Amber's extension, the memory map
@@ -298,8 +315,16 @@ func progName(path string) string {
 	return strings.TrimSuffix(filepath.Base(path), ".img")
 }
 
-// Marks returns the marks the guest reported.
+// maxMarks bounds the marks a VM keeps: they measure boot, and a guest
+// that marks in a loop must not grow the VMM.
+const maxMarks = 1024
+
+// Marks returns the first marks the guest reported (at most 1024).
 func (vm *VM) Marks() []Mark { return vm.marks }
+
+// DroppedMarks is the number of marks reported after the first 1024, which
+// were not kept.
+func (vm *VM) DroppedMarks() int { return vm.lostMarks }
 
 // Exits counts the VM's exits to this process by kind (KVM exit reasons,
 // and hypercalls as "hcN").
@@ -318,11 +343,16 @@ func (vm *VM) Exits() map[string]int {
 	return m
 }
 
-// Stop asks a running VM to stop; Run then returns ExitInterrupted.
+// Stop asks a running VM to stop; Run then returns ExitInterrupted, even
+// while a console write waits for a full pipe.
 func (vm *VM) Stop() {
 	vm.stop.Store(true)
+	vm.halt.halt()
 	vm.kick()
 }
+
+// Stopped reports whether Stop was called.
+func (vm *VM) Stopped() bool { return vm.stop.Load() }
 
 // Signal posts a signal to the guest process (Ctrl-C: SIGINT). The kernel
 // takes it at its next timer tick or when it wakes from idle. It reports
@@ -367,6 +397,17 @@ func (vm *VM) Close() error {
 	if vm.mem != nil {
 		errs = append(errs, vm.mem.close())
 	}
+	if vm.input != nil {
+		vm.input.close()
+	}
+	for _, o := range []*hostOut{vm.stdout, vm.stderr} {
+		if o != nil {
+			o.close()
+		}
+	}
+	if vm.halt != nil {
+		vm.halt.close()
+	}
 	return errors.Join(errs...)
 }
 
@@ -387,23 +428,47 @@ func (vm *VM) Run() (status int, err error) {
 		return 0, err
 	}
 	if vm.cfg.Timeout > 0 {
-		t := time.AfterFunc(vm.cfg.Timeout, func() { vm.kick() })
+		t := time.AfterFunc(vm.cfg.Timeout, func() {
+			vm.timedOut.Store(true)
+			vm.halt.halt()
+			vm.kick()
+		})
 		defer t.Stop()
 	}
+	return vm.loop()
+}
+
+// loop runs the vCPU and serves its exits until the guest ends or the VM
+// is told to stop. Each exit is served exactly once: when KVM_RUN fails
+// with EINTR or EAGAIN (immediate_exit, or a signal that arrived before the
+// guest ran) KVM has written no exit reason, and the one in the run area
+// is the exit served last time.
+func (vm *VM) loop() (status int, err error) {
+	enter := vm.enter
+	if enter == nil {
+		enter = func() unix.Errno { return kvmRun(vm.vcpuFd) }
+	}
 	for {
+		// Clear immediate_exit before looking at the requests: a kick
+		// after this point either is seen below or makes KVM_RUN return
+		// at once.
+		vm.run.ImmediateExit = 0
 		if vm.stop.Load() {
 			return ExitInterrupted, nil
 		}
-		if vm.cfg.Timeout > 0 && time.Since(vm.bootTime) > vm.cfg.Timeout {
+		if vm.timedOut.Load() {
 			return vm.crashReport(nil, fmt.Sprintf("guest did not finish within %v (--timeout); stopped", vm.cfg.Timeout)), nil
 		}
-		err := kvm.Run(vm.vcpuFd)
-		vm.run.ImmediateExit = 0
+		switch errno := enter(); errno {
+		case 0:
+		case unix.EINTR, unix.EAGAIN:
+			vm.exitsBy[kvm.EXITINTR]++
+			continue
+		default:
+			return 0, fmt.Errorf("KVM_RUN: %w", errno)
+		}
 		if r := vm.run.ExitReason; r < uint32(len(vm.exitsBy)) {
 			vm.exitsBy[r]++
-		}
-		if err != nil {
-			return 0, fmt.Errorf("KVM_RUN: %w", err)
 		}
 		switch kvm.ExitType(vm.run.ExitReason) {
 		case kvm.EXITIO:
@@ -494,12 +559,15 @@ func (vm *VM) hypercall(pa uint64) (done bool, status int) {
 			ret = -14 // EFAULT
 			break
 		}
-		w := vm.cfg.Stdout
+		o := vm.stdout
 		if h.A0 == 2 {
-			w = vm.cfg.Stderr
+			o = vm.stderr
 		}
-		w.Write(buf)
-		ret = int64(len(buf))
+		n, err := o.write(buf, vm.halt)
+		if err == errHalted {
+			return false, 0 // the loop stops the VM; the guest never sees this call end
+		}
+		ret = consoleResult(n, err)
 	case boot.HCConsoleRead:
 		buf, err := vm.mem.Slice(h.A1, h.A2)
 		if err != nil {
@@ -535,7 +603,11 @@ func (vm *VM) hypercall(pa uint64) (done bool, status int) {
 		}
 		return true, status
 	case boot.HCMark:
-		vm.marks = append(vm.marks, Mark{ID: h.A0, SinceBoot: vm.tscToDuration(h.A1 - vm.bootTSC)})
+		if len(vm.marks) < maxMarks {
+			vm.marks = append(vm.marks, Mark{ID: h.A0, SinceBoot: vm.tscToDuration(h.A1 - vm.bootTSC)})
+		} else {
+			vm.lostMarks++
+		}
 	default:
 		ret = -38 // ENOSYS
 	}
@@ -563,38 +635,71 @@ func (vm *VM) idle(deadlineNs int64) int {
 	return vm.input.wait(timer, &vm.stop)
 }
 
+// maxInput bounds the host input the VMM holds for the guest: the pump
+// stops reading while this much is unread, and the host's pipe or file
+// keeps the rest, so a guest that never reads costs no memory.
+const maxInput = 64 << 10
+
 // inputPump moves host input to the guest: a goroutine reads Stdin into a
-// buffer the console hypercalls drain.
+// buffer of at most maxInput bytes that the console hypercalls drain.
 type inputPump struct {
-	mu    sync.Mutex
-	buf   []byte
-	eof   bool
-	ready chan struct{} // signalled when data or EOF arrives, or on a kick
+	mu         sync.Mutex
+	data       []byte // unread input is data[head:tail]
+	head, tail int
+	eof        bool
+	ready      chan struct{} // signalled when data or EOF arrives, or on a kick
+	space      chan struct{} // signalled when the guest takes input
+	closed     chan struct{} // the VM is gone: the pump stops
+	closeOnce  sync.Once
 }
 
 func newInputPump(r io.Reader) *inputPump {
-	p := &inputPump{ready: make(chan struct{}, 1)}
+	p := &inputPump{ready: make(chan struct{}, 1), space: make(chan struct{}, 1), closed: make(chan struct{})}
 	if r == nil {
 		p.eof = true
 		return p
 	}
-	go func() {
-		b := make([]byte, 64<<10)
-		for {
-			n, err := r.Read(b)
-			p.mu.Lock()
-			p.buf = append(p.buf, b[:n]...)
-			if err != nil {
-				p.eof = true
-			}
-			p.mu.Unlock()
-			p.wakeIdle()
-			if err != nil {
+	p.data = make([]byte, maxInput)
+	go p.pump(r)
+	return p
+}
+
+func (p *inputPump) pump(r io.Reader) {
+	stage := make([]byte, maxInput)
+	for {
+		p.mu.Lock()
+		free := len(p.data) - (p.tail - p.head)
+		p.mu.Unlock()
+		if free == 0 {
+			select {
+			case <-p.space:
+				continue
+			case <-p.closed:
 				return
 			}
 		}
-	}()
-	return p
+		n, err := r.Read(stage[:free])
+		p.mu.Lock()
+		if p.tail+n > len(p.data) {
+			p.tail = copy(p.data, p.data[p.head:p.tail])
+			p.head = 0
+		}
+		p.tail += copy(p.data[p.tail:], stage[:n])
+		if err != nil {
+			p.eof = true
+		}
+		p.mu.Unlock()
+		p.wakeIdle()
+		if err != nil {
+			return
+		}
+	}
+}
+
+// close stops the pump once it has to wait for the guest (a Read of the
+// host input that blocks cannot be interrupted).
+func (p *inputPump) close() {
+	p.closeOnce.Do(func() { close(p.closed) })
 }
 
 func (p *inputPump) wakeIdle() {
@@ -608,21 +713,28 @@ func (p *inputPump) wakeIdle() {
 func (p *inputPump) read(b []byte) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if len(p.buf) == 0 {
+	if p.head == p.tail {
 		if p.eof {
 			return -1
 		}
 		return 0
 	}
-	n := copy(b, p.buf)
-	p.buf = p.buf[n:]
+	n := copy(b, p.data[p.head:p.tail])
+	p.head += n
+	if p.head == p.tail {
+		p.head, p.tail = 0, 0
+	}
+	select {
+	case p.space <- struct{}{}:
+	default:
+	}
 	return n
 }
 
 func (p *inputPump) pending() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return len(p.buf) > 0 || p.eof
+	return p.head < p.tail || p.eof
 }
 
 func (p *inputPump) wait(timer <-chan time.Time, stop *atomic.Bool) int {

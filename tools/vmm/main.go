@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -185,7 +186,13 @@ func parseSize(s string) (uint64, error) {
 	}
 	n, err := strconv.ParseUint(t, 10, 64)
 	if err != nil || n == 0 {
+		if errors.Is(err, strconv.ErrRange) {
+			return 0, fmt.Errorf("size %q is too large", s)
+		}
 		return 0, fmt.Errorf("invalid size %q (examples: 128M, 1G)", s)
+	}
+	if n > math.MaxUint64/mult {
+		return 0, fmt.Errorf("size %q is too large", s)
 	}
 	return n * mult, nil
 }
@@ -259,6 +266,12 @@ Flags:
 		return exitNotStart
 	}
 	defer vm.Close()
+	// A console write to a pipe without readers returns EPIPE, which goes
+	// to the guest (that dies of SIGPIPE as a native program would),
+	// instead of killing vmm.
+	pipes := make(chan os.Signal, 1)
+	signal.Notify(pipes, syscall.SIGPIPE)
+	defer signal.Stop(pipes)
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	defer func() {
@@ -280,16 +293,23 @@ Flags:
 	}()
 	start := time.Now()
 	status, err := vm.Run()
+	// From here on, messages go through the VM's stderr stream: in order
+	// with the guest's output, and never blocked by a full pipe once the
+	// VM was stopped.
+	stderr = vm.Stderr()
 	if err != nil {
 		fmt.Fprintf(stderr, "vmm run: %v\n", err)
 		return exitNotStart
 	}
-	if status == vmm.ExitInterrupted {
+	if status == vmm.ExitInterrupted && vm.Stopped() {
 		fmt.Fprintln(stderr, "vmm: interrupted; guest stopped")
 	}
 	if *bootTime {
 		for _, m := range vm.Marks() {
 			fmt.Fprintf(stderr, "vmm: mark %d at %v after vCPU start\n", m.ID, m.SinceBoot)
+		}
+		if n := vm.DroppedMarks(); n > 0 {
+			fmt.Fprintf(stderr, "vmm: %d later marks not kept (the first %d are)\n", n, len(vm.Marks()))
 		}
 		fmt.Fprintf(stderr, "vmm: guest ran %v; exits %v\n", time.Since(start), vm.Exits())
 	}

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"debug/elf"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +20,7 @@ import (
 	"github.com/amberos/amber/tools/build/elfpatch"
 	"github.com/amberos/amber/tools/guestrun"
 	"github.com/amberos/amber/vmm"
+	"golang.org/x/sys/unix"
 )
 
 // These tests build real images and boot them in real KVM microVMs through
@@ -172,11 +175,12 @@ func TestPanicExits2WithMessage(t *testing.T) {
 func TestArgsAndEnv(t *testing.T) {
 	needKVM(t)
 	img := image(t, "./testdata/argsenv")
-	r := run(t, "run", "--env", "AMBER_GREETING=hi", "--env", `SPACED=a b "c" \d`, img, "--", "x", "y z", "-flag", "")
+	r := run(t, "run", "--env", "AMBER_GREETING=hi", "--env", `SPACED=a b "c" \d`, "--env", "my.var=1", img, "--", "x", "y z", "-flag", "")
 	expect(t, r, 0,
 		`args=["x" "y z" "-flag" ""]`,
 		`AMBER_GREETING="hi"`,
 		`SPACED="a b \"c\" \\d"`,
+		`my.var="1"`, // a dotted name is not a kernel option (issue 8)
 		"argv0=argsenv\n")
 }
 
@@ -375,6 +379,12 @@ func (w *syncWriter) Write(p []byte) (int, error) {
 	return w.b.Write(p)
 }
 
+func (w *syncWriter) Len() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Len()
+}
+
 func (w *syncWriter) String() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -463,10 +473,34 @@ func TestBadImages(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", native, "../../apps/hello").CombinedOutput(); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
+	// A PT_NOTE whose p_filesz is far beyond the file: it panicked the
+	// VMM in makeslice (2^63-1) or ran it out of memory (2^40).
+	noteSize := func(size uint64) []byte {
+		f, err := elf.NewFile(bytes.NewReader(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := bytes.Clone(raw)
+		phoff := binary.LittleEndian.Uint64(b[0x20:])
+		for i, p := range f.Progs {
+			if p.Type == elf.PT_NOTE {
+				binary.LittleEndian.PutUint64(b[phoff+uint64(i)*56+32:], size)
+			}
+		}
+		return b
+	}
+	fifo := filepath.Join(dir, "fifo.img")
+	if err := unix.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name, path, want string
 	}{
 		{"truncated", write("trunc.img", raw[:len(raw)/3]), "truncated"},
+		{"note size 2^63-1", write("note63.img", noteSize(1<<63-1)), "extends past the end of the file"},
+		{"note size 2^40", write("note40.img", noteSize(1<<40)), "extends past the end of the file"},
+		{"FIFO", fifo, "is a named pipe (FIFO), not an image file"},
+		{"device", "/dev/zero", "is a device, not an image file"},
 		{"header only", write("short.img", raw[:100]), "malformed or truncated ELF"},
 		{"not ELF", write("text.img", []byte("#!/bin/sh\necho hi\n")), "is not an ELF file"},
 		{"empty", write("empty.img", nil), "is not an ELF file"},
@@ -557,4 +591,231 @@ func tailLines(s string, n int) string {
 		l = l[len(l)-n:]
 	}
 	return strings.Join(l, "\n")
+}
+
+// Ctrl-C in the middle of a copy (issue 8: it lost a 32 KiB read or
+// printed a line twice): the guest ignores the SIGINT and every byte of
+// its input comes out once.
+func TestCtrlCLosesNothing(t *testing.T) {
+	needKVM(t)
+	img := image(t, "./testdata/copyio")
+	cmd := exec.Command(vmmBin, "run", "--timeout", "60s", img)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	out, errOut := &syncWriter{b: &stdout}, &syncWriter{b: &stderr}
+	cmd.Stdout, cmd.Stderr = out, errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	in := pattern(4 << 20)
+	half := len(in) / 2
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for i := 0; i < 800 && !cond(); i++ {
+			time.Sleep(25 * time.Millisecond)
+		}
+		if !cond() {
+			cmd.Process.Kill()
+			t.Fatalf("never saw %s; stderr:\n%s", what, errOut.String())
+		}
+	}
+	if _, err := stdin.Write(in[:half]); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("the guest copy", func() bool { return out.Len() > 0 })
+	cmd.Process.Signal(syscall.SIGINT)
+	waitFor("the guest's SIGINT", func() bool { return strings.Contains(errOut.String(), "got SIGINT") })
+	if _, err := stdin.Write(in[half:]); err != nil {
+		t.Fatal(err)
+	}
+	stdin.Close()
+	if code := waitExit(t, cmd); code != 0 {
+		t.Fatalf("exit %d; stderr:\n%s", code, errOut.String())
+	}
+	if got := stdout.Bytes(); !bytes.Equal(got, in) {
+		t.Errorf("%d bytes out of %d in, first difference at byte %d; stderr:\n%s", len(got), len(in), firstDiff(got, in), errOut.String())
+	}
+}
+
+// pattern returns n bytes that differ from line to line, so a lost or
+// repeated chunk shows.
+func pattern(n int) []byte {
+	var b bytes.Buffer
+	for i := 0; b.Len() < n; i++ {
+		fmt.Fprintf(&b, "line %08d of the copy test\n", i)
+	}
+	return b.Bytes()[:n]
+}
+
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}
+
+// `vmm run spew.img > /dev/full` told the guest its writes succeeded and
+// ran forever (issue 8). The guest sees the host's errors: ENOSPC, and
+// EPIPE with SIGPIPE for a pipe without readers, as a native program.
+func TestConsoleWriteErrors(t *testing.T) {
+	needKVM(t)
+	img := image(t, "./testdata/spew")
+	runTo := func(stdout *os.File, args ...string) result {
+		t.Helper()
+		cmd := exec.Command(vmmBin, append([]string{"run", "--timeout", "60s", img, "--"}, args...)...)
+		var stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = stdout, &stderr
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if err != nil && !errors.As(err, &ee) {
+			t.Fatal(err)
+		}
+		return result{"", stderr.String(), cmd.ProcessState.ExitCode()}
+	}
+	full, err := os.OpenFile("/dev/full", os.O_WRONLY, 0)
+	if err != nil {
+		t.Skip(err)
+	}
+	defer full.Close()
+	if r := runTo(full); r.code != 3 || !strings.Contains(r.stderr, "spew: write 0: write /dev/stdout: no space left on device") {
+		t.Errorf("> /dev/full: exit %d, stderr:\n%s", r.code, r.stderr)
+	}
+
+	// A pipe whose reader is gone: the Go runtime in the guest dies of
+	// SIGPIPE (128+13) as it would natively; with SIGPIPE ignored the
+	// write reports EPIPE.
+	closedPipe := func() *os.File {
+		pr, pw, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pr.Close()
+		t.Cleanup(func() { pw.Close() })
+		return pw
+	}
+	if r := runTo(closedPipe()); r.code != 128+13 || strings.Contains(r.stderr, "spew: write") {
+		t.Errorf("| (closed): exit %d, want 141 (SIGPIPE); stderr:\n%s", r.code, r.stderr)
+	}
+	if r := runTo(closedPipe(), "-ignore-sigpipe"); r.code != 3 || !strings.Contains(r.stderr, "spew: write 0: write /dev/stdout: broken pipe") {
+		t.Errorf("| (closed), SIGPIPE ignored: exit %d, stderr:\n%s", r.code, r.stderr)
+	}
+}
+
+// --timeout and SIGTERM stop the VM while a console write waits for a
+// reader that never reads (issue 8: both waited until the reader exited).
+func TestStopWhileStdoutBlocks(t *testing.T) {
+	needKVM(t)
+	img := image(t, "./testdata/spew")
+	start := func(both bool, args ...string) (*exec.Cmd, *os.File, *syncWriter) {
+		t.Helper()
+		pr, pw, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(vmmBin, append([]string{"run"}, append(args, img)...)...)
+		var stderr bytes.Buffer
+		errOut := &syncWriter{b: &stderr}
+		cmd.Stdout, cmd.Stderr = pw, errOut
+		if both {
+			cmd.Stderr = pw // 2>&1: the crash report cannot be written either
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		pw.Close()
+		t.Cleanup(func() { pr.Close() })
+		// Wait until the pipe is full: the guest's write is blocked.
+		for i := 0; i < 800; i++ {
+			if n, _ := unix.IoctlGetInt(int(pr.Fd()), unix.TIOCINQ); n >= 64<<10 {
+				break
+			}
+			time.Sleep(25 * time.Millisecond)
+		}
+		return cmd, pr, errOut
+	}
+	cmd, _, errOut := start(false, "--timeout", "2s")
+	if code := waitExit(t, cmd); code != vmm.ExitCrash || !strings.Contains(errOut.String(), "did not finish within 2s") {
+		t.Errorf("--timeout with stdout blocked: exit %d, stderr:\n%s", code, errOut.String())
+	}
+	cmd, _, _ = start(true, "--timeout", "2s")
+	if code := waitExit(t, cmd); code != vmm.ExitCrash {
+		t.Errorf("--timeout with stdout and stderr blocked: exit %d", code)
+	}
+	cmd, _, errOut = start(false)
+	cmd.Process.Signal(syscall.SIGTERM)
+	if code := waitExit(t, cmd); code != vmm.ExitInterrupted || !strings.Contains(errOut.String(), "interrupted") {
+		t.Errorf("SIGTERM with stdout blocked: exit %d, stderr:\n%s", code, errOut.String())
+	}
+}
+
+// The image file truncated while its VM runs (issue 8: the guest hung on
+// the pages it had not touched yet, or the VMM died of SIGBUS): the VM
+// runs on the VMM's snapshot of the file and finishes normally.
+func TestImageTruncatedWhileRunning(t *testing.T) {
+	needKVM(t)
+	raw, err := os.ReadFile(image(t, "./testdata/late"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(t.TempDir(), "late.img")
+	if err := os.WriteFile(img, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(vmmBin, "run", "--timeout", "60s", img)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	out := &syncWriter{b: &stdout}
+	cmd.Stdout, cmd.Stderr = out, &syncWriter{b: &stderr}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 800 && !strings.Contains(out.String(), "ready"); i++ {
+		time.Sleep(25 * time.Millisecond)
+	}
+	if err := os.Truncate(img, 0); err != nil {
+		t.Fatal(err)
+	}
+	stdin.Write([]byte("go\n"))
+	stdin.Close()
+	if code := waitExit(t, cmd); code != 0 || !strings.Contains(out.String(), "done b1601f694b9d336c") {
+		t.Errorf("exit %d, stdout %q, stderr:\n%s", code, out.String(), stderr.String())
+	}
+}
+
+// --mem 17179869186G wrapped around to 2 GiB and booted (issue 8).
+func TestParseSize(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want uint64
+		err  string
+	}{
+		{"128M", 128 << 20, ""},
+		{"1G", 1 << 30, ""},
+		{"512MiB", 512 << 20, ""},
+		{"64", 64 << 20, ""},
+		{"4096K", 4 << 20, ""},
+		{"17179869186G", 0, "too large"},
+		{"17592186044416M", 0, "too large"},
+		{"18446744073709551615K", 0, "too large"},
+		{"99999999999999999999", 0, "too large"},
+		{"0", 0, "invalid size"},
+		{"-1G", 0, "invalid size"},
+		{"lots", 0, "invalid size"},
+	} {
+		got, err := parseSize(c.in)
+		if c.err == "" && (err != nil || got != c.want) || c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)) {
+			t.Errorf("parseSize(%q) = %d, %v; want %d, %q", c.in, got, err, c.want, c.err)
+		}
+	}
+	if r := run(t, "run", "--mem", "17179869186G", "nonexistent.img"); r.code != exitUsage || !strings.Contains(r.stderr, "too large") {
+		t.Errorf("vmm run --mem 17179869186G: exit %d, stderr %q", r.code, r.stderr)
+	}
 }
