@@ -18,6 +18,7 @@ import (
 	"io"
 	"os/exec"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/amberos/amber/boot"
@@ -86,6 +87,8 @@ func Run(ctx context.Context, c Config) (status int, err error) {
 	var qerr bytes.Buffer
 	cmd.Stderr = io.MultiWriter(&qerr, c.Stderr)
 	cmd.WaitDelay = 2 * time.Second
+	// QEMU must not outlive vmm, however vmm ends.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return 0, fmt.Errorf("starting %s: %w", Binary, err)
 	}

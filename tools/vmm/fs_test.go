@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/amberos/amber/tools/compat/suites"
+	"github.com/amberos/amber/tools/guestrun"
 )
 
 // The in-memory file system (kernel/fs*.go), pipes and packed files,
@@ -25,7 +26,7 @@ func TestFileSystemOps(t *testing.T) {
 }
 
 func TestPackedFiles(t *testing.T) {
-	needKVM(t)
+	needGuest(t)
 	img := filepath.Join(t.TempDir(), "packed.img")
 	// A copy, with modes git does not keep (it records only the x bit).
 	root := filepath.Join(t.TempDir(), "packedroot")
@@ -57,8 +58,15 @@ func TestPackedFiles(t *testing.T) {
 // the guest and is the tests' working directory.
 func stdTest(t *testing.T, pkg string, args ...string) result {
 	t.Helper()
-	needKVM(t)
-	return run(t, append([]string{"test", "--timeout", "120s", "--mem", "512M", pkg, "--", "-test.short"}, args...)...)
+	if guestReason != nil {
+		t.Skip(guestReason)
+	}
+	// On KVM, or under QEMU's emulator where /dev/kvm is not usable.
+	timeout := "120s"
+	if guestAccel == guestrun.TCG {
+		timeout = "600s"
+	}
+	return run(t, append([]string{"test", "--accel", string(guestAccel), "--timeout", timeout, "--mem", "512M", pkg, "--", "-test.short"}, args...)...)
 }
 
 func TestStdlibSuites(t *testing.T) {

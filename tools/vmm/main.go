@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/amberos/amber/tools/build"
+	"github.com/amberos/amber/tools/qemu"
 	"github.com/amberos/amber/tools/storecmd"
 	"github.com/amberos/amber/vmm"
 )
@@ -208,6 +209,7 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	trap := fs.String("syscall-trap", "", "how stray SYSCALL instructions reach the kernel: lstar or ud (default: lstar on kvm_pvm hosts, ud elsewhere)")
 	bootPath := fs.String("boot", "direct", "boot `path`: direct (the VMM sets up long mode) or pvh (start at the image's 32-bit PVH entry, as QEMU, Firecracker and Cloud Hypervisor do)")
 	bootTime := fs.Bool("boot-time", false, "print the guest's kernel.Mark times since vCPU start on stderr")
+	accel := fs.String("accel", defaultAccel(), "`accelerator`: kvm (Amber's VMM on /dev/kvm) or tcg (QEMU's emulator, for hosts without KVM: about 10x slower, stdout and stderr both on stdout, stdin without end-of-file, a short crash message); default $AMBER_ACCEL, else kvm")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `Usage: vmm run [flags] IMAGE [-- ARGS...]
 
@@ -252,6 +254,28 @@ Flags:
 		return exitNotStart
 	}
 	defer img.Close()
+	switch *accel {
+	case "kvm":
+		if err := vmm.KVMAvailable(); err != nil {
+			fmt.Fprintf(stderr, "vmm run: %v\n(on a host without KVM, --accel tcg runs the image under QEMU's emulator)\n", err)
+			return exitNotStart
+		}
+	case "tcg":
+		var unsupported []string
+		fs.Visit(func(f *flag.Flag) {
+			if f.Name == "syscall-trap" || f.Name == "boot" || f.Name == "boot-time" {
+				unsupported = append(unsupported, "--"+f.Name)
+			}
+		})
+		if len(unsupported) > 0 {
+			fmt.Fprintf(stderr, "vmm run: %s: not available with --accel tcg (QEMU boots the PVH entry and has no Amber hypercalls)\n", strings.Join(unsupported, ", "))
+			return exitUsage
+		}
+		return runTCG(imgPath, memBytes, cmdline, env, guestArgs, stdin, stdout, stderr, *timeout)
+	default:
+		fmt.Fprintf(stderr, "vmm run: --accel %q: want kvm or tcg\n", *accel)
+		return exitUsage
+	}
 	if f, ok := stdin.(*os.File); ok && f != nil {
 		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice == 0 && st.Mode().IsRegular() && st.Size() == 0 {
 			stdin = nil
@@ -344,6 +368,7 @@ func cmdTest(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	mem := fs.String("mem", "512M", "guest memory `size`")
 	timeout := fs.Duration("timeout", 10*time.Minute, "stop the tests after this `duration`")
 	keep := fs.String("o", "", "also keep the test image at `path`")
+	accel := fs.String("accel", defaultAccel(), "`accelerator`: kvm or tcg (QEMU's emulator; see vmm help run)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `Usage: vmm test [flags] PACKAGE [-- TESTFLAGS]
 
@@ -430,7 +455,7 @@ Flags:
 		return 1
 	}
 	var buf bytes.Buffer
-	runArgs := []string{"--mem", strconv.FormatUint(memBytes>>20, 10) + "M", "--timeout", timeout.String()}
+	runArgs := []string{"--accel", *accel, "--mem", strconv.FormatUint(memBytes>>20, 10) + "M", "--timeout", timeout.String()}
 	for _, e := range env {
 		runArgs = append(runArgs, "--env", e)
 	}
@@ -464,4 +489,37 @@ func verboseWriter(w io.Writer, args []string) io.Writer {
 		return w
 	}
 	return io.Discard
+}
+
+// defaultAccel is --accel's default: $AMBER_ACCEL, else kvm.
+func defaultAccel() string {
+	if a := os.Getenv("AMBER_ACCEL"); a != "" {
+		return a
+	}
+	return "kvm"
+}
+
+// runTCG is vmm run --accel tcg: the image under QEMU's emulator, with
+// vmm run's exit statuses (tools/qemu says what differs from KVM).
+func runTCG(imgPath string, mem uint64, options, env, args []string, stdin io.Reader, stdout, stderr io.Writer, timeout time.Duration) int {
+	if err := qemu.Available(); err != nil {
+		fmt.Fprintf(stderr, "vmm run: --accel tcg: %v\n", err)
+		return exitNotStart
+	}
+	if mem%(1<<20) != 0 {
+		fmt.Fprintln(stderr, "vmm run: --accel tcg: --mem must be a whole number of MiB")
+		return exitUsage
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	argv0 := "amber.argv0=" + strings.TrimSuffix(filepath.Base(imgPath), ".img")
+	status, err := qemu.Run(ctx, qemu.Config{
+		Image: imgPath, Memory: mem, Options: append([]string{argv0}, options...), Env: env, Args: args,
+		Stdin: stdin, Stdout: stdout, Stderr: stderr, Timeout: timeout,
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "vmm run: %v\n", err)
+		return exitNotStart
+	}
+	return status
 }

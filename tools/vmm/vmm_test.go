@@ -51,9 +51,22 @@ func TestMain(m *testing.M) {
 	}
 	kvmReason = vmm.KVMAvailable()
 	guestAccel, guestReason = guestrun.Detect()
+	if guestAccel == guestrun.TCG {
+		// vmm run and vmm test, as the tests start them, use QEMU.
+		os.Setenv("AMBER_ACCEL", string(guestrun.TCG))
+	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// needGuest skips a test that boots guests through vmm run when neither
+// KVM nor QEMU can run them; with QEMU only, AMBER_ACCEL=tcg is set.
+func needGuest(t testing.TB) {
+	t.Helper()
+	if guestReason != nil {
+		t.Skip(guestReason)
+	}
 }
 
 func needKVM(t testing.TB) {
@@ -173,7 +186,7 @@ func TestPanicExits2WithMessage(t *testing.T) {
 }
 
 func TestArgsAndEnv(t *testing.T) {
-	needKVM(t)
+	needGuest(t)
 	img := image(t, "./testdata/argsenv")
 	r := run(t, "run", "--env", "AMBER_GREETING=hi", "--env", `SPACED=a b "c" \d`, "--env", "my.var=1", img, "--", "x", "y z", "-flag", "")
 	expect(t, r, 0,
@@ -238,7 +251,7 @@ func TestStdin(t *testing.T) {
 }
 
 func TestOtherModule(t *testing.T) {
-	needKVM(t)
+	needGuest(t)
 	dir := filepath.Join(t.TempDir(), "othermod")
 	if err := os.CopyFS(dir, os.DirFS("testdata/othermod")); err != nil {
 		t.Fatal(err)
