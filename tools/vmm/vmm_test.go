@@ -832,3 +832,28 @@ func TestParseSize(t *testing.T) {
 		t.Errorf("vmm run --mem 17179869186G: exit %d, stderr %q", r.code, r.stderr)
 	}
 }
+
+// TestAccelTCG: vmm run --accel tcg keeps vmm run's contract where QEMU
+// can give it (exit status, --timeout as 125 with a message), refuses the
+// flags that need Amber's VMM, and an unusable accelerator is a usage
+// error.
+func TestAccelTCG(t *testing.T) {
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		t.Skipf("qemu-system-x86_64 is not installed (Debian/Ubuntu: apt-get install qemu-system-x86): %v", err)
+	}
+	expect(t, run(t, "run", "--accel", "tcg", image(t, "./testdata/exit3")), 3, "exiting with 3")
+	r := run(t, "run", "--accel", "tcg", "--timeout", "2s", image(t, "./testdata/spin"))
+	if r.code != vmm.ExitCrash || !strings.Contains(r.stderr, "did not finish within 2s") {
+		t.Errorf("--timeout under tcg: exit %d, stderr %q", r.code, r.stderr)
+	}
+	hello := image(t, "../../apps/hello")
+	for _, flag := range [][]string{{"--boot", "pvh"}, {"--syscall-trap", "ud"}, {"--boot-time"}} {
+		args := append(append([]string{"run", "--accel", "tcg"}, flag...), hello)
+		if r := run(t, args...); r.code != exitUsage || !strings.Contains(r.stderr, "not available with --accel tcg") {
+			t.Errorf("vmm %v: exit %d, stderr %q", args, r.code, r.stderr)
+		}
+	}
+	if r := run(t, "run", "--accel", "hvf", hello); r.code != exitUsage || !strings.Contains(r.stderr, "want kvm or tcg") {
+		t.Errorf("--accel hvf: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
