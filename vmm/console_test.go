@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -197,5 +198,66 @@ func TestStderrAfterStop(t *testing.T) {
 	n, err := g.vm.Stderr().Write(make([]byte, 1<<20))
 	if err != errHalted || n < 4096 || n >= 1<<20 {
 		t.Errorf("wrote %d bytes to a full pipe after a stop, err %v; want what fits, then errHalted", n, err)
+	}
+}
+
+// A signal for the guest (the first Ctrl-C) interrupts a console write
+// that waits for a full pipe, as it would a native write(2): the guest
+// gets the bytes written so far, or EINTR if there were none, and can
+// take the signal.
+func TestSignalInterruptsBlockedWrite(t *testing.T) {
+	for _, prefill := range []bool{false, true} {
+		pr, pw, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pr.Close()
+		defer pw.Close()
+		if prefill {
+			wfd := int(pw.Fd())
+			unix.SetNonblock(wfd, true)
+			for {
+				if _, err := unix.Write(wfd, make([]byte, 4096)); err != nil {
+					break
+				}
+			}
+		}
+		full := func() bool {
+			n, _ := unix.IoctlGetInt(int(pr.Fd()), unix.TIOCINQ)
+			return n >= 64<<10
+		}
+		g := newFakeGuest(t, Config{Stdout: pw})
+		g.vm.mem = &GuestMemory{mem: make([]byte, 4<<20)}
+		g.write(1, strings.Repeat("x", 1<<20))
+		var ret int64
+		g.steps = append(g.steps, func() unix.Errno {
+			ret = g.ret()
+			return unix.EINTR
+		})
+		g.hypercall(boot.HCExit, 0, 0, 0)
+		done := make(chan int, 1)
+		go func() {
+			status, _ := g.vm.loop()
+			done <- status
+		}()
+		for i := 0; i < 2000 && !full(); i++ {
+			time.Sleep(time.Millisecond)
+		}
+		g.vm.Signal(syscall.SIGINT)
+		select {
+		case status := <-done:
+			if status != 0 {
+				t.Errorf("status %d", status)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("the signal did not interrupt the blocked write")
+		}
+		want := int64(64 << 10) // what the pipe took
+		if prefill {
+			want = -int64(unix.EINTR)
+		}
+		if ret != want {
+			t.Errorf("prefilled %v: the write returned %d, want %d", prefill, ret, want)
+		}
 	}
 }

@@ -355,7 +355,8 @@ func (vm *VM) Stop() {
 func (vm *VM) Stopped() bool { return vm.stop.Load() }
 
 // Signal posts a signal to the guest process (Ctrl-C: SIGINT). The kernel
-// takes it at its next timer tick or when it wakes from idle. It reports
+// takes it at its next timer tick, when it wakes from idle, or when it
+// waits for a console write (which the signal interrupts). It reports
 // false if the guest cannot receive signals from the VMM.
 func (vm *VM) Signal(sig syscall.Signal) bool {
 	if sig <= 0 || sig > 64 || vm.mem == nil {
@@ -368,6 +369,9 @@ func (vm *VM) Signal(sig syscall.Signal) bool {
 	}
 	atomic.OrUint64((*uint64)(unsafe.Pointer(&b[0])), 1<<(sig-1))
 	vm.kick()
+	if vm.halt != nil {
+		vm.halt.interrupt()
+	}
 	return true
 }
 
