@@ -261,3 +261,25 @@ func TestSignalInterruptsBlockedWrite(t *testing.T) {
 		}
 	}
 }
+
+// The VMM must not change the flags of the descriptions it shares with
+// the shell and other processes (O_NONBLOCK on a terminal would outlive
+// vmm): a pipe is written through a private reopened description.
+func TestConsoleLeavesSharedFlags(t *testing.T) {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	r, w := os.NewFile(uintptr(p[0]), "r"), os.NewFile(uintptr(p[1]), "w")
+	defer r.Close()
+	defer w.Close()
+	before, _ := unix.FcntlInt(uintptr(p[1]), unix.F_GETFL, 0)
+	go io.Copy(io.Discard, r)
+	if ret := writeRet(t, w, strings.Repeat("y", 200<<10)); ret != 200<<10 {
+		t.Errorf("wrote %d, want all of it", ret)
+	}
+	after, _ := unix.FcntlInt(uintptr(p[1]), unix.F_GETFL, 0)
+	if before != after || after&unix.O_NONBLOCK != 0 {
+		t.Errorf("flags of the shared description: %#x before, %#x after", before, after)
+	}
+}
