@@ -18,8 +18,8 @@ import (
 // in write(2) past a timeout, Ctrl-C or SIGTERM. So each stream is
 // written in one of three ways:
 //
-//   - regular files (and block devices): written directly; such writes
-//     do not wait on another process.
+//   - regular files (and block devices) and io.Discard: written directly;
+//     such writes do not wait on another process.
 //   - pipes, FIFOs and terminals: reopened through /proc/self/fd as a
 //     private non-blocking description (the shared one keeps its flags),
 //     and sockets: sent with MSG_DONTWAIT. A write that would block polls
@@ -124,7 +124,7 @@ type outResult struct {
 }
 
 func newHostOut(w io.Writer) *hostOut {
-	o := &hostOut{w: w, fd: -1}
+	o := &hostOut{w: w, fd: -1, direct: w == io.Discard}
 	if f, ok := w.(*os.File); ok {
 		if rc, err := f.SyscallConn(); err == nil {
 			rc.Control(func(fd uintptr) { o.setup(int(fd)) })
