@@ -18,7 +18,8 @@ import (
 // in write(2) past a timeout, Ctrl-C or SIGTERM. So each stream is
 // written in one of three ways:
 //
-//   - regular files (and block devices) and io.Discard: written directly;
+//   - regular files, block devices, character devices other than
+//     terminals (/dev/null, /dev/full) and io.Discard: written directly;
 //     such writes do not wait on another process.
 //   - pipes, FIFOs and terminals: reopened through /proc/self/fd as a
 //     private non-blocking description (the shared one keeps its flags),
@@ -148,7 +149,13 @@ func (o *hostOut) setup(fd int) {
 	if unix.Fstat(fd, &st) != nil {
 		return
 	}
-	switch st.Mode & unix.S_IFMT {
+	typ := st.Mode & unix.S_IFMT
+	if typ == unix.S_IFCHR {
+		if _, err := unix.IoctlGetTermios(fd, unix.TCGETS); err != nil {
+			typ = unix.S_IFREG // /dev/null, /dev/full: writes do not wait
+		}
+	}
+	switch typ {
 	case unix.S_IFREG, unix.S_IFBLK:
 		o.direct = true
 	case unix.S_IFSOCK:

@@ -3,6 +3,7 @@ package vmm
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -136,15 +137,39 @@ func TestStopWhileConsoleWriteBlocks(t *testing.T) {
 			return n > 0
 		}, func() { r.Close(); w.Close() }}
 	}
+	terminalStream := func() stream {
+		m, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Skipf("no pseudo-terminals: %v", err)
+		}
+		if err := unix.IoctlSetPointerInt(m, unix.TIOCSPTLCK, 0); err != nil {
+			t.Fatal(err)
+		}
+		n, err := unix.IoctlGetInt(m, unix.TIOCGPTN)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return stream{w, func() bool {
+			n, _ := unix.IoctlGetInt(m, unix.TIOCINQ)
+			return n > 0
+		}, func() { w.Close(); unix.Close(m) }}
+	}
 	handoffStream := func() stream {
 		w := blockedWriter{new(atomic.Bool), make(chan struct{})}
 		return stream{w, w.entered.Load, func() { close(w.release) }}
 	}
-	for name, mk := range map[string]func() stream{"pipe": pipeStream, "socket": socketStream, "writer": handoffStream} {
+	for name, mk := range map[string]func() stream{"pipe": pipeStream, "socket": socketStream, "terminal": terminalStream, "writer": handoffStream} {
 		t.Run(name, func(t *testing.T) {
 			s := mk()
 			defer s.cleanup()
 			g := newFakeGuest(t, Config{Stdout: s.w})
+			if own := g.vm.stdout.fd >= 0; own != (name != "writer") || g.vm.stdout.direct {
+				t.Fatalf("written through its own non-blocking descriptor: %v, directly: %v", own, g.vm.stdout.direct)
+			}
 			g.vm.mem = &GuestMemory{mem: make([]byte, 4<<20)}
 			g.write(1, strings.Repeat("x", 1<<20))
 			g.hypercall(boot.HCExit, 0, 0, 0)
