@@ -115,7 +115,7 @@ func TestStopWhileConsoleWriteBlocks(t *testing.T) {
 		blocked func() bool // the write is waiting
 		cleanup func()
 	}
-	pipeStream := func() stream {
+	pipeStream := func(t *testing.T) stream {
 		pr, pw, err := os.Pipe()
 		if err != nil {
 			t.Fatal(err)
@@ -125,7 +125,7 @@ func TestStopWhileConsoleWriteBlocks(t *testing.T) {
 			return n >= 64<<10
 		}, func() { pr.Close(); pw.Close() }}
 	}
-	socketStream := func() stream {
+	socketStream := func(t *testing.T) stream {
 		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
 		if err != nil {
 			t.Fatal(err)
@@ -137,7 +137,7 @@ func TestStopWhileConsoleWriteBlocks(t *testing.T) {
 			return n > 0
 		}, func() { r.Close(); w.Close() }}
 	}
-	terminalStream := func() stream {
+	terminalStream := func(t *testing.T) stream {
 		m, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			t.Skipf("no pseudo-terminals: %v", err)
@@ -158,13 +158,13 @@ func TestStopWhileConsoleWriteBlocks(t *testing.T) {
 			return n > 0
 		}, func() { w.Close(); unix.Close(m) }}
 	}
-	handoffStream := func() stream {
+	handoffStream := func(t *testing.T) stream {
 		w := blockedWriter{new(atomic.Bool), make(chan struct{})}
 		return stream{w, w.entered.Load, func() { close(w.release) }}
 	}
-	for name, mk := range map[string]func() stream{"pipe": pipeStream, "socket": socketStream, "terminal": terminalStream, "writer": handoffStream} {
+	for name, mk := range map[string]func(*testing.T) stream{"pipe": pipeStream, "socket": socketStream, "terminal": terminalStream, "writer": handoffStream} {
 		t.Run(name, func(t *testing.T) {
-			s := mk()
+			s := mk(t)
 			defer s.cleanup()
 			g := newFakeGuest(t, Config{Stdout: s.w})
 			if own := g.vm.stdout.fd >= 0; own != (name != "writer") || g.vm.stdout.direct {
