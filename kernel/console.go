@@ -18,7 +18,9 @@ var bounce [64 << 10]byte
 
 // consoleWrite writes p to the console (fd 1 or 2) and returns the bytes
 // written, or -errno if none were: the VMM reports its own write errors
-// (EPIPE, ENOSPC, EIO, ...), as the program would see them natively.
+// (EPIPE, ENOSPC, EIO, ...), as the program would see them natively, and
+// EINTR when a signal from the host (Ctrl-C) interrupted a write waiting
+// for a full pipe.
 //
 //go:nosplit
 func consoleWrite(fd int, p []byte) int64 {
@@ -37,7 +39,7 @@ func consoleWrite(fd int, p []byte) int64 {
 				return total // the next write reports the error
 			}
 			switch r {
-			case -eIO, -eNOSPC, -ePIPE, -eFBIG, -eDQUOT:
+			case -eIO, -eNOSPC, -ePIPE, -eFBIG, -eDQUOT, -eINTR:
 				return r
 			}
 			return -eIO
@@ -61,13 +63,20 @@ const sigPIPE = 13
 const eDQUOT = 122
 
 // consoleWriteSys is write(2) on the console: on EPIPE the writing thread
-// also gets SIGPIPE, as Linux does for a pipe without readers.
+// also gets SIGPIPE, as Linux does for a pipe without readers; on EINTR
+// the host's signals are taken now, so the one that interrupted the write
+// is delivered as the call returns (the write may then be restarted).
 //
 //go:nosplit
 func consoleWriteSys(fd int, p []byte) int64 {
 	r := consoleWrite(fd, p)
-	if r == -ePIPE {
+	switch r {
+	case -ePIPE:
 		sendSignal(cpu0.cur, sigPIPE)
+	case -eINTR:
+		if hostSignals != 0 && *u64at(hostSignals) != 0 {
+			takeHostSignals()
+		}
 	}
 	return r
 }

@@ -18,8 +18,9 @@ import (
 // in write(2) past a timeout, Ctrl-C or SIGTERM. So each stream is
 // written in one of three ways:
 //
-//   - regular files (and block devices): written directly; such writes
-//     do not wait on another process.
+//   - regular files, block devices, character devices other than
+//     terminals (/dev/null, /dev/full) and io.Discard: written directly;
+//     such writes do not wait on another process.
 //   - pipes, FIFOs and terminals: reopened through /proc/self/fd as a
 //     private non-blocking description (the shared one keeps its flags),
 //     and sockets: sent with MSG_DONTWAIT. A write that would block polls
@@ -31,21 +32,30 @@ import (
 //
 // After a halt, writes take what the stream accepts without waiting (the
 // crash report of a timeout still reaches a terminal, and never hangs on
-// a full pipe).
+// a full pipe). A signal posted to the guest (the first Ctrl-C) interrupts
+// a waiting write as it would a native process's: the guest gets what was
+// written, or EINTR, and takes the signal.
 
 // errHalted reports a write given up because the VM was told to stop.
 var errHalted = errors.New("the VM is stopping")
+
+// errInterrupted reports a write that waited and was interrupted by a
+// signal for the guest before writing anything.
+var errInterrupted = errors.New("interrupted by a signal for the guest")
 
 // haltGrace is how long a hand-off write may still take once the VM is
 // stopping, so that the crash report reaches a slow but working writer.
 const haltGrace = time.Second
 
-// halter is the VM's stop signal for blocked console writes: a channel
-// for hand-off waits and an eventfd for polls, set once.
+// halter tells blocked console writes to give up: a channel for hand-off
+// waits and an eventfd for polls, set once when the VM is to stop; and an
+// eventfd a signal for the guest sets, which the write that it interrupts
+// clears.
 type halter struct {
-	once sync.Once
-	ch   chan struct{}
-	fd   int
+	once   sync.Once
+	ch     chan struct{}
+	fd     int
+	intrFd int
 }
 
 func newHalter() (*halter, error) {
@@ -53,7 +63,19 @@ func newHalter() (*halter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("eventfd: %w", err)
 	}
-	return &halter{ch: make(chan struct{}), fd: fd}, nil
+	intr, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	return &halter{ch: make(chan struct{}), fd: fd, intrFd: intr}, nil
+}
+
+// interrupt makes a console write that waits return to the guest.
+func (h *halter) interrupt() {
+	var one [8]byte
+	one[0] = 1
+	unix.Write(h.intrFd, one[:])
 }
 
 func (h *halter) halt() {
@@ -75,9 +97,11 @@ func (h *halter) halted() bool {
 }
 
 func (h *halter) close() {
-	if h.fd >= 0 {
-		unix.Close(h.fd)
-		h.fd = -1
+	for _, fd := range []*int{&h.fd, &h.intrFd} {
+		if *fd >= 0 {
+			unix.Close(*fd)
+			*fd = -1
+		}
 	}
 }
 
@@ -101,7 +125,7 @@ type outResult struct {
 }
 
 func newHostOut(w io.Writer) *hostOut {
-	o := &hostOut{w: w, fd: -1}
+	o := &hostOut{w: w, fd: -1, direct: w == io.Discard}
 	if f, ok := w.(*os.File); ok {
 		if rc, err := f.SyscallConn(); err == nil {
 			rc.Control(func(fd uintptr) { o.setup(int(fd)) })
@@ -125,7 +149,13 @@ func (o *hostOut) setup(fd int) {
 	if unix.Fstat(fd, &st) != nil {
 		return
 	}
-	switch st.Mode & unix.S_IFMT {
+	typ := st.Mode & unix.S_IFMT
+	if typ == unix.S_IFCHR {
+		if _, err := unix.IoctlGetTermios(fd, unix.TCGETS); err != nil {
+			typ = unix.S_IFREG // /dev/null, /dev/full: writes do not wait
+		}
+	}
+	switch typ {
 	case unix.S_IFREG, unix.S_IFBLK:
 		o.direct = true
 	case unix.S_IFSOCK:
@@ -180,8 +210,14 @@ func (o *hostOut) writeFd(p []byte, h *halter) (int, error) {
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
-			if !waitWritable(o.fd, h) {
+			switch waitWritable(o.fd, h) {
+			case waitHalted:
 				return total, errHalted
+			case waitInterrupted:
+				if total > 0 {
+					return total, nil
+				}
+				return 0, errInterrupted
 			}
 			continue
 		case nil:
@@ -192,20 +228,29 @@ func (o *hostOut) writeFd(p []byte, h *halter) (int, error) {
 	return total, nil
 }
 
-// waitWritable waits until fd can take data (or has an error to report)
-// and reports false if the VM is halted first.
-func waitWritable(fd int, h *halter) bool {
-	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}, {Fd: int32(h.fd), Events: unix.POLLIN}}
+const (
+	waitReady = iota
+	waitHalted
+	waitInterrupted
+)
+
+// waitWritable waits until fd can take data (or has an error to report),
+// the VM is halted, or a signal for the guest interrupts the wait.
+func waitWritable(fd int, h *halter) int {
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}, {Fd: int32(h.fd), Events: unix.POLLIN}, {Fd: int32(h.intrFd), Events: unix.POLLIN}}
 	for {
 		_, err := unix.Poll(fds, -1)
-		if err == unix.EINTR {
+		switch {
+		case err == unix.EINTR:
 			continue
-		}
-		if fds[1].Revents != 0 || err != nil {
-			return false
-		}
-		if fds[0].Revents != 0 {
-			return true
+		case fds[1].Revents != 0 || err != nil:
+			return waitHalted
+		case fds[2].Revents != 0:
+			var b [8]byte
+			unix.Read(h.intrFd, b[:])
+			return waitInterrupted
+		case fds[0].Revents != 0:
+			return waitReady
 		}
 	}
 }
@@ -255,6 +300,9 @@ func (o *hostOut) close() {
 func consoleResult(n int, err error) int64 {
 	if n > 0 || err == nil {
 		return int64(n)
+	}
+	if err == errInterrupted {
+		return -int64(unix.EINTR)
 	}
 	var errno unix.Errno
 	if errors.As(err, &errno) {

@@ -3,11 +3,13 @@ package vmm
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -113,7 +115,7 @@ func TestStopWhileConsoleWriteBlocks(t *testing.T) {
 		blocked func() bool // the write is waiting
 		cleanup func()
 	}
-	pipeStream := func() stream {
+	pipeStream := func(t *testing.T) stream {
 		pr, pw, err := os.Pipe()
 		if err != nil {
 			t.Fatal(err)
@@ -123,7 +125,7 @@ func TestStopWhileConsoleWriteBlocks(t *testing.T) {
 			return n >= 64<<10
 		}, func() { pr.Close(); pw.Close() }}
 	}
-	socketStream := func() stream {
+	socketStream := func(t *testing.T) stream {
 		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
 		if err != nil {
 			t.Fatal(err)
@@ -135,15 +137,39 @@ func TestStopWhileConsoleWriteBlocks(t *testing.T) {
 			return n > 0
 		}, func() { r.Close(); w.Close() }}
 	}
-	handoffStream := func() stream {
+	terminalStream := func(t *testing.T) stream {
+		m, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Skipf("no pseudo-terminals: %v", err)
+		}
+		if err := unix.IoctlSetPointerInt(m, unix.TIOCSPTLCK, 0); err != nil {
+			t.Fatal(err)
+		}
+		n, err := unix.IoctlGetInt(m, unix.TIOCGPTN)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return stream{w, func() bool {
+			n, _ := unix.IoctlGetInt(m, unix.TIOCINQ)
+			return n > 0
+		}, func() { w.Close(); unix.Close(m) }}
+	}
+	handoffStream := func(t *testing.T) stream {
 		w := blockedWriter{new(atomic.Bool), make(chan struct{})}
 		return stream{w, w.entered.Load, func() { close(w.release) }}
 	}
-	for name, mk := range map[string]func() stream{"pipe": pipeStream, "socket": socketStream, "writer": handoffStream} {
+	for name, mk := range map[string]func(*testing.T) stream{"pipe": pipeStream, "socket": socketStream, "terminal": terminalStream, "writer": handoffStream} {
 		t.Run(name, func(t *testing.T) {
-			s := mk()
+			s := mk(t)
 			defer s.cleanup()
 			g := newFakeGuest(t, Config{Stdout: s.w})
+			if own := g.vm.stdout.fd >= 0; own != (name != "writer") || g.vm.stdout.direct {
+				t.Fatalf("written through its own non-blocking descriptor: %v, directly: %v", own, g.vm.stdout.direct)
+			}
 			g.vm.mem = &GuestMemory{mem: make([]byte, 4<<20)}
 			g.write(1, strings.Repeat("x", 1<<20))
 			g.hypercall(boot.HCExit, 0, 0, 0)
@@ -197,5 +223,88 @@ func TestStderrAfterStop(t *testing.T) {
 	n, err := g.vm.Stderr().Write(make([]byte, 1<<20))
 	if err != errHalted || n < 4096 || n >= 1<<20 {
 		t.Errorf("wrote %d bytes to a full pipe after a stop, err %v; want what fits, then errHalted", n, err)
+	}
+}
+
+// A signal for the guest (the first Ctrl-C) interrupts a console write
+// that waits for a full pipe, as it would a native write(2): the guest
+// gets the bytes written so far, or EINTR if there were none, and can
+// take the signal.
+func TestSignalInterruptsBlockedWrite(t *testing.T) {
+	for _, prefill := range []bool{false, true} {
+		pr, pw, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pr.Close()
+		defer pw.Close()
+		if prefill {
+			wfd := int(pw.Fd())
+			unix.SetNonblock(wfd, true)
+			for {
+				if _, err := unix.Write(wfd, make([]byte, 4096)); err != nil {
+					break
+				}
+			}
+		}
+		full := func() bool {
+			n, _ := unix.IoctlGetInt(int(pr.Fd()), unix.TIOCINQ)
+			return n >= 64<<10
+		}
+		g := newFakeGuest(t, Config{Stdout: pw})
+		g.vm.mem = &GuestMemory{mem: make([]byte, 4<<20)}
+		g.write(1, strings.Repeat("x", 1<<20))
+		var ret int64
+		g.steps = append(g.steps, func() unix.Errno {
+			ret = g.ret()
+			return unix.EINTR
+		})
+		g.hypercall(boot.HCExit, 0, 0, 0)
+		done := make(chan int, 1)
+		go func() {
+			status, _ := g.vm.loop()
+			done <- status
+		}()
+		for i := 0; i < 2000 && !full(); i++ {
+			time.Sleep(time.Millisecond)
+		}
+		g.vm.Signal(syscall.SIGINT)
+		select {
+		case status := <-done:
+			if status != 0 {
+				t.Errorf("status %d", status)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("the signal did not interrupt the blocked write")
+		}
+		want := int64(64 << 10) // what the pipe took
+		if prefill {
+			want = -int64(unix.EINTR)
+		}
+		if ret != want {
+			t.Errorf("prefilled %v: the write returned %d, want %d", prefill, ret, want)
+		}
+	}
+}
+
+// The VMM must not change the flags of the descriptions it shares with
+// the shell and other processes (O_NONBLOCK on a terminal would outlive
+// vmm): a pipe is written through a private reopened description.
+func TestConsoleLeavesSharedFlags(t *testing.T) {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	r, w := os.NewFile(uintptr(p[0]), "r"), os.NewFile(uintptr(p[1]), "w")
+	defer r.Close()
+	defer w.Close()
+	before, _ := unix.FcntlInt(uintptr(p[1]), unix.F_GETFL, 0)
+	go io.Copy(io.Discard, r)
+	if ret := writeRet(t, w, strings.Repeat("y", 200<<10)); ret != 200<<10 {
+		t.Errorf("wrote %d, want all of it", ret)
+	}
+	after, _ := unix.FcntlInt(uintptr(p[1]), unix.F_GETFL, 0)
+	if before != after || after&unix.O_NONBLOCK != 0 {
+		t.Errorf("flags of the shared description: %#x before, %#x after", before, after)
 	}
 }

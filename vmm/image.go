@@ -76,6 +76,11 @@ func OpenImage(path string) (*Image, error) {
 	if err := unix.SetNonblock(fd, false); err != nil {
 		return nil, &os.PathError{Op: "fcntl", Path: path, Err: err}
 	}
+	// Not worth a copy if it is not even ELF.
+	var magic [4]byte
+	if n, _ := unix.Pread(fd, magic[:], 0); n < len(magic) || string(magic[:]) != elf.ELFMAG {
+		return nil, fmt.Errorf("%s is not an ELF file: %w", path, ErrNotImage)
+	}
 	snap, err := snapshot(f, st.Size)
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", path, err)

@@ -216,3 +216,15 @@ func firstDiff(a, b []byte) int {
 	}
 	return min(len(a), len(b))
 }
+
+// A Ctrl-C or the timeout may come as vmm closes the VM: Stop and Signal
+// after Close do nothing (they used to write to the unmapped run area and
+// guest memory).
+func TestStopAndSignalAfterClose(t *testing.T) {
+	g := newFakeGuest(t, Config{})
+	g.vm.Close() // (fails to unmap the fake's guest memory, which is Go memory)
+	g.vm.Stop()
+	if g.vm.Signal(syscall.SIGINT) {
+		t.Error("Signal after Close reported success")
+	}
+}

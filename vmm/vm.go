@@ -81,6 +81,8 @@ type VM struct {
 	uart      uart16550
 
 	stop      atomic.Bool
+	closeMu   sync.Mutex // Stop, Signal and the timeout against Close
+	closed    bool
 	timedOut  atomic.Bool // Config.Timeout has passed
 	vcpuTid   atomic.Int32
 	enter     func() unix.Errno // KVM_RUN (tests replace it)
@@ -347,6 +349,19 @@ func (vm *VM) Exits() map[string]int {
 // while a console write waits for a full pipe.
 func (vm *VM) Stop() {
 	vm.stop.Store(true)
+	vm.wake()
+}
+
+// wake makes the vCPU thread look at the stop and timeout requests: it
+// ends a blocked console write and makes KVM_RUN return. Stop and Signal
+// may race with Close (a signal as vmm exits): after Close they do
+// nothing.
+func (vm *VM) wake() {
+	vm.closeMu.Lock()
+	defer vm.closeMu.Unlock()
+	if vm.closed {
+		return
+	}
 	vm.halt.halt()
 	vm.kick()
 }
@@ -355,10 +370,13 @@ func (vm *VM) Stop() {
 func (vm *VM) Stopped() bool { return vm.stop.Load() }
 
 // Signal posts a signal to the guest process (Ctrl-C: SIGINT). The kernel
-// takes it at its next timer tick or when it wakes from idle. It reports
+// takes it at its next timer tick, when it wakes from idle, or when it
+// waits for a console write (which the signal interrupts). It reports
 // false if the guest cannot receive signals from the VMM.
 func (vm *VM) Signal(sig syscall.Signal) bool {
-	if sig <= 0 || sig > 64 || vm.mem == nil {
+	vm.closeMu.Lock()
+	defer vm.closeMu.Unlock()
+	if sig <= 0 || sig > 64 || vm.mem == nil || vm.closed {
 		return false
 	}
 	off := uint64(boot.StartInfoPA + boot.AmberInfoOffset + unsafe.Offsetof(boot.AmberInfo{}.HostSignals))
@@ -368,6 +386,9 @@ func (vm *VM) Signal(sig syscall.Signal) bool {
 	}
 	atomic.OrUint64((*uint64)(unsafe.Pointer(&b[0])), 1<<(sig-1))
 	vm.kick()
+	if vm.halt != nil {
+		vm.halt.interrupt()
+	}
 	return true
 }
 
@@ -383,6 +404,9 @@ func (vm *VM) kick() {
 
 // Close releases the VM's resources.
 func (vm *VM) Close() error {
+	vm.closeMu.Lock()
+	vm.closed = true
+	vm.closeMu.Unlock()
 	var errs []error
 	if vm.runMap != nil {
 		errs = append(errs, unix.Munmap(vm.runMap))
@@ -430,8 +454,7 @@ func (vm *VM) Run() (status int, err error) {
 	if vm.cfg.Timeout > 0 {
 		t := time.AfterFunc(vm.cfg.Timeout, func() {
 			vm.timedOut.Store(true)
-			vm.halt.halt()
-			vm.kick()
+			vm.wake()
 		})
 		defer t.Stop()
 	}

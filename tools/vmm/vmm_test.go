@@ -719,8 +719,9 @@ func TestConsoleWriteErrors(t *testing.T) {
 	}
 }
 
-// --timeout and SIGTERM stop the VM while a console write waits for a
-// reader that never reads (issue 8: both waited until the reader exited).
+// --timeout, SIGTERM and Ctrl-C stop the VM while a console write waits
+// for a reader that never reads (issue 8: they waited until the reader
+// exited).
 func TestStopWhileStdoutBlocks(t *testing.T) {
 	needKVM(t)
 	img := image(t, "./testdata/spew")
@@ -763,6 +764,14 @@ func TestStopWhileStdoutBlocks(t *testing.T) {
 	cmd.Process.Signal(syscall.SIGTERM)
 	if code := waitExit(t, cmd); code != vmm.ExitInterrupted || !strings.Contains(errOut.String(), "interrupted") {
 		t.Errorf("SIGTERM with stdout blocked: exit %d, stderr:\n%s", code, errOut.String())
+	}
+	// Ctrl-C interrupts the blocked write as it would natively: the guest
+	// (no SIGINT handler) dies of the signal, and the VMM did not have to
+	// stop it.
+	cmd, _, errOut = start(false)
+	cmd.Process.Signal(syscall.SIGINT)
+	if code := waitExit(t, cmd); code != 128+2 || strings.Contains(errOut.String(), "interrupted") {
+		t.Errorf("Ctrl-C with stdout blocked: exit %d, stderr:\n%s", code, errOut.String())
 	}
 }
 
