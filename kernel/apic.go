@@ -237,6 +237,7 @@ func preemptTo(tf *boot.TrapFrame, fp uintptr, next int) {
 	cpu0.kstackTop = kstackTop(next)
 	sliceStart = nanotime()
 	wrfsbase(t.fsbase)
+	cpu0.inTick = 0 // this tick's handler ends here, not at trapCommon's IRETQ
 	lapicWrite(lapicEOI, 0)
 	jumpTo(t.ksp)
 }

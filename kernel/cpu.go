@@ -19,10 +19,13 @@ import (
 )
 
 // percpu is the block GS points at. The first two fields are used by
-// entry_amd64.s (CPU_KSTACK).
+// entry_amd64.s (CPU_KSTACK, CPU_INTICK).
 type percpu struct {
 	kstackTop uintptr // kernel stack of the running thread
-	_         uintptr
+	// inTick is set while a timer tick is being served: a tick that
+	// arrives meanwhile is only acknowledged (timerEntry), so ticks never
+	// nest more than one deep however late the host runs the vCPU.
+	inTick uintptr
 	cur       int // index of the running thread in threads
 	hc        boot.Hypercall
 }
