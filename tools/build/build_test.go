@@ -151,3 +151,48 @@ func TestAsmSymbol(t *testing.T) {
 		t.Errorf("json %s", b)
 	}
 }
+
+// The generated go.work's go line is the newest of its modules' (a fresh
+// `go mod init` writes the toolchain's full version, e.g. 1.26.8).
+func TestWorkspaceGoLine(t *testing.T) {
+	mod := func(goLine string) string {
+		d := t.TempDir()
+		content := "module example.com/m\n"
+		if goLine != "" {
+			content += "\ngo " + goLine + " // comment\n"
+		}
+		if err := os.WriteFile(filepath.Join(d, "go.mod"), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	for _, c := range []struct {
+		lines []string
+		want  string
+	}{
+		{[]string{"1.26"}, "go 1.26\n"},
+		{[]string{"1.26.8", "1.26"}, "go 1.26.8\n"},
+		{[]string{"1.21", ""}, "go 1.26\n"},
+		{[]string{"1.26.1", "1.27rc1", "1.26"}, "go 1.27rc1\n"},
+	} {
+		var dirs []string
+		for _, l := range c.lines {
+			dirs = append(dirs, mod(l))
+		}
+		w, err := workspace("go1.26.8", dirs...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(w, "\n"+c.want) {
+			t.Errorf("go lines %q: go.work\n%s\nwant %q", c.lines, w, c.want)
+		}
+		for _, d := range dirs {
+			if !strings.Contains(w, "\t"+`"`+d+`"`+"\n") {
+				t.Errorf("go.work does not use %s:\n%s", d, w)
+			}
+		}
+	}
+	if _, err := workspace("go1.26.8", mod("one.two")); err == nil {
+		t.Error("an invalid go line was accepted")
+	}
+}

@@ -1,0 +1,129 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// Programs from third-party modules, fetched through the module proxy at
+// pinned versions (GOMODCACHE keeps them between runs), built by vmm build
+// and compared with the same program built natively.
+
+const (
+	gojqModule  = "github.com/itchyny/gojq"
+	gojqVersion = "v0.12.17"
+)
+
+// A fresh module's main program, using gojq as a library.
+const gojqMain = `package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+
+	"github.com/itchyny/gojq"
+)
+
+func main() {
+	q, err := gojq.Parse(os.Args[1])
+	if err != nil {
+		fmt.Println("parse:", err)
+		os.Exit(2)
+	}
+	var in any
+	if err := json.Unmarshal([]byte(os.Args[2]), &in); err != nil {
+		fmt.Println("input:", err)
+		os.Exit(2)
+	}
+	iter := q.Run(in)
+	for {
+		v, ok := iter.Next()
+		if !ok {
+			break
+		}
+		b, _ := gojq.Marshal(v)
+		fmt.Println(string(b))
+	}
+}
+`
+
+// goCmd runs the go command in dir as a user would in a fresh module.
+func goCmd(t *testing.T, dir string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("go", args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOTOOLCHAIN=local", "GOWORK=off")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// freshModule is `mkdir m && cd m && go mod init m`, a main.go, and
+// `go get` of gojq at a pinned version.
+func freshModule(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "m")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	goCmd(t, dir, "mod", "init", "m")
+	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(gojqMain), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	goCmd(t, dir, "get", gojqModule+"@"+gojqVersion)
+	return dir
+}
+
+// native builds pkg in dir for the host and runs it with args.
+func native(t *testing.T, dir, pkg string, args ...string) string {
+	t.Helper()
+	exe := filepath.Join(t.TempDir(), "native")
+	cmd := exec.Command("go", "build", "-o", exe, pkg)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-mod=mod", "GOTOOLCHAIN=local")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("native go build %s: %v\n%s", pkg, err, out)
+	}
+	out, err := exec.Command(exe, args...).Output()
+	if err != nil {
+		t.Fatalf("native %s: %v\n%s", pkg, err, out)
+	}
+	return string(out)
+}
+
+// vmmBuild runs vmm build in dir and returns the image.
+func vmmBuild(t *testing.T, dir, pkg string) string {
+	t.Helper()
+	img := filepath.Join(t.TempDir(), "prog.img")
+	cmd := exec.Command(vmmBin, "build", "-o", img, pkg)
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("vmm build %s (in %s): %v\n%s", pkg, dir, err, out)
+	}
+	return img
+}
+
+// sameAsNative boots img with args and compares its output with want.
+func sameAsNative(t *testing.T, img, want string, args ...string) {
+	t.Helper()
+	r := run(t, append([]string{"run", "--timeout", "300s", img, "--"}, args...)...)
+	if r.code != 0 || strings.TrimSpace(r.stdout) != strings.TrimSpace(want) {
+		t.Errorf("guest: exit status %d, stdout:\n%s\nstderr:\n%s\nnative stdout:\n%s", r.code, r.stdout, r.stderr, want)
+	}
+}
+
+// Issue 9, item 1: a module made with go mod init (whose go line is the
+// toolchain's full version) and a go get builds.
+func TestFreshModuleWithDependency(t *testing.T) {
+	needGuest(t)
+	dir := freshModule(t)
+	args := []string{`.a | map(. * 2) | add`, `{"a": [1, 2, 3.5]}`}
+	want := native(t, dir, ".", args...)
+	sameAsNative(t, vmmBuild(t, dir, "."), want, args...)
+}
