@@ -35,8 +35,8 @@ const (
 const usage = `vmm builds Go programs into Amber unikernel images and runs them in KVM microVMs.
 
 Usage:
-  vmm build [-o IMAGE] PACKAGE        build a main package (import path or directory,
-                                      in this module or any other on disk) into an image
+  vmm build [-o IMAGE] PACKAGE        build a main package (import path, PATH@VERSION or
+                                      directory, in this module or any other) into an image
   vmm run [flags] IMAGE [-- ARGS...]  boot an image; the program's exit status becomes vmm's
   vmm test [flags] PACKAGE [-- TESTFLAGS]
                                       build PACKAGE's tests into an image and run them
@@ -93,8 +93,10 @@ Builds the main package PACKAGE with the stock Go toolchain (GOOS=linux
 GOARCH=amd64 CGO_ENABLED=0), linking Amber's kernel into it, and writes a
 bootable image. PACKAGE is an import path or a directory; a directory in
 another module is built with a generated go.work that adds the kernel's
-source, so that module needs no changes. Builds are cached by the Go build
-cache.
+source, so that module needs no changes. A package in the module cache (a
+dependency) builds too, from a copy of its module outside the cache, and
+IMPORT/PATH@VERSION builds that version as go install does, whatever the
+current module. Builds are cached by the Go build cache.
 
 The image is written to a temporary file next to IMAGE and renamed over
 it once complete: IMAGE is never left half written, and an interrupted
@@ -117,7 +119,8 @@ Flags:
 		return exitUsage
 	}
 	pkg := fs.Arg(0)
-	name := strings.TrimSuffix(pkg, "/")
+	name, _, _ := strings.Cut(pkg, "@") // IMPORT/PATH@VERSION is named as go install names it
+	name = strings.TrimSuffix(name, "/")
 	if i := strings.LastIndex(name, "/"); i >= 0 {
 		name = name[i+1:]
 	}

@@ -127,3 +127,33 @@ func TestFreshModuleWithDependency(t *testing.T) {
 	want := native(t, dir, ".", args...)
 	sameAsNative(t, vmmBuild(t, dir, "."), want, args...)
 }
+
+// Issue 9, item 2: packages in the module cache build, as go build and
+// go install build them: a dependency's command from inside a module,
+// IMPORT/PATH@VERSION from outside any module, and a dependency's tests.
+func TestBuildModuleCachePackage(t *testing.T) {
+	needGuest(t)
+	dir := freshModule(t)
+	cmd := gojqModule + "/cmd/gojq"
+	goCmd(t, dir, "get", cmd+"@"+gojqVersion)
+	args := []string{"-n", "-c", `[range(4)] | map(. * 3) | {sum: add, n: length}`}
+	want := native(t, dir, cmd, args...)
+	if !strings.Contains(want, `"sum":18`) {
+		t.Fatalf("native gojq printed %q", want)
+	}
+	t.Run("dependency", func(t *testing.T) {
+		sameAsNative(t, vmmBuild(t, dir, cmd), want, args...)
+	})
+	t.Run("versioned", func(t *testing.T) {
+		sameAsNative(t, vmmBuild(t, t.TempDir(), cmd+"@"+gojqVersion), want, args...)
+	})
+	t.Run("test", func(t *testing.T) {
+		// A dependency's own tests (timefmt-go's are small), as go test runs them.
+		c := exec.Command(vmmBin, "test", "--timeout", "300s", "github.com/itchyny/timefmt-go")
+		c.Dir = dir
+		out, err := c.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "ok  \tgithub.com/itchyny/timefmt-go") {
+			t.Errorf("vmm test of a dependency: %v\n%s", err, out)
+		}
+	})
+}
