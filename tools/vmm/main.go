@@ -448,8 +448,9 @@ Flags:
 		Package: pkg, Output: img, Test: true, Files: dir, FilesAt: dir, ExtraFiles: extra,
 		Log: warnings{io.Discard, stderr},
 	})
+	interrupted := ctx.Err() != nil // before stop, which cancels ctx
 	stop()
-	if err != nil && ctx.Err() != nil {
+	if err != nil && interrupted {
 		fmt.Fprintf(stderr, "vmm test: interrupted\nFAIL\t%s [build interrupted]\n", importPath)
 		return exitInterrupted
 	}

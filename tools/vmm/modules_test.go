@@ -157,3 +157,25 @@ func TestBuildModuleCachePackage(t *testing.T) {
 		}
 	})
 }
+
+// A test binary that does not compile is a failed build (exit 1), not an
+// interrupted one (130).
+func TestTestBuildFailure(t *testing.T) {
+	dir := t.TempDir()
+	for name, content := range map[string]string{
+		"go.mod":      "module example.com/broken\n\ngo 1.26\n",
+		"b.go":        "package broken\n",
+		"b_test.go":   "package broken\n\nfunc TestX(t *testing.T) { undefinedCall() }\n",
+		"doc_test.go": "package broken\n",
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := exec.Command(vmmBin, "test", ".")
+	c.Dir = dir
+	out, err := c.CombinedOutput()
+	if c.ProcessState.ExitCode() != 1 || !strings.Contains(string(out), "[build failed]") || strings.Contains(string(out), "interrupted") {
+		t.Errorf("vmm test: %v, want exit status 1\n%s", err, out)
+	}
+}
