@@ -179,3 +179,17 @@ func TestTestBuildFailure(t *testing.T) {
 		t.Errorf("vmm test: %v, want exit status 1\n%s", err, out)
 	}
 }
+
+// Issue 9, item 3: vmm test packs the package's module, so tests reading
+// ../testdata or ../../testdata find it; --pack-max bounds what is packed.
+func TestTestPacksModule(t *testing.T) {
+	needGuest(t)
+	r := run(t, "test", "--timeout", "300s", "./testdata/multipkg/greet/words", "--", "-test.v")
+	if r.code != 0 || !strings.Contains(r.stdout, "--- PASS: TestSharedTestdata") {
+		t.Errorf("vmm test ./testdata/multipkg/greet/words: exit status %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	r = run(t, "test", "--timeout", "300s", "--pack-max", "1K", "./testdata/multipkg/greet")
+	if r.code != 1 || !strings.Contains(r.stderr, "packing only the package's directory") || !strings.Contains(r.stdout, "../testdata/greeting.txt: no such file") {
+		t.Errorf("vmm test --pack-max 1K: exit status %d, want 1 with a warning\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+}
