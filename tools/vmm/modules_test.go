@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/amberos/amber/tools/guestrun"
 )
 
 // Programs from third-party modules, fetched through the module proxy at
@@ -191,5 +193,20 @@ func TestTestPacksModule(t *testing.T) {
 	r = run(t, "test", "--timeout", "300s", "--pack-max", "1K", "./testdata/multipkg/greet")
 	if r.code != 1 || !strings.Contains(r.stderr, "packing only the package's directory") || !strings.Contains(r.stdout, "../testdata/greeting.txt: no such file") {
 		t.Errorf("vmm test --pack-max 1K: exit status %d, want 1 with a warning\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// Issue 9, item 4: images carry the time zone database; TZ sets the local
+// time zone, which is UTC without it.
+func TestTimeZones(t *testing.T) {
+	for _, c := range []struct {
+		env  []string
+		want string
+	}{
+		{nil, "local: 2024-07-01 12:00 UTC +0000\n"},
+		{[]string{"TZ=Asia/Tokyo"}, "local: 2024-07-01 21:00 JST +0900\n"},
+	} {
+		r := runGuest(t, "./testdata/timezones", guestrun.Config{Env: c.env})
+		expect(t, r, 0, "new york: 2024-07-01 08:00 EDT -0400\n", c.want)
 	}
 }
