@@ -196,3 +196,63 @@ func TestWorkspaceGoLine(t *testing.T) {
 		t.Error("an invalid go line was accepted")
 	}
 }
+
+func TestWithin(t *testing.T) {
+	for _, c := range []struct {
+		path, dir string
+		want      bool
+	}{
+		{"/a/b", "/a/b", true},
+		{"/a/b/c", "/a/b", true},
+		{"/a/bc", "/a/b", false},
+		{"/a", "/a/b", false},
+		{"/x/..a/b", "/x", true},
+		{"/root/go/pkg/mod/x@v1/cmd", "/root/go/pkg/mod", true},
+	} {
+		if got := within(c.path, c.dir); got != c.want {
+			t.Errorf("within(%q, %q) = %v, want %v", c.path, c.dir, got, c.want)
+		}
+	}
+}
+
+// A module of the module cache (read-only files) is copied once per
+// version, whole, and the copy is reused.
+func TestCopyModule(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "mod@v1.0.0")
+	for name, content := range map[string]string{"go.mod": "module example.com/mod\n", "cmd/x/main.go": "package main\n", "testdata/d.txt": "data"} {
+		p := filepath.Join(src, name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte(content), 0o444); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cache := t.TempDir()
+	dst, err := copyModule(cache, "example.com/mod", "v1.0.0", src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if within(dst, src) || !within(dst, cache) {
+		t.Errorf("copy at %s", dst)
+	}
+	for _, name := range []string{"go.mod", "cmd/x/main.go", "testdata/d.txt"} {
+		if _, err := os.Stat(filepath.Join(dst, name)); err != nil {
+			t.Error(err)
+		}
+	}
+	// The copy's directories take a new file (the overlay's).
+	if err := os.WriteFile(filepath.Join(dst, "cmd", "x", "probe"), nil, 0o644); err != nil {
+		t.Errorf("the copy is not writable: %v", err)
+	}
+	again, err := copyModule(cache, "example.com/mod", "v1.0.0", filepath.Join(t.TempDir(), "missing"))
+	if err != nil || again != dst {
+		t.Errorf("second copy: %q, %v; want the first, %q", again, err, dst)
+	}
+}
+
+func TestResolveVersionRefusesBadArguments(t *testing.T) {
+	for _, arg := range []string{"example.com/x@", "@v1.0.0", "./cmd@v1.0.0", "/abs/cmd@v1.0.0", "example.com/x@v1@v2"} {
+		if _, err := resolveVersion(t.Context(), t.TempDir(), os.Environ(), arg); err == nil || !strings.Contains(err.Error(), "IMPORT/PATH@VERSION") {
+			t.Errorf("resolveVersion(%q): err = %v", arg, err)
+		}
+	}
+}
