@@ -256,3 +256,24 @@ func TestResolveVersionRefusesBadArguments(t *testing.T) {
 		}
 	}
 }
+
+// Concurrent writers of one file with new content (two builds after an
+// upgrade) all succeed: each has its own temporary file.
+func TestWriteIfChangedConcurrent(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "f.go")
+	errs := make(chan error, 8)
+	for range 8 {
+		go func() { errs <- writeIfChanged(p, []byte("package x\n")) }()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if b, err := os.ReadFile(p); err != nil || string(b) != "package x\n" {
+		t.Errorf("content %q, %v", b, err)
+	}
+	if m, _ := filepath.Glob(p + ".*"); len(m) != 0 {
+		t.Errorf("temporary files left: %v", m)
+	}
+}
