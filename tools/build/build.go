@@ -14,12 +14,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"go/version"
 	"io"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -60,6 +62,11 @@ type Options struct {
 	// ("" means the root); when set, the program also starts in it (its
 	// working directory), as a test binary expects its package directory.
 	FilesAt string
+	// WorkDir, when set, is the program's working directory in the guest
+	// instead of FilesAt (an absolute guest path inside it).
+	WorkDir string
+	// FilesSkip lists host directories under Files that are not packed.
+	FilesSkip []string
 	// ExtraFiles adds single host files to the packed files, by absolute
 	// guest path (only with Files).
 	ExtraFiles map[string]string
@@ -81,7 +88,7 @@ type Result struct {
 type pkgInfo struct {
 	Name       string
 	Dir        string
-	Module     *struct{ Path, Dir string }
+	Module     *struct{ Path, Version, Dir string }
 	Error      *struct{ Err string }
 	ImportPath string
 }
@@ -120,67 +127,140 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	}
 	// A directory on disk is built from inside it, so its own module
 	// (and not the caller's) resolves it.
+	versioned := false
 	if st, err := os.Stat(resolve(dir, pattern)); err == nil && st.IsDir() {
 		dir, pattern = resolve(dir, pattern), "."
+	} else if strings.Contains(pattern, "@") {
+		versioned = true
 	}
 	env := append(os.Environ(), "GOOS=linux", "GOARCH=amd64", "CGO_ENABLED=0", "GOFLAGS=")
 
-	// One go command for the three values: each start costs ~10 ms.
-	goEnv, err := goOutput(ctx, dir, env, "env", "GOROOT", "GOVERSION", "GOMOD")
+	// One go command for the values: each start costs ~10 ms.
+	goEnv, err := goOutput(ctx, dir, env, "env", "GOROOT", "GOVERSION", "GOMODCACHE", "GOMOD")
 	if err != nil {
 		return nil, err
 	}
 	vals := strings.Split(goEnv, "\n")
-	if len(vals) == 2 {
+	if len(vals) == 3 {
 		vals = append(vals, "") // outside a module GOMOD is empty (trimmed away)
 	}
-	if len(vals) != 3 {
-		return nil, fmt.Errorf("go env printed %q, want GOROOT, GOVERSION and GOMOD", goEnv)
+	if len(vals) != 4 {
+		return nil, fmt.Errorf("go env printed %q, want GOROOT, GOVERSION, GOMODCACHE and GOMOD", goEnv)
 	}
-	goroot, goVersion, gomod := vals[0], vals[1], vals[2]
-	if gomod == "" || gomod == os.DevNull {
-		return nil, fmt.Errorf("%s is not inside a Go module (no go.mod found): `vmm build` builds main packages of modules", dir)
+	goroot, goVersion, modCache, gomod := vals[0], vals[1], vals[2], vals[3]
+	if (gomod == "" || gomod == os.DevNull) && !versioned {
+		return nil, fmt.Errorf("%s is not inside a Go module (no go.mod found): `vmm build` builds main packages of modules (or IMPORT/PATH@VERSION, as go install does)", dir)
 	}
 	cache, err := cacheDir()
 	if err != nil {
 		return nil, err
 	}
-
 	res := &Result{Output: o.Output, GoVersion: goVersion}
-	modDir := filepath.Dir(gomod)
-	if modPath, _ := modulePath(gomod); modPath != amber.ModulePath {
-		// Another module: put it in a workspace with the kernel's source.
+
+	// The modules of the build: the main package's, and the kernel's
+	// source when that is another module. More than one makes a
+	// generated workspace (go.work).
+	var uses []string
+	workSum := ""
+	kernelSrc := func(modPath string) error {
+		if modPath == amber.ModulePath {
+			return nil
+		}
 		src, err := extractGuestSource(cache)
+		if err != nil {
+			return err
+		}
+		uses = append(uses, src)
+		return nil
+	}
+	if versioned {
+		// As go install does: the module at that version is the main
+		// module, whatever the current directory's module is. A main
+		// package cannot be imported, and files cannot be added to the
+		// module cache, so the build uses a copy of the module.
+		m, err := resolveVersion(ctx, cache, env, pattern)
 		if err != nil {
 			return nil, err
 		}
-		work := filepath.Join(cache, "work", hashOf(modDir, src))
-		if err := os.MkdirAll(work, 0o755); err != nil {
+		cp, err := copyModule(cache, m.Path, m.Version, m.Dir)
+		if err != nil {
 			return nil, err
 		}
-		workFile := filepath.Join(work, "go.work")
-		content := fmt.Sprintf("go 1.26\n\nuse (\n\t%q\n\t%q\n)\n", modDir, src)
-		if err := writeIfChanged(workFile, []byte(content)); err != nil {
+		uses = append(uses, cp)
+		if err := kernelSrc(m.Path); err != nil {
 			return nil, err
+		}
+		dir, pattern, workSum = cp, m.ImportPath, m.GoSum
+	} else {
+		modDir := filepath.Dir(gomod)
+		uses = append(uses, modDir)
+		modPath, _ := modulePath(gomod)
+		if err := kernelSrc(modPath); err != nil {
+			return nil, err
+		}
+	}
+	setWork := func() error {
+		if len(uses) < 2 {
+			return nil
+		}
+		work := filepath.Join(cache, "work", hashOf(uses...))
+		if err := os.MkdirAll(work, 0o755); err != nil {
+			return err
+		}
+		workFile := filepath.Join(work, "go.work")
+		content, err := workspace(goVersion, uses...)
+		if err != nil {
+			return err
+		}
+		if err := writeIfChanged(workFile, []byte(content)); err != nil {
+			return err
+		}
+		if workSum != "" {
+			if err := writeIfChanged(filepath.Join(work, "go.work.sum"), []byte(workSum)); err != nil {
+				return err
+			}
 		}
 		env = append(env, "GOWORK="+workFile)
 		res.ExternalMod = true
+		return nil
+	}
+	if err := setWork(); err != nil {
+		return nil, err
 	}
 
-	out, err := goOutput(ctx, dir, env, "list", "-e", "-json=Name,Dir,ImportPath,Module,Error", pattern)
+	pkg, err := listPackage(ctx, dir, env, pattern, o.Package)
 	if err != nil {
 		return nil, err
 	}
-	var pkg pkgInfo
-	dec := json.NewDecoder(strings.NewReader(out))
-	if err := dec.Decode(&pkg); err != nil {
-		return nil, fmt.Errorf("go list %s: %v", pattern, err)
-	}
-	if dec.More() {
-		return nil, fmt.Errorf("%s matches several packages; name one main package", o.Package)
-	}
-	if pkg.Error != nil {
-		return nil, fmt.Errorf("%s: %s", o.Package, pkg.Error.Err)
+	if pkg.Module != nil && modCache != "" && within(pkg.Module.Dir, modCache) {
+		// A package in the module cache (a dependency): the go command
+		// refuses overlays there, so its module is replaced by a copy
+		// outside the cache, as a module of the workspace.
+		cp, err := copyModule(cache, pkg.Module.Path, pkg.Module.Version, pkg.Module.Dir)
+		if err != nil {
+			return nil, err
+		}
+		if i := slices.Index(uses, pkg.Module.Dir); i >= 0 {
+			uses[i] = cp // a directory in the cache named on the command line
+		} else {
+			uses = append(uses, cp)
+		}
+		if dir == pkg.Module.Dir || within(dir, pkg.Module.Dir) {
+			rel, _ := filepath.Rel(pkg.Module.Dir, dir)
+			dir = filepath.Join(cp, rel)
+		}
+		if err := setWork(); err != nil {
+			return nil, err
+		}
+		if pattern != "." {
+			pattern = pkg.ImportPath
+		}
+		if pkg, err = listPackage(ctx, dir, env, pattern, o.Package); err != nil {
+			return nil, err
+		}
+		if within(pkg.Dir, modCache) {
+			return nil, fmt.Errorf("%s: the copy of module %s outside the module cache was not used (package directory %s)", o.Package, pkg.Module.Path, pkg.Dir)
+		}
 	}
 	if pkg.Name != "main" && !o.Test {
 		return nil, fmt.Errorf("%s is package %s, not a main package (a command)", o.Package, pkg.Name)
@@ -205,7 +285,16 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 			return nil, err
 		}
 	}
-	if err := writeIfChanged(importFile, []byte("// Code generated by vmm build. DO NOT EDIT.\n\npackage "+genPkg+"\n\nimport _ \""+boot.KernelPkgPath+"\"\n")); err != nil {
+	// A program also gets the time zone database (time/tzdata, ~450 KB):
+	// the guest has no /usr/share/zoneinfo, and with it time.LoadLocation
+	// and TZ work. A test binary finds $GOROOT/lib/time/zoneinfo.zip,
+	// which vmm test packs (the time package's tests expect no embedded
+	// copy).
+	imports := "import _ \"" + boot.KernelPkgPath + "\"\n"
+	if !o.Test {
+		imports = "import (\n\t_ \"" + boot.KernelPkgPath + "\"\n\t_ \"time/tzdata\"\n)\n"
+	}
+	if err := writeIfChanged(importFile, []byte("// Code generated by vmm build. DO NOT EDIT.\n\npackage "+genPkg+"\n\n"+imports)); err != nil {
 		return nil, err
 	}
 	replace[filepath.Join(pkg.Dir, "zz_amber_kernel"+genSuffix)] = importFile
@@ -216,7 +305,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		src, err := filesSource(filesDir, o.FilesAt, o.ExtraFiles)
+		src, err := filesSource(filesDir, o.FilesAt, o.WorkDir, o.FilesSkip, o.ExtraFiles)
 		if err != nil {
 			return nil, err
 		}
@@ -265,6 +354,136 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	return res, nil
+}
+
+// listPackage runs go list on pattern and returns the one package it
+// names.
+func listPackage(ctx context.Context, dir string, env []string, pattern, name string) (*pkgInfo, error) {
+	out, err := goOutput(ctx, dir, env, "list", "-e", "-json=Name,Dir,ImportPath,Module,Error", pattern)
+	if err != nil {
+		return nil, err
+	}
+	var pkg pkgInfo
+	dec := json.NewDecoder(strings.NewReader(out))
+	if err := dec.Decode(&pkg); err != nil {
+		return nil, fmt.Errorf("go list %s: %v", pattern, err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("%s matches several packages; name one main package", name)
+	}
+	if pkg.Error != nil {
+		return nil, fmt.Errorf("%s: %s", name, pkg.Error.Err)
+	}
+	return &pkg, nil
+}
+
+// within reports whether path is dir or inside it.
+func within(path, dir string) bool {
+	rel, err := filepath.Rel(dir, path)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) && !filepath.IsAbs(rel)
+}
+
+// versionedModule is the module holding IMPORT/PATH@VERSION's package.
+type versionedModule struct {
+	ImportPath, Path, Version, Dir string
+	GoSum                          string // the checksums the build needs
+}
+
+// resolveVersion finds the module of IMPORT/PATH@VERSION (any version
+// query go get accepts) and downloads it into the module cache, through
+// a scratch module that requires it (the go command alone knows which
+// prefix of the path is the module). The scratch module's go.sum holds
+// the checksums of what the package needs.
+func resolveVersion(ctx context.Context, cache string, env []string, arg string) (*versionedModule, error) {
+	path, query, _ := strings.Cut(arg, "@")
+	if path == "" || query == "" || strings.Contains(query, "@") || strings.HasPrefix(path, ".") || filepath.IsAbs(path) {
+		return nil, fmt.Errorf("%s: want IMPORT/PATH@VERSION (as go install takes), a directory or an import path", arg)
+	}
+	scratch := filepath.Join(cache, "resolve", hashOf(arg))
+	if err := os.MkdirAll(scratch, 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(scratch, "go.mod"), []byte("module amber.invalid/resolve\n\ngo 1.26\n"), 0o644); err != nil {
+		return nil, err
+	}
+	os.Remove(filepath.Join(scratch, "go.sum"))
+	env = append(slices.Clip(env), "GOFLAGS=-mod=mod", "GOWORK=off")
+	if _, err := goOutput(ctx, scratch, env, "get", arg); err != nil {
+		return nil, fmt.Errorf("resolving %s: %w", arg, err)
+	}
+	out, err := goOutput(ctx, scratch, env, "list", "-f", "{{.ImportPath}}\t{{with .Module}}{{.Path}}\t{{.Version}}\t{{.Dir}}{{end}}", path)
+	if err != nil {
+		return nil, fmt.Errorf("resolving %s: %w", arg, err)
+	}
+	f := strings.Split(out, "\t")
+	if len(f) != 4 || f[3] == "" {
+		return nil, fmt.Errorf("resolving %s: %s is not in a module", arg, path)
+	}
+	sum, err := os.ReadFile(filepath.Join(scratch, "go.sum"))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	return &versionedModule{ImportPath: f[0], Path: f[1], Version: f[2], Dir: f[3], GoSum: string(sum)}, nil
+}
+
+// copyModule returns a copy of a module of the module cache (immutable
+// per version) under the cache, made once per version: its files are
+// hard links where the file system allows it. The go command refuses
+// overlays in the module cache; in the copy, a file can be added to the
+// main package.
+func copyModule(cache, modPath, version, src string) (string, error) {
+	dst := filepath.Join(cache, "mod", hashOf(modPath, version), filepath.Base(modPath)+"@"+version)
+	if _, err := os.Stat(filepath.Join(dst, ".amber-copied")); err == nil {
+		return dst, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return "", err
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(dst), "copy-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return "", err
+	}
+	err = filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, p)
+		if err != nil {
+			return err
+		}
+		to := filepath.Join(tmp, rel)
+		switch {
+		case d.IsDir():
+			return os.MkdirAll(to, 0o755)
+		case d.Type().IsRegular():
+			if os.Link(p, to) == nil {
+				return nil
+			}
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			return os.WriteFile(to, data, 0o444)
+		}
+		return nil // the module cache holds only files and directories
+	})
+	if err != nil {
+		return "", fmt.Errorf("copying module %s@%s out of the module cache: %w", modPath, version, err)
+	}
+	if err := os.WriteFile(filepath.Join(tmp, ".amber-copied"), []byte(modPath+"@"+version+"\n"), 0o644); err != nil {
+		return "", err
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		if _, serr := os.Stat(filepath.Join(dst, ".amber-copied")); serr == nil {
+			return dst, nil // another build copied it first
+		}
+		return "", err
+	}
+	return dst, nil
 }
 
 // output is where the linked image goes: a temporary file in the output's
@@ -483,6 +702,56 @@ func modulePath(gomod string) (string, error) {
 	return "", fmt.Errorf("%s has no module line", gomod)
 }
 
+// goLine returns the go line of a go.mod file ("1.26.8"), or "" if it
+// has none.
+func goLine(gomod string) (string, error) {
+	data, err := os.ReadFile(gomod)
+	if err != nil {
+		return "", err
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if i := strings.Index(l, "//"); i >= 0 {
+			l = l[:i]
+		}
+		f := strings.Fields(l)
+		if len(f) == 2 && f[0] == "go" {
+			return f[1], nil
+		}
+	}
+	return "", nil
+}
+
+// workspace returns a go.work using the module directories dirs. Its go
+// line is the newest of the modules' own go lines, as `go work use` would
+// write it: the go command refuses a workspace older than one of its
+// modules. A module newer than the local toolchain (goVersion) is left to
+// the go command, which switches toolchains or says which it needs.
+func workspace(goVersion string, dirs ...string) (string, error) {
+	line := "1.26" // the kernel's own go line
+	for _, d := range dirs {
+		v, err := goLine(filepath.Join(d, "go.mod"))
+		if err != nil {
+			return "", err
+		}
+		if v == "" {
+			continue
+		}
+		if !version.IsValid("go" + v) {
+			return "", fmt.Errorf("%s: invalid go line %q", filepath.Join(d, "go.mod"), v)
+		}
+		if version.Compare("go"+v, "go"+line) > 0 {
+			line = v
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "// Code generated by vmm build (%s). DO NOT EDIT.\n\ngo %s\n\nuse (\n", goVersion, line)
+	for _, d := range dirs {
+		fmt.Fprintf(&b, "\t%q\n", d)
+	}
+	b.WriteString(")\n")
+	return b.String(), nil
+}
+
 func hashOf(parts ...string) string {
 	h := sha256.New()
 	for _, p := range parts {
@@ -557,9 +826,10 @@ func extractGuestSource(cache string) (string, error) {
 	return dir, nil
 }
 
-// filesSource packs dir as a cpio "newc" archive and returns a Go file of
-// package pkg that hands it to the kernel from an init function.
-func filesSource(dir, at string, extra map[string]string) (string, error) {
+// filesSource packs dir (less the directories in skip) as a cpio "newc"
+// archive and returns a Go file of package kernel that hands it to the
+// kernel, with the directory to start in: workDir, or at.
+func filesSource(dir, at, workDir string, skip []string, extra map[string]string) (string, error) {
 	at = strings.Trim(filepath.ToSlash(filepath.Clean("/"+at)), "/")
 	st, err := os.Stat(dir)
 	if err != nil {
@@ -588,6 +858,9 @@ func filesSource(dir, at string, extra map[string]string) (string, error) {
 		rel, err := filepath.Rel(dir, p)
 		if err != nil || rel == "." {
 			return err
+		}
+		if d.IsDir() && slices.Contains(skip, p) {
+			return filepath.SkipDir
 		}
 		fi, err := os.Lstat(p)
 		if err != nil {
@@ -659,7 +932,11 @@ func filesSource(dir, at string, extra map[string]string) (string, error) {
 	src.WriteString("// Code generated by vmm build --files. DO NOT EDIT.\n\npackage kernel\n\n")
 	src.WriteString("var packedFiles = ")
 	quoteBytes(&src, buf.Bytes())
-	fmt.Fprintf(&src, "\n\nvar packedCwd = %q\n", "/"+at+"\x00")
+	cwd := "/" + at
+	if workDir != "" {
+		cwd = path.Clean("/" + filepath.ToSlash(workDir))
+	}
+	fmt.Fprintf(&src, "\n\nvar packedCwd = %q\n", cwd+"\x00")
 	return src.String(), nil
 }
 

@@ -151,3 +151,129 @@ func TestAsmSymbol(t *testing.T) {
 		t.Errorf("json %s", b)
 	}
 }
+
+// The generated go.work's go line is the newest of its modules' (a fresh
+// `go mod init` writes the toolchain's full version, e.g. 1.26.8).
+func TestWorkspaceGoLine(t *testing.T) {
+	mod := func(goLine string) string {
+		d := t.TempDir()
+		content := "module example.com/m\n"
+		if goLine != "" {
+			content += "\ngo " + goLine + " // comment\n"
+		}
+		if err := os.WriteFile(filepath.Join(d, "go.mod"), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	for _, c := range []struct {
+		lines []string
+		want  string
+	}{
+		{[]string{"1.26"}, "go 1.26\n"},
+		{[]string{"1.26.8", "1.26"}, "go 1.26.8\n"},
+		{[]string{"1.21", ""}, "go 1.26\n"},
+		{[]string{"1.26.1", "1.27rc1", "1.26"}, "go 1.27rc1\n"},
+	} {
+		var dirs []string
+		for _, l := range c.lines {
+			dirs = append(dirs, mod(l))
+		}
+		w, err := workspace("go1.26.8", dirs...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(w, "\n"+c.want) {
+			t.Errorf("go lines %q: go.work\n%s\nwant %q", c.lines, w, c.want)
+		}
+		for _, d := range dirs {
+			if !strings.Contains(w, "\t"+`"`+d+`"`+"\n") {
+				t.Errorf("go.work does not use %s:\n%s", d, w)
+			}
+		}
+	}
+	if _, err := workspace("go1.26.8", mod("one.two")); err == nil {
+		t.Error("an invalid go line was accepted")
+	}
+}
+
+func TestWithin(t *testing.T) {
+	for _, c := range []struct {
+		path, dir string
+		want      bool
+	}{
+		{"/a/b", "/a/b", true},
+		{"/a/b/c", "/a/b", true},
+		{"/a/bc", "/a/b", false},
+		{"/a", "/a/b", false},
+		{"/x/..a/b", "/x", true},
+		{"/root/go/pkg/mod/x@v1/cmd", "/root/go/pkg/mod", true},
+	} {
+		if got := within(c.path, c.dir); got != c.want {
+			t.Errorf("within(%q, %q) = %v, want %v", c.path, c.dir, got, c.want)
+		}
+	}
+}
+
+// A module of the module cache (read-only files) is copied once per
+// version, whole, and the copy is reused.
+func TestCopyModule(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "mod@v1.0.0")
+	for name, content := range map[string]string{"go.mod": "module example.com/mod\n", "cmd/x/main.go": "package main\n", "testdata/d.txt": "data"} {
+		p := filepath.Join(src, name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte(content), 0o444); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cache := t.TempDir()
+	dst, err := copyModule(cache, "example.com/mod", "v1.0.0", src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if within(dst, src) || !within(dst, cache) {
+		t.Errorf("copy at %s", dst)
+	}
+	for _, name := range []string{"go.mod", "cmd/x/main.go", "testdata/d.txt"} {
+		if _, err := os.Stat(filepath.Join(dst, name)); err != nil {
+			t.Error(err)
+		}
+	}
+	// The copy's directories take a new file (the overlay's).
+	if err := os.WriteFile(filepath.Join(dst, "cmd", "x", "probe"), nil, 0o644); err != nil {
+		t.Errorf("the copy is not writable: %v", err)
+	}
+	again, err := copyModule(cache, "example.com/mod", "v1.0.0", filepath.Join(t.TempDir(), "missing"))
+	if err != nil || again != dst {
+		t.Errorf("second copy: %q, %v; want the first, %q", again, err, dst)
+	}
+}
+
+func TestResolveVersionRefusesBadArguments(t *testing.T) {
+	for _, arg := range []string{"example.com/x@", "@v1.0.0", "./cmd@v1.0.0", "/abs/cmd@v1.0.0", "example.com/x@v1@v2"} {
+		if _, err := resolveVersion(t.Context(), t.TempDir(), os.Environ(), arg); err == nil || !strings.Contains(err.Error(), "IMPORT/PATH@VERSION") {
+			t.Errorf("resolveVersion(%q): err = %v", arg, err)
+		}
+	}
+}
+
+// Concurrent writers of one file with new content (two builds after an
+// upgrade) all succeed: each has its own temporary file.
+func TestWriteIfChangedConcurrent(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "f.go")
+	errs := make(chan error, 8)
+	for range 8 {
+		go func() { errs <- writeIfChanged(p, []byte("package x\n")) }()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if b, err := os.ReadFile(p); err != nil || string(b) != "package x\n" {
+		t.Errorf("content %q, %v", b, err)
+	}
+	if m, _ := filepath.Glob(p + ".*"); len(m) != 0 {
+		t.Errorf("temporary files left: %v", m)
+	}
+}

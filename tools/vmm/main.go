@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"os"
 	"os/exec"
@@ -35,8 +36,8 @@ const (
 const usage = `vmm builds Go programs into Amber unikernel images and runs them in KVM microVMs.
 
 Usage:
-  vmm build [-o IMAGE] PACKAGE        build a main package (import path or directory,
-                                      in this module or any other on disk) into an image
+  vmm build [-o IMAGE] PACKAGE        build a main package (import path, PATH@VERSION or
+                                      directory, in this module or any other) into an image
   vmm run [flags] IMAGE [-- ARGS...]  boot an image; the program's exit status becomes vmm's
   vmm test [flags] PACKAGE [-- TESTFLAGS]
                                       build PACKAGE's tests into an image and run them
@@ -93,8 +94,10 @@ Builds the main package PACKAGE with the stock Go toolchain (GOOS=linux
 GOARCH=amd64 CGO_ENABLED=0), linking Amber's kernel into it, and writes a
 bootable image. PACKAGE is an import path or a directory; a directory in
 another module is built with a generated go.work that adds the kernel's
-source, so that module needs no changes. Builds are cached by the Go build
-cache.
+source, so that module needs no changes. A package in the module cache (a
+dependency) builds too, from a copy of its module outside the cache, and
+IMPORT/PATH@VERSION builds that version as go install does, whatever the
+current module. Builds are cached by the Go build cache.
 
 The image is written to a temporary file next to IMAGE and renamed over
 it once complete: IMAGE is never left half written, and an interrupted
@@ -117,7 +120,8 @@ Flags:
 		return exitUsage
 	}
 	pkg := fs.Arg(0)
-	name := strings.TrimSuffix(pkg, "/")
+	name, _, _ := strings.Cut(pkg, "@") // IMPORT/PATH@VERSION is named as go install names it
+	name = strings.TrimSuffix(name, "/")
 	if i := strings.LastIndex(name, "/"); i >= 0 {
 		name = name[i+1:]
 	}
@@ -369,16 +373,21 @@ func cmdTest(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	timeout := fs.Duration("timeout", 10*time.Minute, "stop the tests after this `duration`")
 	keep := fs.String("o", "", "also keep the test image at `path`")
 	accel := fs.String("accel", defaultAccel(), "`accelerator`: kvm or tcg (QEMU's emulator; see vmm help run)")
+	pack := fs.String("pack", "module", "what the guest's file system holds: `module` (the package's module, so ../testdata is there) or package (its directory only)")
+	packMax := fs.String("pack-max", "32M", "the most --pack=module packs (`size`): a larger module packs only the package's directory, with a warning")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `Usage: vmm test [flags] PACKAGE [-- TESTFLAGS]
 
 Builds the test binary of PACKAGE (an import path or a directory; the
-standard library's packages work too) into an image, packs the package's
-directory (its testdata) into the guest's file system at the same path,
-boots it and runs the tests there, as go test does: TESTFLAGS are the test
-binary's own flags (-test.run, -test.short, -test.v, ...). Prints
-"ok PACKAGE TIME" or the output and "FAIL PACKAGE TIME"; the exit status is
-the test binary's.
+standard library's packages and dependencies in the module cache work too)
+into an image, packs the package's module (what its tests can reach, such
+as ../testdata: the module's directory tree less VCS directories and
+nested modules, at most --pack-max) into the guest's file system at the
+same path, boots it and runs the tests there in the package's directory,
+as go test does: TESTFLAGS are the test binary's own flags (-test.run,
+-test.short, -test.v, ...). A standard-library package gets its directory
+and GOROOT's src/testdata. Prints "ok PACKAGE TIME" or the output and
+"FAIL PACKAGE TIME"; the exit status is the test binary's.
 
 Flags:
 `)
@@ -396,12 +405,52 @@ Flags:
 		fmt.Fprintf(stderr, "vmm test: --mem: %v\n", err)
 		return exitUsage
 	}
-	out, err := exec.Command("go", "list", "-f", "{{.Dir}}|{{.ImportPath}}", pkg).Output()
+	if *pack != "module" && *pack != "package" {
+		fmt.Fprintf(stderr, "vmm test: --pack %q: want module or package\n", *pack)
+		return exitUsage
+	}
+	maxBytes, err := parseSize(*packMax)
 	if err != nil {
-		fmt.Fprintf(stderr, "vmm test: cannot find package %s: %v\n", pkg, err)
+		fmt.Fprintf(stderr, "vmm test: --pack-max: %v\n", err)
+		return exitUsage
+	}
+	// A directory is listed from inside it, so its own module resolves it.
+	list := exec.Command("go", "list", "-f", "{{.Dir}}|{{.ImportPath}}|{{.Standard}}|{{with .Module}}{{.Dir}}{{end}}", pkg)
+	if st, err := os.Stat(pkg); err == nil && st.IsDir() {
+		if pkg, err = filepath.Abs(pkg); err != nil {
+			fmt.Fprintf(stderr, "vmm test: %v\n", err)
+			return 1
+		}
+		list.Dir, list.Args[len(list.Args)-1] = pkg, "."
+	}
+	var listErr bytes.Buffer
+	list.Stderr = &listErr
+	out, err := list.Output()
+	if err != nil {
+		fmt.Fprintf(stderr, "vmm test: cannot find package %s: %v\n%s", pkg, err, listErr.String())
 		return 1
 	}
-	dir, importPath, _ := strings.Cut(strings.TrimSpace(string(out)), "|")
+	fields := strings.Split(strings.TrimSpace(string(out)), "|")
+	if len(fields) != 4 {
+		fmt.Fprintf(stderr, "vmm test: %s names several packages; name one\n", pkg)
+		return exitUsage
+	}
+	dir, importPath, standard, modDir := fields[0], fields[1], fields[2] == "true", fields[3]
+	files, workDir := dir, ""
+	var skip []string
+	if *pack == "module" && !standard && modDir != "" {
+		var size uint64
+		skip, size, err = moduleFiles(modDir, maxBytes)
+		if err != nil {
+			fmt.Fprintf(stderr, "vmm test: %v\n", err)
+			return 1
+		}
+		if size > maxBytes {
+			fmt.Fprintf(stderr, "vmm test: warning: module %s holds over %s (--pack-max): packing only the package's directory\n", modDir, *packMax)
+		} else {
+			files, workDir = modDir, dir
+		}
+	}
 	img := *keep
 	if img == "" {
 		tmp, err := os.MkdirTemp("", "vmm-test-")
@@ -442,11 +491,12 @@ Flags:
 	start := time.Now()
 	ctx, stop := interruptible()
 	_, err = build.Build(ctx, build.Options{
-		Package: pkg, Output: img, Test: true, Files: dir, FilesAt: dir, ExtraFiles: extra,
+		Package: pkg, Output: img, Test: true, Files: files, FilesAt: files, WorkDir: workDir, FilesSkip: skip, ExtraFiles: extra,
 		Log: warnings{io.Discard, stderr},
 	})
+	interrupted := ctx.Err() != nil // before stop, which cancels ctx
 	stop()
-	if err != nil && ctx.Err() != nil {
+	if err != nil && interrupted {
 		fmt.Fprintf(stderr, "vmm test: interrupted\nFAIL\t%s [build interrupted]\n", importPath)
 		return exitInterrupted
 	}
@@ -471,6 +521,44 @@ Flags:
 	}
 	fmt.Fprintf(stdout, "ok  \t%s\t%.3fs\n", importPath, elapsed)
 	return 0
+}
+
+// moduleFiles returns what vmm test skips when it packs the module at
+// root (VCS directories and nested modules, which are not part of it) and
+// the size of the rest, counted up to just over limit.
+func moduleFiles(root string, limit uint64) (skip []string, size uint64, err error) {
+	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && p != root {
+			switch d.Name() {
+			case ".git", ".hg", ".svn", ".bzr":
+				skip = append(skip, p)
+				return filepath.SkipDir
+			}
+			if _, err := os.Stat(filepath.Join(p, "go.mod")); err == nil {
+				skip = append(skip, p)
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if d.Type().IsRegular() {
+			info, err := d.Info()
+			if err != nil {
+				return err
+			}
+			size += uint64(info.Size())
+			if size > limit {
+				return filepath.SkipAll
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("packing module %s: %w", root, err)
+	}
+	return skip, size, nil
 }
 
 func isVerbose(args []string) bool {
