@@ -44,11 +44,23 @@ exec "` + real + `" "$@"
 	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
 }
 
-// waitFiles waits (without a deadline: the test's timeout is the limit)
-// until n go builds have recorded their -o, and returns them.
-func waitFiles(t *testing.T, dir string, n int) []string {
+// waitFiles waits until n go builds have recorded their -o and returns
+// them; it fails at once when one of the builds ends first (an error
+// arrives on builds), and after five minutes.
+func waitFiles(t *testing.T, dir string, n int, builds <-chan error) []string {
 	t.Helper()
+	deadline := time.Now().Add(5 * time.Minute)
 	for {
+		// A build that ends before it reaches the gate failed: say why
+		// instead of waiting for files that will never come.
+		select {
+		case err := <-builds:
+			t.Fatalf("a build ended before linking: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d builds did not reach the link step within 5 minutes", n)
+		}
 		m, _ := filepath.Glob(filepath.Join(dir, "o.*"))
 		if len(m) == n {
 			var outs []string
@@ -96,12 +108,20 @@ func TestConcurrentBuildsOfOneOutput(t *testing.T) {
 	out := filepath.Join(outDir, "same.img")
 	var wg sync.WaitGroup
 	errs := make([]error, 2)
+	early := make(chan error, len(errs))
+	released := make(chan struct{})
 	for i := range errs {
 		wg.Go(func() {
 			_, errs[i] = Build(context.Background(), Options{Package: "./apps/hello", Dir: moduleRoot(t), Output: out})
+			select {
+			case <-released:
+			default:
+				early <- errs[i]
+			}
 		})
 	}
-	outs := waitFiles(t, dir, 2)
+	outs := waitFiles(t, dir, 2, early)
+	close(released)
 	if outs[0] == outs[1] {
 		t.Errorf("both builds link into %s", outs[0])
 	}
@@ -148,7 +168,7 @@ func TestCancelledBuild(t *testing.T) {
 		_, err := Build(ctx, Options{Package: "./apps/hello", Dir: moduleRoot(t), Output: filepath.Join(outDir, "x.img")})
 		done <- err
 	}()
-	waitFiles(t, dir, 1)
+	waitFiles(t, dir, 1, done)
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled build: %v", err)
