@@ -26,8 +26,8 @@ type percpu struct {
 	// arrives meanwhile is only acknowledged (timerEntry), so ticks never
 	// nest more than one deep however late the host runs the vCPU.
 	inTick uintptr
-	cur       int // index of the running thread in threads
-	hc        boot.Hypercall
+	cur    int // index of the running thread in threads
+	hc     boot.Hypercall
 }
 
 var cpu0 percpu
