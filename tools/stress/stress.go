@@ -140,6 +140,9 @@ func stress(ctx context.Context, o options) (*report, error) {
 				res, err := guestrun.Run(ctx, o.accel, guestrun.Config{
 					VMM: o.vmm, Image: images[j.p.name], Args: args, Mem: j.p.mem, Timeout: o.timeout,
 				})
+				if ctx.Err() != nil {
+					continue // stopped by the user: not a run of the program
+				}
 				reason := judge(j.p, res, err)
 				mu.Lock()
 				t := rep.tallies[j.p.name]
