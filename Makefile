@@ -16,9 +16,15 @@ check-go:
 vmm: check-go
 	$(GO) build -o bin/vmm ./tools/vmm
 
+# Without a usable /dev/kvm the image boots under QEMU's emulator instead.
 run: vmm
 	bin/vmm build -o bin/hello.img ./apps/hello
-	bin/vmm run bin/hello.img
+	@if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then \
+	  echo bin/vmm run bin/hello.img; bin/vmm run bin/hello.img; \
+	else \
+	  echo "make: /dev/kvm is missing or not usable here: booting under QEMU's emulator (vmm run --accel tcg)"; \
+	  $(MAKE) --no-print-directory check-qemu && bin/vmm run --accel tcg bin/hello.img; \
+	fi
 
 # The QEMU smoke tests need qemu-system-x86_64 (Debian: qemu-system-x86).
 check-qemu:
