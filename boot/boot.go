@@ -43,7 +43,7 @@ const (
 
 // Segment selectors: Linux's layout, so that a CPL3 guest runs on the same
 // selector values as a host process (on shadow-paging KVM any other layout
-// makes every IRETQ trap; see notes/kvm-host.md).
+// makes every IRETQ trap; docs/kernel.md, "Measured here").
 const (
 	SelKernelCode32 = 0x08
 	SelKernelCode   = 0x10

@@ -34,7 +34,7 @@ const (
 	lvtPeriodic    = 1 << 17
 
 	timerVector = 32
-	tickNs      = 1_000_000 // 1 kHz: ~1.4% of a vCPU here (notes/kvm-host.md)
+	tickNs      = 1_000_000 // 1 kHz: ~1.4% of a vCPU here (docs/kernel.md, "Measured here")
 	timesliceNs = 4_000_000
 )
 

@@ -12,7 +12,7 @@ import (
 // registers, MSRs, XCR0) is set here, before the first instruction, and the
 // vCPU starts at the kernel's 64-bit entry at CPL3. On shadow-paging hosts
 // CPL0 code is emulated thousands of times slower, so no guest code ever
-// runs at CPL0 on this path. Values: notes/kvm-host.md.
+// runs at CPL0 on this path. Values: docs/kernel.md, "Measured here".
 
 // writeTables writes the GDT, TSS and boot page tables into fresh (all
 // zero) guest memory.
