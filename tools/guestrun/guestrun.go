@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/amberos/amber/boot"
+	"github.com/amberos/amber/tools/qemu"
 	"github.com/amberos/amber/vmm"
 )
 
@@ -29,9 +30,6 @@ const (
 	TCG Accel = "tcg" // qemu-system-x86_64 -accel tcg
 )
 
-// QEMU is the emulator TCG runs use.
-const QEMU = "qemu-system-x86_64"
-
 // Detect picks KVM when it is usable and TCG otherwise; it fails, saying
 // what is missing, when neither is.
 func Detect() (Accel, error) {
@@ -39,10 +37,11 @@ func Detect() (Accel, error) {
 	if kvmErr == nil {
 		return KVM, nil
 	}
-	if _, err := exec.LookPath(QEMU); err == nil {
+	qemuErr := qemu.Available()
+	if qemuErr == nil {
 		return TCG, nil
 	}
-	return "", fmt.Errorf("no way to boot a guest here: %v; and %s is not installed (Debian/Ubuntu: apt-get install qemu-system-x86)", kvmErr, QEMU)
+	return "", fmt.Errorf("no way to boot a guest here: %v; and %v", kvmErr, qemuErr)
 }
 
 // Parse turns "auto", "kvm" or "tcg" into an Accel ("auto": Detect).
@@ -53,8 +52,7 @@ func Parse(s string) (Accel, error) {
 	case string(KVM):
 		return KVM, vmm.KVMAvailable()
 	case string(TCG):
-		_, err := exec.LookPath(QEMU)
-		return TCG, err
+		return TCG, qemu.Available()
 	}
 	return "", fmt.Errorf("unknown accelerator %q: want auto, kvm or tcg", s)
 }
