@@ -5,37 +5,17 @@
 
 #include "textflag.h"
 
-// Per-CPU block, reached through GS (Go never uses GS). See percpu in cpu.go.
-#define CPU_KSTACK 0
-#define CPU_INTICK 8
-#define LAPIC_EOI 0xfee000b0
+// Offsets and constants come from go_asm.h, which the go tool writes from
+// this package's Go definitions (percpu in cpu.go, sysFrame in frame.go,
+// asmconst.go): a field renamed or moved there fails this file's build
+// instead of silently reading the wrong word. Offsets are written in
+// parentheses, (sysFrame_rip)(SP): the assembler takes a bare name(SP) for
+// a named stack slot and would accept a misspelled name as offset 0.
+#include "go_asm.h"
 
-// sysFrame layout (frame.go).
-#define F_RAX 0
-#define F_RBX 8
-#define F_RCX 16
-#define F_RDX 24
-#define F_RSI 32
-#define F_RDI 40
-#define F_RBP 48
-#define F_R8 56
-#define F_R9 64
-#define F_R10 72
-#define F_R11 80
-#define F_R12 88
-#define F_R13 96
-#define F_R14 104
-#define F_R15 112
-#define F_RIP 120
-#define F_RSP 128
-#define F_RFLAGS 136
-#define F_XRSTOR 144
-#define FRAME_SIZE 160
-// Room for an XSAVE image of every state component this CPU may enable
-// (xsaveSize, from CPUID leaf 0xD, is checked against it at boot).
-#define XSAVE_ROOM 4096
-#define KSTACKS_SIZE (128*32768) // maxThreads*kstackSize (sched.go)
-#define NSYS 512 // nsys in syscall.go
+// Per-CPU block, reached through GS (Go never uses GS).
+#define CPU_KSTACK (percpu_kstackTop)
+#define CPU_INTICK (percpu_inTick)
 
 // start is the image's ELF entry. Both boot paths arrive here at CPL3 with
 // RBX = physical address of hvm_start_info and RSP on the boot stack.
@@ -78,24 +58,24 @@ TEXT ·lstarEntry(SB),NOSPLIT|NOFRAME,$0
 TEXT syscallSave<>(SB),NOSPLIT|NOFRAME,$0
 	MOVQ	SP, R11
 	MOVQ	CPU_KSTACK(GS), SP
-	SUBQ	$FRAME_SIZE, SP
-	MOVQ	AX, F_RAX(SP)
-	MOVQ	BX, F_RBX(SP)
-	MOVQ	DX, F_RDX(SP)
-	MOVQ	SI, F_RSI(SP)
-	MOVQ	DI, F_RDI(SP)
-	MOVQ	BP, F_RBP(SP)
-	MOVQ	R8, F_R8(SP)
-	MOVQ	R9, F_R9(SP)
-	MOVQ	R10, F_R10(SP)
-	MOVQ	R11, F_R11(SP)
-	MOVQ	R12, F_R12(SP)
-	MOVQ	R13, F_R13(SP)
-	MOVQ	R14, F_R14(SP)
-	MOVQ	R15, F_R15(SP)
-	MOVQ	CX, F_RIP(SP)
-	MOVQ	R11, F_RSP(SP)
-	MOVQ	$0, F_XRSTOR(SP)
+	SUBQ	$const_frameSize, SP
+	MOVQ	AX, (sysFrame_rax)(SP)
+	MOVQ	BX, (sysFrame_rbx)(SP)
+	MOVQ	DX, (sysFrame_rdx)(SP)
+	MOVQ	SI, (sysFrame_rsi)(SP)
+	MOVQ	DI, (sysFrame_rdi)(SP)
+	MOVQ	BP, (sysFrame_rbp)(SP)
+	MOVQ	R8, (sysFrame_r8)(SP)
+	MOVQ	R9, (sysFrame_r9)(SP)
+	MOVQ	R10, (sysFrame_r10)(SP)
+	MOVQ	R11, (sysFrame_r11)(SP)
+	MOVQ	R12, (sysFrame_r12)(SP)
+	MOVQ	R13, (sysFrame_r13)(SP)
+	MOVQ	R14, (sysFrame_r14)(SP)
+	MOVQ	R15, (sysFrame_r15)(SP)
+	MOVQ	CX, (sysFrame_rip)(SP)
+	MOVQ	R11, (sysFrame_rsp)(SP)
+	MOVQ	$0, (sysFrame_xrstor)(SP)
 	JMP	syscallBody<>(SB)
 
 // syscallBody runs the system call whose frame is at SP and returns to the
@@ -109,8 +89,8 @@ TEXT syscallSave<>(SB),NOSPLIT|NOFRAME,$0
 // runtime function that makes a system call, though they run on the kernel
 // stack.
 TEXT syscallBody<>(SB),NOSPLIT|NOFRAME,$0
-	MOVQ	F_RAX(SP), AX
-	CMPQ	AX, $NSYS
+	MOVQ	(sysFrame_rax)(SP), AX
+	CMPQ	AX, $const_nsys
 	JAE	slow
 	MOVQ	$·sysTable(SB), BX
 	MOVQ	(BX)(AX*8), DX
@@ -120,7 +100,7 @@ TEXT syscallBody<>(SB),NOSPLIT|NOFRAME,$0
 	MOVQ	(TLS), R14
 	XORPS	X15, X15
 	CALL	(DX)
-	MOVQ	AX, F_RAX(SP)
+	MOVQ	AX, (sysFrame_rax)(SP)
 	MOVQ	SP, R11
 	CMPL	·sigWork(SB), $0
 	JNE	2(PC)
@@ -153,25 +133,25 @@ TEXT syscallReturn<>(SB),NOSPLIT|NOFRAME,$0
 	// BP is restored from the frame below; reading it first tells vet's
 	// frame-pointer check that this frameless code does so on purpose.
 	MOVQ	BP, AX
-	MOVQ	F_XRSTOR(R11), AX
+	MOVQ	(sysFrame_xrstor)(R11), AX
 	TESTQ	AX, AX
 	JNE	full
-	MOVQ	F_RBX(R11), BX
-	MOVQ	F_RDX(R11), DX
-	MOVQ	F_RSI(R11), SI
-	MOVQ	F_RDI(R11), DI
-	MOVQ	F_RBP(R11), BP
-	MOVQ	F_R8(R11), R8
-	MOVQ	F_R9(R11), R9
-	MOVQ	F_R10(R11), R10
-	MOVQ	F_R12(R11), R12
-	MOVQ	F_R13(R11), R13
-	MOVQ	F_R14(R11), R14
-	MOVQ	F_R15(R11), R15
-	MOVQ	F_RIP(R11), CX
-	MOVQ	F_RAX(R11), AX
+	MOVQ	(sysFrame_rbx)(R11), BX
+	MOVQ	(sysFrame_rdx)(R11), DX
+	MOVQ	(sysFrame_rsi)(R11), SI
+	MOVQ	(sysFrame_rdi)(R11), DI
+	MOVQ	(sysFrame_rbp)(R11), BP
+	MOVQ	(sysFrame_r8)(R11), R8
+	MOVQ	(sysFrame_r9)(R11), R9
+	MOVQ	(sysFrame_r10)(R11), R10
+	MOVQ	(sysFrame_r12)(R11), R12
+	MOVQ	(sysFrame_r13)(R11), R13
+	MOVQ	(sysFrame_r14)(R11), R14
+	MOVQ	(sysFrame_r15)(R11), R15
+	MOVQ	(sysFrame_rip)(R11), CX
+	MOVQ	(sysFrame_rax)(R11), AX
 	// R11 is clobbered by SYSCALL's contract: it carries the user SP.
-	MOVQ	F_RSP(R11), R11
+	MOVQ	(sysFrame_rsp)(R11), R11
 	// Return with RET when the return address is still where the entry
 	// left it (the usual case); otherwise the frame holds a new context
 	// (a new thread, a signal handler) or came from a trap: jump to it.
@@ -190,28 +170,28 @@ full:
 	// The XSAVE image is consumed before the pushes below SP.
 	MOVL	$-1, AX
 	MOVL	$-1, DX
-	MOVQ	F_XRSTOR(R11), CX
+	MOVQ	(sysFrame_xrstor)(R11), CX
 	XRSTOR64	(CX)
-	PUSHQ	$0x2b
-	PUSHQ	F_RSP(R11)
-	PUSHQ	F_RFLAGS(R11)
-	PUSHQ	$0x33
-	PUSHQ	F_RIP(R11)
-	MOVQ	F_RAX(R11), AX
-	MOVQ	F_RBX(R11), BX
-	MOVQ	F_RCX(R11), CX
-	MOVQ	F_RDX(R11), DX
-	MOVQ	F_RSI(R11), SI
-	MOVQ	F_RDI(R11), DI
-	MOVQ	F_RBP(R11), BP
-	MOVQ	F_R8(R11), R8
-	MOVQ	F_R9(R11), R9
-	MOVQ	F_R10(R11), R10
-	MOVQ	F_R12(R11), R12
-	MOVQ	F_R13(R11), R13
-	MOVQ	F_R14(R11), R14
-	MOVQ	F_R15(R11), R15
-	MOVQ	F_R11(R11), R11
+	PUSHQ	$const_asmUserDS
+	PUSHQ	(sysFrame_rsp)(R11)
+	PUSHQ	(sysFrame_rflags)(R11)
+	PUSHQ	$const_asmUserCS
+	PUSHQ	(sysFrame_rip)(R11)
+	MOVQ	(sysFrame_rax)(R11), AX
+	MOVQ	(sysFrame_rbx)(R11), BX
+	MOVQ	(sysFrame_rcx)(R11), CX
+	MOVQ	(sysFrame_rdx)(R11), DX
+	MOVQ	(sysFrame_rsi)(R11), SI
+	MOVQ	(sysFrame_rdi)(R11), DI
+	MOVQ	(sysFrame_rbp)(R11), BP
+	MOVQ	(sysFrame_r8)(R11), R8
+	MOVQ	(sysFrame_r9)(R11), R9
+	MOVQ	(sysFrame_r10)(R11), R10
+	MOVQ	(sysFrame_r12)(R11), R12
+	MOVQ	(sysFrame_r13)(R11), R13
+	MOVQ	(sysFrame_r14)(R11), R14
+	MOVQ	(sysFrame_r15)(R11), R15
+	MOVQ	(sysFrame_r11)(R11), R11
 	IRETQ
 
 // forkRet is where a new thread first runs: swtch "returns" here on the
@@ -221,7 +201,7 @@ full:
 // and the frame, so SP stays where it is (syscallReturn).
 TEXT ·forkRet(SB),NOSPLIT|NOFRAME,$0
 	MOVQ	CPU_KSTACK(GS), R11
-	SUBQ	$FRAME_SIZE, R11
+	SUBQ	$const_frameSize, R11
 	CMPL	·sigWork(SB), $0
 	JEQ	2(PC)
 	JMP	work<>(SB)
@@ -257,17 +237,17 @@ TEXT ·timerEntry(SB),NOSPLIT|NOFRAME,$0
 	MOVQ	$·kstacks(SB), BX
 	CMPQ	AX, BX
 	JCS	notkstack
-	ADDQ	$KSTACKS_SIZE, BX
+	ADDQ	$const_asmKstacksSize, BX
 	CMPQ	AX, BX
 	JCS	onkernel
 notkstack:
-	CMPQ	AX, $0x40000	// boot.ISTPA .. boot.BootStackTop
+	CMPQ	AX, $const_asmISTBottom	// the exception and boot stacks
 	JCS	onuser
-	CMPQ	AX, $0x80000
+	CMPQ	AX, $const_asmBootStackTop
 	JCS	onkernel
 onuser:
 	MOVQ	CPU_KSTACK(GS), BX
-	SUBQ	$(FRAME_SIZE+XSAVE_ROOM+64+40), BX
+	SUBQ	$(const_frameSize+const_xsaveRoom+64+40), BX
 	MOVQ	16(SP), AX
 	MOVQ	AX, 0(BX)
 	MOVQ	24(SP), AX
@@ -282,13 +262,13 @@ onuser:
 	XCHGQ	BX, SP
 	MOVQ	0(BX), BX
 	PUSHQ	$0
-	PUSHQ	$32
+	PUSHQ	$const_timerVector
 	JMP	·trapCommon(SB)
 onkernel:
 	POPQ	BX
 	POPQ	AX
 	PUSHQ	$0
-	PUSHQ	$32
+	PUSHQ	$const_timerVector
 	JMP	·trapCommon(SB)
 nested:
 	// The previous tick is still being served: it acknowledged its
@@ -298,11 +278,11 @@ nested:
 	// work. Without this, a slow enough host made every tick nest in the
 	// one before, 4.6 KiB deeper each, until the kernel stack overflowed
 	// into another thread's.
-	MOVQ	$LAPIC_EOI, AX
+	MOVQ	$const_asmLapicEOI, AX
 	MOVL	$0, (AX)
 	POPQ	BX
 	POPQ	AX
-	MOVQ	$0x2b, 32(SP)
+	MOVQ	$const_asmUserDS, 32(SP)
 	IRETQ
 
 // func timerEntryPC() uintptr
@@ -326,7 +306,7 @@ TEXT ·jumpTo(SB),NOSPLIT|NOFRAME,$0-8
 // ever used from the kernel.
 TEXT ·markCall(SB),NOSPLIT,$0-8
 	MOVQ	id+0(FP), DI
-	MOVQ	$500, AX
+	MOVQ	$const_sysAmberMarkNr, AX
 	CALL	·syscallEntry(SB)
 	RET
 
@@ -361,24 +341,24 @@ TEXT ·swtch(SB),NOSPLIT,$0-16
 // vector registers (the kernel's Go code uses them, and a signal handler
 // must see the interrupted state) before calling trap.
 TEXT ·trapCommon(SB),NOSPLIT|NOFRAME,$0
-	SUBQ	$120, SP
-	MOVQ	R15, 0(SP)
-	MOVQ	R14, 8(SP)
-	MOVQ	R13, 16(SP)
-	MOVQ	R12, 24(SP)
-	MOVQ	R11, 32(SP)
-	MOVQ	R10, 40(SP)
-	MOVQ	R9, 48(SP)
-	MOVQ	R8, 56(SP)
-	MOVQ	BP, 64(SP)
-	MOVQ	DI, 72(SP)
-	MOVQ	SI, 80(SP)
-	MOVQ	DX, 88(SP)
-	MOVQ	CX, 96(SP)
-	MOVQ	BX, 104(SP)
-	MOVQ	AX, 112(SP)
+	SUBQ	$(trapFrame_Vector), SP	// the registers part of the frame
+	MOVQ	R15, (trapFrame_R15)(SP)
+	MOVQ	R14, (trapFrame_R14)(SP)
+	MOVQ	R13, (trapFrame_R13)(SP)
+	MOVQ	R12, (trapFrame_R12)(SP)
+	MOVQ	R11, (trapFrame_R11)(SP)
+	MOVQ	R10, (trapFrame_R10)(SP)
+	MOVQ	R9, (trapFrame_R9)(SP)
+	MOVQ	R8, (trapFrame_R8)(SP)
+	MOVQ	BP, (trapFrame_RBP)(SP)
+	MOVQ	DI, (trapFrame_RDI)(SP)
+	MOVQ	SI, (trapFrame_RSI)(SP)
+	MOVQ	DX, (trapFrame_RDX)(SP)
+	MOVQ	CX, (trapFrame_RCX)(SP)
+	MOVQ	BX, (trapFrame_RBX)(SP)
+	MOVQ	AX, (trapFrame_RAX)(SP)
 	MOVQ	SP, BX
-	SUBQ	$XSAVE_ROOM, SP
+	SUBQ	$const_xsaveRoom, SP
 	ANDQ	$~63, SP
 	MOVQ	SP, R12
 	// XSAVE leaves most of the 64-byte XSAVE header alone, and XRSTOR
@@ -402,7 +382,7 @@ TEXT ·trapCommon(SB),NOSPLIT|NOFRAME,$0
 	MOVQ	BX, 24(SP)
 	MOVQ	$·trap(SB), AX	// indirect: trap's frames are checked on their own
 	CALL	AX
-	MOVQ	16(SP), R13
+	MOVQ	(trapFrame_R13)(SP), R13
 	MOVQ	8(SP), R12
 	MOVQ	24(SP), BX
 	MOVL	$-1, AX
@@ -411,33 +391,33 @@ TEXT ·trapCommon(SB),NOSPLIT|NOFRAME,$0
 	MOVQ	BX, SP
 	TESTQ	R13, R13
 	JNE	tosyscall
-	MOVQ	0(SP), R15
-	MOVQ	8(SP), R14
-	MOVQ	16(SP), R13
-	MOVQ	24(SP), R12
-	MOVQ	32(SP), R11
-	MOVQ	40(SP), R10
-	MOVQ	48(SP), R9
-	MOVQ	56(SP), R8
-	MOVQ	64(SP), BP
-	MOVQ	72(SP), DI
-	MOVQ	80(SP), SI
-	MOVQ	88(SP), DX
-	MOVQ	96(SP), CX
-	MOVQ	104(SP), BX
-	MOVQ	112(SP), AX
+	MOVQ	(trapFrame_R15)(SP), R15
+	MOVQ	(trapFrame_R14)(SP), R14
+	MOVQ	(trapFrame_R13)(SP), R13
+	MOVQ	(trapFrame_R12)(SP), R12
+	MOVQ	(trapFrame_R11)(SP), R11
+	MOVQ	(trapFrame_R10)(SP), R10
+	MOVQ	(trapFrame_R9)(SP), R9
+	MOVQ	(trapFrame_R8)(SP), R8
+	MOVQ	(trapFrame_RBP)(SP), BP
+	MOVQ	(trapFrame_RDI)(SP), DI
+	MOVQ	(trapFrame_RSI)(SP), SI
+	MOVQ	(trapFrame_RDX)(SP), DX
+	MOVQ	(trapFrame_RCX)(SP), CX
+	MOVQ	(trapFrame_RBX)(SP), BX
+	MOVQ	(trapFrame_RAX)(SP), AX
 	// The timer's tick is served: from here on a tick is a new one
 	// (timerEntry). Cleared at the last moment, so a tick can nest a full
 	// handler only in these few instructions.
-	CMPQ	120(SP), $32
+	CMPQ	(trapFrame_Vector)(SP), $const_timerVector
 	JNE	2(PC)
 	MOVQ	$0, CPU_INTICK(GS)
-	ADDQ	$136, SP	// registers, vector, error code
+	ADDQ	$(trapFrame_RIP), SP	// registers, vector, error code
 	// Every context of the guest runs on the flat user data selector. A
 	// delivery through an IST stack loads SS with the null selector (RPL
 	// 3), and an interrupt nested in that handler saves it: IRETQ to CPL3
 	// with a null SS raises #GP (QEMU does this architecturally).
-	MOVQ	$0x2b, 32(SP)
+	MOVQ	$const_asmUserDS, (trapFrame_SS-trapFrame_RIP)(SP)
 	IRETQ
 tosyscall:
 	// The trap was a SYSCALL instruction (#UD with EFER.SCE clear): trap
@@ -465,7 +445,7 @@ TEXT ·xsave(SB),NOSPLIT,$0-8
 // func hypercall(block uintptr)
 TEXT ·hypercall(SB),NOSPLIT,$0-8
 	MOVQ	block+0(FP), AX
-	MOVL	$0x510, DX
+	MOVL	$const_asmHypercallPort, DX
 	OUTL
 	RET
 

@@ -1,8 +1,11 @@
 package kernel
 
+import "unsafe"
+
 // sysFrame is the caller's register state saved by the system-call entry
 // on the thread's kernel stack; the entry returns to whatever context it
-// holds afterwards. Offsets are mirrored in entry_amd64.s (F_*).
+// holds afterwards. entry_amd64.s reads it through go_asm.h
+// (sysFrame_rax, ...).
 type sysFrame struct {
 	rax, rbx, rcx, rdx, rsi, rdi, rbp    uint64
 	r8, r9, r10, r11, r12, r13, r14, r15 uint64
@@ -14,4 +17,6 @@ type sysFrame struct {
 	xrstor uint64
 }
 
-const frameSize = 160
+// frameSize is the room the entry takes for a sysFrame below the kernel
+// stack top: the frame, rounded up to keep the stack 16-byte aligned.
+const frameSize = (unsafe.Sizeof(sysFrame{}) + 15) &^ 15

@@ -70,14 +70,14 @@ var sigWork uint32
 // starts from.
 var (
 	xsaveSize uintptr
-	initFPU   [4096 + 64]byte
+	initFPU   [xsaveRoom + 64]byte
 )
 
 //go:nosplit
 func fpuInit() {
 	_, b, _, _ := cpuid(0xd, 0)
 	xsaveSize = uintptr(b)
-	if xsaveSize < 576 || xsaveSize > 4096 {
+	if xsaveSize < 576 || xsaveSize > xsaveRoom {
 		kfatal("boot: unexpected XSAVE area size")
 	}
 	xsave(initFPUArea())
@@ -323,7 +323,7 @@ var mcScratch sigcontext
 
 // fpScratch holds the XSAVE image syscallExitWork takes until
 // pushSignalFrame copies it into the frame (one vCPU: one at a time).
-var fpScratch [4096 + 64]byte
+var fpScratch [xsaveRoom + 64]byte
 
 //go:nosplit
 func updateSigWork() {
