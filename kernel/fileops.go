@@ -51,15 +51,19 @@ const (
 	fdEventfd
 	fdEpoll
 	fdPipe
+	fdSvcQueue  // a service's request queue (service.go)
+	fdSvcObject // the program's side of a service object (service.go)
 	nKinds
 )
 
 var fileKinds = [nKinds]fileKind{
-	fdFree:    &baseFile{},
-	fdInode:   &inodeFile{},
-	fdEventfd: &eventfdFile{},
-	fdEpoll:   &epollFile{},
-	fdPipe:    &pipeFile{},
+	fdFree:      &baseFile{},
+	fdInode:     &inodeFile{},
+	fdEventfd:   &eventfdFile{},
+	fdEpoll:     &epollFile{},
+	fdPipe:      &pipeFile{},
+	fdSvcQueue:  &svcQueueFile{},
+	fdSvcObject: &svcObjectFile{},
 }
 
 //go:nosplit

@@ -251,8 +251,14 @@ func blockHeld(o *ofile) int {
 }
 
 //go:nosplit
-func pipeWrite(o *ofile, buf, n uintptr) int64 {
-	p := &pipes[o.pipe]
+func pipeWrite(o *ofile, buf, n uintptr) int64 { return pipeWriteTo(o, &pipes[o.pipe], buf, n) }
+
+// pipeWriteTo writes to pipe p for the description o (its flags, and the
+// reference a blocked writer holds); service objects write their rings
+// through it too.
+//
+//go:nosplit
+func pipeWriteTo(o *ofile, p *pipeT, buf, n uintptr) int64 {
 	done := uintptr(0)
 	for done < n {
 		if p.readers == 0 {

@@ -273,6 +273,7 @@ var sysTable = [nsys]sysHandler{
 	sysAmberLoadFiles: sysAmberLoadFilesFn,
 	// Tests reach the exception table through it (uaccess.go).
 	sysAmberUaccessProbe: sysAmberUaccessProbeFn,
+	sysAmberService:      sysAmberServiceFn,
 }
 
 // reported remembers which unimplemented calls were already named.
