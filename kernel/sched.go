@@ -34,6 +34,7 @@ const (
 	wokeEvent = iota + 1
 	wokeTimeout
 	wokeSignal // a signal arrived: the call returns EINTR
+	wokeKick   // a short nanosleep ended early for a service call (sysmonKick)
 )
 
 type thread struct {
@@ -50,6 +51,7 @@ type thread struct {
 	altSP    uintptr
 	altSize  uintptr
 	altFlags int32
+	napping  bool // in a nanosleep of at most sysmonMaxNap
 }
 
 var (

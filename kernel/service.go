@@ -351,6 +351,7 @@ func svcCall(o *ofile, arg uint64) int64 {
 		return -eAGAIN
 	}
 	ob.calling, ob.done, ob.callSeq = true, false, svcSeq
+	sysmonKick()
 	for !ob.done {
 		if why := blockHeld(o); why == wokeSignal || why == -1 {
 			ob.calling = false
@@ -572,4 +573,35 @@ func (*svcObjectFile) release(o *ofile) {
 		return
 	}
 	svcFree(ob)
+}
+
+// A synchronous call blocks the calling thread in the core while its
+// goroutine keeps the runtime's P (the runtime sees a thread in a system
+// call). With GOMAXPROCS=1 the service goroutine can only run once the
+// runtime's sysmon retakes that P, which it does on the second of its
+// rounds that sees the same system call; between rounds sysmon sleeps
+// 20 µs to 10 ms in nanosleep (runtime.usleep). sysmonKick cuts those
+// sleeps short: the thread napping in a short nanosleep wakes now, and the
+// next sysmonNaps short nanosleeps return at once, so the P is handed off
+// within a few thread switches (docs/kernel.md, "Services", has the
+// figures). Only short sleeps of nanosleep itself are cut: time.Sleep never
+// uses it, and the cut is bounded, so a program's own nanosleep ends early
+// at most a few times per service call.
+const (
+	sysmonMaxNap = 10_000_000 // ns: sysmon's longest sleep between rounds
+	sysmonNaps   = 3
+)
+
+var sysmonKicks int
+
+//go:nosplit
+func sysmonKick() {
+	sysmonKicks = sysmonNaps
+	for i := range threads {
+		t := &threads[i]
+		if t.state == tBlocked && t.waitKind == waitSleep && t.napping && sysmonKicks > 0 {
+			sysmonKicks--
+			wake(i, wokeKick)
+		}
+	}
 }

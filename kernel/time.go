@@ -156,8 +156,11 @@ func sysTime(f *sysFrame) int64 {
 //go:nosplit
 func sleepUntil(deadline int64) bool {
 	for nanotime() < deadline {
-		if block(waitSleep, 0, deadline) == wokeSignal {
+		switch block(waitSleep, 0, deadline) {
+		case wokeSignal:
 			return false
+		case wokeKick:
+			return true
 		}
 	}
 	return true
@@ -187,13 +190,26 @@ func sleepFor(d int64, rem uintptr) int64 {
 	return -eINTR
 }
 
+// nanosleep is also how the Go runtime's sysmon waits between its rounds
+// (runtime.usleep), which matters to services: see sysmonKick.
+//
 //go:nosplit
 func sysNanosleep(f *sysFrame) int64 {
 	d, r := getTimespec(uintptr(f.rdi))
 	if r < 0 {
 		return r
 	}
-	return sleepFor(d, uintptr(f.rsi))
+	if d <= sysmonMaxNap && sysmonKicks > 0 {
+		sysmonKicks--
+		return 0
+	}
+	t := cur()
+	if d <= sysmonMaxNap {
+		t.napping = true
+	}
+	r = sleepFor(d, uintptr(f.rsi))
+	t.napping = false
+	return r
 }
 
 //go:nosplit
