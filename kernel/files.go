@@ -4,22 +4,16 @@ import "unsafe"
 
 // File descriptors. A descriptor (fds) names an open file description
 // (ofiles: kind, flags, offset, shared by dup); the description refers to
-// an inode of the file system (fs.go: regular files, directories,
-// devices including the console), a pipe end (pipe.go), an eventfd or an
-// epoll instance. Descriptors 0-2 are the console.
+// an inode of the file system (inodefile.go: regular files, directories,
+// devices including the console), a pipe end (pipe.go), an eventfd
+// (eventfd.go) or an epoll instance (fsepoll.go). What each kind does is
+// in the file-operations table (fileops.go). Descriptors 0-2 are the
+// console.
 
 const (
 	maxFDs   = 1024
 	maxFiles = maxFDs // RLIMIT_NOFILE
 	maxOFDs  = 1024
-)
-
-const (
-	fdFree = iota
-	fdInode
-	fdEventfd
-	fdEpoll
-	fdPipe
 )
 
 // open flags (asm-generic/fcntl.h).
@@ -146,19 +140,7 @@ func putOFD(o *ofile) {
 	if o.refs > 0 {
 		return
 	}
-	switch o.kind {
-	case fdEpoll:
-		epolls[o.ep].used = false
-	case fdPipe:
-		pipeClose(o)
-		if o.ino != 0 { // a FIFO
-			ip(o.ino).opens--
-			iput(o.ino)
-		}
-	case fdInode:
-		ip(o.ino).opens--
-		iput(o.ino)
-	}
+	kindOf(o).release(o)
 	*o = ofile{}
 }
 
@@ -235,37 +217,7 @@ func ofRead(o *ofile, buf, n uintptr, pos int64) int64 {
 	if n > maxRW {
 		n = maxRW
 	}
-	switch o.kind {
-	case fdEventfd:
-		if pos >= 0 {
-			return -eSPIPE
-		}
-		return eventfdRead(o, buf, n)
-	case fdPipe:
-		if pos >= 0 {
-			return -eSPIPE
-		}
-		return pipeRead(o, buf, n)
-	case fdInode:
-		nd := ip(o.ino)
-		switch nd.mode & sIFMT {
-		case sIFDIR:
-			return -eISDIR
-		case sIFREG:
-			off := pos
-			if pos < 0 {
-				off = o.off
-			}
-			r := fileRead(nd, buf, n, off)
-			if pos < 0 && r > 0 {
-				o.off += r
-			}
-			return r
-		case sIFCHR:
-			return devRead(o, nd.rdev, buf, n, pos)
-		}
-	}
-	return -eINVAL
+	return kindOf(o).read(o, buf, n, pos)
 }
 
 // ofWrite writes from buf like ofRead reads into it.
@@ -278,136 +230,7 @@ func ofWrite(o *ofile, buf, n uintptr, pos int64) int64 {
 	if n > maxRW {
 		n = maxRW
 	}
-	switch o.kind {
-	case fdEventfd:
-		if pos >= 0 {
-			return -eSPIPE
-		}
-		return eventfdWrite(o, buf, n)
-	case fdPipe:
-		if pos >= 0 {
-			return -eSPIPE
-		}
-		return pipeWrite(o, buf, n)
-	case fdInode:
-		nd := ip(o.ino)
-		switch nd.mode & sIFMT {
-		case sIFREG:
-			off := pos
-			if pos < 0 {
-				off = o.off
-				if o.flags&oAppend != 0 {
-					off = nd.size
-				}
-			}
-			r := fileWrite(nd, buf, n, off)
-			if pos < 0 && r > 0 {
-				o.off = off + r
-			}
-			return r
-		case sIFCHR:
-			switch nd.rdev {
-			case devConsole, devConsoleErr:
-				if pos >= 0 {
-					return -eSPIPE
-				}
-				fd := 1
-				if nd.rdev == devConsoleErr {
-					fd = 2
-				}
-				// The console's code reads buf itself: check it first.
-				if k := userPrefix(buf, n); k < n {
-					if k == 0 {
-						return -eFAULT
-					}
-					n = k
-				}
-				return consoleWriteSys(fd, userBytes(buf, n))
-			}
-			return int64(n)
-		}
-	}
-	return -eINVAL
-}
-
-// devRead reads from a character device.
-//
-//go:nosplit
-func devRead(o *ofile, rdev uint32, buf, n uintptr, pos int64) int64 {
-	switch rdev {
-	case devNull:
-		return 0
-	case devZero:
-		return userCount(clearUserSome(buf, n), n)
-	case devRandom, devURandom:
-		return userCount(fillRandom(buf, n), n)
-	case devConsole, devConsoleErr:
-		if pos >= 0 {
-			return -eSPIPE
-		}
-		if n == 0 {
-			return 0
-		}
-		// The console's code writes b itself: check it first.
-		if n = userPrefix(buf, n); n == 0 {
-			return -eFAULT
-		}
-		b := userBytes(buf, n)
-		for {
-			r := consoleRead(b)
-			if r > 0 {
-				return int64(r)
-			}
-			if r < 0 {
-				return 0 // end of input
-			}
-			if o.flags&oNonblock != 0 {
-				return -eAGAIN
-			}
-			if block(waitInput, 0, 0) == wokeSignal {
-				return -eINTR
-			}
-		}
-	}
-	return -eINVAL
-}
-
-//go:nosplit
-func eventfdRead(o *ofile, buf, n uintptr) int64 {
-	if n < 8 {
-		return -eINVAL
-	}
-	for o.count == 0 {
-		if o.flags&oNonblock != 0 {
-			return -eAGAIN
-		}
-		if block(waitPoll, 0, 0) == wokeSignal {
-			return -eINTR
-		}
-	}
-	if !copyOut(buf, unsafe.Pointer(&o.count), 8) {
-		return -eFAULT // the count stays for the next read
-	}
-	o.count = 0
-	wakeAll(waitPoll)
-	return 8
-}
-
-//go:nosplit
-func eventfdWrite(o *ofile, buf, n uintptr) int64 {
-	if n < 8 {
-		return -eINVAL
-	}
-	var v uint64
-	if !copyIn(unsafe.Pointer(&v), buf, 8) {
-		return -eFAULT
-	}
-	if v == ^uint64(0) {
-		return -eINVAL
-	}
-	o.count += v
-	wakeAll(waitPoll)
-	return 8
+	return kindOf(o).write(o, buf, n, pos)
 }
 
 type iovec struct{ base, len uint64 }
@@ -509,33 +332,7 @@ func sysLseekFn(f *sysFrame) int64 {
 	if o == nil {
 		return -eBADF
 	}
-	if o.kind != fdInode {
-		return -eSPIPE
-	}
-	nd := ip(o.ino)
-	if nd.mode&sIFMT == sIFCHR {
-		if nd.rdev == devConsole || nd.rdev == devConsoleErr {
-			return -eSPIPE
-		}
-		return 0
-	}
-	off := int64(f.rsi)
-	switch f.rdx {
-	case seekSet:
-	case seekCur:
-		off += o.off
-	case seekEnd:
-		if nd.mode&sIFMT == sIFREG {
-			off += nd.size
-		}
-	default:
-		return -eINVAL
-	}
-	if off < 0 {
-		return -eINVAL
-	}
-	o.off = off
-	return off
+	return kindOf(o).seek(o, int64(f.rsi), f.rdx)
 }
 
 // fcntl commands.
@@ -600,13 +397,8 @@ func sysFcntlFn(f *sysFrame) int64 {
 			return -eFAULT
 		}
 		return 0
-	case fGetPipeSz, fSetPipeSz:
-		if o.kind != fdPipe {
-			return -eBADF
-		}
-		return pipeSize
 	}
-	return -eINVAL
+	return kindOf(o).fcntl(o, f.rsi, f.rdx)
 }
 
 //go:nosplit
@@ -682,7 +474,7 @@ func sysIoctlFn(f *sysFrame) int64 {
 		fds[f.rdi].cloexec = false
 		return 0
 	}
-	return -eNOTTY
+	return kindOf(o).ioctl(o, f.rsi, f.rdx)
 }
 
 // fsync, fdatasync, flock, fadvise: nothing to do in memory.
@@ -693,19 +485,4 @@ func sysFdNopFn(f *sysFrame) int64 {
 		return -eBADF
 	}
 	return 0
-}
-
-//go:nosplit
-func sysEventfd2Fn(f *sysFrame) int64 {
-	fd := allocFD(fdEventfd, f.rsi&(oNonblock|oCloexec)|oRdwr)
-	if fd >= 0 {
-		ofiles[fds[fd].of-1].count = uint64(uint32(f.rdi))
-	}
-	return fd
-}
-
-//go:nosplit
-func sysEventfdFn(f *sysFrame) int64 {
-	g := sysFrame{rdi: f.rdi}
-	return sysEventfd2Fn(&g)
 }

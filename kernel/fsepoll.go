@@ -2,12 +2,14 @@ package kernel
 
 import "unsafe"
 
-// epoll over the core's descriptors: eventfds, pipes and the console.
-// Regular files and directories are refused with EPERM, as on Linux (the
-// os package relies on it to treat them as blocking files). Readiness is
-// computed when waiting; for edge-triggered interests (the runtime's
-// netpoller registers pipes with EPOLLET) an event is reported again only
-// after the pipe changed (pipe generation counter).
+// epoll over the core's descriptors: the kinds whose pollable operation
+// says so (eventfds, pipes, the console). Regular files and directories
+// are refused with EPERM, as on Linux (the os package relies on it to
+// treat them as blocking files). Readiness is computed when waiting (the
+// kind's ready operation); for edge-triggered interests (the runtime's
+// netpoller registers everything with EPOLLET) an event is reported again
+// only after the file changed (the kind's gen counter; kinds without one
+// report level-triggered).
 
 const (
 	maxEpolls   = 8
@@ -86,17 +88,11 @@ func epollForget(ep *epollInstance, fd int64) {
 	}
 }
 
+// epollFile is an epoll instance's descriptor.
+type epollFile struct{ baseFile }
+
 //go:nosplit
-func pollable(o *ofile) bool {
-	switch o.kind {
-	case fdEventfd, fdPipe:
-		return true
-	case fdInode:
-		r := ip(o.ino).rdev
-		return ip(o.ino).mode&sIFMT == sIFCHR && (r == devConsole || r == devConsoleErr)
-	}
-	return false
-}
+func (*epollFile) release(o *ofile) { epolls[o.ep].used = false }
 
 //go:nosplit
 func sysEpollCtlFn(f *sysFrame) int64 {
@@ -116,7 +112,7 @@ func sysEpollCtlFn(f *sysFrame) int64 {
 	if epf.kind != fdEpoll || f.rdi == f.rdx {
 		return -eINVAL
 	}
-	if !pollable(target) {
+	if !kindOf(target).pollable(target) {
 		return -ePERM
 	}
 	ep := &epolls[epf.ep]
@@ -146,7 +142,8 @@ func sysEpollCtlFn(f *sysFrame) int64 {
 		in.fd = fd
 		in.events = ev.events
 		in.data = ev.data
-		in.gen = readyGen(target) - 1 // report the current state once
+		g, _ := kindOf(target).gen(target)
+		in.gen = g - 1 // report the current state once
 		return 0
 	case epollCtlDel:
 		if idx < 0 {
@@ -157,30 +154,6 @@ func sysEpollCtlFn(f *sysFrame) int64 {
 		return 0
 	}
 	return -eINVAL
-}
-
-//go:nosplit
-func readyGen(o *ofile) uint32 {
-	if o.kind == fdPipe {
-		return pipes[o.pipe].gen
-	}
-	return 0
-}
-
-//go:nosplit
-func readiness(o *ofile) uint32 {
-	switch o.kind {
-	case fdEventfd:
-		if o.count > 0 {
-			return epollIn | epollOut
-		}
-		return epollOut
-	case fdPipe:
-		return pipeReadiness(o)
-	case fdInode:
-		return epollOut
-	}
-	return 0
 }
 
 // epollWait collects ready events, blocking up to timeoutNs (-1: forever).
@@ -209,12 +182,13 @@ func epollWait(epfd uint64, events uintptr, max int64, timeoutNs int64) int64 {
 			if o == nil {
 				continue
 			}
-			r := readiness(o) & (in.events | epollErr | epollHup)
+			k := kindOf(o)
+			r := k.ready(o) & (in.events | epollErr | epollHup)
 			if r == 0 {
 				continue
 			}
-			et := in.events&epollET != 0 && o.kind == fdPipe
-			g := readyGen(o)
+			g, edge := k.gen(o)
+			et := in.events&epollET != 0 && edge
 			if et && g == in.gen {
 				continue
 			}

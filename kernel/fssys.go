@@ -64,19 +64,8 @@ func fillStat(ino uint32, st *statT) {
 //
 //go:nosplit
 func fstatFile(o *ofile, st *statT) {
-	switch {
-	case o.ino != 0: // files, directories, devices, FIFOs
-		fillStat(o.ino, st)
-	case o.kind == fdPipe:
-		*st = statT{}
-		pipeStat(o, st)
-	default: // eventfd, epoll: anonymous inodes
-		*st = statT{}
-		st.dev = fsDev + 2
-		st.nlink = 1
-		st.mode = 0o600
-		st.blksize = pageSize
-	}
+	*st = statT{}
+	kindOf(o).stat(o, st)
 }
 
 // statBuf is where a stat is built before it is copied to the program

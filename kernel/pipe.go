@@ -244,7 +244,7 @@ func blockHeld(o *ofile) int {
 	o.refs++
 	why := block(waitPoll, 0, 0)
 	putOFD(o)
-	if o.kind != fdPipe {
+	if o.kind == fdFree {
 		return -1
 	}
 	return why
@@ -354,8 +354,57 @@ func pipeReadiness(o *ofile) uint32 {
 	return r
 }
 
+// pipeFile is a pipe's end, or a FIFO's (o.ino is the FIFO's inode).
+type pipeFile struct{ baseFile }
+
 //go:nosplit
-func pipeStat(o *ofile, st *statT) {
+func (*pipeFile) read(o *ofile, buf, n uintptr, pos int64) int64 {
+	if pos >= 0 {
+		return -eSPIPE
+	}
+	return pipeRead(o, buf, n)
+}
+
+//go:nosplit
+func (*pipeFile) write(o *ofile, buf, n uintptr, pos int64) int64 {
+	if pos >= 0 {
+		return -eSPIPE
+	}
+	return pipeWrite(o, buf, n)
+}
+
+//go:nosplit
+func (*pipeFile) ready(o *ofile) uint32 { return pipeReadiness(o) }
+
+//go:nosplit
+func (*pipeFile) pollable(o *ofile) bool { return true }
+
+//go:nosplit
+func (*pipeFile) gen(o *ofile) (uint32, bool) { return pipes[o.pipe].gen, true }
+
+//go:nosplit
+func (*pipeFile) fcntl(o *ofile, cmd, arg uint64) int64 {
+	if cmd == fGetPipeSz || cmd == fSetPipeSz {
+		return pipeSize
+	}
+	return -eINVAL
+}
+
+//go:nosplit
+func (*pipeFile) release(o *ofile) {
+	pipeClose(o)
+	if o.ino != 0 { // a FIFO
+		ip(o.ino).opens--
+		iput(o.ino)
+	}
+}
+
+//go:nosplit
+func (*pipeFile) stat(o *ofile, st *statT) {
+	if o.ino != 0 {
+		fillStat(o.ino, st)
+		return
+	}
 	st.dev = fsDev + 1
 	st.ino = uint64(o.pipe) + 1
 	st.nlink = 1

@@ -26,13 +26,7 @@ func pollReady(fd int32) uint32 {
 	if o == nil {
 		return pollNval
 	}
-	if o.kind == fdInode {
-		if o.ino == inoConsole || o.ino == inoConsoleErr {
-			return pollOut // input is not tracked: a read would block
-		}
-		return pollIn | pollOut
-	}
-	return readiness(o)
+	return kindOf(o).ready(o)
 }
 
 // pollWait fills revents and blocks up to timeoutNs (-1: forever). The
