@@ -38,8 +38,8 @@ const (
 )
 
 // Blk is one virtio block device.
-type Blk struct {
-	T         Transport
+type Blk[R Regs] struct {
+	T         Transport[R]
 	Q         Queue
 	Sectors   uint64 // capacity in 512-byte sectors
 	BlockSize uint32 // the device's preferred block size
@@ -57,7 +57,7 @@ type Blk struct {
 // and status bytes. It returns why the device cannot be used, or "".
 //
 //go:nosplit
-func (b *Blk) Init(t Transport, ring0, ring1, req uintptr) string {
+func (b *Blk[R]) Init(t Transport[R], ring0, ring1, req uintptr) string {
 	b.T = t
 	if t.DeviceID != DeviceBlock {
 		return "not a block device"
@@ -97,7 +97,7 @@ func (b *Blk) Init(t Transport, ring0, ring1, req uintptr) string {
 // request cannot be issued, or "".
 //
 //go:nosplit
-func (b *Blk) Start(typ uint32, sector uint64, data []Seg) string {
+func (b *Blk[R]) Start(typ uint32, sector uint64, data []Seg) string {
 	if b.busy {
 		return "a request is in flight"
 	}
@@ -150,7 +150,7 @@ func (b *Blk) Start(typ uint32, sector uint64, data []Seg) string {
 // something it should not have).
 //
 //go:nosplit
-func (b *Blk) Poll() (done bool, status uint8) {
+func (b *Blk[R]) Poll() (done bool, status uint8) {
 	if !b.busy {
 		return true, BlkBroken
 	}

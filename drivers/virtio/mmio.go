@@ -6,8 +6,10 @@
 // addresses, and nothing here waits: the caller decides whether to spin
 // on Poll or to sleep until the device's interrupt.
 //
-// Register access goes through Regs so the host tests can put a fake
-// device behind the same code the guest runs.
+// Register access goes through the type parameter R (Regs) so the host
+// tests can put a fake device behind the same code the guest runs; the
+// kernel's instance, MMIO, holds no pointer, so storing it needs no
+// write barrier.
 package virtio
 
 import (
@@ -27,10 +29,10 @@ type Regs interface {
 type MMIO struct{ Base uintptr }
 
 //go:nosplit
-func (m *MMIO) Read32(off uintptr) uint32 { return atomic.LoadUint32(u32at(m.Base + off)) }
+func (m MMIO) Read32(off uintptr) uint32 { return atomic.LoadUint32(u32at(m.Base + off)) }
 
 //go:nosplit
-func (m *MMIO) Write32(off uintptr, v uint32) { atomic.StoreUint32(u32at(m.Base+off), v) }
+func (m MMIO) Write32(off uintptr, v uint32) { atomic.StoreUint32(u32at(m.Base+off), v) }
 
 // Register offsets of the virtio-mmio transport, version 2 (§4.2.2).
 const (
@@ -79,8 +81,8 @@ const FeatureVersion1 = 1 << 32
 const DeviceBlock = 2
 
 // Transport is one virtio-mmio device.
-type Transport struct {
-	R        Regs
+type Transport[R Regs] struct {
+	R        R
 	DeviceID uint32
 	Features uint64 // negotiated
 }
@@ -90,7 +92,7 @@ type Transport struct {
 // DeviceID is 0).
 //
 //go:nosplit
-func (t *Transport) Probe() string {
+func (t *Transport[R]) Probe() string {
 	if t.R.Read32(RegMagic) != Magic {
 		return "no virtio-mmio magic value"
 	}
@@ -112,7 +114,7 @@ func (t *Transport) Probe() string {
 // device offers, and VERSION_1, which the device must offer.
 //
 //go:nosplit
-func (t *Transport) Negotiate(want uint64) string {
+func (t *Transport[R]) Negotiate(want uint64) string {
 	r := t.R
 	r.Write32(RegStatus, 0)
 	for i := 0; r.Read32(RegStatus) != 0; i++ {
@@ -147,7 +149,7 @@ func (t *Transport) Negotiate(want uint64) string {
 // limit), lays q out in the given memory and tells the device where.
 //
 //go:nosplit
-func (t *Transport) SetupQueue(idx uint32, q *Queue, max uint16, descAvail, used uintptr) string {
+func (t *Transport[R]) SetupQueue(idx uint32, q *Queue, max uint16, descAvail, used uintptr) string {
 	r := t.R
 	r.Write32(RegQueueSel, idx)
 	if r.Read32(RegQueueReady) != 0 {
@@ -176,27 +178,27 @@ func (t *Transport) SetupQueue(idx uint32, q *Queue, max uint16, descAvail, used
 // Ready completes the handshake: the device may be used.
 //
 //go:nosplit
-func (t *Transport) Ready() {
+func (t *Transport[R]) Ready() {
 	t.R.Write32(RegStatus, StatusAcknowledge|StatusDriver|StatusFeaturesOK|StatusDriverOK)
 }
 
 // Fail tells the device the driver gave up on it.
 //
 //go:nosplit
-func (t *Transport) Fail() {
+func (t *Transport[R]) Fail() {
 	t.R.Write32(RegStatus, t.R.Read32(RegStatus)|StatusFailed)
 }
 
 // Notify tells the device that queue idx has new buffers.
 //
 //go:nosplit
-func (t *Transport) Notify(idx uint32) { t.R.Write32(RegQueueNotify, idx) }
+func (t *Transport[R]) Notify(idx uint32) { t.R.Write32(RegQueueNotify, idx) }
 
 // AckInterrupt reads and acknowledges the interrupt causes (bit 0: used
 // buffers, bit 1: configuration change): the interrupt handler's job.
 //
 //go:nosplit
-func (t *Transport) AckInterrupt() uint32 {
+func (t *Transport[R]) AckInterrupt() uint32 {
 	s := t.R.Read32(RegInterruptStatus)
 	if s != 0 {
 		t.R.Write32(RegInterruptACK, s)
@@ -207,13 +209,13 @@ func (t *Transport) AckInterrupt() uint32 {
 // Config32 reads a 32-bit field of the device-specific configuration.
 //
 //go:nosplit
-func (t *Transport) Config32(off uintptr) uint32 { return t.R.Read32(RegConfig + off) }
+func (t *Transport[R]) Config32(off uintptr) uint32 { return t.R.Read32(RegConfig + off) }
 
 // Config64 reads a 64-bit field as two halves, again if the device
 // changed the configuration in between (§4.2.2.2).
 //
 //go:nosplit
-func (t *Transport) Config64(off uintptr) uint64 {
+func (t *Transport[R]) Config64(off uintptr) uint64 {
 	for {
 		g := t.R.Read32(RegConfigGeneration)
 		v := uint64(t.R.Read32(RegConfig+off)) | uint64(t.R.Read32(RegConfig+off+4))<<32

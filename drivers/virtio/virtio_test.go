@@ -227,10 +227,10 @@ func (d *fakeDev) request(head uint16) uint32 {
 }
 
 // newBlk brings up a driver against a fake disk of the given sectors.
-func newBlk(t *testing.T, d *fakeDev) (*Blk, []byte) {
+func newBlk(t *testing.T, d *fakeDev) (*Blk[*fakeDev], []byte) {
 	m := mem(t, 3+64)
-	var b Blk
-	tr := Transport{R: d}
+	var b Blk[*fakeDev]
+	tr := Transport[*fakeDev]{R: d}
 	if why := tr.Probe(); why != "" {
 		t.Fatal(why)
 	}
@@ -240,7 +240,7 @@ func newBlk(t *testing.T, d *fakeDev) (*Blk, []byte) {
 	return &b, m[3*4096:]
 }
 
-func wait(t *testing.T, b *Blk) uint8 {
+func wait(t *testing.T, b *Blk[*fakeDev]) uint8 {
 	t.Helper()
 	done, st := b.Poll()
 	if !done {
@@ -338,10 +338,10 @@ func TestNegotiationFailures(t *testing.T) {
 		d := newFake(t, 8)
 		c.mod(d)
 		m := mem(t, 3)
-		tr := Transport{R: d}
+		tr := Transport[*fakeDev]{R: d}
 		why := tr.Probe()
 		if why == "" {
-			var b Blk
+			var b Blk[*fakeDev]
 			why = b.Init(tr, addr(m), addr(m[4096:]), addr(m[8192:]))
 		}
 		if why == "" {
