@@ -67,7 +67,7 @@ var (
 func virtioInit(si *boot.StartInfo) {
 	rest := cmdlineBytes(si)
 	afterDashes := false
-	npending := 0
+	npending, firm := 0, 0 // firm: entries before "--"
 	for {
 		tok, r, ok := nextToken(rest, cmdlineScratch[:])
 		if !ok {
@@ -75,12 +75,12 @@ func virtioInit(si *boot.StartInfo) {
 		}
 		rest = r
 		if !afterDashes && len(tok) == 2 && tok[0] == '-' && tok[1] == '-' {
-			afterDashes = true
+			afterDashes, firm = true, npending
 			continue
 		}
 		if !isVirtioMMIO(tok) {
 			if afterDashes {
-				npending = 0 // a program argument follows: those were arguments too
+				npending = firm // a program argument follows: those were arguments too
 			}
 			continue
 		}

@@ -24,7 +24,7 @@ func diskPattern(off int64) byte { return byte(off*31 + off>>9 + 7) }
 
 // diskRanges are testdata/disk's writes (ranges, then the sequential one).
 func diskRanges(size int64) [][2]int64 {
-	return [][2]int64{{0, 1 << 20}, {(1 << 20) + 4000, 300}, {3<<20 + 17, 5}, {size - 700, 700}, {8 << 20, 3*512 + 11}}
+	return [][2]int64{{0, 1 << 20}, {(1 << 20) + 4000, 300}, {3<<20 + 17, 5}, {size - 700, 700}, {5<<20 + 123, 700_000}, {8 << 20, 3*512 + 11}}
 }
 
 func newDisk(t *testing.T, fill byte) string {
@@ -91,7 +91,7 @@ func TestDiskReadOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, rg := range diskRanges(diskSize)[:4] {
+	for _, rg := range diskRanges(diskSize)[:5] {
 		b := make([]byte, rg[1])
 		for i := range b {
 			b[i] = diskPattern(rg[0] + int64(i))

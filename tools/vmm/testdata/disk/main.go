@@ -27,9 +27,11 @@ import (
 func Pattern(off int64) byte { return byte(off*31 + off>>9 + 7) }
 
 // ranges are the writes: an aligned 1 MiB block, a short write across a
-// sector boundary, one inside a sector, and the last sector's tail.
+// sector boundary, one inside a sector, the last sector's tail, and one
+// larger than the kernel's bounce buffer that starts and ends inside a
+// sector.
 func ranges(size int64) [][2]int64 {
-	return [][2]int64{{0, 1 << 20}, {(1 << 20) + 4000, 300}, {3<<20 + 17, 5}, {size - 700, 700}}
+	return [][2]int64{{0, 1 << 20}, {(1 << 20) + 4000, 300}, {3<<20 + 17, 5}, {size - 700, 700}, {5<<20 + 123, 700_000}}
 }
 
 func fill(b []byte, off int64) {
@@ -72,6 +74,12 @@ func main() {
 		}
 		if n, err := f.ReadAt(make([]byte, 10), arg-4); n != 4 || err != io.EOF {
 			fail(fmt.Sprintf("pread across the end: %d, %v; want 4, EOF", n, err))
+		}
+		// A buffer the program does not have: EFAULT, as from Linux.
+		for _, nr := range []uintptr{syscall.SYS_PREAD64, syscall.SYS_PWRITE64} {
+			if _, _, e := syscall.Syscall6(nr, f.Fd(), 16, 512, 0, 0, 0); e != syscall.EFAULT {
+				fail(fmt.Sprintf("syscall %d with a bad buffer: %v, want EFAULT", nr, e))
+			}
 		}
 		if err := f.Sync(); err != nil {
 			fail("fsync: " + err.Error())
