@@ -25,9 +25,9 @@ import (
 // Completion is polled: the system call spins on the used ring (the
 // kernel is not preempted inside a system call, so one request is in
 // flight at a time and nothing else needs a lock). The interrupt path
-// waits for the kernel's IRQ table (kernel/trap.go): vdaInterrupt is its
-// handler for IRQ vdaIRQ, and vdaWait is where the system call would
-// block until it runs.
+// waits for the kernel's IRQ table: vdaInterrupt is the handler to
+// register, and vdaWait is where the system call would block until it
+// runs.
 
 const (
 	sIFBLK = 0o060000
@@ -279,13 +279,20 @@ func vdaWait() uint8 {
 	}
 }
 
-// vdaInterrupt is the handler for the disk's IRQ, to be registered in
-// the kernel's IRQ table once there is one: it acknowledges the device;
-// a waiter then finds its completion with Poll.
+// vdaInterrupt is the disk's interrupt handler, with the signature of
+// the kernel's IRQ table (irqHandler, kernel/irq.go on the vmmarch
+// branch): once that table is here, its row for the disk's vector is
+// {handle: vdaInterrupt}. It acknowledges the device; with the waiter in
+// vdaWait blocked instead of spinning, it would also wake it (wakeAll on
+// a disk wait channel) and the queue would leave polling mode
+// (vda.Q.SetPolling(false)). Under QEMU's microvm the transport's IRQ
+// (vdaIRQ) is an IOAPIC input, which would need routing to that vector;
+// Amber's VMM is to deliver an MSI straight to the local APIC.
 //
 //go:nosplit
-func vdaInterrupt() {
+func vdaInterrupt(tf *boot.TrapFrame, xsave uintptr) uintptr {
 	vda.T.AckInterrupt()
+	return 0
 }
 
 // vdaIO moves n bytes between the program's buf and the disk at off,
