@@ -2,15 +2,21 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
+
+	"github.com/amberos/amber/tools/qemu"
 )
 
 // The guest's virtio-blk driver against QEMU's virtio-blk device (a
@@ -205,5 +211,32 @@ func BenchmarkDiskSeqTCG(b *testing.B) {
 		b.ReportMetric(gr, "tcg-read-MB/s")
 		b.ReportMetric(nw, "native-write-MB/s")
 		b.ReportMetric(nr, "native-read-MB/s")
+	}
+}
+
+// QEMU's virtio-mmio transports are legacy unless told otherwise: the
+// kernel says why it leaves such a disk alone, and the program runs
+// without /dev/vda.
+func TestDiskLegacyTransportRefused(t *testing.T) {
+	bin := needQEMU(t)
+	img := image(t, "./testdata/disk")
+	args := qemu.Args(qemu.Config{Image: img, Memory: 128 << 20, Options: []string{"amber.argv0=disk"},
+		Args: []string{"verify", strconv.Itoa(diskSize)}, Disks: []qemu.Disk{{Path: newDisk(t, 0)}}})
+	i := slices.Index(args, "virtio-mmio.force-legacy=false")
+	if i < 1 || args[i-1] != "-global" {
+		t.Fatalf("no force-legacy=false in %q", args)
+	}
+	args = slices.Delete(args, i-1, i+1)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1<<1|1 {
+		t.Fatalf("qemu: %v (want the guest's exit status 1)\n%s", err, out)
+	}
+	for _, want := range []string{"virtio: device at 0x", "legacy (version 1) virtio-mmio device; virtio 1.x is required", "open /dev/vda: no such file or directory"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
 	}
 }
