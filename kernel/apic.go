@@ -60,14 +60,22 @@ func lapicWrite(reg uintptr, v uint32) { atomic.StoreUint32(u32at(lapicBase+reg)
 func lapicRead(reg uintptr) uint32 { return atomic.LoadUint32(u32at(lapicBase + reg)) }
 
 // mapLAPIC adds the 2 MiB page holding the LAPIC registers to the page
-// tables: user-accessible (the kernel runs at CPL3), uncached.
+// tables.
 //
 //go:nosplit
-func mapLAPIC() bool {
+func mapLAPIC() bool { return mapUncached(lapicBase) }
+
+// mapUncached identity-maps the 2 MiB page holding device registers at
+// pa: user-accessible (the kernel runs at CPL3), uncached. It fails where
+// something else is mapped there (RAM, say).
+//
+//go:nosplit
+func mapUncached(pa uintptr) bool {
 	const pcd, pwt = 1 << 4, 1 << 3
+	pa &^= 2<<20 - 1
 	table := pml4
 	for level := 3; level > 1; level-- {
-		idx := (uintptr(lapicBase) >> (12 + 9*uint(level))) & 511
+		idx := (pa >> (12 + 9*uint(level))) & 511
 		e := u64at(table + idx*8)
 		if *e&pteP == 0 {
 			pg := allocPage()
@@ -81,11 +89,11 @@ func mapLAPIC() bool {
 		}
 		table = uintptr(*e & pteAddrMask)
 	}
-	e := u64at(table + ((uintptr(lapicBase)>>21)&511)*8)
+	e := u64at(table + ((pa>>21)&511)*8)
 	if *e&pteP == 0 {
-		*e = lapicBase | pteP | pteW | pteU | ptePS | pcd | pwt
+		*e = uint64(pa) | pteP | pteW | pteU | ptePS | pcd | pwt
 	}
-	return *e&pteAddrMask == lapicBase
+	return *e&pteAddrMask == uint64(pa) && *e&(ptePS|pcd) == ptePS|pcd
 }
 
 // lapicInit starts the periodic tick. Without a local APIC (CPUID) the

@@ -53,6 +53,7 @@ func kinit(startInfo uintptr) uintptr {
 	sp := buildProcessStack(si)
 	exePath = uintptr(*u64at(sp + 8)) // argv[0]: /proc/self/exe names it
 	unpackFn()
+	virtioInitFn(si) // blkdev.go
 	if !cmdlineHas(si, "amber.tick=off") {
 		lapicInit()
 	}
@@ -210,6 +211,11 @@ func layoutProcessStack(cmd []byte, top uintptr, random0, random1 uint64) uintpt
 				argc++
 			}
 		}
+	}
+	// QEMU's virtio_mmio.device= entries at the end, after the program's
+	// arguments, are the kernel's (virtioInit).
+	for afterDashes && argc > 1 && isVirtioMMIO(userBytes(argv[argc-1], uintptr(len(virtioKey)))) {
+		argc--
 	}
 	if argv0 == 0 {
 		name := "app"

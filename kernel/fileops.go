@@ -53,6 +53,7 @@ const (
 	fdPipe
 	fdSvcQueue  // a service's request queue (service.go)
 	fdSvcObject // the program's side of a service object (service.go)
+	fdBlk
 	nKinds
 )
 
@@ -64,6 +65,7 @@ var fileKinds = [nKinds]fileKind{
 	fdPipe:      &pipeFile{},
 	fdSvcQueue:  &svcQueueFile{},
 	fdSvcObject: &svcObjectFile{},
+	fdBlk:       &blkFile{},
 }
 
 //go:nosplit

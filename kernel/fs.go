@@ -165,6 +165,12 @@ func fsInit() {
 	symlinkIn(dev, "stdout", "/proc/self/fd/1")
 	symlinkIn(dev, "stderr", "/proc/self/fd/2")
 	symlinkIn(dev, "fd", "/proc/self/fd")
+	if vdaOn {
+		i := ialloc(sIFBLK | 0o660)
+		ip(i).rdev = devVda
+		a, l := strAddr("vda")
+		dirAdd(dev, a, l, i)
+	}
 	etc := mkdirIn(rootIno, "etc", 0o755)
 	fileIn(etc, "passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")
 	fileIn(etc, "group", "root:x:0:\nnogroup:x:65534:\n")

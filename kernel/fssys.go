@@ -49,6 +49,9 @@ func fillStat(ino uint32, st *statT) {
 		if n.rdev == devConsoleErr {
 			st.rdev = devConsole
 		}
+	case sIFBLK:
+		st.rdev = uint64(n.rdev)
+		st.size = vdaBytes() // Linux reports 0 here; BLKGETSIZE64 agrees
 	case sIFDIR:
 		st.size = pageSize
 	default:
@@ -217,6 +220,9 @@ func doOpen(dirfd int64, path uintptr, flags uint64, mode uint32) int64 {
 		}
 		if n.mode&sIFMT == sIFIFO && flags&oPath == 0 {
 			return openFIFO(ino, flags)
+		}
+		if n.mode&sIFMT == sIFBLK && flags&oPath == 0 {
+			return openBlk(ino, flags) // blkdev.go
 		}
 	}
 	return openInode(ino, flags)

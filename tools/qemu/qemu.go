@@ -46,6 +46,14 @@ type Config struct {
 	Stdout  io.Writer // the serial console: the guest's stdout and stderr
 	Stderr  io.Writer // QEMU's own messages and the runner's
 	Timeout time.Duration
+	Disks   []Disk // virtio-blk devices, /dev/vda first
+}
+
+// Disk is a raw disk image attached as a virtio-blk device on the
+// machine's virtio-mmio bus.
+type Disk struct {
+	Path     string
+	ReadOnly bool
 }
 
 // Exit statuses that are not the guest's own, as vmm run gives them.
@@ -56,8 +64,10 @@ const (
 
 // Args returns QEMU's command line for c (without the binary).
 func Args(c Config) []string {
-	return []string{
-		"-M", "microvm", "-accel", "tcg", "-cpu", "max",
+	// ACPI off: the kernel reads no ACPI tables, and only without them
+	// does QEMU (7.2) name the virtio-mmio transports on the command line.
+	args := []string{
+		"-M", "microvm,acpi=off", "-accel", "tcg", "-cpu", "max",
 		"-m", fmt.Sprintf("%dM", c.Memory>>20),
 		"-kernel", c.Image, "-append", boot.Cmdline(c.Options, c.Env, c.Args),
 		"-nodefaults", "-no-user-config", "-display", "none",
@@ -65,6 +75,22 @@ func Args(c Config) []string {
 		"-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
 		"-no-reboot",
 	}
+	if len(c.Disks) > 0 {
+		// microvm's virtio-mmio transports are legacy (version 1) unless
+		// told otherwise; the kernel drives virtio 1.x only. QEMU appends
+		// virtio_mmio.device=512@ADDR:IRQ to the command line for every
+		// transport with a device (auto-kernel-cmdline, on by default),
+		// at the very end: after the program's arguments.
+		args = append(args, "-global", "virtio-mmio.force-legacy=false")
+	}
+	for i, d := range c.Disks {
+		drive := fmt.Sprintf("file=%s,format=raw,if=none,id=d%d", strings.ReplaceAll(d.Path, ",", ",,"), i)
+		if d.ReadOnly {
+			drive += ",readonly=on"
+		}
+		args = append(args, "-drive", drive, "-device", fmt.Sprintf("virtio-blk-device,drive=d%d", i))
+	}
+	return args
 }
 
 // Run boots c.Image and returns the guest's exit status, ExitCrash if it

@@ -214,6 +214,7 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	bootPath := fs.String("boot", "direct", "boot `path`: direct (the VMM sets up long mode) or pvh (start at the image's 32-bit PVH entry, as QEMU, Firecracker and Cloud Hypervisor do)")
 	bootTime := fs.Bool("boot-time", false, "print the guest's kernel.Mark times since vCPU start on stderr")
 	accel := fs.String("accel", defaultAccel(), "`accelerator`: kvm (Amber's VMM on /dev/kvm) or tcg (QEMU's emulator, for hosts without KVM: about 10x slower, stdout and stderr both on stdout, stdin without end-of-file, a short crash message); default $AMBER_ACCEL, else kvm")
+	diskSpec := fs.String("disk", "", "attach the raw disk image `FILE[,readonly]` as a virtio-blk device: the program sees it as the block device /dev/vda (--accel tcg only for now)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `Usage: vmm run [flags] IMAGE [-- ARGS...]
 
@@ -252,6 +253,15 @@ Flags:
 		fmt.Fprintf(stderr, "vmm run: --mem: %v\n", err)
 		return exitUsage
 	}
+	var disks []qemu.Disk
+	if *diskSpec != "" {
+		d, err := parseDisk(*diskSpec)
+		if err != nil {
+			fmt.Fprintf(stderr, "vmm run: --disk: %v\n", err)
+			return exitUsage
+		}
+		disks = append(disks, d)
+	}
 	img, err := vmm.OpenImage(imgPath)
 	if err != nil {
 		fmt.Fprintf(stderr, "vmm run: %v\n", err)
@@ -260,6 +270,10 @@ Flags:
 	defer img.Close()
 	switch *accel {
 	case "kvm":
+		if len(disks) > 0 {
+			fmt.Fprintln(stderr, "vmm run: --disk: the KVM virtio-blk device is not built yet; --accel tcg attaches the disk under QEMU")
+			return exitNotStart
+		}
 		if err := vmm.KVMAvailable(); err != nil {
 			fmt.Fprintf(stderr, "vmm run: %v\n(on a host without KVM, --accel tcg runs the image under QEMU's emulator)\n", err)
 			return exitNotStart
@@ -275,7 +289,7 @@ Flags:
 			fmt.Fprintf(stderr, "vmm run: %s: not available with --accel tcg (QEMU boots the PVH entry and has no Amber hypercalls)\n", strings.Join(unsupported, ", "))
 			return exitUsage
 		}
-		return runTCG(imgPath, memBytes, cmdline, env, guestArgs, stdin, stdout, stderr, *timeout)
+		return runTCG(imgPath, memBytes, cmdline, env, guestArgs, disks, stdin, stdout, stderr, *timeout)
 	default:
 		fmt.Fprintf(stderr, "vmm run: --accel %q: want kvm or tcg\n", *accel)
 		return exitUsage
@@ -589,7 +603,7 @@ func defaultAccel() string {
 
 // runTCG is vmm run --accel tcg: the image under QEMU's emulator, with
 // vmm run's exit statuses (tools/qemu says what differs from KVM).
-func runTCG(imgPath string, mem uint64, options, env, args []string, stdin io.Reader, stdout, stderr io.Writer, timeout time.Duration) int {
+func runTCG(imgPath string, mem uint64, options, env, args []string, disks []qemu.Disk, stdin io.Reader, stdout, stderr io.Writer, timeout time.Duration) int {
 	if err := qemu.Available(); err != nil {
 		fmt.Fprintf(stderr, "vmm run: --accel tcg: %v\n", err)
 		return exitNotStart
@@ -603,11 +617,56 @@ func runTCG(imgPath string, mem uint64, options, env, args []string, stdin io.Re
 	argv0 := "amber.argv0=" + strings.TrimSuffix(filepath.Base(imgPath), ".img")
 	status, err := qemu.Run(ctx, qemu.Config{
 		Image: imgPath, Memory: mem, Options: append([]string{argv0}, options...), Env: env, Args: args,
-		Stdin: stdin, Stdout: stdout, Stderr: stderr, Timeout: timeout,
+		Stdin: stdin, Stdout: stdout, Stderr: stderr, Timeout: timeout, Disks: disks,
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "vmm run: %v\n", err)
 		return exitNotStart
 	}
 	return status
+}
+
+// parseDisk reads --disk FILE[,readonly] and checks the file: a raw disk
+// image is a regular file (or a host block device) whose size is a whole
+// number of 512-byte sectors, readable, and writable unless readonly.
+func parseDisk(spec string) (qemu.Disk, error) {
+	d := qemu.Disk{Path: spec}
+	if i := strings.LastIndexByte(spec, ','); i >= 0 {
+		if _, err := os.Stat(spec); err == nil {
+			// A file whose name has a comma.
+		} else if opt := spec[i+1:]; opt == "readonly" {
+			d.Path, d.ReadOnly = spec[:i], true
+		} else {
+			return d, fmt.Errorf("%q: unknown option %q (want FILE or FILE,readonly)", spec, opt)
+		}
+	}
+	if d.Path == "" {
+		return d, fmt.Errorf("%q: no file named", spec)
+	}
+	st, err := os.Stat(d.Path)
+	if err != nil {
+		return d, err
+	}
+	size := st.Size()
+	switch m := st.Mode(); {
+	case m.IsDir():
+		return d, fmt.Errorf("%s is a directory, not a disk image", d.Path)
+	case m&os.ModeDevice != 0 && m&os.ModeCharDevice == 0:
+		size = -1 // a host block device: QEMU reads its size
+	case !m.IsRegular():
+		return d, fmt.Errorf("%s is not a regular file (%v): a disk image must be a file or a block device", d.Path, m.Type())
+	}
+	flag := os.O_RDWR
+	if d.ReadOnly {
+		flag = os.O_RDONLY
+	}
+	f, err := os.OpenFile(d.Path, flag, 0)
+	if err != nil {
+		return d, err
+	}
+	f.Close()
+	if size == 0 || size%512 != 0 {
+		return d, fmt.Errorf("%s: %d bytes: a disk image must be a non-empty whole number of 512-byte sectors", d.Path, size)
+	}
+	return d, nil
 }
