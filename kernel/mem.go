@@ -162,6 +162,9 @@ func mapRange(va, n uintptr, clearOld bool) bool {
 		if e == 1 {
 			continue
 		}
+		if nfmaps > 0 && fileMapAt(a) != nil {
+			continue // a file's page past its end: filled when the file grows
+		}
 		if *u64at(e)&pteP != 0 {
 			if clearOld {
 				clearPage(uintptr(*u64at(e) & pteAddrMask))

@@ -2,19 +2,24 @@
 // fits in a 512 MiB VM only if munmap gives the memory back, and checks
 // that MADV_DONTNEED makes private anonymous memory read as zeros, as
 // Linux does (the Go runtime relies on it). It prints "ALL OK" natively
-// and in the guest.
+// and in the guest. An argument sets the number of rounds.
 package main
 
 import (
 	"fmt"
 	"os"
+	"strconv"
 	"syscall"
 )
 
 func main() {
 	const size = 64 << 20
+	rounds := 100
+	if len(os.Args) > 1 {
+		rounds, _ = strconv.Atoi(os.Args[1])
+	}
 	sum := 0
-	for i := 0; i < 100; i++ {
+	for i := 0; i < rounds; i++ {
 		b, err := syscall.Mmap(-1, 0, size, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANON)
 		if err != nil {
 			fmt.Printf("mmap #%d: %v\n", i, err)
@@ -29,7 +34,7 @@ func main() {
 			os.Exit(1)
 		}
 	}
-	fmt.Println("100 cycles of 64 MiB, sum", sum)
+	fmt.Println(rounds, "cycles of 64 MiB, sum", sum)
 
 	failed := false
 	b, _ := syscall.Mmap(-1, 0, 1<<20, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANON)
