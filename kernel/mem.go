@@ -318,10 +318,12 @@ func sysMmap(f *sysFrame) int64 {
 	}
 	// Refuse a mapping the free memory cannot back before taking any of
 	// it (mapRange would map what it could and keep it).
-	if length > freeBytes() {
+	if (fresh || canFlush()) && length > freeBytes() {
 		return -eNOMEM
 	}
-	if !mapRange(addr, length, false) {
+	// clearOld matters only under a VMM that cannot flush, where
+	// unmapRange left the old pages in place: they start zeroed.
+	if !mapRange(addr, length, !fresh) {
 		unmapRange(addr, addr+length)
 		return -eNOMEM
 	}

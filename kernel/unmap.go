@@ -47,12 +47,19 @@ func pteAt(va uintptr) (uintptr, uintptr) {
 // mapping owned: for munmap every entry, for MADV_DONTNEED (dontneed)
 // only the private ones, which become pteZero. RAM's identity range is
 // left alone. It flushes the TLB once when anything changed and reports
-// whether anything did.
+// whether anything did. Under a VMM that cannot flush, nothing is
+// unmapped and MADV_DONTNEED zeroes the pages in place.
 //
 //go:nosplit
 func unmapPages(start, end uintptr, dontneed bool) bool {
 	if start < ramEnd {
 		start = ramEnd
+	}
+	if !canFlush() {
+		if dontneed {
+			clearInPlace(start, end)
+		}
+		return false
 	}
 	changed := false
 	for a := start; a < end; {
@@ -173,6 +180,45 @@ func tlbFlush(start, end uintptr) {
 }
 
 var tlbFlushes uint64
+
+// flushProbe is 0 until the first unmap asks whether the VMM flushes, then
+// 1 (it does) or 2 (it answered an error: a VMM older than HCFlushTLB).
+var flushProbe uint8
+
+// canFlush reports whether page-table entries may be removed: without a
+// flush a stale translation would reach a page after it is reused.
+//
+//go:nosplit
+func canFlush() bool {
+	if !pvHypercalls || hostedTest || noTLB {
+		return true
+	}
+	if flushProbe == 0 {
+		flushProbe = 2
+		if hcall(boot.HCFlushTLB, 0, 0, 0) == 0 {
+			flushProbe = 1
+		}
+	}
+	return flushProbe == 1
+}
+
+// clearInPlace is MADV_DONTNEED where nothing can be unmapped: the
+// private pages stay mapped and are zeroed.
+//
+//go:nosplit
+func clearInPlace(start, end uintptr) {
+	for a := start; a < end; {
+		e, size := pteAt(a)
+		if e == 0 {
+			a = a&^(size-1) + size
+			continue
+		}
+		if v := *u64at(e); v&pteP != 0 && v&pteShared == 0 {
+			clearPage(uintptr(v & pteAddrMask))
+		}
+		a += boot.PageSize
+	}
+}
 
 // noTLB is set by the kernel's tests, which walk page tables of their own
 // on the host: there is no TLB of theirs to flush.
