@@ -50,3 +50,25 @@ type TrapFrame struct {
 const (
 	ExitCrash = 125
 )
+
+// Memory hypercalls (kernel/unmap.go).
+const (
+	// HCFlushTLB: the guest changed or removed page-table entries; the VMM
+	// makes the vCPU forget cached translations before it runs again.
+	// A0, A1 = the range (informational: the flush is complete).
+	HCFlushTLB = 8
+	// HCRelease: A0 = PA of an array of ReleaseRun, A1 = its length (at
+	// most MaxReleaseRuns). The guest no longer needs those pages' contents;
+	// the VMM drops them (madvise MADV_DONTNEED), so they read as zeros.
+	// Ret = 0, or -EINVAL (nothing done) when a run is not page-aligned or
+	// leaves guest RAM.
+	HCRelease = 9
+)
+
+// ReleaseRun is one physical range of an HCRelease request.
+type ReleaseRun struct {
+	PA, Len uint64
+}
+
+// MaxReleaseRuns bounds one HCRelease request.
+const MaxReleaseRuns = 64

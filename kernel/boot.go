@@ -48,6 +48,9 @@ func kinit(startInfo uintptr) uintptr {
 	uaccessCheck()
 	fpuInit()
 	idtInit()
+	if !pvHypercalls {
+		gateInit() // kernel/unmap.go
+	}
 	memInit(si)
 	threadsInit()
 	sp := buildProcessStack(si)

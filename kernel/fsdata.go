@@ -223,6 +223,7 @@ func setSize(n *inode, size int64) int64 {
 		return -eFBIG
 	}
 	if size < n.size {
+		fileMapShrink(n, size) // kernel/mmapfile.go
 		freeFrom(n, uintptr((size+pageSize-1)/pageSize))
 		if o := uintptr(size % pageSize); o != 0 {
 			if p := blockAddr(n, uintptr(size/pageSize), false); p != 0 {

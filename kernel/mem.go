@@ -5,9 +5,8 @@ import "github.com/amberos/amber/boot"
 // Memory. Guest RAM is identity-mapped by the boot page tables; the
 // runtime's mappings (the arena at 0xc000000000 and whatever it asks for
 // without a hint) get 4 KiB pages of their own from a physical page
-// allocator. Page-table changes only ever add mappings: on shadow-paging
-// hosts a changed or removed entry stays stale until the VMM flushes, so
-// munmap and MADV_DONTNEED keep their pages.
+// allocator. munmap and MADV_DONTNEED give pages back (unmap.go); file
+// mappings are in mmapfile.go.
 
 const (
 	pteP        = 1 << 0
@@ -33,7 +32,7 @@ var (
 	physNext, physEnd uintptr // bump allocator over free RAM
 	mmapNext          uintptr = mmapBase
 	lazy              [maxLazy]struct{ start, end uintptr }
-	freeList          uintptr // freed pages, linked through their first word
+	freeList          uintptr // the top chunk of the free pages (freePage)
 	nfree             uintptr
 	nlazy             int
 )
@@ -64,11 +63,17 @@ func imageEnd() uintptr
 //go:nosplit
 func allocPage() uintptr {
 	if freeList != 0 {
-		p := freeList
-		freeList = uintptr(*u64at(p))
 		nfree--
-		clearPage(p)
-		return p
+		c := freeList
+		if k := *u64at(c + 8); k > 0 {
+			p := uintptr(*u64at(c + 8 + uintptr(k)*8))
+			*u64at(c + 8) = k - 1
+			clearPage(p)
+			return p
+		}
+		freeList = uintptr(*u64at(c))
+		clearPage(c)
+		return c
 	}
 	if physNext+boot.PageSize > physEnd {
 		return 0
@@ -78,18 +83,33 @@ func allocPage() uintptr {
 	return p
 }
 
-// freePage gives a page obtained from allocPage back. Only pages that are
-// not mapped into the runtime's address space may be freed (file data,
-// file-system metadata, pipe buffers): mappings are never removed.
+// The free pages form a stack of chunks: a chunk is a free page that
+// lists up to freeChunkCap others (word 0: the next chunk, word 1: the
+// count). Only the chunks hold anything, so a page listed in one may be
+// handed back to the host (hostRelease) and come back as zeros.
+const freeChunkCap = boot.PageSize/8 - 2
+
+// freePage gives a page obtained from allocPage back. It returns false
+// when the page became a chunk of the free stack (its contents matter
+// from now on: it must not be released to the host).
 //
 //go:nosplit
-func freePage(p uintptr) {
+func freePage(p uintptr) bool {
 	if p == 0 || p&(boot.PageSize-1) != 0 {
 		kfatal("freePage: bad page")
 	}
-	*u64at(p) = uint64(freeList)
-	freeList = p
 	nfree++
+	if c := freeList; c != 0 {
+		if k := *u64at(c + 8); k < freeChunkCap {
+			*u64at(c + 16 + uintptr(k)*8) = uint64(p)
+			*u64at(c + 8) = k + 1
+			return true
+		}
+	}
+	*u64at(p) = uint64(freeList)
+	*u64at(p + 8) = 0
+	freeList = p
+	return false
 }
 
 //go:nosplit
@@ -142,6 +162,9 @@ func mapRange(va, n uintptr, clearOld bool) bool {
 		if e == 1 {
 			continue
 		}
+		if nfmaps > 0 && fileMapAt(a) != nil {
+			continue // a file's page past its end: filled when the file grows
+		}
 		if *u64at(e)&pteP != 0 {
 			if clearOld {
 				clearPage(uintptr(*u64at(e) & pteAddrMask))
@@ -189,8 +212,9 @@ const (
 )
 
 // regions records every address range ever mapped or reserved. A range
-// is never handed out twice: munmap keeps its pages (see the top of the
-// file), so reusing the addresses would expose old contents, and Go 1.26
+// is never handed out twice (a stale translation of an unmapped address
+// can then only be reached by a program touching memory it unmapped,
+// which Linux would kill with SIGSEGV), and Go 1.26
 // picks random heap addresses that can fall anywhere below 2^46 — a hint
 // that overlaps an earlier mapping must be refused, as Linux does.
 var (
@@ -237,8 +261,11 @@ func sysMmap(f *sysFrame) int64 {
 	if length == 0 || addr&(boot.PageSize-1) != 0 {
 		return -eINVAL
 	}
+	var fm fileMap
 	if flags&mapAnonymous == 0 {
-		return -eNODEV // file mappings come with the file system
+		if r := fileMapCheck(f, &fm); r != 0 {
+			return r
+		}
 	}
 	// Linux: a length that rounds up to 0 or exceeds user space, or a
 	// fixed mapping that would end beyond it, is ENOMEM.
@@ -261,6 +288,9 @@ func sysMmap(f *sysFrame) int64 {
 	} else if addr != 0 && !regionFree(addr, length) {
 		addr = 0 // the hint is taken: pick another place, as Linux does
 	}
+	if fm.ino != 0 && fm.shared && nfmaps == maxFileMaps {
+		return -eNOMEM // Linux's vm.max_map_count
+	}
 	if addr == 0 {
 		if mmapNext+length > mmapLimit {
 			return -eNOMEM
@@ -270,31 +300,84 @@ func sysMmap(f *sysFrame) int64 {
 	} else {
 		addRegion(addr, length)
 	}
+	if !fresh {
+		// Replacing earlier mappings: they go first, as with munmap (a
+		// file's pages must not be cleared, the program's are freed).
+		unmapRange(addr, addr+length)
+	}
+	if fm.ino != 0 {
+		return fileMapInstall(&fm, addr, length)
+	}
 	if prot == protNone {
 		return int64(addr) // a reservation: committed later with MAP_FIXED
 	}
-	if flags&mapFixed == 0 && length >= lazyMin && nlazy < maxLazy {
+	if flags&mapFixed == 0 && length >= lazyMin && nlazy < maxLazy && length <= freeBytes() {
 		lazy[nlazy].start, lazy[nlazy].end = addr, addr+length
 		nlazy++
 		return int64(addr)
 	}
-	// Refuse a fresh mapping the free memory cannot back before taking
-	// any of it (mapRange would map what it could and keep it).
-	if fresh && length > freeBytes() {
+	// Refuse a mapping the free memory cannot back before taking any of
+	// it (mapRange would map what it could and keep it).
+	if (fresh || canFlush()) && length > freeBytes() {
 		return -eNOMEM
 	}
-	// A MAP_FIXED mapping over earlier ones starts zero-filled, like a
-	// fresh one: clear the pages that are already there.
+	// clearOld matters only under a VMM that cannot flush, where
+	// unmapRange left the old pages in place: they start zeroed.
 	if !mapRange(addr, length, !fresh) {
+		unmapRange(addr, addr+length)
 		return -eNOMEM
 	}
 	return int64(addr)
 }
 
-// lazyFault maps the chunk around a first touch of a lazy mapping.
+// unmapRange removes every mapping of [start, end): pages, lazy ranges
+// and file mappings.
+//
+//go:nosplit
+func unmapRange(start, end uintptr) {
+	unmapPages(start, end, false)
+	lazyRemove(start, end)
+	fileMapRemove(start, end)
+}
+
+// lazyRemove takes [start, end) out of the lazy mappings.
+//
+//go:nosplit
+func lazyRemove(start, end uintptr) {
+	for i := 0; i < nlazy; i++ {
+		l := &lazy[i]
+		if end <= l.start || start >= l.end {
+			continue
+		}
+		switch {
+		case start <= l.start && end >= l.end:
+			nlazy--
+			*l = lazy[nlazy]
+			i--
+		case start <= l.start:
+			l.start = end
+		case end >= l.end:
+			l.end = start
+		case nlazy < maxLazy:
+			lazy[nlazy].start, lazy[nlazy].end = end, l.end
+			nlazy++
+			l.end = start
+		default:
+			// No slot for the tail: it stays lazy, which only matters to a
+			// program touching memory it unmapped.
+			l.end = start
+		}
+	}
+}
+
+// lazyFault maps the chunk around a first touch of a lazy mapping, a page
+// MADV_DONTNEED released, or a page of a shared file mapping.
 //
 //go:nosplit
 func lazyFault(addr uintptr) bool {
+	if zeroFault(addr) || fileMapFault(addr) {
+		return true
+	}
 	for i := 0; i < nlazy; i++ {
 		l := &lazy[i]
 		if addr >= l.start && addr < l.end {
@@ -338,12 +421,16 @@ func recorded(addr, end uintptr) bool {
 	return true
 }
 
+// sysMunmap frees the pages of the range and forgets its mappings. The
+// addresses stay recorded (regions): they are never handed out again.
+//
 //go:nosplit
 func sysMunmap(f *sysFrame) int64 {
 	addr, n := uintptr(f.rdi), uintptr(f.rsi)
 	if addr&(boot.PageSize-1) != 0 || n == 0 || addr > userLimit || n > userLimit-addr {
 		return -eINVAL
 	}
+	unmapRange(addr, addr+(n+boot.PageSize-1)&^(boot.PageSize-1))
 	return 0
 }
 
@@ -372,8 +459,12 @@ func sysMprotect(f *sysFrame) int64 {
 }
 
 // sysMadvise: MADV_DONTNEED on private anonymous memory makes the range
-// read back as zeros on Linux, and programs rely on that; the pages stay
-// mapped here (see the top of the file), so they are cleared instead.
+// read back as zeros on Linux, and programs rely on that (the Go runtime's
+// scavenger among them): the pages are freed and their entries marked
+// pteZero, so the next touch gets a fresh zero page. Pages of shared file
+// mappings stay (Linux would read the file again: the same bytes).
+// MADV_FREE and MADV_REMOVE are not MADV_DONTNEED: the runtime only uses
+// MADV_FREE when told to (GODEBUG=madvdontneed=0) and treats it as a hint.
 //
 //go:nosplit
 func sysMadvise(f *sysFrame) int64 {
@@ -390,15 +481,7 @@ func sysMadvise(f *sysFrame) int64 {
 		return -eNOMEM
 	}
 	if f.rdx == madvDontneed {
-		// Only the runtime's own 4 KiB pages: not RAM's identity range,
-		// nor the LAPIC's 2 MiB page; unmapped stretches are skipped whole.
-		for a := addr; a < end; {
-			size, present := pageSpan(a)
-			if present && size == boot.PageSize && a >= ramEnd {
-				clearPage(virtToPhys(a) &^ (boot.PageSize - 1))
-			}
-			a = a&^(size-1) + size
-		}
+		unmapPages(addr, end, true)
 	}
 	return 0
 }

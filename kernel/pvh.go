@@ -43,10 +43,6 @@ func pvhInit(si *boot.StartInfo) {
 		kfatal("boot: the PVH memory map has no RAM at the image")
 	}
 	pml4 = boot.PML4PA
-	// Without the VMM there is no way to learn a page fault's address
-	// (CR2 is out of reach at CPL3), so no mapping may be filled lazily:
-	// a full table makes sysMmap commit every mapping at once.
-	nlazy = maxLazy
 	seed[0], seed[1] = rdtsc(), uint64(ramEnd)
 	hz := tscFrequency()
 	tsc0, unixNs := rtcNow()

@@ -187,6 +187,9 @@ func faultSignal(tf *boot.TrapFrame, cr2 uint64) (sig int, code int32, addr uint
 	case 17, 12: // #AC, #SS
 		return sigBUS, busAdrerr, 0
 	case 14: // #PF
+		if fileMapBeyondEOF(uintptr(cr2)) {
+			return sigBUS, busAdrerr, cr2
+		}
 		code := int32(segvMaperr)
 		if tf.ErrorCode&1 != 0 {
 			code = segvAccerr

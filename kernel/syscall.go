@@ -32,6 +32,7 @@ const (
 	sysAccess          = 21
 	sysSchedYieldNr    = 24
 	sysMadviseNr       = 28
+	sysMsyncNr         = 26
 	sysNanosleepNr     = 35
 	sysGetpidNr        = 39
 	sysCloneNr         = 56
@@ -156,6 +157,7 @@ var sysTable = [nsys]sysHandler{
 	sysMmapNr:          sysMmap,
 	sysMprotectNr:      sysMprotect,
 	sysMunmapNr:        sysMunmap,
+	sysMsyncNr:         sysMsync,
 	sysBrkNr:           sysBrk,
 	sysRtSigaction:     sysRtSigactionFn,
 	sysRtSigprocmask:   sysRtSigprocmaskFn,

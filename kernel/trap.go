@@ -29,11 +29,9 @@ func trap(tf *boot.TrapFrame, xsave uintptr) uintptr {
 	case 0xff: // spurious: no EOI
 		return 0
 	case vecPF:
-		if pvHypercalls {
-			cr2 = uint64(hcall(boot.HCFaultAddr, 0, 0, 0))
-			if tf.ErrorCode&1 == 0 && lazyFault(uintptr(cr2)) {
-				return 0
-			}
+		cr2 = uint64(faultAddr())
+		if tf.ErrorCode&1 == 0 && lazyFault(uintptr(cr2)) {
+			return 0
 		}
 	case vecUD:
 		if userMapped(uintptr(tf.RIP), 2) && *(*uint16)(ptr(uintptr(tf.RIP))) == 0x050f { // SYSCALL

@@ -15,9 +15,11 @@ import (
 //     userPrefix finds how much of it is the program's: below userLimit
 //     (TASK_SIZE), outside the kernel-only ranges (kernelOnlyCut), and
 //     mapped page by page — a page of a lazy mapping is filled first, as
-//     Linux's fault-in does. The kernel is never preempted, there is one
-//     vCPU and page tables only ever gain entries, so a range found valid
-//     stays valid for the rest of the call, even across a block.
+//     Linux's fault-in does. The kernel is never preempted and there is one
+//     vCPU, so a range found valid stays valid until the call blocks; a
+//     page another thread unmaps meanwhile is the exception table's case
+//     (EFAULT), one it released with MADV_DONTNEED is filled again by the
+//     page-fault handler.
 //   - An exception table behind them. The copies themselves go through
 //     ucopy and uclear (usercopy_amd64.s); a #PF or #GP at one of their
 //     instructions, on the running thread's kernel stack, resumes at
@@ -41,8 +43,9 @@ var hostedTest bool
 // mapping above it holds page tables, file data and pipe buffers.
 var poolStart uintptr
 
-// userPages caches pages found mapped for the program: mappings are
-// never removed, so an entry never goes stale.
+// userPages caches pages found mapped for the program; munmap and
+// MADV_DONTNEED drop the entries of the pages they unmap
+// (forgetUserPages).
 var userPages [64]uintptr
 
 // uaccessFaults counts the faults the exception table turned into EFAULT.

@@ -154,7 +154,7 @@ func TestUserPrefix(t *testing.T) {
 	}
 }
 
-// A page of a lazy mapping (KVM only: under QEMU nothing is lazy) is
+// A page of a lazy mapping is
 // filled by the check itself, as Linux's fault-in does, so the copy
 // that follows does not fault.
 func TestUserPrefixFillsLazyMappings(t *testing.T) {

@@ -91,6 +91,8 @@ type VM struct {
 	exitsBy   [64]int           // KVM exit reasons
 	hcallsBy  [16]int           // hypercalls by number
 	faultCR2  uint64
+
+	tlbFlushes, releasedBytes uint64 // memory the guest gave back (vmm/release.go)
 }
 
 // Mark is a point in guest time reported by kernel.Mark.
@@ -625,6 +627,10 @@ func (vm *VM) hypercall(pa uint64) (done bool, status int) {
 			status = int(h.A3)
 		}
 		return true, status
+	case boot.HCFlushTLB:
+		ret = vm.hcFlushTLB() // vmm/release.go
+	case boot.HCRelease:
+		ret = vm.hcRelease(h)
 	case boot.HCMark:
 		if len(vm.marks) < maxMarks {
 			vm.marks = append(vm.marks, Mark{ID: h.A0, SinceBoot: vm.tscToDuration(h.A1 - vm.bootTSC)})
