@@ -316,6 +316,15 @@ func consoleResult(n int, err error) int64 {
 	return -int64(unix.EIO)
 }
 
+// consoleStream is a host output stream as an io.Writer for devices: a
+// write gives up once the VM is stopping.
+type consoleStream struct {
+	o *hostOut
+	h *halter
+}
+
+func (c consoleStream) Write(p []byte) (int, error) { return c.o.write(p, c.h) }
+
 // stderrWriter is VM.Stderr: the VMM's own messages on the guest's
 // stderr stream, under the same rules.
 type stderrWriter struct{ vm *VM }

@@ -83,7 +83,7 @@ func (img *Image) PVHEntry() (uint32, error) {
 // and the SYSCALL MSRs are set as for the direct boot; the entry keeps SCE
 // when it turns long mode on.
 func (vm *VM) setupVCPUPVH(entry uint32, lstar, entryLSTAR uint64) error {
-	fd := vm.vcpuFd
+	fd := vm.vcpu.fd
 	s, err := vm.cpuidAndSregs()
 	if err != nil {
 		return err

@@ -104,7 +104,7 @@ const (
 // setupVCPU loads the boot register state: long mode at CPL3, IF set for
 // good, IOPL 3, RIP at the kernel entry, RBX at the start info.
 func (vm *VM) setupVCPU(entry, lstar, entryLSTAR uint64) error {
-	fd := vm.vcpuFd
+	fd := vm.vcpu.fd
 	s, err := vm.cpuidAndSregs()
 	if err != nil {
 		return err
@@ -134,10 +134,10 @@ func (vm *VM) cpuidAndSregs() (*kvm.Sregs, error) {
 	if err := kvm.GetSupportedCPUID(vm.kvmFd, cpuid); err != nil {
 		return nil, fmt.Errorf("KVM_GET_SUPPORTED_CPUID: %w", err)
 	}
-	if err := kvm.SetCPUID2(vm.vcpuFd, cpuid); err != nil {
+	if err := kvm.SetCPUID2(vm.vcpu.fd, cpuid); err != nil {
 		return nil, fmt.Errorf("KVM_SET_CPUID2: %w", err)
 	}
-	s, err := kvm.GetSregs(vm.vcpuFd)
+	s, err := kvm.GetSregs(vm.vcpu.fd)
 	if err != nil {
 		return nil, fmt.Errorf("KVM_GET_SREGS: %w", err)
 	}
@@ -177,7 +177,7 @@ func loadControlState(fd uintptr, s *kvm.Sregs, lstar, entryLSTAR uint64) error 
 // guestTSC reads the vCPU's time-stamp counter.
 func (vm *VM) guestTSC() (uint64, error) {
 	msrs := &kvm.MSRS{NMSRs: 1, Entries: []kvm.MSREntry{{Index: msrTSC}}}
-	if err := kvm.GetMSRs(vm.vcpuFd, msrs); err != nil {
+	if err := kvm.GetMSRs(vm.vcpu.fd, msrs); err != nil {
 		return 0, fmt.Errorf("reading the guest TSC: %w", err)
 	}
 	return msrs.Entries[0].Data, nil
