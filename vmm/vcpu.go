@@ -275,7 +275,7 @@ func (c *VCPU) ioData() (port uint16, out bool, size int, data []byte) {
 // phys_addr, data[8], len, is_write). A read is answered by filling data,
 // which KVM copies to the guest on the next entry.
 func (c *VCPU) mmioData() (addr uint64, out bool, data []byte) {
-	d := (*[24]byte)(unsafe.Pointer(&c.run.Data[0]))
+	d := c.mmioBytes()
 	addr = binary.LittleEndian.Uint64(d[0:])
 	n := min(binary.LittleEndian.Uint32(d[16:]), 8)
 	return addr, d[20] != 0, d[8 : 8+n]
@@ -291,4 +291,9 @@ func (c *VCPU) kick() {
 	if tid := c.tid.Load(); tid != 0 {
 		unix.Tgkill(unix.Getpid(), int(tid), unix.SIGURG)
 	}
+}
+
+// mmioBytes is the run area's mmio member.
+func (c *VCPU) mmioBytes() *[24]byte {
+	return (*[24]byte)(unsafe.Pointer(&c.run.Data[0]))
 }
