@@ -273,6 +273,8 @@ var sysTable = [nsys]sysHandler{
 	sysAmberLoadFiles: sysAmberLoadFilesFn,
 	// Tests reach the exception table through it (uaccess.go).
 	sysAmberUaccessProbe: sysAmberUaccessProbeFn,
+	// Guest tests wait for device interrupts through it (irq.go).
+	boot.SysAmberIRQCount: sysAmberIRQCountFn,
 }
 
 // reported remembers which unimplemented calls were already named.

@@ -47,6 +47,9 @@ type Config struct {
 	// vCPU starts at the image's 32-bit PVH entry, as under other VMMs;
 	// vmm/pvh.go).
 	Boot string
+	// DebugDevice adds the MMIO test device of boot/debugdev.go (doorbell
+	// through ioeventfd, interrupt through irqfd); direct boot only.
+	DebugDevice bool
 }
 
 // DefaultMemory is the guest RAM size when Config.Memory is 0.
@@ -245,6 +248,14 @@ func New(cfg Config) (_ *VM, err error) {
 	}
 	if err = vm.addDevices(); err != nil {
 		return nil, err
+	}
+	if cfg.DebugDevice {
+		if pvhEntry != 0 {
+			return nil, errors.New("the debug device needs the direct boot (its page is mapped in the boot page tables)")
+		}
+		if err = vm.addDebugDevice(); err != nil {
+			return nil, err
+		}
 	}
 	return vm, nil
 }

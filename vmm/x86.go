@@ -182,3 +182,25 @@ func (vm *VM) guestTSC() (uint64, error) {
 	}
 	return msrs.Entries[0].Data, nil
 }
+
+// mapMMIOPage maps the 2 MiB page holding the device window at pa (above
+// RAM, below 4 GiB) in the boot page tables: identity, user-accessible,
+// uncached. Guest code then reaches the device with plain loads and
+// stores; the address has no memory slot, so each access is an MMIO exit
+// (or an ioeventfd) in KVM.
+func mapMMIOPage(m *GuestMemory, pa uint64) error {
+	const p, w, u, pwt, pcd, ps = 1, 2, 4, 8, 0x10, 0x80
+	g := pa >> 30
+	if pa < m.Size() || g >= boot.MaxBootPDs {
+		return fmt.Errorf("MMIO window %#x is not between RAM's end (%#x) and the boot page tables' reach", pa, m.Size())
+	}
+	tables, err := m.Slice(boot.PML4PA, boot.FirstPDPA+boot.MaxBootPDs*0x1000-boot.PML4PA)
+	if err != nil {
+		return err
+	}
+	le := binary.LittleEndian
+	pd := boot.FirstPDPA + g*0x1000
+	le.PutUint64(tables[boot.PDPTPA-boot.PML4PA+g*8:], pd|p|w|u)
+	le.PutUint64(tables[pd-boot.PML4PA+(pa>>21&511)*8:], pa&^(1<<21-1)|p|w|u|pwt|pcd|ps)
+	return nil
+}
