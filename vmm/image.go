@@ -29,8 +29,8 @@ type Image struct {
 	lstar    uint64 // kernel.lstarEntry
 	note     boot.AmberNote
 	notes    []elfnote.Note // all of them, descriptors aliasing raw
-	mapped   bool // raw is an mmap of the snapshot
-	fd       int  // the snapshot (a sealed memfd), for mapping segments into guest memory; -1 if none
+	mapped   bool           // raw is an mmap of the snapshot
+	fd       int            // the snapshot (a sealed memfd), for mapping segments into guest memory; -1 if none
 }
 
 // ErrNotImage is wrapped by every error that means "this file is not a
