@@ -3,6 +3,7 @@ package vmm
 import (
 	"bytes"
 	"fmt"
+	"math/bits"
 	"regexp"
 	"strconv"
 	"testing"
@@ -145,5 +146,46 @@ func TestVCPUStateRoundTrip(t *testing.T) {
 	}
 	if svr := uint32(after.LAPIC.Regs[0xf0]) | uint32(after.LAPIC.Regs[0xf1])<<8; svr&0x1ff != 0x1ff {
 		t.Errorf("LAPIC SVR %#x after the guest ran, want enabled with vector 0xff", svr)
+	}
+}
+
+// KVM logs the guest's writes to its RAM once asked to, and each read of
+// the log starts a new one. Its stack and data are written while it
+// runs; nothing is written after it ended.
+func TestDirtyLog(t *testing.T) {
+	needKVM(t)
+	img, err := OpenImage(testImage(t, "../apps/hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer img.Close()
+	vm, err := New(Config{Image: img})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vm.Close()
+	if err := vm.LogDirtyPages(); err != nil {
+		t.Fatal(err)
+	}
+	if status, err := vm.Run(); err != nil || status != 0 {
+		t.Fatalf("status %d, err %v", status, err)
+	}
+	count := func() (n int) {
+		b, err := vm.DirtyPages()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range b {
+			n += bits.OnesCount64(w)
+		}
+		return n
+	}
+	first, second := count(), count()
+	if first == 0 || second != 0 {
+		t.Errorf("dirty pages: %d during the run, %d after the first read; want some, then none", first, second)
+	}
+	t.Logf("%d pages dirtied by hello", first)
+	if s := vm.DeviceStates(); s["pio/uart"] != (uartState{}) {
+		t.Errorf("device states %v", s)
 	}
 }

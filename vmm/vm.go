@@ -197,9 +197,8 @@ func New(cfg Config) (_ *VM, err error) {
 	default:
 		return nil, fmt.Errorf("unknown boot path %q (want direct or pvh)", cfg.Boot)
 	}
-	region := &kvm.UserspaceMemoryRegion{Slot: 0, GuestPhysAddr: 0, MemorySize: cfg.Memory, UserspaceAddr: uint64(uintptr(unsafe.Pointer(&vm.mem.mem[0])))}
-	if err = kvm.SetUserMemoryRegion(vm.vmFd, region); err != nil {
-		return nil, fmt.Errorf("KVM_SET_USER_MEMORY_REGION: %w", err)
+	if err = vm.setMemoryRegion(0); err != nil {
+		return nil, err
 	}
 	// An in-kernel local APIC (its timer drives preemption; device MSIs
 	// reach it through irqfd) without an exit to this process per
@@ -260,6 +259,45 @@ func New(cfg Config) (_ *VM, err error) {
 	return vm, nil
 }
 
+// setMemoryRegion registers guest RAM as slot 0 with flags.
+func (vm *VM) setMemoryRegion(flags uint32) error {
+	region := &kvm.UserspaceMemoryRegion{Slot: 0, Flags: flags, GuestPhysAddr: 0, MemorySize: vm.mem.Size(), UserspaceAddr: uint64(uintptr(unsafe.Pointer(&vm.mem.mem[0])))}
+	if err := kvm.SetUserMemoryRegion(vm.vmFd, region); err != nil {
+		return fmt.Errorf("KVM_SET_USER_MEMORY_REGION: %w", err)
+	}
+	return nil
+}
+
+// LogDirtyPages makes KVM record the guest's writes to its RAM, for
+// DirtyPages: the base of incremental snapshots.
+func (vm *VM) LogDirtyPages() error { return vm.setMemoryRegion(memLogDirtyPages) }
+
+// DirtyPages returns a bitmap of the 4 KiB pages of RAM the guest wrote
+// since LogDirtyPages or the last call (bit i of word i/64: page i), and
+// starts a new log. Writes by the VMM itself are not in it.
+func (vm *VM) DirtyPages() ([]uint64, error) {
+	pages := vm.mem.Size() / boot.PageSize
+	bitmap := make([]uint64, (pages+63)/64)
+	if err := getDirtyLog(vm.vmFd, 0, bitmap); err != nil {
+		return nil, fmt.Errorf("KVM_GET_DIRTY_LOG: %w", err)
+	}
+	return bitmap, nil
+}
+
+// DeviceStates returns the state of every device that has one, by name,
+// as plain Go values (Snapshotter).
+func (vm *VM) DeviceStates() map[string]any {
+	m := map[string]any{}
+	for _, b := range []*Bus{&vm.pioBus, &vm.mmioBus} {
+		for _, r := range b.ranges {
+			if s, ok := r.dev.(Snapshotter); ok {
+				m[b.name+"/"+r.name] = s.SaveState()
+			}
+		}
+	}
+	return m
+}
+
 // initConsole sets up the console streams and input.
 func (vm *VM) initConsole() (err error) {
 	if vm.halt, err = newHalter(); err != nil {
@@ -273,6 +311,7 @@ func (vm *VM) initConsole() (err error) {
 // addDevices builds the devices, each handed what it uses, and places
 // them on the buses.
 func (vm *VM) addDevices() error {
+	vm.pioBus.name, vm.mmioBus.name = "pio", "mmio"
 	for _, d := range []struct {
 		name       string
 		bus        *Bus
