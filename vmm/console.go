@@ -132,11 +132,13 @@ func newHostOut(w io.Writer) *hostOut {
 		}
 	}
 	if !o.direct && o.fd < 0 {
-		o.req, o.done = make(chan []byte), make(chan outResult, 1)
+		req, done := make(chan []byte), make(chan outResult, 1)
+		o.req, o.done = req, done
+		// The goroutine holds its own copies: close clears o.req.
 		go func() {
-			for p := range o.req {
+			for p := range req {
 				n, err := w.Write(p)
-				o.done <- outResult{n, err}
+				done <- outResult{n, err}
 			}
 		}()
 	}

@@ -2,6 +2,7 @@ package vmm
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"math/bits"
 	"regexp"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/amberos/amber/boot"
 	"github.com/amberos/amber/vmm/crash"
+	"golang.org/x/sys/unix"
 )
 
 // The debug device's page is mapped identity and uncached for the guest,
@@ -187,5 +189,48 @@ func TestDirtyLog(t *testing.T) {
 	t.Logf("%d pages dirtied by hello", first)
 	if s := vm.DeviceStates(); s["pio/uart"] != (uartState{}) {
 		t.Errorf("device states %v", s)
+	}
+}
+
+// The debug device without KVM: its doorbell and interrupt are plain
+// eventfds. A doorbell write that reaches the device (an MMIO exit, as
+// when no ioeventfd took it) wakes its goroutine, which counts it and
+// raises the interrupt, which ends an idle wait.
+func TestDebugDeviceServes(t *testing.T) {
+	bellFd, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(bellFd)
+	irqFd, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(irqFd)
+	woken := make(chan struct{}, 16)
+	irq := &Interrupt{Vector: boot.DebugDevIRQ, fd: irqFd, wake: func() { woken <- struct{}{} }}
+	d := newDebugDevice(&doorbell{fd: bellFd}, irq)
+	defer d.close()
+	reg := func(off uint64) uint32 {
+		b := make([]byte, 4)
+		d.Read(off, b)
+		return binary.LittleEndian.Uint32(b)
+	}
+	if reg(boot.DebugDevID) != boot.DebugDevMagic || reg(boot.DebugDevVector) != boot.DebugDevIRQ {
+		t.Fatalf("ID %#x, vector %#x", reg(boot.DebugDevID), reg(boot.DebugDevVector))
+	}
+	for i := 1; i <= 3; i++ {
+		d.Write(boot.DebugDevDoorbell, []byte{1, 0, 0, 0})
+		<-woken
+		var b [8]byte
+		if _, err := unix.Read(irqFd, b[:]); err != nil || binary.LittleEndian.Uint64(b[:]) != 1 {
+			t.Fatalf("ring %d: interrupt eventfd %v, %v", i, b, err)
+		}
+		if got := reg(boot.DebugDevServed); got != uint32(i) {
+			t.Fatalf("served %d after %d rings", got, i)
+		}
+	}
+	if s := d.SaveState(); s != (debugDevState{Served: 3}) {
+		t.Errorf("state %+v", s)
 	}
 }
