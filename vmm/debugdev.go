@@ -109,7 +109,6 @@ func (vm *VM) addDebugDevice() error {
 	if err := vm.mmioBus.Add("debug", boot.DebugDevPA, boot.DebugDevSize, d); err != nil {
 		return err
 	}
-	vm.devices = append(vm.devices, d)
 	if err := mapMMIOPage(vm.mem, boot.DebugDevPA); err != nil {
 		return fmt.Errorf("debug device: %w", err)
 	}

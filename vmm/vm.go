@@ -81,8 +81,7 @@ type VM struct {
 	stdout, stderr *hostOut
 	halt           *halter // set when the VM is to stop: blocked console writes give up
 
-	lstarMode bool // EFER.SCE set: a stray SYSCALL lands at LSTAR
-	devices   []Device
+	lstarMode bool           // EFER.SCE set: a stray SYSCALL lands at LSTAR
 	closers   []func() error // devices' and interrupts' resources
 
 	stop      atomic.Bool
@@ -325,7 +324,6 @@ func (vm *VM) addDevices() error {
 		if err := d.bus.Add(d.name, d.base, d.size, d.dev); err != nil {
 			return err
 		}
-		vm.devices = append(vm.devices, d.dev)
 	}
 	return nil
 }
