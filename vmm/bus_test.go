@@ -270,3 +270,29 @@ func TestHypercallTable(t *testing.T) {
 		t.Errorf("exits %v", e)
 	}
 }
+
+// The run area's offset and sizes come from KVM, but are checked anyway:
+// an I/O exit whose data would lie outside the run area gives no data,
+// and an MMIO exit's length is capped at its 8-byte buffer.
+func TestExitDataBounds(t *testing.T) {
+	g := newFakeGuest(t, Config{})
+	c := g.vm.vcpu
+	r := c.run
+	r.Data[0] = 1 | 4<<8 | 0x510<<16 | 1<<32
+	for _, off := range []uint64{uint64(len(c.runMap)) - 3, uint64(len(c.runMap)) + 1, ^uint64(0) - 1} {
+		r.Data[1] = off
+		if _, _, _, data := c.ioData(); data != nil {
+			t.Errorf("offset %#x: %d bytes of data", off, len(data))
+		}
+	}
+	r.Data[0] = 1 | 4<<8 | 0x510<<16 | 0x40000000<<32 // a count that overflows
+	r.Data[1] = 8
+	if _, _, _, data := c.ioData(); data != nil {
+		t.Errorf("count 2^30: %d bytes of data", len(data))
+	}
+	d := c.mmioBytes()
+	binary.LittleEndian.PutUint32(d[16:], 4096)
+	if _, _, data := c.mmioData(); len(data) != 8 {
+		t.Errorf("MMIO length 4096 gave %d bytes", len(data))
+	}
+}
