@@ -158,9 +158,11 @@ func (c *VCPU) SaveState() (*VCPUState, error) {
 	return s, nil
 }
 
-// RestoreState loads a saved state. The order follows Firecracker's
-// (vmm/src/arch/x86_64/vcpu.rs): special registers before the MSRs and
-// the LAPIC that depend on them, pending events last.
+// RestoreState loads a saved state, in the order Firecracker's
+// restore_state keeps for KVM's sake: SET_SREGS restores the APIC base,
+// so it comes before SET_LAPIC; the TSC deadline MSR only loads into a
+// configured LAPIC, so SET_LAPIC comes before SET_MSRS; SET_REGS clears
+// pending exceptions, so SET_VCPU_EVENTS comes last.
 func (c *VCPU) RestoreState(s *VCPUState) error {
 	if err := c.SetSregs(&s.Sregs); err != nil {
 		return err
