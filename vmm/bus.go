@@ -63,7 +63,7 @@ func (b *Bus) Add(name string, base, size uint64, dev Device) error {
 
 // find returns the device whose range holds all of [addr, addr+n).
 func (b *Bus) find(addr uint64, n int) (*busRange, bool) {
-	// Few devices: a linear scan beats the binary search's closure.
+	// A handful of devices: a linear scan.
 	for i := range b.ranges {
 		r := &b.ranges[i]
 		if addr >= r.base && addr-r.base < r.size {
