@@ -276,6 +276,8 @@ var sysTable = [nsys]sysHandler{
 	// Tests reach the exception table through it (uaccess.go).
 	sysAmberUaccessProbe: sysAmberUaccessProbeFn,
 	sysAmberService:      sysAmberServiceFn,
+	// Guest tests wait for device interrupts through it (irq.go).
+	boot.SysAmberIRQCount: sysAmberIRQCountFn,
 }
 
 // reported remembers which unimplemented calls were already named.

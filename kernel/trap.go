@@ -22,12 +22,11 @@ const (
 //
 //go:nosplit
 func trap(tf *boot.TrapFrame, xsave uintptr) uintptr {
+	if tf.Vector >= 32 {
+		return irqDispatch(tf, xsave) // irq.go
+	}
 	cr2 := uint64(0)
 	switch tf.Vector {
-	case timerVector:
-		return timerInterrupt(tf, xsave)
-	case 0xff: // spurious: no EOI
-		return 0
 	case vecPF:
 		cr2 = uint64(faultAddr())
 		if tf.ErrorCode&1 == 0 && lazyFault(uintptr(cr2)) {

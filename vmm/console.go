@@ -132,11 +132,13 @@ func newHostOut(w io.Writer) *hostOut {
 		}
 	}
 	if !o.direct && o.fd < 0 {
-		o.req, o.done = make(chan []byte), make(chan outResult, 1)
+		req, done := make(chan []byte), make(chan outResult, 1)
+		o.req, o.done = req, done
+		// The goroutine holds its own copies: close clears o.req.
 		go func() {
-			for p := range o.req {
+			for p := range req {
 				n, err := w.Write(p)
-				o.done <- outResult{n, err}
+				done <- outResult{n, err}
 			}
 		}()
 	}
@@ -315,6 +317,15 @@ func consoleResult(n int, err error) int64 {
 	}
 	return -int64(unix.EIO)
 }
+
+// consoleStream is a host output stream as an io.Writer for devices: a
+// write gives up once the VM is stopping.
+type consoleStream struct {
+	o *hostOut
+	h *halter
+}
+
+func (c consoleStream) Write(p []byte) (int, error) { return c.o.write(p, c.h) }
 
 // stderrWriter is VM.Stderr: the VMM's own messages on the guest's
 // stderr stream, under the same rules.

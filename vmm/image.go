@@ -10,6 +10,7 @@ import (
 	"os"
 
 	"github.com/amberos/amber/boot"
+	"github.com/amberos/amber/boot/elfnote"
 	"golang.org/x/sys/unix"
 )
 
@@ -27,8 +28,9 @@ type Image struct {
 	raw      []byte
 	lstar    uint64 // kernel.lstarEntry
 	note     boot.AmberNote
-	mapped   bool // raw is an mmap of the snapshot
-	fd       int  // the snapshot (a sealed memfd), for mapping segments into guest memory; -1 if none
+	notes    []elfnote.Note // all of them, descriptors aliasing raw
+	mapped   bool           // raw is an mmap of the snapshot
+	fd       int            // the snapshot (a sealed memfd), for mapping segments into guest memory; -1 if none
 }
 
 // ErrNotImage is wrapped by every error that means "this file is not a
@@ -214,7 +216,8 @@ func ParseImage(path string, raw []byte) (*Image, error) {
 	return img, nil
 }
 
-// readNotes finds the Amber ABI note that `vmm build` adds.
+// readNotes reads the image's notes (boot/elfnote) and finds the Amber
+// ABI note that `vmm build` adds.
 func (img *Image) readNotes() error {
 	found := false
 	for _, p := range img.File.Progs {
@@ -225,26 +228,20 @@ func (img *Image) readNotes() error {
 		if !ok {
 			return fmt.Errorf("%s: note segment at file offset %#x, %d bytes, extends past the end of the file (%d bytes): %w", img.Path, p.Off, p.Filesz, len(img.raw), ErrNotImage)
 		}
-		for len(data) >= 12 {
-			namesz := uint64(binary.LittleEndian.Uint32(data[0:]))
-			descsz := uint64(binary.LittleEndian.Uint32(data[4:]))
-			typ := binary.LittleEndian.Uint32(data[8:])
-			nameEnd := 12 + (namesz+3)&^3
-			descEnd := nameEnd + (descsz+3)&^3
-			if namesz > uint64(len(data)) || descsz > uint64(len(data)) || descEnd > uint64(len(data)) {
-				return fmt.Errorf("%s: malformed ELF note: %w", img.Path, ErrNotImage)
+		notes, err := elfnote.Parse(data, elfnote.Align(p.Align))
+		if err != nil {
+			return fmt.Errorf("%s: malformed ELF note: %v: %w", img.Path, err, ErrNotImage)
+		}
+		img.notes = append(img.notes, notes...)
+	}
+	for _, n := range img.notes {
+		if n.Name == boot.NoteNameAmber && n.Type == boot.NoteTypeABI && len(n.Desc) >= 4 {
+			img.ABI = binary.LittleEndian.Uint32(n.Desc)
+			k, err := binary.Decode(n.Desc, binary.LittleEndian, &img.note)
+			if err == nil {
+				img.GoVersion = string(bytes.TrimRight(n.Desc[k:], "\x00"))
 			}
-			name := string(bytes.TrimRight(data[12:12+namesz], "\x00"))
-			desc := data[nameEnd : nameEnd+descsz]
-			if name == boot.NoteNameAmber && typ == boot.NoteTypeABI && len(desc) >= 4 {
-				img.ABI = binary.LittleEndian.Uint32(desc)
-				n, err := binary.Decode(desc, binary.LittleEndian, &img.note)
-				if err == nil {
-					img.GoVersion = string(bytes.TrimRight(desc[n:], "\x00"))
-				}
-				found = true
-			}
-			data = data[descEnd:]
+			found = true
 		}
 	}
 	if !found {

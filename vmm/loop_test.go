@@ -36,8 +36,8 @@ func newFakeGuest(t *testing.T, cfg Config) *fakeGuest {
 	if err != nil {
 		t.Fatal(err)
 	}
-	vm := &VM{cfg: cfg, mem: &GuestMemory{mem: make([]byte, 1<<20)}, runMap: runMap,
-		run: (*kvm.RunData)(unsafe.Pointer(&runMap[0])), tscHz: 1e9}
+	vcpu := &VCPU{runMap: runMap, run: (*kvm.RunData)(unsafe.Pointer(&runMap[0]))}
+	vm := &VM{cfg: cfg, mem: &GuestMemory{mem: make([]byte, 1<<20)}, vcpu: vcpu, tscHz: 1e9}
 	if vm.cfg.Stdout == nil {
 		vm.cfg.Stdout = &bytes.Buffer{}
 	}
@@ -47,9 +47,12 @@ func newFakeGuest(t *testing.T, cfg Config) *fakeGuest {
 	if err := vm.initConsole(); err != nil {
 		t.Fatal(err)
 	}
+	if err := vm.addDevices(); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { vm.Close() }) // unmaps the run area
 	g := &fakeGuest{t: t, vm: vm}
-	vm.enter = func() unix.Errno {
+	vm.vcpu.enter = func() unix.Errno {
 		if g.runs >= len(g.steps) {
 			t.Fatalf("KVM_RUN #%d: the guest script has ended", g.runs+1)
 		}
@@ -69,10 +72,10 @@ func (g *fakeGuest) hypercall(nr, a0, a1, a2 uint64) {
 		le.PutUint64(b[8:], a0)
 		le.PutUint64(b[16:], a1)
 		le.PutUint64(b[24:], a2)
-		g.vm.run.ExitReason = uint32(kvm.EXITIO)
-		g.vm.run.Data[0] = 1 | 4<<8 | boot.HypercallPort<<16 | 1<<32 // out, 4 bytes, once
-		g.vm.run.Data[1] = fakeIOOff
-		le.PutUint32(g.vm.runMap[fakeIOOff:], fakeBlockPA)
+		g.vm.vcpu.run.ExitReason = uint32(kvm.EXITIO)
+		g.vm.vcpu.run.Data[0] = 1 | 4<<8 | boot.HypercallPort<<16 | 1<<32 // out, 4 bytes, once
+		g.vm.vcpu.run.Data[1] = fakeIOOff
+		le.PutUint32(g.vm.vcpu.runMap[fakeIOOff:], fakeBlockPA)
 		return 0
 	})
 }
@@ -205,7 +208,7 @@ func TestKicksLoseNothing(t *testing.T) {
 		t.Errorf("after %d kicks: %d bytes out of %d in; first difference at byte %d\nstderr:\n%s",
 			kicks, out.Len(), len(in), firstDiff(out.Bytes(), in), errOut.String())
 	}
-	t.Logf("%d kicks, %d interrupted runs", kicks, vm.exitsBy[kvm.EXITINTR])
+	t.Logf("%d kicks, %d interrupted runs", kicks, vm.vcpu.exits[kvm.EXITINTR])
 }
 
 func firstDiff(a, b []byte) int {

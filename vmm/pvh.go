@@ -1,7 +1,6 @@
 package vmm
 
 import (
-	"bytes"
 	"debug/elf"
 	"encoding/binary"
 	"errors"
@@ -26,40 +25,23 @@ var ErrNoPVHNote = errors.New("no usable PVH entry note")
 // (XEN_ELFNOTE_PHYS32_ENTRY), checked to lie inside a loaded segment.
 func (img *Image) PVHEntry() (uint32, error) {
 	var found []uint32
-	for _, p := range img.File.Progs {
-		if p.Type != elf.PT_NOTE {
+	le := binary.LittleEndian
+	for _, n := range img.notes { // parsed and checked by ParseImage
+		if n.Name != boot.NoteNameXen || n.Type != boot.NoteTypePVH {
 			continue
 		}
-		data, ok := img.segmentData(p)
-		if !ok {
-			return 0, fmt.Errorf("%s: corrupt PVH note: note segment extends past the end of the file: %w", img.Path, ErrNoPVHNote)
-		}
-		for len(data) >= 12 {
-			le := binary.LittleEndian
-			namesz, descsz, typ := uint64(le.Uint32(data)), uint64(le.Uint32(data[4:])), le.Uint32(data[8:])
-			nameEnd := 12 + (namesz+3)&^3
-			descEnd := nameEnd + (descsz+3)&^3
-			if namesz > uint64(len(data)) || descsz > uint64(len(data)) || descEnd > uint64(len(data)) {
-				return 0, fmt.Errorf("%s: corrupt PVH note: malformed ELF note segment: %w", img.Path, ErrNoPVHNote)
+		// The ABI says a 32-bit value; some producers write 64 bits.
+		switch len(n.Desc) {
+		case 4:
+			found = append(found, le.Uint32(n.Desc))
+		case 8:
+			v := le.Uint64(n.Desc)
+			if v > 0xffffffff {
+				return 0, fmt.Errorf("%s: corrupt PVH note: entry %#x is above 4 GiB: %w", img.Path, v, ErrNoPVHNote)
 			}
-			name := string(bytes.TrimRight(data[12:12+namesz], "\x00"))
-			desc := data[nameEnd : nameEnd+descsz]
-			if name == boot.NoteNameXen && typ == boot.NoteTypePVH {
-				// The ABI says a 32-bit value; some producers write 64 bits.
-				switch len(desc) {
-				case 4:
-					found = append(found, le.Uint32(desc))
-				case 8:
-					v := le.Uint64(desc)
-					if v > 0xffffffff {
-						return 0, fmt.Errorf("%s: corrupt PVH note: entry %#x is above 4 GiB: %w", img.Path, v, ErrNoPVHNote)
-					}
-					found = append(found, uint32(v))
-				default:
-					return 0, fmt.Errorf("%s: corrupt PVH note: descriptor of %d bytes, want a 4-byte entry address: %w", img.Path, len(desc), ErrNoPVHNote)
-				}
-			}
-			data = data[descEnd:]
+			found = append(found, uint32(v))
+		default:
+			return 0, fmt.Errorf("%s: corrupt PVH note: descriptor of %d bytes, want a 4-byte entry address: %w", img.Path, len(n.Desc), ErrNoPVHNote)
 		}
 	}
 	switch {
@@ -83,7 +65,7 @@ func (img *Image) PVHEntry() (uint32, error) {
 // and the SYSCALL MSRs are set as for the direct boot; the entry keeps SCE
 // when it turns long mode on.
 func (vm *VM) setupVCPUPVH(entry uint32, lstar, entryLSTAR uint64) error {
-	fd := vm.vcpuFd
+	fd := vm.vcpu.fd
 	s, err := vm.cpuidAndSregs()
 	if err != nil {
 		return err

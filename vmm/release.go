@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"github.com/amberos/amber/boot"
-	"github.com/bobuhiro11/gokvm/kvm"
 	"golang.org/x/sys/unix"
 )
 
@@ -19,33 +18,33 @@ import (
 // (and with it the shadow page tables and the TLB). CR3's PWT bit (3)
 // differs and is harmless: the root table is ordinary write-back RAM
 // either way.
-func (vm *VM) hcFlushTLB() int64 {
-	s, err := kvm.GetSregs(vm.vcpuFd)
+func hcFlushTLB(vm *VM, _ *boot.Hypercall) (int64, bool) {
+	s, err := vm.vcpu.Sregs()
 	if err != nil {
-		return -5 // EIO
+		return -5, true // EIO
 	}
 	s.CR3 ^= 1 << 3
-	if err := kvm.SetSregs(vm.vcpuFd, s); err != nil {
-		return -5
+	if err := vm.vcpu.SetSregs(s); err != nil {
+		return -5, true
 	}
 	vm.tlbFlushes++
-	return 0
+	return 0, true
 }
 
 // hcRelease serves HCRelease: A0 = the PA of the ReleaseRun array, A1 =
 // its length.
-func (vm *VM) hcRelease(h boot.Hypercall) int64 {
+func hcRelease(vm *VM, h *boot.Hypercall) (int64, bool) {
 	runs, err := vm.mem.releaseRuns(h.A0, h.A1)
 	if err == nil {
 		err = vm.mem.release(runs)
 	}
 	if err != nil {
-		return -22 // EINVAL
+		return -22, true // EINVAL
 	}
 	for _, r := range runs {
 		vm.releasedBytes += r.Len
 	}
-	return 0
+	return 0, true
 }
 
 // releaseRuns reads n ReleaseRuns at pa, checking the array against guest

@@ -76,7 +76,7 @@ func TestReleaseHypercallRejectsBadRequests(t *testing.T) {
 		{"too many runs", 0x8000, boot.MaxReleaseRuns + 1, false},
 		{"a run beyond RAM", 0x8000, 1, false},
 	} {
-		if r := g.vm.hcRelease(boot.Hypercall{Nr: boot.HCRelease, A0: c.pa, A1: c.n}); (r == 0) != c.wantOK {
+		if r, _ := hcRelease(g.vm, &boot.Hypercall{Nr: boot.HCRelease, A0: c.pa, A1: c.n}); (r == 0) != c.wantOK {
 			t.Errorf("%s: returned %d", c.name, r)
 		}
 	}

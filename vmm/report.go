@@ -21,14 +21,14 @@ var (
 // Stderr and returns ExitCrash.
 func (vm *VM) crashReport(tf *boot.TrapFrame, reason string) int {
 	r := crash.Report{Reason: reason, Vector: -1, Mem: crash.VirtMemory{Phys: vm.mem, CR3: boot.PML4PA}}
-	if regs, err := kvm.GetRegs(vm.vcpuFd); err == nil {
+	if regs, err := kvm.GetRegs(vm.vcpu.fd); err == nil {
 		r.Regs = crash.Regs{
 			RAX: regs.RAX, RBX: regs.RBX, RCX: regs.RCX, RDX: regs.RDX, RSI: regs.RSI, RDI: regs.RDI,
 			RSP: regs.RSP, RBP: regs.RBP, R8: regs.R8, R9: regs.R9, R10: regs.R10, R11: regs.R11,
 			R12: regs.R12, R13: regs.R13, R14: regs.R14, R15: regs.R15, RIP: regs.RIP, RFLAGS: regs.RFLAGS,
 		}
 	}
-	if s, err := kvm.GetSregs(vm.vcpuFd); err == nil {
+	if s, err := kvm.GetSregs(vm.vcpu.fd); err == nil {
 		r.Regs.CS, r.Regs.SS = s.CS.Selector, s.SS.Selector
 		r.Regs.FSBase, r.Regs.GSBase, r.Regs.CR2, r.Regs.CR3 = s.FS.Base, s.GS.Base, s.CR2, s.CR3
 	}

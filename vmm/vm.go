@@ -47,6 +47,9 @@ type Config struct {
 	// vCPU starts at the image's 32-bit PVH entry, as under other VMMs;
 	// vmm/pvh.go).
 	Boot string
+	// DebugDevice adds the MMIO test device of boot/debugdev.go (doorbell
+	// through ioeventfd, interrupt through irqfd); direct boot only.
+	DebugDevice bool
 }
 
 // DefaultMemory is the guest RAM size when Config.Memory is 0.
@@ -60,14 +63,15 @@ const (
 
 // VM is a running or runnable microVM.
 type VM struct {
-	cfg    Config
-	img    *Image
-	kvmFd  uintptr
-	vmFd   uintptr
-	vcpuFd uintptr
-	run    *kvm.RunData
-	runMap []byte
-	mem    *GuestMemory
+	cfg     Config
+	img     *Image
+	kvmFd   uintptr
+	vmFd    uintptr
+	vcpu    *VCPU
+	mem     *GuestMemory
+	pioBus  Bus // port I/O devices
+	mmioBus Bus // MMIO devices
+	irqs    msiRoutes
 
 	bootTSC  uint64
 	bootTime time.Time
@@ -77,20 +81,18 @@ type VM struct {
 	stdout, stderr *hostOut
 	halt           *halter // set when the VM is to stop: blocked console writes give up
 
-	lstarMode bool // EFER.SCE set: a stray SYSCALL lands at LSTAR
-	uart      uart16550
+	lstarMode bool           // EFER.SCE set: a stray SYSCALL lands at LSTAR
+	closers   []func() error // devices' and interrupts' resources
 
 	stop      atomic.Bool
 	closeMu   sync.Mutex // Stop, Signal and the timeout against Close
 	closed    bool
 	timedOut  atomic.Bool // Config.Timeout has passed
-	vcpuTid   atomic.Int32
-	enter     func() unix.Errno // KVM_RUN (tests replace it)
-	marks     []Mark            // the first maxMarks
-	lostMarks int               // marks after those
-	exitsBy   [64]int           // KVM exit reasons
-	hcallsBy  [16]int           // hypercalls by number
-	faultCR2  uint64
+	done      bool        // the guest has ended (exit, crash, debug exit)
+	status    int         // its status, when done
+	marks     []Mark      // the first maxMarks
+	lostMarks int         // marks after those
+	hcallsBy  [16]int     // hypercalls by number
 
 	tlbFlushes, releasedBytes uint64 // memory the guest gave back (vmm/release.go)
 }
@@ -196,29 +198,22 @@ func New(cfg Config) (_ *VM, err error) {
 	default:
 		return nil, fmt.Errorf("unknown boot path %q (want direct or pvh)", cfg.Boot)
 	}
-	region := &kvm.UserspaceMemoryRegion{Slot: 0, GuestPhysAddr: 0, MemorySize: cfg.Memory, UserspaceAddr: uint64(uintptr(unsafe.Pointer(&vm.mem.mem[0])))}
-	if err = kvm.SetUserMemoryRegion(vm.vmFd, region); err != nil {
-		return nil, fmt.Errorf("KVM_SET_USER_MEMORY_REGION: %w", err)
+	if err = vm.setMemoryRegion(0); err != nil {
+		return nil, err
 	}
-	// An in-kernel local APIC (its timer drives preemption) without an
-	// exit to this process per interrupt. The split irqchip leaves out the
-	// in-kernel PIC, IOAPIC and PIT the guest does not use, whose teardown
-	// alone cost ~12 ms per VM here (0.5 ms without them).
+	// An in-kernel local APIC (its timer drives preemption; device MSIs
+	// reach it through irqfd) without an exit to this process per
+	// interrupt. The split irqchip leaves out the in-kernel PIC, IOAPIC
+	// and PIT the guest does not use, whose teardown alone cost ~12 ms per
+	// VM here (0.5 ms without them).
 	if err = enableSplitIRQChip(vm.vmFd); err != nil {
 		return nil, fmt.Errorf("KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP): %w", err)
 	}
-	if vm.vcpuFd, err = kvm.CreateVCPU(vm.vmFd, 0); err != nil {
-		return nil, fmt.Errorf("KVM_CREATE_VCPU: %w", err)
+	vm.irqs.vmFd = vm.vmFd
+	if vm.vcpu, err = newVCPU(vm.kvmFd, vm.vmFd, 0); err != nil {
+		return nil, err
 	}
-	size, err := kvm.GetVCPUMMmapSize(vm.kvmFd)
-	if err != nil {
-		return nil, fmt.Errorf("KVM_GET_VCPU_MMAP_SIZE: %w", err)
-	}
-	if vm.runMap, err = unix.Mmap(int(vm.vcpuFd), 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err != nil {
-		return nil, fmt.Errorf("mapping the vCPU run area: %w", err)
-	}
-	vm.run = (*kvm.RunData)(unsafe.Pointer(&vm.runMap[0]))
-	khz, err := kvm.GetTSCKHz(vm.vcpuFd)
+	khz, err := kvm.GetTSCKHz(vm.vcpu.fd)
 	if err != nil || khz == 0 {
 		return nil, fmt.Errorf("KVM_GET_TSC_KHZ: %v", err)
 	}
@@ -251,7 +246,57 @@ func New(cfg Config) (_ *VM, err error) {
 	if err = vm.initConsole(); err != nil {
 		return nil, err
 	}
+	if err = vm.addDevices(); err != nil {
+		return nil, err
+	}
+	if cfg.DebugDevice {
+		if pvhEntry != 0 {
+			return nil, errors.New("the debug device needs the direct boot (its page is mapped in the boot page tables)")
+		}
+		if err = vm.addDebugDevice(); err != nil {
+			return nil, err
+		}
+	}
 	return vm, nil
+}
+
+// setMemoryRegion registers guest RAM as slot 0 with flags.
+func (vm *VM) setMemoryRegion(flags uint32) error {
+	region := &kvm.UserspaceMemoryRegion{Slot: 0, Flags: flags, GuestPhysAddr: 0, MemorySize: vm.mem.Size(), UserspaceAddr: uint64(uintptr(unsafe.Pointer(&vm.mem.mem[0])))}
+	if err := kvm.SetUserMemoryRegion(vm.vmFd, region); err != nil {
+		return fmt.Errorf("KVM_SET_USER_MEMORY_REGION: %w", err)
+	}
+	return nil
+}
+
+// LogDirtyPages makes KVM record the guest's writes to its RAM, for
+// DirtyPages: the base of incremental snapshots.
+func (vm *VM) LogDirtyPages() error { return vm.setMemoryRegion(memLogDirtyPages) }
+
+// DirtyPages returns a bitmap of the 4 KiB pages of RAM the guest wrote
+// since LogDirtyPages or the last call (bit i of word i/64: page i), and
+// starts a new log. Writes by the VMM itself are not in it.
+func (vm *VM) DirtyPages() ([]uint64, error) {
+	pages := vm.mem.Size() / boot.PageSize
+	bitmap := make([]uint64, (pages+63)/64)
+	if err := getDirtyLog(vm.vmFd, 0, bitmap); err != nil {
+		return nil, fmt.Errorf("KVM_GET_DIRTY_LOG: %w", err)
+	}
+	return bitmap, nil
+}
+
+// DeviceStates returns the state of every device that has one, by name,
+// as plain Go values (Snapshotter).
+func (vm *VM) DeviceStates() map[string]any {
+	m := map[string]any{}
+	for _, b := range []*Bus{&vm.pioBus, &vm.mmioBus} {
+		for _, r := range b.ranges {
+			if s, ok := r.dev.(Snapshotter); ok {
+				m[b.name+"/"+r.name] = s.SaveState()
+			}
+		}
+	}
+	return m
 }
 
 // initConsole sets up the console streams and input.
@@ -262,6 +307,35 @@ func (vm *VM) initConsole() (err error) {
 	vm.stdout, vm.stderr = newHostOut(vm.cfg.Stdout), newHostOut(vm.cfg.Stderr)
 	vm.input = newInputPump(vm.cfg.Stdin)
 	return nil
+}
+
+// addDevices builds the devices, each handed what it uses, and places
+// them on the buses.
+func (vm *VM) addDevices() error {
+	vm.pioBus.name, vm.mmioBus.name = "pio", "mmio"
+	for _, d := range []struct {
+		name       string
+		bus        *Bus
+		base, size uint64
+		dev        Device
+	}{
+		{"hypercall", &vm.pioBus, boot.HypercallPort, 4, hypercallPort{vm}},
+		{"uart", &vm.pioBus, com1, com1Size, newUART(consoleStream{vm.stdout, vm.halt}, vm.input)},
+		{"debug-exit", &vm.pioBus, debugExitPort, debugExitSize, debugExit{vm.end}},
+	} {
+		if err := d.bus.Add(d.name, d.base, d.size, d.dev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// end records that the guest has finished with status; the vCPU loop
+// returns it after the exit being served.
+func (vm *VM) end(status int) {
+	if !vm.done {
+		vm.done, vm.status = true, status
+	}
 }
 
 // writeStartInfo writes hvm_start_info, Amber's extension, the memory map
@@ -334,7 +408,7 @@ func (vm *VM) DroppedMarks() int { return vm.lostMarks }
 // and hypercalls as "hcN").
 func (vm *VM) Exits() map[string]int {
 	m := map[string]int{}
-	for r, n := range vm.exitsBy {
+	for r, n := range vm.vcpu.exits {
 		if n > 0 {
 			m[kvm.ExitType(r).String()] = n
 		}
@@ -394,13 +468,9 @@ func (vm *VM) Signal(sig syscall.Signal) bool {
 	return true
 }
 
-// kick makes KVM_RUN return soon: immediate_exit covers the case where the
-// vCPU thread is about to enter it, the signal the case where it is inside.
+// kick makes KVM_RUN return soon and ends an idle wait.
 func (vm *VM) kick() {
-	vm.run.ImmediateExit = 1
-	if tid := vm.vcpuTid.Load(); tid != 0 {
-		unix.Tgkill(unix.Getpid(), int(tid), unix.SIGURG)
-	}
+	vm.vcpu.kick()
 	vm.input.wakeIdle()
 }
 
@@ -410,11 +480,14 @@ func (vm *VM) Close() error {
 	vm.closed = true
 	vm.closeMu.Unlock()
 	var errs []error
-	if vm.runMap != nil {
-		errs = append(errs, unix.Munmap(vm.runMap))
-		vm.runMap = nil
+	for i := len(vm.closers) - 1; i >= 0; i-- {
+		errs = append(errs, vm.closers[i]())
 	}
-	for _, fd := range []*uintptr{&vm.vcpuFd, &vm.vmFd, &vm.kvmFd} {
+	vm.closers = nil
+	if vm.vcpu != nil {
+		errs = append(errs, vm.vcpu.close())
+	}
+	for _, fd := range []*uintptr{&vm.vmFd, &vm.kvmFd} {
 		if *fd != 0 {
 			errs = append(errs, unix.Close(int(*fd)))
 			*fd = 0
@@ -443,8 +516,6 @@ func (vm *VM) Close() error {
 func (vm *VM) Run() (status int, err error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	vm.vcpuTid.Store(int32(unix.Gettid()))
-	defer vm.vcpuTid.Store(0)
 
 	if vm.bootTSC, err = vm.guestTSC(); err != nil {
 		return 0, err
@@ -463,185 +534,35 @@ func (vm *VM) Run() (status int, err error) {
 	return vm.loop()
 }
 
-// loop runs the vCPU and serves its exits until the guest ends or the VM
-// is told to stop. Each exit is served exactly once: when KVM_RUN fails
-// with EINTR or EAGAIN (immediate_exit, or a signal that arrived before the
-// guest ran) KVM has written no exit reason, and the one in the run area
-// is the exit served last time.
-func (vm *VM) loop() (status int, err error) {
-	enter := vm.enter
-	if enter == nil {
-		enter = func() unix.Errno { return kvmRun(vm.vcpuFd) }
+// loop runs the vCPU until the guest ends or the VM is told to stop.
+func (vm *VM) loop() (int, error) { return vm.vcpu.loop(vm) }
+
+// stopping, ended, pio, mmio and fail are the VM's side of the vCPU loop
+// (exitHandler).
+
+func (vm *VM) stopping() (int, bool) {
+	if vm.stop.Load() {
+		return ExitInterrupted, true
 	}
-	for {
-		// Clear immediate_exit before looking at the requests: a kick
-		// after this point either is seen below or makes KVM_RUN return
-		// at once.
-		vm.run.ImmediateExit = 0
-		if vm.stop.Load() {
-			return ExitInterrupted, nil
-		}
-		if vm.timedOut.Load() {
-			return vm.crashReport(nil, fmt.Sprintf("guest did not finish within %v (--timeout); stopped", vm.cfg.Timeout)), nil
-		}
-		switch errno := enter(); errno {
-		case 0:
-		case unix.EINTR, unix.EAGAIN:
-			vm.exitsBy[kvm.EXITINTR]++
-			continue
-		default:
-			return 0, fmt.Errorf("KVM_RUN: %w", errno)
-		}
-		if r := vm.run.ExitReason; r < uint32(len(vm.exitsBy)) {
-			vm.exitsBy[r]++
-		}
-		switch kvm.ExitType(vm.run.ExitReason) {
-		case kvm.EXITIO:
-			if done, status := vm.handleIO(); done {
-				return status, nil
-			}
-		case kvm.EXITINTR:
-			// A signal (a kick or the Go runtime's preemption): loop.
-		case kvm.EXITHLT:
-			return vm.crashReport(nil, "guest executed HLT"), nil
-		case kvm.EXITSHUTDOWN:
-			return vm.crashReport(nil, "guest triple fault (an exception while delivering an exception)"), nil
-		case kvm.EXITMMIO:
-			vm.handleMMIO()
-		case kvm.EXITINTERNALERROR:
-			return vm.crashReport(nil, fmt.Sprintf("KVM internal error (suberror %d): the instruction could not be emulated", vm.run.Data[0]&0xffffffff)), nil
-		case kvm.EXITFAILENTRY:
-			return vm.crashReport(nil, fmt.Sprintf("KVM entry failure (hardware reason %#x)", vm.run.Data[0])), nil
-		default:
-			return vm.crashReport(nil, fmt.Sprintf("unexpected KVM exit %v", kvm.ExitType(vm.run.ExitReason))), nil
-		}
+	if vm.timedOut.Load() {
+		return vm.crashReport(nil, fmt.Sprintf("guest did not finish within %v (--timeout); stopped", vm.cfg.Timeout)), true
 	}
+	return 0, false
 }
 
-// ioData returns the data bytes of the current port-I/O exit.
-func (vm *VM) ioData() (port uint16, out bool, data []byte) {
-	direction, size, p, count, offset := vm.run.IO()
-	n := size * count
-	if offset+n > uint64(len(vm.runMap)) {
-		return uint16(p), direction == 1, nil
-	}
-	return uint16(p), direction == 1, vm.runMap[offset : offset+n]
+func (vm *VM) ended() (int, bool) { return vm.status, vm.done }
+
+func (vm *VM) fail(reason string) int { return vm.crashReport(nil, reason) }
+
+// pio serves a port-I/O exit through the port bus; reads of ports nobody
+// claims give all ones, as on real hardware.
+func (vm *VM) pio(port uint16, out bool, size int, data []byte) {
+	vm.pioBus.access(uint64(port), max(size, 1), data, out)
 }
 
-// handleIO serves a port-I/O exit; done reports that the guest has ended.
-func (vm *VM) handleIO() (done bool, status int) {
-	port, out, data := vm.ioData()
-	switch {
-	case port == boot.HypercallPort && out && len(data) == 4:
-		return vm.hypercall(uint64(binary.LittleEndian.Uint32(data)))
-	case port >= com1 && port < com1+8:
-		vm.uart.access(vm, port-com1, out, data)
-	case port == 0xf4 && out && len(data) >= 1:
-		// QEMU's isa-debug-exit, for images that were told to use it.
-		return true, int(data[0])
-	default:
-		if !out {
-			for i := range data {
-				data[i] = 0xff // nothing there, as on real hardware
-			}
-		}
-	}
-	return false, 0
-}
-
-func (vm *VM) handleMMIO() {
-	// No MMIO devices yet: reads return all ones, writes are dropped.
-	d := (*[40]byte)(unsafe.Pointer(&vm.run.Data[0]))
-	isWrite := d[20]
-	if isWrite == 0 {
-		for i := 8; i < 16; i++ {
-			d[i] = 0xff
-		}
-	}
-}
-
-// hypercall serves a request block at pa.
-func (vm *VM) hypercall(pa uint64) (done bool, status int) {
-	const size = int(unsafe.Sizeof(boot.Hypercall{}))
-	raw, err := vm.mem.Slice(pa, uint64(size))
-	if err != nil {
-		return true, vm.crashReport(nil, fmt.Sprintf("hypercall block: %v", err))
-	}
-	// Field by field: reflection-based decoding would allocate on every
-	// exit.
-	le := binary.LittleEndian
-	h := boot.Hypercall{Nr: le.Uint64(raw[0:]), A0: le.Uint64(raw[8:]), A1: le.Uint64(raw[16:]), A2: le.Uint64(raw[24:]), A3: le.Uint64(raw[32:])}
-	ret := int64(0)
-	if h.Nr < uint64(len(vm.hcallsBy)) {
-		vm.hcallsBy[h.Nr]++
-	}
-	switch h.Nr {
-	case boot.HCExit:
-		return true, int(h.A0 & 0xff)
-	case boot.HCConsoleWrite:
-		buf, err := vm.mem.Slice(h.A1, h.A2)
-		if err != nil {
-			ret = -14 // EFAULT
-			break
-		}
-		o := vm.stdout
-		if h.A0 == 2 {
-			o = vm.stderr
-		}
-		n, err := o.write(buf, vm.halt)
-		if err == errHalted {
-			return false, 0 // the loop stops the VM; the guest never sees this call end
-		}
-		ret = consoleResult(n, err)
-	case boot.HCConsoleRead:
-		buf, err := vm.mem.Slice(h.A1, h.A2)
-		if err != nil {
-			ret = -14
-			break
-		}
-		ret = int64(vm.input.read(buf))
-	case boot.HCIdle:
-		ret = int64(vm.idle(int64(h.A0)))
-	case boot.HCFaultAddr:
-		s, err := kvm.GetSregs(vm.vcpuFd)
-		if err == nil {
-			ret = int64(s.CR2)
-		}
-	case boot.HCCrash:
-		msg := "kernel panic"
-		if b, err := vm.mem.Slice(h.A1, min(h.A2, 4096)); err == nil && len(b) > 0 {
-			msg = string(b)
-		}
-		var tf *boot.TrapFrame
-		if h.A0 != 0 {
-			tf = new(boot.TrapFrame)
-			b, err := vm.mem.Slice(h.A0, uint64(unsafe.Sizeof(*tf)))
-			if err == nil {
-				binary.Decode(b, binary.LittleEndian, tf)
-			} else {
-				tf = nil
-			}
-		}
-		status := vm.crashReport(tf, msg)
-		if h.A3 > 0 && h.A3 < 256 {
-			status = int(h.A3)
-		}
-		return true, status
-	case boot.HCFlushTLB:
-		ret = vm.hcFlushTLB() // vmm/release.go
-	case boot.HCRelease:
-		ret = vm.hcRelease(h)
-	case boot.HCMark:
-		if len(vm.marks) < maxMarks {
-			vm.marks = append(vm.marks, Mark{ID: h.A0, SinceBoot: vm.tscToDuration(h.A1 - vm.bootTSC)})
-		} else {
-			vm.lostMarks++
-		}
-	default:
-		ret = -38 // ENOSYS
-	}
-	binary.LittleEndian.PutUint64(raw[40:], uint64(ret))
-	return false, 0
+// mmio serves an MMIO exit through the MMIO bus.
+func (vm *VM) mmio(addr uint64, out bool, data []byte) {
+	vm.mmioBus.access(addr, len(data), data, out)
 }
 
 func (vm *VM) tscToDuration(ticks uint64) time.Duration {

@@ -104,7 +104,7 @@ const (
 // setupVCPU loads the boot register state: long mode at CPL3, IF set for
 // good, IOPL 3, RIP at the kernel entry, RBX at the start info.
 func (vm *VM) setupVCPU(entry, lstar, entryLSTAR uint64) error {
-	fd := vm.vcpuFd
+	fd := vm.vcpu.fd
 	s, err := vm.cpuidAndSregs()
 	if err != nil {
 		return err
@@ -134,10 +134,10 @@ func (vm *VM) cpuidAndSregs() (*kvm.Sregs, error) {
 	if err := kvm.GetSupportedCPUID(vm.kvmFd, cpuid); err != nil {
 		return nil, fmt.Errorf("KVM_GET_SUPPORTED_CPUID: %w", err)
 	}
-	if err := kvm.SetCPUID2(vm.vcpuFd, cpuid); err != nil {
+	if err := kvm.SetCPUID2(vm.vcpu.fd, cpuid); err != nil {
 		return nil, fmt.Errorf("KVM_SET_CPUID2: %w", err)
 	}
-	s, err := kvm.GetSregs(vm.vcpuFd)
+	s, err := kvm.GetSregs(vm.vcpu.fd)
 	if err != nil {
 		return nil, fmt.Errorf("KVM_GET_SREGS: %w", err)
 	}
@@ -177,8 +177,30 @@ func loadControlState(fd uintptr, s *kvm.Sregs, lstar, entryLSTAR uint64) error 
 // guestTSC reads the vCPU's time-stamp counter.
 func (vm *VM) guestTSC() (uint64, error) {
 	msrs := &kvm.MSRS{NMSRs: 1, Entries: []kvm.MSREntry{{Index: msrTSC}}}
-	if err := kvm.GetMSRs(vm.vcpuFd, msrs); err != nil {
+	if err := kvm.GetMSRs(vm.vcpu.fd, msrs); err != nil {
 		return 0, fmt.Errorf("reading the guest TSC: %w", err)
 	}
 	return msrs.Entries[0].Data, nil
+}
+
+// mapMMIOPage maps the 2 MiB page holding the device window at pa (above
+// RAM, below 4 GiB) in the boot page tables: identity, user-accessible,
+// uncached. Guest code then reaches the device with plain loads and
+// stores; the address has no memory slot, so each access is an MMIO exit
+// (or an ioeventfd) in KVM.
+func mapMMIOPage(m *GuestMemory, pa uint64) error {
+	const p, w, u, pwt, pcd, ps = 1, 2, 4, 8, 0x10, 0x80
+	g := pa >> 30
+	if pa < m.Size() || g >= boot.MaxBootPDs {
+		return fmt.Errorf("MMIO window %#x is not between RAM's end (%#x) and the boot page tables' reach", pa, m.Size())
+	}
+	tables, err := m.Slice(boot.PML4PA, boot.FirstPDPA+boot.MaxBootPDs*0x1000-boot.PML4PA)
+	if err != nil {
+		return err
+	}
+	le := binary.LittleEndian
+	pd := boot.FirstPDPA + g*0x1000
+	le.PutUint64(tables[boot.PDPTPA-boot.PML4PA+g*8:], pd|p|w|u)
+	le.PutUint64(tables[pd-boot.PML4PA+(pa>>21&511)*8:], pa&^(1<<21-1)|p|w|u|pwt|pcd|ps)
+	return nil
 }

@@ -262,15 +262,42 @@ Flags:
 		}
 		disks = append(disks, d)
 	}
-	img, err := vmm.OpenImage(imgPath)
+	o := runOptions{
+		image: imgPath, mem: memBytes, cmdline: cmdline, env: env, args: guestArgs, disks: disks,
+		timeout: *timeout, trap: *trap, boot: *bootPath, bootTime: *bootTime, accel: *accel,
+	}
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "syscall-trap" || f.Name == "boot" || f.Name == "boot-time" {
+			o.kvmOnly = append(o.kvmOnly, "--"+f.Name)
+		}
+	})
+	return bootImage(o, stdin, stdout, stderr)
+}
+
+// runOptions is one boot of an image, for `vmm run` and `vmm test` alike.
+type runOptions struct {
+	image              string
+	mem                uint64
+	cmdline, env, args []string
+	disks              []qemu.Disk
+	timeout            time.Duration
+	trap, boot         string
+	bootTime           bool
+	accel              string   // kvm or tcg
+	kvmOnly            []string // flags given that only the KVM path has
+}
+
+// bootImage boots an image as `vmm run` does and returns vmm's exit status.
+func bootImage(o runOptions, stdin io.Reader, stdout, stderr io.Writer) int {
+	img, err := vmm.OpenImage(o.image)
 	if err != nil {
 		fmt.Fprintf(stderr, "vmm run: %v\n", err)
 		return exitNotStart
 	}
 	defer img.Close()
-	switch *accel {
+	switch o.accel {
 	case "kvm":
-		if len(disks) > 0 {
+		if len(o.disks) > 0 {
 			fmt.Fprintln(stderr, "vmm run: --disk: the KVM virtio-blk device is not built yet; --accel tcg attaches the disk under QEMU")
 			return exitNotStart
 		}
@@ -279,19 +306,13 @@ Flags:
 			return exitNotStart
 		}
 	case "tcg":
-		var unsupported []string
-		fs.Visit(func(f *flag.Flag) {
-			if f.Name == "syscall-trap" || f.Name == "boot" || f.Name == "boot-time" {
-				unsupported = append(unsupported, "--"+f.Name)
-			}
-		})
-		if len(unsupported) > 0 {
-			fmt.Fprintf(stderr, "vmm run: %s: not available with --accel tcg (QEMU boots the PVH entry and has no Amber hypercalls)\n", strings.Join(unsupported, ", "))
+		if len(o.kvmOnly) > 0 {
+			fmt.Fprintf(stderr, "vmm run: %s: not available with --accel tcg (QEMU boots the PVH entry and has no Amber hypercalls)\n", strings.Join(o.kvmOnly, ", "))
 			return exitUsage
 		}
-		return runTCG(imgPath, memBytes, cmdline, env, guestArgs, disks, stdin, stdout, stderr, *timeout)
+		return runTCG(o.image, o.mem, o.cmdline, o.env, o.args, o.disks, stdin, stdout, stderr, o.timeout)
 	default:
-		fmt.Fprintf(stderr, "vmm run: --accel %q: want kvm or tcg\n", *accel)
+		fmt.Fprintf(stderr, "vmm run: --accel %q: want kvm or tcg\n", o.accel)
 		return exitUsage
 	}
 	if f, ok := stdin.(*os.File); ok && f != nil {
@@ -300,8 +321,8 @@ Flags:
 		}
 	}
 	vm, err := vmm.New(vmm.Config{
-		Image: img, Memory: memBytes, Cmdline: cmdline, Env: env, Args: guestArgs,
-		Stdin: stdin, Stdout: stdout, Stderr: stderr, SyscallTrap: *trap, Timeout: *timeout, Boot: *bootPath,
+		Image: img, Memory: o.mem, Cmdline: o.cmdline, Env: o.env, Args: o.args,
+		Stdin: stdin, Stdout: stdout, Stderr: stderr, SyscallTrap: o.trap, Timeout: o.timeout, Boot: o.boot,
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "vmm run: %v\n", err)
@@ -346,7 +367,7 @@ Flags:
 	if status == vmm.ExitInterrupted && vm.Stopped() {
 		fmt.Fprintln(stderr, "vmm: interrupted; guest stopped")
 	}
-	if *bootTime {
+	if o.bootTime {
 		for _, m := range vm.Marks() {
 			fmt.Fprintf(stderr, "vmm: mark %d at %v after vCPU start\n", m.ID, m.SinceBoot)
 		}
@@ -519,11 +540,7 @@ Flags:
 		return 1
 	}
 	var buf bytes.Buffer
-	runArgs := []string{"--accel", *accel, "--mem", strconv.FormatUint(memBytes>>20, 10) + "M", "--timeout", timeout.String()}
-	for _, e := range env {
-		runArgs = append(runArgs, "--env", e)
-	}
-	code := cmdRun(append(append(runArgs, img, "--"), testArgs...),
+	code := bootImage(runOptions{image: img, mem: memBytes, env: env, args: testArgs, timeout: *timeout, accel: *accel, boot: "direct"},
 		stdin, io.MultiWriter(&buf, verboseWriter(stdout, testArgs)), io.MultiWriter(&buf, verboseWriter(stderr, testArgs)))
 	elapsed := time.Since(start).Seconds()
 	if code != 0 {

@@ -1,6 +1,8 @@
 package elfpatch
 
 import (
+	"github.com/amberos/amber/boot/elfnote"
+
 	"fmt"
 	"os"
 	"os/exec"
@@ -91,4 +93,8 @@ func needTool(t testing.TB, name string) string {
 		t.Skipf("%s not found in PATH (Debian package binutils)", name)
 	}
 	return p
+}
+
+func parseNotes(buf []byte, align uint64) ([]Note, error) {
+	return elfnote.Parse(buf, align)
 }

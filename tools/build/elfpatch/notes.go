@@ -6,20 +6,16 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/amberos/amber/boot/elfnote"
 )
 
-// Note is one ELF note: the owner's name (without the terminating NUL), the
-// owner-defined type, and the descriptor bytes.
-type Note struct {
-	Name string
-	Type uint32
-	Desc []byte
-}
+// Note is one ELF note (boot/elfnote).
+type Note = elfnote.Note
 
 // ErrNoteExists is returned (wrapped) by AddNotes when the file already has a
 // note with the same name and type as one being added. AddNotes is therefore
@@ -38,9 +34,6 @@ const (
 	phdrSize  = 56
 	shdrSize  = 64
 	noteAlign = 4
-	// maxNoteSegment bounds what ReadNotes reads from one PT_NOTE segment, so a
-	// hostile header cannot make it allocate gigabytes.
-	maxNoteSegment = 16 << 20
 )
 
 // Offsets of the ELF64 header fields we edit.
@@ -440,64 +433,13 @@ func pad(b []byte, align int) []byte {
 	return b
 }
 
-// ReadNotes returns the notes of every PT_NOTE segment of f, in file order.
-// Segments with 8-byte alignment use 8-byte padding, as GNU property notes
-// do; all others use 4. Malformed or truncated notes give an error naming the
-// segment and offset.
+// ReadNotes returns the notes of every PT_NOTE segment of f, in file order
+// (boot/elfnote, the reader the VMM uses too). Malformed or truncated
+// notes give an error naming the segment and offset.
 func ReadNotes(f *elf.File) ([]Note, error) {
-	var notes []Note
-	for i, p := range f.Progs {
-		if p.Type != elf.PT_NOTE || p.Filesz == 0 {
-			continue
-		}
-		if p.Filesz > maxNoteSegment {
-			return nil, fmt.Errorf("elfpatch: PT_NOTE segment %d: size %d is implausibly large", i, p.Filesz)
-		}
-		buf := make([]byte, p.Filesz)
-		if _, err := io.ReadFull(p.Open(), buf); err != nil {
-			return nil, fmt.Errorf("elfpatch: PT_NOTE segment %d at file offset %#x: %w", i, p.Off, err)
-		}
-		align := uint64(noteAlign)
-		if p.Align == 8 {
-			align = 8
-		}
-		ns, err := parseNotes(buf, align)
-		if err != nil {
-			return nil, fmt.Errorf("elfpatch: PT_NOTE segment %d at file offset %#x: %w", i, p.Off, err)
-		}
-		notes = append(notes, ns...)
-	}
-	return notes, nil
-}
-
-func parseNotes(buf []byte, align uint64) ([]Note, error) {
-	var notes []Note
-	roundUp := func(x uint64) uint64 { return (x + align - 1) &^ (align - 1) }
-	for off := uint64(0); off < uint64(len(buf)); {
-		rest := buf[off:]
-		if len(rest) < 12 {
-			return nil, fmt.Errorf("note header at offset %#x truncated (%d bytes left)", off, len(rest))
-		}
-		namesz := uint64(le.Uint32(rest[0:]))
-		descsz := uint64(le.Uint32(rest[4:]))
-		typ := le.Uint32(rest[8:])
-		descOff := 12 + roundUp(namesz)
-		end := descOff + descsz
-		if end > uint64(len(rest)) {
-			return nil, fmt.Errorf("note at offset %#x truncated: name %d and descriptor %d bytes need %d, %d left",
-				off, namesz, descsz, end, len(rest))
-		}
-		name := rest[12 : 12+namesz]
-		if i := bytes.IndexByte(name, 0); i >= 0 {
-			name = name[:i]
-		}
-		notes = append(notes, Note{
-			Name: string(name),
-			Type: typ,
-			Desc: bytes.Clone(rest[descOff:end]),
-		})
-		// The last note's descriptor padding may be missing from the segment.
-		off += min(roundUp(end), uint64(len(rest)))
+	notes, err := elfnote.Read(f)
+	if err != nil {
+		return nil, fmt.Errorf("elfpatch: %w", err)
 	}
 	return notes, nil
 }
