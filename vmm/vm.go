@@ -50,6 +50,16 @@ type Config struct {
 	// DebugDevice adds the MMIO test device of boot/debugdev.go (doorbell
 	// through ioeventfd, interrupt through irqfd); direct boot only.
 	DebugDevice bool
+	// Disks are virtio-blk devices, /dev/vda first (vmm/virtioblk.go);
+	// the VM closes their backends.
+	Disks []Disk
+}
+
+// Disk is one virtio-blk device: its backend, and whether the guest may
+// only read it.
+type Disk struct {
+	Backend  BlockBackend
+	ReadOnly bool
 }
 
 // DefaultMemory is the guest RAM size when Config.Memory is 0.
@@ -166,6 +176,9 @@ func New(cfg Config) (_ *VM, err error) {
 		return nil, fmt.Errorf("%s needs at least %d MiB of memory, but the VM has %d MiB (raise --mem)", img.Path, img.MinMemory()>>20, cfg.Memory>>20)
 	}
 	vm := &VM{cfg: cfg, img: img}
+	for _, d := range cfg.Disks {
+		vm.closers = append(vm.closers, d.Backend.Close)
+	}
 	defer func() {
 		if err != nil {
 			vm.Close()
@@ -248,6 +261,11 @@ func New(cfg Config) (_ *VM, err error) {
 	}
 	if err = vm.addDevices(); err != nil {
 		return nil, err
+	}
+	for i, d := range cfg.Disks {
+		if err = vm.addDisk(i, d); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.DebugDevice {
 		if pvhEntry != 0 {
