@@ -24,10 +24,9 @@ import (
 //
 // Completion is polled: the system call spins on the used ring (the
 // kernel is not preempted inside a system call, so one request is in
-// flight at a time and nothing else needs a lock). The interrupt path
-// waits for the kernel's IRQ table: vdaInterrupt is the handler to
-// register, and vdaWait is where the system call would block until it
-// runs.
+// flight at a time and nothing else needs a lock). Under Amber's VMM the
+// device also interrupts (vdaInterrupt); vdaWait is where the system
+// call would block until it runs.
 
 const (
 	sIFBLK = 0o060000
@@ -163,6 +162,11 @@ func virtioProbe(size, base uintptr, irq uint32) string {
 		return "out of memory"
 	}
 	vdaIRQ = irq
+	// Under Amber's VMM the number is the MSI vector the device raises
+	// (boot/virtio.go), and irqTable has vdaInterrupt at that vector.
+	if pvHypercalls && irq == boot.VirtioVector {
+		vda.Q.SetPolling(false)
+	}
 	vdaOn = true
 	return ""
 }
@@ -279,19 +283,21 @@ func vdaWait() uint8 {
 	}
 }
 
-// vdaInterrupt is the disk's interrupt handler, with the signature of
-// the kernel's IRQ table (irqHandler, kernel/irq.go on the vmmarch
-// branch): once that table is here, its row for the disk's vector is
-// {handle: vdaInterrupt}. It acknowledges the device; with the waiter in
-// vdaWait blocked instead of spinning, it would also wake it (wakeAll on
-// a disk wait channel) and the queue would leave polling mode
-// (vda.Q.SetPolling(false)). Under QEMU's microvm the transport's IRQ
-// (vdaIRQ) is an IOAPIC input, which would need routing to that vector;
-// Amber's VMM is to deliver an MSI straight to the local APIC.
+// vdaInterrupt is the disk's interrupt handler (irqTable's row for
+// boot.VirtioVector): it acknowledges the device. Under Amber's VMM the
+// device raises an MSI at that vector for every batch of completions
+// (vda.Q is out of polling mode); under QEMU's microvm the transport's
+// IRQ is an IOAPIC input the kernel does not route, the queue stays in
+// polling mode and this never runs. vdaWait still spins: blocking there
+// (a wait channel this handler wakes) needs a lock around vda for the
+// requests of other threads, which the one-request-per-system-call
+// design does not have yet.
 //
 //go:nosplit
 func vdaInterrupt(tf *boot.TrapFrame, xsave uintptr) uintptr {
-	vda.T.AckInterrupt()
+	if vdaOn {
+		vda.T.AckInterrupt()
+	}
 	return 0
 }
 

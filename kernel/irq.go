@@ -32,6 +32,8 @@ const spuriousVector = 0xff
 var irqTable = [256]irqEntry{
 	// The tick acknowledges itself: preemptTo does not return.
 	timerVector: {handle: timerInterrupt, noEOI: true},
+	// The disk under Amber's VMM (boot/virtio.go).
+	boot.VirtioVector: {handle: vdaInterrupt},
 	// The spurious vector is not in service: an EOI would end another.
 	spuriousVector: {noEOI: true},
 }

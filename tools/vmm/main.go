@@ -214,7 +214,7 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	bootPath := fs.String("boot", "direct", "boot `path`: direct (the VMM sets up long mode) or pvh (start at the image's 32-bit PVH entry, as QEMU, Firecracker and Cloud Hypervisor do)")
 	bootTime := fs.Bool("boot-time", false, "print the guest's kernel.Mark times since vCPU start on stderr")
 	accel := fs.String("accel", defaultAccel(), "`accelerator`: kvm (Amber's VMM on /dev/kvm) or tcg (QEMU's emulator, for hosts without KVM: about 10x slower, stdout and stderr both on stdout, stdin without end-of-file, a short crash message); default $AMBER_ACCEL, else kvm")
-	diskSpec := fs.String("disk", "", "attach the raw disk image `FILE[,readonly]` as a virtio-blk device: the program sees it as the block device /dev/vda (--accel tcg only for now)")
+	diskSpec := fs.String("disk", "", "attach the raw disk image `FILE[,readonly]` as a virtio-blk device: the program sees it as the block device /dev/vda (virtio-blk: Amber's device under KVM, QEMU's under --accel tcg)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `Usage: vmm run [flags] IMAGE [-- ARGS...]
 
@@ -297,10 +297,6 @@ func bootImage(o runOptions, stdin io.Reader, stdout, stderr io.Writer) int {
 	defer img.Close()
 	switch o.accel {
 	case "kvm":
-		if len(o.disks) > 0 {
-			fmt.Fprintln(stderr, "vmm run: --disk: the KVM virtio-blk device is not built yet; --accel tcg attaches the disk under QEMU")
-			return exitNotStart
-		}
 		if err := vmm.KVMAvailable(); err != nil {
 			fmt.Fprintf(stderr, "vmm run: %v\n(on a host without KVM, --accel tcg runs the image under QEMU's emulator)\n", err)
 			return exitNotStart
@@ -320,9 +316,15 @@ func bootImage(o runOptions, stdin io.Reader, stdout, stderr io.Writer) int {
 			stdin = nil
 		}
 	}
+	disks, err := openDisks(o.disks)
+	if err != nil {
+		fmt.Fprintf(stderr, "vmm run: --disk: %v\n", err)
+		return exitNotStart
+	}
 	vm, err := vmm.New(vmm.Config{
 		Image: img, Memory: o.mem, Cmdline: o.cmdline, Env: o.env, Args: o.args,
 		Stdin: stdin, Stdout: stdout, Stderr: stderr, SyscallTrap: o.trap, Timeout: o.timeout, Boot: o.boot,
+		Disks: disks,
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "vmm run: %v\n", err)
@@ -641,6 +643,23 @@ func runTCG(imgPath string, mem uint64, options, env, args []string, disks []qem
 		return exitNotStart
 	}
 	return status
+}
+
+// openDisks opens the disks' backends for the VMM's virtio-blk devices;
+// the VM closes them.
+func openDisks(ds []qemu.Disk) ([]vmm.Disk, error) {
+	var out []vmm.Disk
+	for _, d := range ds {
+		b, err := vmm.OpenRawDisk(d.Path, d.ReadOnly)
+		if err != nil {
+			for _, o := range out {
+				o.Backend.Close()
+			}
+			return nil, err
+		}
+		out = append(out, vmm.Disk{Backend: b, ReadOnly: d.ReadOnly})
+	}
+	return out, nil
 }
 
 // parseDisk reads --disk FILE[,readonly] and checks the file: a raw disk

@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"time"
 	"unsafe"
+
+	"github.com/amberos/amber/boot"
 )
 
 // Pattern is the byte the tests expect at offset off: it differs from
@@ -106,6 +108,10 @@ func main() {
 			fail(err.Error())
 		}
 		fmt.Println("disk: write ok")
+		// The disk's interrupts: under Amber's VMM the device raises
+		// boot.VirtioVector; under QEMU the driver polls (0).
+		n, _, _ := syscall.RawSyscall(boot.SysAmberIRQCount, boot.VirtioVector, 0, 0)
+		fmt.Printf("disk: interrupts %d\n", n)
 	case "verify":
 		f := open(path, os.O_RDONLY, arg)
 		check(f)
