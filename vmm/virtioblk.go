@@ -103,8 +103,8 @@ func newBlkDevice(disk BlockBackend, readOnly bool) *blkDevice {
 	b := &blkDevice{disk: disk, readOnly: readOnly}
 	le := binary.LittleEndian
 	le.PutUint64(b.cfg[0:], uint64(disk.Size()/blkSector)) // capacity
-	le.PutUint32(b.cfg[12:], maxQueueSize-2)                // seg_max: the header and status take two
-	le.PutUint32(b.cfg[20:], blkSector)                     // blk_size
+	le.PutUint32(b.cfg[12:], maxQueueSize-2)               // seg_max: the header and status take two
+	le.PutUint32(b.cfg[20:], blkSector)                    // blk_size
 	return b
 }
 
