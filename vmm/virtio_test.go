@@ -253,10 +253,24 @@ func TestVirtioBlkRequests(t *testing.T) {
 	if g.irqs != 1 || g.r32(vioInterruptStatus) != vioIntUsedBuffer {
 		t.Fatalf("irqs %d status %#x", g.irqs, g.r32(vioInterruptStatus))
 	}
+	// Until the driver acknowledges, completions add no interrupt (a
+	// level, not an edge per completion).
+	g.request(blkTIn, 0, []tdesc{{tgData, 512, true}})
+	if len(g.notify()) != 1 || g.irqs != 1 {
+		t.Fatalf("irqs %d after a second completion before the ack", g.irqs)
+	}
 	g.w32(vioInterruptACK, vioIntUsedBuffer)
 	if g.r32(vioInterruptStatus) != 0 {
 		t.Fatal("ack did not clear")
 	}
+	// A cause the driver did not acknowledge interrupts again.
+	g.tr.intStatus.Store(vioIntUsedBuffer | vioIntConfig)
+	g.w32(vioInterruptACK, vioIntUsedBuffer)
+	if g.irqs != 2 || g.r32(vioInterruptStatus) != vioIntConfig {
+		t.Fatalf("irqs %d status %#x after a partial ack", g.irqs, g.r32(vioInterruptStatus))
+	}
+	g.w32(vioInterruptACK, vioIntConfig)
+	g.irqs = 1
 	// Write one sector, header and data in one descriptor.
 	hdrData := uint64(tgData + 0x8000)
 	g.put(hdrData, struct {
@@ -274,6 +288,7 @@ func TestVirtioBlkRequests(t *testing.T) {
 	if !bytes.Equal(g.disk.b[10*512:11*512], g.mem.mem[hdrData+16:hdrData+16+512]) {
 		t.Fatal("write data differ")
 	}
+	g.w32(vioInterruptACK, vioIntUsedBuffer)
 	// Flush, GET_ID, an unknown type, out of range, a partial sector,
 	// and a backend error; several in one notify.
 	sts := []uint64{
@@ -297,6 +312,7 @@ func TestVirtioBlkRequests(t *testing.T) {
 	if g.irqs != before+1 {
 		t.Errorf("%d interrupts for one batch", g.irqs-before)
 	}
+	g.w32(vioInterruptACK, vioIntUsedBuffer)
 	if g.disk.flushes != 1 || string(g.mem.mem[tgData:tgData+9]) != "amber-vda" {
 		t.Errorf("flushes %d id %q", g.disk.flushes, g.mem.mem[tgData:tgData+20])
 	}
@@ -307,6 +323,7 @@ func TestVirtioBlkRequests(t *testing.T) {
 		t.Errorf("backend error: status %d", g.mem.mem[s])
 	}
 	g.disk.failIO = false
+	g.w32(vioInterruptACK, vioIntUsedBuffer)
 	// The driver asks for no interrupts: none.
 	g.put(tgAvail, uint16(vringAvailNoInterrupt))
 	before = g.irqs

@@ -170,7 +170,11 @@ func (t *virtioMMIO) Write(off uint64, data []byte) {
 	}
 	v := binary.LittleEndian.Uint32(data)
 	if off == vioInterruptACK {
-		t.intStatus.And(^v)
+		// A cause still pending (set after the driver read the status)
+		// interrupts again, as a level-triggered line would stay up.
+		if old := t.intStatus.And(^v); old&^v != 0 {
+			t.raise()
+		}
 		return
 	}
 	if off == vioQueueNotify {
@@ -267,8 +271,19 @@ func (t *virtioMMIO) needReset(err error) {
 		t.broken = err
 	}
 	t.status |= vioStatusNeedsReset
-	t.intStatus.Or(vioIntConfig)
-	t.raise()
+	t.interrupt(vioIntConfig)
+}
+
+// interrupt sets a cause in InterruptStatus and sends the MSI if no cause
+// was pending: virtio-mmio's interrupt is a level (InterruptStatus != 0)
+// and an MSI an edge, so one edge per rise. The driver acknowledges before
+// it looks at the rings, so a cause added while one is pending is seen by
+// the same handler run; and the guest's handler never gets a second MSI
+// while it runs (the kernel's device vectors share one interrupt stack).
+func (t *virtioMMIO) interrupt(cause uint32) {
+	if t.intStatus.Or(cause) == 0 {
+		t.raise()
+	}
 }
 
 // errNeedsReset is what process reports once the device is broken.
@@ -298,8 +313,7 @@ func (t *virtioMMIO) processSome() (more bool, err error) {
 	done := 0
 	defer func() {
 		if done > 0 && q.availFlags()&vringAvailNoInterrupt == 0 {
-			t.intStatus.Or(vioIntUsedBuffer)
-			t.raise()
+			t.interrupt(vioIntUsedBuffer)
 		}
 	}()
 	for done < int(q.size) {

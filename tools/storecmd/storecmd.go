@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -19,6 +20,7 @@ import (
 	"github.com/amberos/amber/objstore"
 	"github.com/amberos/amber/objstore/filedev"
 	"github.com/amberos/amber/tools/build/outfile"
+	"github.com/amberos/amber/vmm"
 )
 
 const usage = `usage: vmm store COMMAND FILE [ARGS]
@@ -29,6 +31,10 @@ Every command is one transaction: it happens completely or not at all.
 
 commands:
   create FILE                 create a new, empty store file (fails if FILE exists)
+  create FILE --disk-size SIZE
+                              ... holding a VM disk of SIZE bytes (K, M, G
+                              suffixes; zeros, taking no space) as object
+                              vm/disk, for vmm run --disk FILE
   put FILE NAME [SRC|-]       store the contents of SRC (default: standard input)
                               as object NAME, replacing any object of that name;
                               SRC may be a pipe or a device, read to its end
@@ -132,8 +138,28 @@ func nargs(args []string, min, max int, what string) error {
 func (c *cmd) run(name string, args []string) error {
 	switch name {
 	case "create":
-		if err := nargs(args, 1, 1, "create FILE"); err != nil {
+		var diskSize int64
+		for i := 0; i < len(args); i++ {
+			v, ok := strings.CutPrefix(args[i], "--disk-size=")
+			if !ok && args[i] == "--disk-size" && i+1 < len(args) {
+				v, ok = args[i+1], true
+				args = append(args[:i:i], args[i+1:]...)
+			}
+			if ok {
+				n, err := parseDiskSize(v)
+				if err != nil {
+					return usageErr("--disk-size %q: %v", v, err)
+				}
+				diskSize = n
+				args = append(args[:i:i], args[i+1:]...)
+				i--
+			}
+		}
+		if err := nargs(args, 1, 1, "create FILE [--disk-size SIZE]"); err != nil {
 			return err
+		}
+		if diskSize > 0 {
+			return vmm.CreateStoreDisk(args[0], diskSize)
 		}
 		return c.create(args[0])
 	case "put":
@@ -526,4 +552,23 @@ func (p *progress) done(n int64) {
 		p.draw(n, time.Now())
 		fmt.Fprintln(p.w)
 	}
+}
+
+// parseDiskSize reads a disk size: bytes, or with a K, M, G or T suffix
+// (powers of 1024); a positive whole number of 512-byte sectors.
+func parseDiskSize(v string) (int64, error) {
+	mult := int64(1)
+	if n := len(v); n > 0 {
+		if i := strings.IndexByte("KMGT", v[n-1]&^0x20); i >= 0 {
+			mult, v = int64(1)<<(10*(i+1)), v[:n-1]
+		}
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n <= 0 || n > (1<<62)/mult {
+		return 0, errors.New("want a positive size such as 1G")
+	}
+	if n*mult%512 != 0 {
+		return 0, errors.New("not a whole number of 512-byte sectors")
+	}
+	return n * mult, nil
 }

@@ -214,7 +214,7 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	bootPath := fs.String("boot", "direct", "boot `path`: direct (the VMM sets up long mode) or pvh (start at the image's 32-bit PVH entry, as QEMU, Firecracker and Cloud Hypervisor do)")
 	bootTime := fs.Bool("boot-time", false, "print the guest's kernel.Mark times since vCPU start on stderr")
 	accel := fs.String("accel", defaultAccel(), "`accelerator`: kvm (Amber's VMM on /dev/kvm) or tcg (QEMU's emulator, for hosts without KVM: about 10x slower, stdout and stderr both on stdout, stdin without end-of-file, a short crash message); default $AMBER_ACCEL, else kvm")
-	diskSpec := fs.String("disk", "", "attach the raw disk image `FILE[,readonly]` as a virtio-blk device: the program sees it as the block device /dev/vda (virtio-blk: Amber's device under KVM, QEMU's under --accel tcg)")
+	diskSpec := fs.String("disk", "", "attach `FILE[,readonly]` as a virtio-blk disk, the block device /dev/vda in the guest: a raw image, or a store file made by vmm store create --disk-size (its object vm/disk; flush commits; KVM only). Amber's device under KVM, QEMU's under --accel tcg")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `Usage: vmm run [flags] IMAGE [-- ARGS...]
 
@@ -305,6 +305,12 @@ func bootImage(o runOptions, stdin io.Reader, stdout, stderr io.Writer) int {
 		if len(o.kvmOnly) > 0 {
 			fmt.Fprintf(stderr, "vmm run: %s: not available with --accel tcg (QEMU boots the PVH entry and has no Amber hypercalls)\n", strings.Join(o.kvmOnly, ", "))
 			return exitUsage
+		}
+		for _, d := range o.disks {
+			if vmm.IsStoreFile(d.Path) {
+				fmt.Fprintf(stderr, "vmm run: --disk %s: a store file's disk is served by Amber's VMM only (--accel kvm); QEMU takes raw images\n", d.Path)
+				return exitUsage
+			}
 		}
 		return runTCG(o.image, o.mem, o.cmdline, o.env, o.args, o.disks, stdin, stdout, stderr, o.timeout)
 	default:
@@ -650,7 +656,11 @@ func runTCG(imgPath string, mem uint64, options, env, args []string, disks []qem
 func openDisks(ds []qemu.Disk) ([]vmm.Disk, error) {
 	var out []vmm.Disk
 	for _, d := range ds {
-		b, err := vmm.OpenRawDisk(d.Path, d.ReadOnly)
+		open := vmm.OpenRawDisk
+		if vmm.IsStoreFile(d.Path) {
+			open = vmm.OpenStoreDisk
+		}
+		b, err := open(d.Path, d.ReadOnly)
 		if err != nil {
 			for _, o := range out {
 				o.Backend.Close()
@@ -701,6 +711,9 @@ func parseDisk(spec string) (qemu.Disk, error) {
 		return d, err
 	}
 	f.Close()
+	if vmm.IsStoreFile(d.Path) {
+		return d, nil // its disk object is checked when it is opened
+	}
 	if size == 0 || size%512 != 0 {
 		return d, fmt.Errorf("%s: %d bytes: a disk image must be a non-empty whole number of 512-byte sectors", d.Path, size)
 	}
