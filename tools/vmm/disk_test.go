@@ -263,6 +263,12 @@ func TestDiskStore(t *testing.T) {
 	if r := run(t, "store", "create", store, "--disk-size", "16M"); r.code != 0 {
 		t.Fatalf("store create: exit %d\n%s", r.code, r.stderr)
 	}
+	for _, bad := range []string{"1000", "0", "-1G", "lots"} {
+		r := run(t, "store", "create", filepath.Join(t.TempDir(), "bad.store"), "--disk-size", bad)
+		if r.code != 2 || !strings.Contains(r.stderr, "--disk-size") {
+			t.Errorf("store create --disk-size %s: exit %d, stderr %q", bad, r.code, r.stderr)
+		}
+	}
 	img := image(t, "./testdata/disk")
 	if r := run(t, "run", "--accel", "tcg", "--disk", store, img); r.code != exitUsage || !strings.Contains(r.stderr, "served by Amber's VMM only") {
 		t.Errorf("--accel tcg with a store disk: exit %d, stderr %q", r.code, r.stderr)
