@@ -31,8 +31,16 @@ type MMIO struct{ Base uintptr }
 //go:nosplit
 func (m MMIO) Read32(off uintptr) uint32 { return atomic.LoadUint32(u32at(m.Base + off)) }
 
+// Write32 is a plain MOV: atomic.StoreUint32 is an XCHG, which the
+// hypervisor emulates on MMIO as a read and a write, a second exit to
+// the VMM per register write (and a QueueNotify doorbell that KVM's
+// ioeventfd would have taken without any). Not inlined, so the compiler
+// cannot merge two writes to one register (the status handshake writes
+// RegStatus twice in a row) or move one; x86 keeps stores in order.
+//
 //go:nosplit
-func (m MMIO) Write32(off uintptr, v uint32) { atomic.StoreUint32(u32at(m.Base+off), v) }
+//go:noinline
+func (m MMIO) Write32(off uintptr, v uint32) { *u32at(m.Base + off) = v }
 
 // Register offsets of the virtio-mmio transport, version 2 (§4.2.2).
 const (
