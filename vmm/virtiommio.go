@@ -127,6 +127,12 @@ func (t *virtioMMIO) Read(off uint64, data []byte) {
 		clear(data) // the registers are 32-bit only (§4.2.2.1)
 		return
 	}
+	if off == vioInterruptStatus {
+		// Without the lock: the interrupt handler reads it while the
+		// goroutine may hold the lock for a batch of requests.
+		binary.LittleEndian.PutUint32(data, t.intStatus.Load())
+		return
+	}
 	t.mu.Lock()
 	switch off {
 	case vioMagic:
@@ -153,8 +159,6 @@ func (t *virtioMMIO) Read(off uint64, data []byte) {
 		if t.queueSel == 0 && t.qReady {
 			v = 1
 		}
-	case vioInterruptStatus:
-		v = t.intStatus.Load()
 	case vioStatus:
 		v = t.status
 	case vioConfigGeneration:
