@@ -53,6 +53,7 @@ func kinit(startInfo uintptr) uintptr {
 	sp := buildProcessStack(si)
 	exePath = uintptr(*u64at(sp + 8)) // argv[0]: /proc/self/exe names it
 	unpackFn()
+	stdioInit(si)
 	if !cmdlineHas(si, "amber.tick=off") {
 		lapicInit()
 	}

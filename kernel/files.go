@@ -50,6 +50,10 @@ type ofile struct {
 	off   int64
 	count uint64 // eventfd counter
 	ep    int    // epoll instance index
+	// The standard descriptions: the host's descriptor type and a
+	// regular file's size (stdio.go).
+	host     uint8
+	hostSize int64
 }
 
 type fdent struct {

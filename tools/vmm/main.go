@@ -258,6 +258,12 @@ Flags:
 		return exitNotStart
 	}
 	defer img.Close()
+	if *accel == "tcg" {
+		// QEMU's serial console carries the guest's stderr to its stdout.
+		cmdline = append(stdioOptions(stdin, stdout, stdout), cmdline...)
+	} else {
+		cmdline = append(stdioOptions(stdin, stdout, stderr), cmdline...)
+	}
 	switch *accel {
 	case "kvm":
 		if err := vmm.KVMAvailable(); err != nil {
