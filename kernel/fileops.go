@@ -51,6 +51,7 @@ const (
 	fdEventfd
 	fdEpoll
 	fdPipe
+	fdSocket
 	nKinds
 )
 
@@ -60,6 +61,7 @@ var fileKinds = [nKinds]fileKind{
 	fdEventfd: &eventfdFile{},
 	fdEpoll:   &epollFile{},
 	fdPipe:    &pipeFile{},
+	fdSocket:  &socketFile{},
 }
 
 //go:nosplit

@@ -47,6 +47,7 @@ type ofile struct {
 	flags uint64 // access mode and status flags
 	ino   uint32 // fdInode
 	pipe  int32  // fdPipe
+	sock  int32  // fdSocket
 	off   int64
 	count uint64 // eventfd counter
 	ep    int    // epoll instance index
