@@ -649,9 +649,19 @@ func recordRecv(s *sockT, u *uio, flags uint64, addr, alenp uintptr) (int64, uin
 		done += k
 	}
 	if addr != 0 && alenp != 0 && s.typ == sockDgram {
-		ringKern(rx, rx.rpos+recHdr, unsafe.Pointer(&nameBuf[2]), nl, false)
-		abstract := nl > 0 && nameBuf[2] == 0
-		if r := putSockaddr(addr, alenp, nl, abstract); r < 0 {
+		var r int64
+		if nl == 0 {
+			// An unnamed sender: no address at all (length 0), as on
+			// Linux; getpeername says AF_UNIX with an empty path instead.
+			var z int32
+			if !copyOut(alenp, unsafe.Pointer(&z), 4) {
+				r = -eFAULT
+			}
+		} else {
+			ringKern(rx, rx.rpos+recHdr, unsafe.Pointer(&nameBuf[2]), nl, false)
+			r = putSockaddr(addr, alenp, nl, nameBuf[2] == 0)
+		}
+		if r < 0 {
 			return r, 0
 		}
 	}
