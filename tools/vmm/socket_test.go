@@ -37,3 +37,12 @@ func TestUnixSockets(t *testing.T) {
 		t.Errorf("the kernel lacks a call the program makes:\n%s", r.stdout)
 	}
 }
+
+// TestForkExecFails checks that os/exec fails at once with ENOSYS: the
+// guest is one process, and clone without CLONE_THREAD, fork and execve
+// are refused rather than left to hang.
+func TestForkExecFails(t *testing.T) {
+	r := runImage(t, "./testdata/forkexec")
+	expect(t, r, 0, "ENOSYS: true\n", "StartProcess ENOSYS: true\n", "fork: function not implemented\n",
+		"execve: function not implemented\n", "quick: true\n")
+}
