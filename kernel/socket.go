@@ -1105,7 +1105,12 @@ func sockName(s *sockT, peer bool, addr, alenp uintptr) int64 {
 	if peer {
 		p := peerOf(s)
 		if p == nil {
-			return -eNOTCONN
+			if s.state != ssPeerGone {
+				return -eNOTCONN
+			}
+			// Linux still names a peer that closed; its name is gone
+			// here, so it reads as unnamed.
+			return putSockaddr(addr, alenp, 0, false)
 		}
 		s = p
 	}
