@@ -120,6 +120,25 @@ func sockChanged(s *sockT) {
 	wakeAll(waitPoll)
 }
 
+// drained tells the sockets that send to s that its ring has room again.
+//
+//go:nosplit
+func drained(s *sockT) {
+	pipeChanged(&pipes[s.rx])
+	if s.typ != sockDgram {
+		if p := peerOf(s); p != nil {
+			sockChanged(p)
+		}
+		return
+	}
+	for i := range socks {
+		o := &socks[i]
+		if o.used && o.peer >= 0 && &socks[o.peer] == s && o.peerID == s.id {
+			sockChanged(o)
+		}
+	}
+}
+
 //go:nosplit
 func peerOf(s *sockT) *sockT {
 	if s.peer < 0 {
@@ -215,15 +234,12 @@ func (*socketFile) stat(o *ofile, st *statT) {
 //go:nosplit
 func (*socketFile) pollable(o *ofile) bool { return true }
 
+// gen: every change that can alter a socket's readiness bumps its own
+// counter (data arriving, its peer draining, connections queued, the
+// peer's shutdown or close), so the counter never goes back.
+//
 //go:nosplit
-func (*socketFile) gen(o *ofile) (uint32, bool) {
-	s := &socks[o.sock]
-	g := s.gen + pipes[s.rx].gen
-	if p := peerOf(s); p != nil {
-		g += p.gen + pipes[p.rx].gen
-	}
-	return g, true
-}
+func (*socketFile) gen(o *ofile) (uint32, bool) { return socks[o.sock].gen, true }
 
 //go:nosplit
 func (*socketFile) ready(o *ofile) uint32 {
@@ -486,6 +502,7 @@ func sockSend(o *ofile, uv uio, flags uint64, addr uintptr, alen uint64) int64 {
 		}
 		rx.wpos += uint64(need)
 		pipeChanged(rx)
+		sockChanged(p)
 		return total
 	}
 }
@@ -533,6 +550,7 @@ func streamSend(o *ofile, u *uio, total int64, nonblock bool) int64 {
 			rx.wpos += uint64(c)
 			if c > 0 {
 				pipeChanged(rx)
+				sockChanged(p)
 			}
 			done += int64(c)
 			off += uint64(c)
@@ -617,7 +635,7 @@ func streamRecv(s *sockT, u *uio, flags uint64) int64 {
 	}
 	if flags&msgPeek == 0 && done > 0 {
 		rx.rpos = pos
-		pipeChanged(rx)
+		drained(s)
 	}
 	return int64(done)
 }
@@ -667,7 +685,7 @@ func recordRecv(s *sockT, u *uio, flags uint64, addr, alenp uintptr) (int64, uin
 	}
 	if flags&msgPeek == 0 {
 		rx.rpos += uint64(recHdr + nl + dlen)
-		pipeChanged(rx)
+		drained(s)
 	}
 	var fo uint32
 	if done < dlen {

@@ -291,7 +291,7 @@ var sysTable = [nsys]sysHandler{
 	sysLinkat:        sysLinkatFn,
 	sysSymlinkat:     sysSymlinkatFn,
 	sysFchmodat:      sysFchmodatFn,
-	sysSplice:        sysENOSYS,
+	sysSplice:        sysSpliceFn,
 	sysUtimensat:     sysUtimensatFn,
 	sysEventfd:       sysEventfdFn,
 	sysFallocate:     sysEOPNOTSUPP,

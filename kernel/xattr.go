@@ -50,3 +50,16 @@ func sysLlistxattrFn(f *sysFrame) int64 { return xattrPath(f, false) }
 
 //go:nosplit
 func sysFlistxattrFn(f *sysFrame) int64 { return xattrFD(f) }
+
+// splice and tee move data only between pipes and files that support it
+// on Linux; nothing here does, so they fail with EINVAL after the
+// descriptors are checked, which is what makes Go fall back to read and
+// write (ENOSYS it takes for an error).
+//
+//go:nosplit
+func sysSpliceFn(f *sysFrame) int64 {
+	if getFile(f.rdi) == nil || getFile(f.rdx) == nil {
+		return -eBADF
+	}
+	return -eINVAL
+}
