@@ -7,9 +7,9 @@ import "unsafe"
 // file-system paths and abstract names, shutdown, send/recv with their
 // msghdr forms, the SOL_SOCKET options the net package uses, and epoll
 // readiness with a change counter for the netpoller's edge-triggered
-// interests. Every socket receives into a ring of one page from the pipe
-// table (pipe.go); a stream writer copies into its peer's ring, a datagram
-// or seqpacket sender appends a record (header, sender's name, data).
+// interests. Every socket receives into a ring of its own (sockring.go);
+// a stream writer copies into its peer's ring, a datagram or seqpacket
+// sender appends a record (header, sender's name, data).
 // Descriptor passing (SCM_RIGHTS) is refused with EOPNOTSUPP; a received
 // message never carries control data. Other families (AF_INET, AF_INET6,
 // AF_NETLINK) fail with EAFNOSUPPORT, as on a kernel built without them,
@@ -43,7 +43,7 @@ const (
 	msgCtrunc   = 0x8
 
 	sunPathLen = 108
-	recHdr     = 3 // record header: u16 data length, u8 name length
+	recHdr     = 5 // record header: u32 data length, u8 name length
 )
 
 // Socket errnos.
@@ -74,7 +74,7 @@ type sockT struct {
 	gen      uint32 // bumped on state changes, for edge-triggered epoll
 	peer     int32  // connected peer (datagram: the default destination), or -1
 	peerID   uint32
-	rx       int32 // receive ring: a pipe slot
+	rx       sockRing
 	ino      uint32
 	// Listeners: the queue of connected sockets waiting for accept.
 	qhead, qtail int32
@@ -101,12 +101,11 @@ func newSock(typ uint8) int32 {
 		if s.used {
 			continue
 		}
-		pi := newPipe()
-		if pi < 0 {
-			return pi
-		}
 		sockIDs++
-		*s = sockT{used: true, typ: typ, peer: -1, rx: pi, qhead: -1, qtail: -1, qnext: -1, id: sockIDs}
+		// Field by field: a literal would be built on the stack first.
+		*s = sockT{}
+		s.used, s.typ, s.id = true, typ, sockIDs
+		s.peer, s.qhead, s.qtail, s.qnext = -1, -1, -1, -1
 		return int32(i)
 	}
 	return -eNFILE
@@ -124,7 +123,7 @@ func sockChanged(s *sockT) {
 //
 //go:nosplit
 func drained(s *sockT) {
-	pipeChanged(&pipes[s.rx])
+	wakeAll(waitPoll)
 	if s.typ != sockDgram {
 		if p := peerOf(s); p != nil {
 			sockChanged(p)
@@ -190,10 +189,7 @@ func sockFreeOne(si int32) {
 			}
 		}
 	}
-	p := &pipes[s.rx]
-	freePage(p.buf)
-	p.buf, p.used = 0, false
-	pipeChanged(p)
+	s.rx.free()
 	if s.ino != 0 {
 		ip(s.ino).opens--
 		iput(s.ino)
@@ -244,7 +240,7 @@ func (*socketFile) gen(o *ofile) (uint32, bool) { return socks[o.sock].gen, true
 //go:nosplit
 func (*socketFile) ready(o *ofile) uint32 {
 	s := &socks[o.sock]
-	rx := &pipes[s.rx]
+	rx := &s.rx
 	r := uint32(0)
 	if s.state == ssListen {
 		if s.qlen > 0 {
@@ -290,12 +286,12 @@ func (*socketFile) ioctl(o *ofile, req, arg uint64) int64 {
 		return -eNOTTY
 	}
 	s := &socks[o.sock]
-	rx := &pipes[s.rx]
-	n := int32(rx.wpos - rx.rpos)
+	rx := &s.rx
+	n := int32(rx.used())
 	if s.typ != sockStream && n > 0 {
 		var h [recHdr]byte
-		ringKern(rx, rx.rpos, unsafe.Pointer(&h), recHdr, false)
-		n = int32(h[0]) | int32(h[1])<<8
+		rx.kern(rx.rpos, unsafe.Pointer(&h), recHdr, false)
+		n = int32(recLen(&h))
 	}
 	if !copyOut(uintptr(arg), unsafe.Pointer(&n), 4) {
 		return -eFAULT
@@ -309,25 +305,11 @@ func (*socketFile) release(o *ofile) { sockFree(o.sock) }
 // ringSpace is the free room in s's receive ring.
 //
 //go:nosplit
-func ringSpace(s *sockT) uintptr {
-	p := &pipes[s.rx]
-	return pipeSize - uintptr(p.wpos-p.rpos)
-}
+func ringSpace(s *sockT) uintptr { return s.rx.space() }
 
-// ringKern copies k bytes between kernel memory at b and the ring at
-// position pos (in: into the ring).
-//
 //go:nosplit
-func ringKern(p *pipeT, pos uint64, b unsafe.Pointer, k uintptr, in bool) {
-	for i := uintptr(0); i < k; i++ {
-		r := (*byte)(ptr(p.buf + uintptr((pos+uint64(i))%pipeSize)))
-		c := (*byte)(unsafe.Add(b, i))
-		if in {
-			*r = *c
-		} else {
-			*c = *r
-		}
-	}
+func recLen(h *[recHdr]byte) uintptr {
+	return uintptr(h[0]) | uintptr(h[1])<<8 | uintptr(h[2])<<16 | uintptr(h[3])<<24
 }
 
 // uio is the program's buffers for one transfer: an iovec array in its
@@ -472,7 +454,7 @@ func sockSend(o *ofile, uv uio, flags uint64, addr uintptr, alen uint64) int64 {
 			nl = uintptr(s.nlen)
 		}
 		need := recHdr + nl + uintptr(total)
-		if need > pipeSize {
+		if need > sockRingSize {
 			return -eMSGSIZE
 		}
 		if ringSpace(p) < need {
@@ -481,11 +463,14 @@ func sockSend(o *ofile, uv uio, flags uint64, addr uintptr, alen uint64) int64 {
 			}
 			continue
 		}
-		rx := &pipes[p.rx]
-		h := [recHdr]byte{byte(total), byte(total >> 8), byte(nl)}
+		rx := &p.rx
 		pos := rx.wpos
-		ringKern(rx, pos, unsafe.Pointer(&h), recHdr, true)
-		ringKern(rx, pos+recHdr, unsafe.Pointer(&s.name), nl, true)
+		if !rx.reserve(pos, need) {
+			return -eNOMEM
+		}
+		h := [recHdr]byte{byte(total), byte(total >> 8), byte(total >> 16), byte(total >> 24), byte(nl)}
+		rx.kern(pos, unsafe.Pointer(&h), recHdr, true)
+		rx.kern(pos+recHdr, unsafe.Pointer(&s.name), nl, true)
 		at := pos + uint64(recHdr+nl)
 		for i := 0; i < u.count(); i++ {
 			v, ok := u.seg(i)
@@ -495,13 +480,12 @@ func sockSend(o *ofile, uv uio, flags uint64, addr uintptr, alen uint64) int64 {
 			if v.len == 0 {
 				continue
 			}
-			if ringUser(rx, at, uintptr(v.base), uintptr(v.len), true) < uintptr(v.len) {
+			if rx.user(at, uintptr(v.base), uintptr(v.len), true) < uintptr(v.len) {
 				return -eFAULT // nothing is committed
 			}
 			at += v.len
 		}
 		rx.wpos += uint64(need)
-		pipeChanged(rx)
 		sockChanged(p)
 		return total
 	}
@@ -541,15 +525,20 @@ func streamSend(o *ofile, u *uio, total int64, nonblock bool) int64 {
 				}
 				return r
 			}
-			rx := &pipes[p.rx]
+			rx := &p.rx
 			k := uintptr(v.len - off)
-			if sp := ringSpace(p); k > sp {
+			if sp := rx.space(); k > sp {
 				k = sp
 			}
-			c := ringUser(rx, rx.wpos, uintptr(v.base+off), k, true)
+			if !rx.reserve(rx.wpos, k) {
+				if done > 0 {
+					return done
+				}
+				return -eNOMEM
+			}
+			c := rx.user(rx.wpos, uintptr(v.base+off), k, true)
 			rx.wpos += uint64(c)
 			if c > 0 {
-				pipeChanged(rx)
 				sockChanged(p)
 			}
 			done += int64(c)
@@ -577,7 +566,7 @@ func sockRecv(o *ofile, uv uio, flags uint64, addr, alenp uintptr) (r int64, fla
 	nonblock := o.flags&oNonblock != 0 || flags&msgDontwait != 0
 	for {
 		s := &socks[o.sock]
-		rx := &pipes[s.rx]
+		rx := &s.rx
 		if s.state == ssListen || s.typ != sockDgram && s.state == ssUnconn {
 			return -eNOTCONN, 0
 		}
@@ -611,7 +600,7 @@ func sockRecv(o *ofile, uv uio, flags uint64, addr, alenp uintptr) (r int64, fla
 
 //go:nosplit
 func streamRecv(s *sockT, u *uio, flags uint64) int64 {
-	rx := &pipes[s.rx]
+	rx := &s.rx
 	pos := rx.rpos
 	done := uintptr(0)
 	for i := 0; i < u.count() && pos != rx.wpos; i++ {
@@ -623,7 +612,7 @@ func streamRecv(s *sockT, u *uio, flags uint64) int64 {
 		if avail := uintptr(rx.wpos - pos); k > avail {
 			k = avail
 		}
-		c := ringUser(rx, pos, uintptr(v.base), k, false)
+		c := rx.user(pos, uintptr(v.base), k, false)
 		pos += uint64(c)
 		done += c
 		if c < k {
@@ -642,11 +631,11 @@ func streamRecv(s *sockT, u *uio, flags uint64) int64 {
 
 //go:nosplit
 func recordRecv(s *sockT, u *uio, flags uint64, addr, alenp uintptr) (int64, uint32) {
-	rx := &pipes[s.rx]
+	rx := &s.rx
 	var h [recHdr]byte
-	ringKern(rx, rx.rpos, unsafe.Pointer(&h), recHdr, false)
-	dlen := uintptr(h[0]) | uintptr(h[1])<<8
-	nl := uintptr(h[2])
+	rx.kern(rx.rpos, unsafe.Pointer(&h), recHdr, false)
+	dlen := recLen(&h)
+	nl := uintptr(h[4])
 	at := rx.rpos + uint64(recHdr+nl)
 	left := dlen
 	done := uintptr(0)
@@ -659,7 +648,7 @@ func recordRecv(s *sockT, u *uio, flags uint64, addr, alenp uintptr) (int64, uin
 		if k > left {
 			k = left
 		}
-		if ringUser(rx, at, uintptr(v.base), k, false) < k {
+		if rx.user(at, uintptr(v.base), k, false) < k {
 			return -eFAULT, 0 // the record stays
 		}
 		at += uint64(k)
@@ -676,7 +665,7 @@ func recordRecv(s *sockT, u *uio, flags uint64, addr, alenp uintptr) (int64, uin
 				r = -eFAULT
 			}
 		} else {
-			ringKern(rx, rx.rpos+recHdr, unsafe.Pointer(&nameBuf[2]), nl, false)
+			rx.kern(rx.rpos+recHdr, unsafe.Pointer(&nameBuf[2]), nl, false)
 			r = putSockaddr(addr, alenp, nl, nameBuf[2] == 0)
 		}
 		if r < 0 {
@@ -1330,7 +1319,7 @@ func sysGetsockoptFn(f *sysFrame) int64 {
 			v[0] = 1
 		}
 	case soSndbuf, soRcvbuf:
-		v[0] = pipeSize
+		v[0] = sockRingSize
 	case soRcvlowat, soSndlowat:
 		v[0] = 1
 	case soLinger:
