@@ -47,9 +47,14 @@ type ofile struct {
 	flags uint64 // access mode and status flags
 	ino   uint32 // fdInode
 	pipe  int32  // fdPipe
+	sock  int32  // fdSocket
 	off   int64
 	count uint64 // eventfd counter
 	ep    int    // epoll instance index
+	// The standard descriptions: the host's descriptor type and a
+	// regular file's size (stdio.go).
+	host     uint8
+	hostSize int64
 }
 
 type fdent struct {

@@ -314,11 +314,18 @@ func pipeWriteTo(o *ofile, p *pipeT, buf, n uintptr) int64 {
 //
 //go:nosplit
 func ringCopy(p *pipeT, buf, k uintptr, in bool) uintptr {
-	pos := uintptr(p.rpos)
+	pos := p.rpos
 	if in {
-		pos = uintptr(p.wpos)
+		pos = p.wpos
 	}
-	o := pos % pipeSize
+	return ringUser(p, pos, buf, k, in)
+}
+
+// ringUser is ringCopy at ring position pos.
+//
+//go:nosplit
+func ringUser(p *pipeT, pos uint64, buf, k uintptr, in bool) uintptr {
+	o := uintptr(pos) % pipeSize
 	first := pipeSize - o
 	if first > k {
 		first = k

@@ -134,10 +134,48 @@ const (
 	sysMknod         = 133
 	sysMknodat       = 259
 	sysGetgroups     = 115
-	nsys             = 512
-	sysAmberMarkNr   = 500 // Amber's own: kernel.Mark
-	sysPollNr        = 7
-	sysPpollNr       = 271
+	// Sockets (kernel/socket.go).
+	sysSocket      = 41
+	sysConnect     = 42
+	sysAccept      = 43
+	sysSendto      = 44
+	sysRecvfrom    = 45
+	sysSendmsg     = 46
+	sysRecvmsg     = 47
+	sysShutdown    = 48
+	sysBind        = 49
+	sysListen      = 50
+	sysGetsockname = 51
+	sysGetpeername = 52
+	sysSocketpair  = 53
+	sysSetsockopt  = 54
+	sysGetsockopt  = 55
+	sysAccept4     = 288
+	// Extended attributes (kernel/xattr.go).
+	sysSetxattr     = 188
+	sysLsetxattr    = 189
+	sysFsetxattr    = 190
+	sysGetxattr     = 191
+	sysLgetxattr    = 192
+	sysFgetxattr    = 193
+	sysListxattr    = 194
+	sysLlistxattr   = 195
+	sysFlistxattr   = 196
+	sysRemovexattr  = 197
+	sysLremovexattr = 198
+	sysFremovexattr = 199
+	sysSetxattrat   = 463
+	sysGetxattrat   = 464
+	sysListxattrat  = 465
+	sysRemovexattrt = 466
+	// Processes: there is one; pidfds, like on a kernel before 5.3.
+	sysPidfdSendSignal = 424
+	sysPidfdOpen       = 434
+	sysPidfdGetfd      = 438
+	nsys               = 512
+	sysAmberMarkNr     = 500 // Amber's own: kernel.Mark
+	sysPollNr          = 7
+	sysPpollNr         = 271
 )
 
 type sysHandler func(*sysFrame) int64
@@ -217,62 +255,100 @@ var sysTable = [nsys]sysHandler{
 	sysPollNr:          sysPollFn,
 	sysPpollNr:         sysPpollFn,
 	// The file system.
-	sysPwrite64Nr:     sysPwriteFn,
-	sysPipe:           sysPipeFn,
-	sysDup:            sysDupFn,
-	sysDup2:           sysDup2Fn,
-	sysSendfile:       sysENOSYS,
-	sysFlock:          sysFdNopFn,
-	sysFsync:          sysFsyncFn,
-	sysFdatasync:      sysFsyncFn,
-	sysTruncate:       sysTruncateFn,
-	sysFtruncate:      sysFtruncateFn,
-	sysChdir:          sysChdirFn,
-	sysFchdir:         sysFchdirFn,
-	sysRename:         sysRenameFn,
-	sysMkdir:          sysMkdirFn,
-	sysRmdir:          sysRmdirFn,
-	sysCreat:          sysCreatFn,
-	sysLink:           sysLinkFn,
-	sysUnlink:         sysUnlinkFn,
-	sysSymlink:        sysSymlinkFn,
-	sysChmod:          sysChmodFn,
-	sysFchmod:         sysFchmodFn,
-	sysChown:          sysChownFn,
-	sysFchown:         sysFchownFn,
-	sysLchown:         sysLchownFn,
-	sysUmask:          sysUmaskFn,
-	sysUtime:          sysUtimeFn,
-	sysSync:           sysZero,
-	sysGetdents64:     sysGetdents64Fn,
-	sysFadvise64:      sysFdNopFn,
-	sysUtimes:         sysUtimesFn,
-	sysMkdirat:        sysMkdiratFn,
-	sysFchownat:       sysFchownatFn,
-	sysFutimesat:      sysFutimesatFn,
-	sysUnlinkat:       sysUnlinkatFn,
-	sysRenameat:       sysRenameatFn,
-	sysLinkat:         sysLinkatFn,
-	sysSymlinkat:      sysSymlinkatFn,
-	sysFchmodat:       sysFchmodatFn,
-	sysSplice:         sysENOSYS,
-	sysUtimensat:      sysUtimensatFn,
-	sysEventfd:        sysEventfdFn,
-	sysFallocate:      sysEOPNOTSUPP,
-	sysDup3:           sysDup3Fn,
-	sysPipe2:          sysPipe2Fn,
-	sysPreadv:         sysPreadvFn,
-	sysPwritev:        sysPwritevFn,
-	sysSyncfs:         sysFdNopFn,
-	sysRenameat2:      sysRenameat2Fn,
-	sysCopyFileRange:  sysENOSYS,
-	sysStatx:          sysENOSYS,
-	sysOpenat2:        sysENOSYS,
-	sysFchmodat2:      sysENOSYS,
-	sysMknod:          sysMknodFn,
-	sysMknodat:        sysMknodatFn,
-	sysGetgroups:      sysZero,
-	sysAmberLoadFiles: sysAmberLoadFilesFn,
+	sysPwrite64Nr:    sysPwriteFn,
+	sysPipe:          sysPipeFn,
+	sysDup:           sysDupFn,
+	sysDup2:          sysDup2Fn,
+	sysSendfile:      sysENOSYS,
+	sysFlock:         sysFdNopFn,
+	sysFsync:         sysFsyncFn,
+	sysFdatasync:     sysFsyncFn,
+	sysTruncate:      sysTruncateFn,
+	sysFtruncate:     sysFtruncateFn,
+	sysChdir:         sysChdirFn,
+	sysFchdir:        sysFchdirFn,
+	sysRename:        sysRenameFn,
+	sysMkdir:         sysMkdirFn,
+	sysRmdir:         sysRmdirFn,
+	sysCreat:         sysCreatFn,
+	sysLink:          sysLinkFn,
+	sysUnlink:        sysUnlinkFn,
+	sysSymlink:       sysSymlinkFn,
+	sysChmod:         sysChmodFn,
+	sysFchmod:        sysFchmodFn,
+	sysChown:         sysChownFn,
+	sysFchown:        sysFchownFn,
+	sysLchown:        sysLchownFn,
+	sysUmask:         sysUmaskFn,
+	sysUtime:         sysUtimeFn,
+	sysSync:          sysZero,
+	sysGetdents64:    sysGetdents64Fn,
+	sysFadvise64:     sysFdNopFn,
+	sysUtimes:        sysUtimesFn,
+	sysMkdirat:       sysMkdiratFn,
+	sysFchownat:      sysFchownatFn,
+	sysFutimesat:     sysFutimesatFn,
+	sysUnlinkat:      sysUnlinkatFn,
+	sysRenameat:      sysRenameatFn,
+	sysLinkat:        sysLinkatFn,
+	sysSymlinkat:     sysSymlinkatFn,
+	sysFchmodat:      sysFchmodatFn,
+	sysSplice:        sysSpliceFn,
+	sysUtimensat:     sysUtimensatFn,
+	sysEventfd:       sysEventfdFn,
+	sysFallocate:     sysEOPNOTSUPP,
+	sysDup3:          sysDup3Fn,
+	sysPipe2:         sysPipe2Fn,
+	sysPreadv:        sysPreadvFn,
+	sysPwritev:       sysPwritevFn,
+	sysSyncfs:        sysFdNopFn,
+	sysRenameat2:     sysRenameat2Fn,
+	sysCopyFileRange: sysENOSYS,
+	sysStatx:         sysENOSYS,
+	sysOpenat2:       sysENOSYS,
+	sysFchmodat2:     sysENOSYS,
+	sysMknod:         sysMknodFn,
+	sysMknodat:       sysMknodatFn,
+	sysGetgroups:     sysZero,
+	// Sockets.
+	sysSocket:      sysSocketFn,
+	sysConnect:     sysConnectFn,
+	sysAccept:      sysAcceptFn,
+	sysSendto:      sysSendtoFn,
+	sysRecvfrom:    sysRecvfromFn,
+	sysSendmsg:     sysSendmsgFn,
+	sysRecvmsg:     sysRecvmsgFn,
+	sysShutdown:    sysShutdownFn,
+	sysBind:        sysBindFn,
+	sysListen:      sysListenFn,
+	sysGetsockname: sysGetsocknameFn,
+	sysGetpeername: sysGetpeernameFn,
+	sysSocketpair:  sysSocketpairFn,
+	sysSetsockopt:  sysSetsockoptFn,
+	sysGetsockopt:  sysGetsockoptFn,
+	sysAccept4:     sysAccept4Fn,
+	// Extended attributes.
+	sysSetxattr:     sysXattrPathFn,
+	sysLsetxattr:    sysXattrLpathFn,
+	sysFsetxattr:    sysXattrFDFn,
+	sysGetxattr:     sysXattrPathFn,
+	sysLgetxattr:    sysXattrLpathFn,
+	sysFgetxattr:    sysXattrFDFn,
+	sysListxattr:    sysListxattrFn,
+	sysLlistxattr:   sysLlistxattrFn,
+	sysFlistxattr:   sysFlistxattrFn,
+	sysRemovexattr:  sysXattrPathFn,
+	sysLremovexattr: sysXattrLpathFn,
+	sysFremovexattr: sysXattrFDFn,
+	sysSetxattrat:   sysENOSYS,
+	sysGetxattrat:   sysENOSYS,
+	sysListxattrat:  sysENOSYS,
+	sysRemovexattrt: sysENOSYS,
+	// pidfds.
+	sysPidfdSendSignal: sysENOSYS,
+	sysPidfdOpen:       sysENOSYS,
+	sysPidfdGetfd:      sysENOSYS,
+	sysAmberLoadFiles:  sysAmberLoadFilesFn,
 	// Tests reach the exception table through it (uaccess.go).
 	sysAmberUaccessProbe: sysAmberUaccessProbeFn,
 	sysAmberService:      sysAmberServiceFn,
