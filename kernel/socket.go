@@ -845,7 +845,7 @@ func sockArgs(domain, typ, proto uint64) (uint8, int64) {
 }
 
 //go:nosplit
-func sysSocketFn(f *sysFrame) int64 {
+func sysSocket(f *sysFrame) int64 {
 	t, r := sockArgs(f.rdi, f.rsi, f.rdx)
 	if r < 0 {
 		return r
@@ -873,7 +873,7 @@ func link(a, b int32) {
 }
 
 //go:nosplit
-func sysSocketpairFn(f *sysFrame) int64 {
+func sysSocketpair(f *sysFrame) int64 {
 	t, r := sockArgs(f.rdi, f.rsi, f.rdx)
 	if r < 0 {
 		return r
@@ -913,7 +913,7 @@ func sysSocketpairFn(f *sysFrame) int64 {
 }
 
 //go:nosplit
-func sysBindFn(f *sysFrame) int64 {
+func sysBind(f *sysFrame) int64 {
 	o, r := sockOf(f.rdi)
 	if r < 0 {
 		return r
@@ -969,7 +969,7 @@ func sysBindFn(f *sysFrame) int64 {
 }
 
 //go:nosplit
-func sysListenFn(f *sysFrame) int64 {
+func sysListen(f *sysFrame) int64 {
 	o, r := sockOf(f.rdi)
 	if r < 0 {
 		return r
@@ -992,7 +992,7 @@ func sysListenFn(f *sysFrame) int64 {
 }
 
 //go:nosplit
-func sysConnectFn(f *sysFrame) int64 {
+func sysConnect(f *sysFrame) int64 {
 	o, r := sockOf(f.rdi)
 	if r < 0 {
 		return r
@@ -1098,10 +1098,10 @@ func doAccept(fd uint64, addr, alenp uintptr, flags uint64) int64 {
 }
 
 //go:nosplit
-func sysAcceptFn(f *sysFrame) int64 { return doAccept(f.rdi, uintptr(f.rsi), uintptr(f.rdx), 0) }
+func sysAccept(f *sysFrame) int64 { return doAccept(f.rdi, uintptr(f.rsi), uintptr(f.rdx), 0) }
 
 //go:nosplit
-func sysAccept4Fn(f *sysFrame) int64 {
+func sysAccept4(f *sysFrame) int64 {
 	return doAccept(f.rdi, uintptr(f.rsi), uintptr(f.rdx), f.r10)
 }
 
@@ -1128,7 +1128,7 @@ func sockName(s *sockT, peer bool, addr, alenp uintptr) int64 {
 }
 
 //go:nosplit
-func sysGetsocknameFn(f *sysFrame) int64 {
+func sysGetsockname(f *sysFrame) int64 {
 	o, r := sockOf(f.rdi)
 	if r < 0 {
 		return r
@@ -1137,7 +1137,7 @@ func sysGetsocknameFn(f *sysFrame) int64 {
 }
 
 //go:nosplit
-func sysGetpeernameFn(f *sysFrame) int64 {
+func sysGetpeername(f *sysFrame) int64 {
 	o, r := sockOf(f.rdi)
 	if r < 0 {
 		return r
@@ -1146,7 +1146,7 @@ func sysGetpeernameFn(f *sysFrame) int64 {
 }
 
 //go:nosplit
-func sysShutdownFn(f *sysFrame) int64 {
+func sysShutdown(f *sysFrame) int64 {
 	o, r := sockOf(f.rdi)
 	if r < 0 {
 		return r
@@ -1167,7 +1167,7 @@ func sysShutdownFn(f *sysFrame) int64 {
 }
 
 //go:nosplit
-func sysSendtoFn(f *sysFrame) int64 {
+func sysSendto(f *sysFrame) int64 {
 	o, r := sockOf(f.rdi)
 	if r < 0 {
 		return r
@@ -1177,7 +1177,7 @@ func sysSendtoFn(f *sysFrame) int64 {
 }
 
 //go:nosplit
-func sysRecvfromFn(f *sysFrame) int64 {
+func sysRecvfrom(f *sysFrame) int64 {
 	o, r := sockOf(f.rdi)
 	if r < 0 {
 		return r
@@ -1201,7 +1201,7 @@ type msghdr struct {
 }
 
 //go:nosplit
-func sysSendmsgFn(f *sysFrame) int64 {
+func sysSendmsg(f *sysFrame) int64 {
 	o, r := sockOf(f.rdi)
 	if r < 0 {
 		return r
@@ -1228,7 +1228,7 @@ func sysSendmsgFn(f *sysFrame) int64 {
 }
 
 //go:nosplit
-func sysRecvmsgFn(f *sysFrame) int64 {
+func sysRecvmsg(f *sysFrame) int64 {
 	o, r := sockOf(f.rdi)
 	if r < 0 {
 		return r
@@ -1290,7 +1290,7 @@ const (
 )
 
 //go:nosplit
-func sysGetsockoptFn(f *sysFrame) int64 {
+func sysGetsockopt(f *sysFrame) int64 {
 	o, r := sockOf(f.rdi)
 	if r < 0 {
 		return r
@@ -1350,7 +1350,7 @@ func sysGetsockoptFn(f *sysFrame) int64 {
 }
 
 //go:nosplit
-func sysSetsockoptFn(f *sysFrame) int64 {
+func sysSetsockopt(f *sysFrame) int64 {
 	if _, r := sockOf(f.rdi); r < 0 {
 		return r
 	}

@@ -34,22 +34,22 @@ func orNotsup(r int64) int64 {
 }
 
 //go:nosplit
-func sysXattrPathFn(f *sysFrame) int64 { return orNotsup(xattrPath(f, true)) }
+func sysXattrPath(f *sysFrame) int64 { return orNotsup(xattrPath(f, true)) }
 
 //go:nosplit
-func sysXattrLpathFn(f *sysFrame) int64 { return orNotsup(xattrPath(f, false)) }
+func sysXattrLpath(f *sysFrame) int64 { return orNotsup(xattrPath(f, false)) }
 
 //go:nosplit
-func sysXattrFDFn(f *sysFrame) int64 { return orNotsup(xattrFD(f)) }
+func sysXattrFD(f *sysFrame) int64 { return orNotsup(xattrFD(f)) }
 
 //go:nosplit
-func sysListxattrFn(f *sysFrame) int64 { return xattrPath(f, true) }
+func sysListxattr(f *sysFrame) int64 { return xattrPath(f, true) }
 
 //go:nosplit
-func sysLlistxattrFn(f *sysFrame) int64 { return xattrPath(f, false) }
+func sysLlistxattr(f *sysFrame) int64 { return xattrPath(f, false) }
 
 //go:nosplit
-func sysFlistxattrFn(f *sysFrame) int64 { return xattrFD(f) }
+func sysFlistxattr(f *sysFrame) int64 { return xattrFD(f) }
 
 // splice and tee move data only between pipes and files that support it
 // on Linux; nothing here does, so they fail with EINVAL after the
@@ -57,7 +57,7 @@ func sysFlistxattrFn(f *sysFrame) int64 { return xattrFD(f) }
 // write (ENOSYS it takes for an error).
 //
 //go:nosplit
-func sysSpliceFn(f *sysFrame) int64 {
+func sysSplice(f *sysFrame) int64 {
 	if getFile(f.rdi) == nil || getFile(f.rdx) == nil {
 		return -eBADF
 	}
