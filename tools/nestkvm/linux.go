@@ -2,7 +2,6 @@ package main
 
 import (
 	"archive/tar"
-	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"debug/elf"
@@ -73,12 +72,13 @@ func resolve(log io.Writer) ([]debPkg, error) {
 	if _, err := exec.LookPath("apt-cache"); err != nil {
 		return nil, errors.New("apt-cache is missing: the nested Linux is made from Debian's " + kernelMeta + " and " + busyboxPkg + " packages, fetched with apt-get download (on Debian or Ubuntu)")
 	}
-	meta, err := aptShow(kernelMeta, log)
+	// Each apt-cache call can take seconds: ask for both at once.
+	f, err := aptShow(log, kernelMeta, busyboxPkg)
 	if err != nil {
 		return nil, err
 	}
 	var image string
-	for _, d := range strings.Split(meta["Depends"], ",") {
+	for _, d := range strings.Split(f[kernelMeta]["Depends"], ",") {
 		d = strings.TrimSpace(d)
 		if strings.HasPrefix(d, "linux-image-") {
 			image, _, _ = strings.Cut(d, " ")
@@ -86,48 +86,61 @@ func resolve(log io.Writer) ([]debPkg, error) {
 		}
 	}
 	if image == "" {
-		return nil, fmt.Errorf("apt: %s depends on no linux-image package (Depends: %q)", kernelMeta, meta["Depends"])
+		return nil, fmt.Errorf("apt: %s depends on no linux-image package (Depends: %q)", kernelMeta, f[kernelMeta]["Depends"])
 	}
-	var pkgs []debPkg
-	for _, name := range []string{image, busyboxPkg} {
-		f, err := aptShow(name, log)
-		if err != nil {
-			return nil, err
-		}
-		pkgs = append(pkgs, debPkg{name, f["Version"]})
+	fi, err := aptShow(log, image)
+	if err != nil {
+		return nil, err
 	}
-	return pkgs, nil
+	return []debPkg{{image, fi[image]["Version"]}, {busyboxPkg, f[busyboxPkg]["Version"]}}, nil
 }
 
-// aptShow returns the fields of the candidate version of pkg; with no
-// package lists yet (a fresh machine), it runs apt-get update once.
-func aptShow(pkg string, log io.Writer) (map[string]string, error) {
-	out, err := exec.Command("apt-cache", "show", "--no-all-versions", pkg).Output()
-	if err != nil || len(bytes.TrimSpace(out)) == 0 {
-		if os.Geteuid() != 0 {
-			return nil, fmt.Errorf("apt knows no package %s and only root can run apt-get update: run it, or prepare the nested Linux once as root", pkg)
+// aptShow returns the fields of the candidate versions of pkgs, by
+// package; with no package lists yet (a fresh machine), it runs apt-get
+// update once.
+func aptShow(log io.Writer, pkgs ...string) (map[string]map[string]string, error) {
+	show := func() map[string]map[string]string {
+		out, _ := exec.Command("apt-cache", append([]string{"show", "--no-all-versions"}, pkgs...)...).Output()
+		all := map[string]map[string]string{}
+		for _, stanza := range strings.Split(string(out), "\n\n") {
+			f := map[string]string{}
+			for _, line := range strings.Split(stanza, "\n") {
+				if k, v, ok := strings.Cut(line, ": "); ok && !strings.HasPrefix(k, " ") {
+					f[k] = v
+				}
+			}
+			if f["Package"] != "" && f["Version"] != "" {
+				all[f["Package"]] = f
+			}
 		}
-		fmt.Fprintf(log, "nestkvm: apt-cache knows no %s: running apt-get update\n", pkg)
-		if b, err := exec.Command("apt-get", "update", "-qq").CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("apt-get update: %v\n%s", err, b)
-		}
-		out, err = exec.Command("apt-cache", "show", "--no-all-versions", pkg).Output()
-		if err != nil || len(bytes.TrimSpace(out)) == 0 {
-			return nil, fmt.Errorf("apt has no package %s (apt-cache show: %v): the nested Linux needs Debian's %s and %s", pkg, err, kernelMeta, busyboxPkg)
-		}
+		return all
 	}
-	f := map[string]string{}
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(sc.Text(), ": "); ok && !strings.HasPrefix(k, " ") {
-			f[k] = v
+	missing := func(all map[string]map[string]string) []string {
+		var m []string
+		for _, p := range pkgs {
+			if all[p] == nil {
+				m = append(m, p)
+			}
 		}
+		return m
 	}
-	if f["Version"] == "" {
-		return nil, fmt.Errorf("apt-cache show %s: no Version field", pkg)
+	all := show()
+	m := missing(all)
+	if len(m) == 0 {
+		return all, nil
 	}
-	return f, nil
+	if os.Geteuid() != 0 {
+		return nil, fmt.Errorf("apt knows no package %s and only root can run apt-get update: run it, or prepare the nested Linux once as root", strings.Join(m, ", "))
+	}
+	fmt.Fprintf(log, "nestkvm: apt-cache knows no %s: running apt-get update\n", strings.Join(m, ", "))
+	if b, err := exec.Command("apt-get", "update", "-qq").CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("apt-get update: %v\n%s", err, b)
+	}
+	all = show()
+	if m := missing(all); len(m) > 0 {
+		return nil, fmt.Errorf("apt has no package %s: the nested Linux needs Debian's %s and %s", strings.Join(m, ", "), kernelMeta, busyboxPkg)
+	}
+	return all, nil
 }
 
 // cacheKey names a prepared Linux: the packages and everything of ours

@@ -164,23 +164,38 @@ func prebuild(root, share string, want []kvmTests) error {
 	if err := gocmd("build", "-o", vmmBin, "./tools/vmm"); err != nil {
 		return err
 	}
+	imgs := map[string]bool{}
 	for _, k := range want {
 		if err := gocmd("test", "-c", "-o", filepath.Join(share, "test", testBinary(k.Pkg)), "./"+k.Pkg); err != nil {
 			return err
 		}
 		for _, img := range k.Images {
-			out := filepath.Join(share, "img", img+".img")
-			if _, err := os.Stat(out); err == nil {
-				continue
-			}
-			cmd := exec.Command(vmmBin, "build", "-o", out, "./"+img)
-			cmd.Dir = root
-			if b, err := cmd.CombinedOutput(); err != nil {
-				return fmt.Errorf("vmm build %s: %v\n%s", img, err, b)
-			}
+			imgs[img] = true
 		}
 	}
-	return nil
+	// Two builds at a time: linking is mostly one thread.
+	errs := make(chan error, len(imgs))
+	sem := make(chan struct{}, 2)
+	for img := range imgs {
+		go func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			cmd := exec.Command(vmmBin, "build", "-o", filepath.Join(share, "img", img+".img"), "./"+img)
+			cmd.Dir = root
+			if b, err := cmd.CombinedOutput(); err != nil {
+				errs <- fmt.Errorf("vmm build %s: %v\n%s", img, err, b)
+				return
+			}
+			errs <- nil
+		}()
+	}
+	var first error
+	for range imgs {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 // runScript is the share's run.sh: each package's KVM tests, verbose.
