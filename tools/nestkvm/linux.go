@@ -77,22 +77,34 @@ func resolve(log io.Writer) ([]debPkg, error) {
 	if err != nil {
 		return nil, err
 	}
-	var image string
-	for _, d := range strings.Split(f[kernelMeta]["Depends"], ",") {
-		d = strings.TrimSpace(d)
-		if strings.HasPrefix(d, "linux-image-") {
-			image, _, _ = strings.Cut(d, " ")
-			break
-		}
-	}
+	image, version := kernelDep(f[kernelMeta]["Depends"])
 	if image == "" {
 		return nil, fmt.Errorf("apt: %s depends on no linux-image package (Depends: %q)", kernelMeta, f[kernelMeta]["Depends"])
 	}
-	fi, err := aptShow(log, image)
-	if err != nil {
-		return nil, err
+	if version == "" {
+		fi, err := aptShow(log, image)
+		if err != nil {
+			return nil, err
+		}
+		version = fi[image]["Version"]
 	}
-	return []debPkg{{image, fi[image]["Version"]}, {busyboxPkg, f[busyboxPkg]["Version"]}}, nil
+	return []debPkg{{image, version}, {busyboxPkg, f[busyboxPkg]["Version"]}}, nil
+}
+
+// kernelDep returns the kernel image a Depends field names, with its
+// version when the field pins it exactly (Debian's metapackage does).
+func kernelDep(depends string) (image, version string) {
+	for _, d := range strings.Split(depends, ",") {
+		name, rest, _ := strings.Cut(strings.TrimSpace(d), " ")
+		if !strings.HasPrefix(name, "linux-image-") {
+			continue
+		}
+		if v, ok := strings.CutPrefix(strings.TrimSpace(rest), "(= "); ok {
+			version = strings.TrimSuffix(v, ")")
+		}
+		return name, version
+	}
+	return "", ""
 }
 
 // aptShow returns the fields of the candidate versions of pkgs, by
@@ -217,6 +229,10 @@ func Prepare(dir string, log io.Writer) (*Linux, error) {
 		os.RemoveAll(o)
 	}
 	if err := os.Rename(tmp, key); err != nil {
+		// Another run prepared the same one meanwhile.
+		if _, serr := os.Stat(l.Initramfs); serr == nil {
+			return l, nil
+		}
 		return nil, err
 	}
 	return l, nil

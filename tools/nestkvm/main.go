@@ -91,6 +91,9 @@ func main() {
 		os.Exit(1)
 	}
 	if bad := r.Failures(want); len(bad) > 0 {
+		if !*verbose {
+			fmt.Fprintf(os.Stderr, "nestkvm: the nested console:\n%s\n", r.Console)
+		}
 		fmt.Fprintf(os.Stderr, "nestkvm: FAIL\n  %s\n", strings.Join(bad, "\n  "))
 		os.Exit(1)
 	}

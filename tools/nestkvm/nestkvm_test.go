@@ -44,7 +44,7 @@ func TestNestedKVM(t *testing.T) {
 		t.Fatal(err)
 	}
 	if bad := r.Failures(want); len(bad) > 0 {
-		t.Errorf("on nested KVM:\n%s", strings.Join(bad, "\n"))
+		t.Errorf("on nested KVM:\n%s\n\nthe nested console:\n%s", strings.Join(bad, "\n"), r.Console)
 	}
 }
 
@@ -111,5 +111,17 @@ func TestModuleOrder(t *testing.T) {
 	}
 	if _, _, err := moduleOrder(files, read, depends, nil, []string{"kvm_amd"}); err == nil || !strings.Contains(err.Error(), "no module ccp (needed by kvm_amd)") {
 		t.Errorf("a missing dependency: %v", err)
+	}
+}
+
+func TestKernelDep(t *testing.T) {
+	for _, c := range []struct{ in, image, version string }{
+		{"linux-image-6.1.0-57-amd64 (= 6.1.192-3)", "linux-image-6.1.0-57-amd64", "6.1.192-3"},
+		{"initramfs-tools, linux-image-6.12.9-amd64", "linux-image-6.12.9-amd64", ""},
+		{"something-else (>= 1)", "", ""},
+	} {
+		if i, v := kernelDep(c.in); i != c.image || v != c.version {
+			t.Errorf("kernelDep(%q) = %q, %q; want %q, %q", c.in, i, v, c.image, c.version)
+		}
 	}
 }

@@ -119,6 +119,7 @@ type Report struct {
 	Packages                  []string
 	Results                   []TestResult
 	Status                    int
+	Console                   string // all the nested Linux printed
 }
 
 // Failures lists what went wrong: a test that failed or skipped, or was
@@ -279,7 +280,8 @@ func Run(ctx context.Context, o Options) (*Report, []kvmTests, error) {
 	}
 	br, err := Boot(ctx, BootConfig{Linux: l, Share: share, Memory: "2G", Timeout: o.Timeout, Console: cw})
 	r.Up, r.Status = br.Up, br.Status
-	r.Results = parseResults(console.String())
+	r.Console = console.String()
+	r.Results = parseResults(r.Console)
 	r.Total = time.Since(start)
 	if err != nil {
 		return r, want, fmt.Errorf("%v\nconsole:\n%s", err, tail(console.String(), 60))
