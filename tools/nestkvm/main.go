@@ -32,6 +32,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 )
@@ -61,8 +62,9 @@ func moduleRoot() (string, error) {
 func main() {
 	timeout := flag.Duration("timeout", 20*time.Minute, "stop the nested Linux after this long")
 	verbose := flag.Bool("v", false, "copy the nested Linux's console to stdout as it comes")
+	run := flag.String("run", "", "run only the KVM-only tests whose names match this regular expression")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "Usage: go run ./tools/nestkvm [-v] [-timeout D]\n\nRuns the KVM-only tests of ./vmm and ./tools/vmm on KVM nested under QEMU's emulator.\n\n")
+		fmt.Fprintf(flag.CommandLine.Output(), "Usage: go run ./tools/nestkvm [-v] [-run REGEXP] [-timeout D]\n\nRuns the KVM-only tests of ./vmm and ./tools/vmm on KVM nested under QEMU's emulator.\n\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -76,13 +78,20 @@ func main() {
 		fmt.Fprintln(os.Stderr, "nestkvm:", err)
 		os.Exit(1)
 	}
+	var runRE *regexp.Regexp
+	if *run != "" {
+		if runRE, err = regexp.Compile(*run); err != nil {
+			fmt.Fprintln(os.Stderr, "nestkvm: -run:", err)
+			os.Exit(2)
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	var console io.Writer
 	if *verbose {
 		console = os.Stdout
 	}
-	r, want, err := Run(ctx, Options{Root: root, Cache: cache, Timeout: *timeout, Log: os.Stderr, Console: console})
+	r, want, err := Run(ctx, Options{Root: root, Cache: cache, Timeout: *timeout, Run: runRE, Log: os.Stderr, Console: console})
 	if r != nil {
 		r.Print(os.Stdout)
 	}

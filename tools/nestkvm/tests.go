@@ -14,6 +14,7 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -103,8 +104,9 @@ type Options struct {
 	Root    string // the module's directory
 	Cache   string // where prepared Linuxes are kept
 	Timeout time.Duration
-	Log     io.Writer // progress and figures
-	Console io.Writer // the nested Linux's console
+	Run     *regexp.Regexp // only the KVM-only tests it matches; nil: all
+	Log     io.Writer      // progress and figures
+	Console io.Writer      // the nested Linux's console
 }
 
 // TestResult is one test's outcome in the nested Linux.
@@ -244,12 +246,15 @@ func Run(ctx context.Context, o Options) (*Report, []kvmTests, error) {
 		if err != nil {
 			return nil, nil, err
 		}
+		if o.Run != nil {
+			k.Tests = slices.DeleteFunc(k.Tests, func(t string) bool { return !o.Run.MatchString(t) })
+		}
 		if len(k.Tests) > 0 {
 			want = append(want, k)
 		}
 	}
 	if len(want) == 0 {
-		return nil, nil, errors.New("no test calls needKVM: nothing to run nested")
+		return nil, nil, errors.New("no test that calls needKVM (and matches -run): nothing to run nested")
 	}
 	r := &Report{}
 	l, err := Prepare(o.Cache, o.Log)
