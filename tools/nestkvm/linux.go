@@ -223,6 +223,10 @@ func Prepare(dir string, log io.Writer) (*Linux, error) {
 	if err := os.WriteFile(filepath.Join(tmp, "initramfs.cpio"), rd, 0o644); err != nil {
 		return nil, err
 	}
+	for _, d := range debs {
+		os.Remove(d)
+	}
+	os.Chmod(tmp, 0o755)
 	// Earlier versions are of no more use: the archive moved on.
 	old, _ := filepath.Glob(filepath.Join(dir, "*+*"))
 	for _, o := range old {
