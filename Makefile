@@ -38,11 +38,13 @@ check-qemu:
 	    echo "make: qemu-system-x86_64 is missing: install it (Debian/Ubuntu: sudo apt-get install qemu-system-x86) for the QEMU smoke tests" >&2; exit 1; \
 	  fi; }
 
+# The nested KVM stage (kvmtest) runs whatever the other tests gave; either
+# failing fails the target.
 test: check-go check-qemu
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "make: files need gofmt:" >&2; gofmt -l .; exit 1; }
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout 30m $$($(GO) list ./... | grep -v '/tools/nestkvm$$')
-	@$(MAKE) --no-print-directory kvmtest
+	$(GO) test -count=1 -timeout 30m $$($(GO) list ./... | grep -v '/tools/nestkvm$$'); st=$$?; \
+	$(MAKE) --no-print-directory kvmtest && exit $$st
 
 # The tests of the VMM itself need KVM. Where /dev/kvm is missing they run
 # on KVM nested under QEMU's emulator (tools/nestkvm: the first run
