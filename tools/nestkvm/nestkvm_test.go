@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -72,6 +74,34 @@ func TestFindKVMTests(t *testing.T) {
 	k, err = findKVMTests("../..", "vmm")
 	if err != nil || !slices.Contains(k.Tests, "TestKicksLoseNothing") || !slices.Equal(k.Images, []string{"tools/vmm/testdata/copyio"}) {
 		t.Errorf("vmm: %+v, %v", k, err)
+	}
+}
+
+// An image named in a helper the test calls is built too; a test that
+// does not call needKVM is not run.
+func TestFindKVMTestsThroughHelpers(t *testing.T) {
+	dir := t.TempDir()
+	src := `package p
+
+func runDev(t *testing.T) string { return run(t, image(t, "testdata/dev")) }
+func run(t *testing.T, img string) string { return runDev(t) }
+
+func TestDev(t *testing.T) {
+	needKVM(t)
+	runDev(t)
+}
+
+func TestOther(t *testing.T) { image(t, "testdata/other") }
+`
+	if err := os.MkdirAll(filepath.Join(dir, "p"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "p", "x_test.go"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	k, err := findKVMTests(dir, "p")
+	if err != nil || !slices.Equal(k.Tests, []string{"TestDev"}) || !slices.Equal(k.Images, []string{"p/testdata/dev"}) {
+		t.Errorf("%+v, %v; want TestDev and p/testdata/dev", k, err)
 	}
 }
 

@@ -38,14 +38,16 @@ type kvmTests struct {
 
 // findKVMTests reads the test files of pkg (relative to root) and returns
 // its tests that call needKVM, anywhere in their body, with the image
-// packages those tests name as literals.
+// packages those tests name as literals, themselves or through the
+// package's functions they call (runDebugDev(t) naming testdata/debugdev).
 func findKVMTests(root, pkg string) (kvmTests, error) {
 	kt := kvmTests{Pkg: pkg}
 	files, err := filepath.Glob(filepath.Join(root, pkg, "*_test.go"))
 	if err != nil || len(files) == 0 {
 		return kt, fmt.Errorf("no test files in %s", pkg)
 	}
-	imgs := map[string]bool{}
+	funcs := map[string]*ast.FuncDecl{}
+	var tests []string
 	fset := token.NewFileSet()
 	for _, f := range files {
 		af, err := parser.ParseFile(fset, f, nil, 0)
@@ -53,12 +55,22 @@ func findKVMTests(root, pkg string) (kvmTests, error) {
 			return kt, err
 		}
 		for _, d := range af.Decls {
-			fd, ok := d.(*ast.FuncDecl)
-			if !ok || fd.Recv != nil || fd.Body == nil || !strings.HasPrefix(fd.Name.Name, "Test") || fd.Name.Name == "TestMain" {
-				continue
+			if fd, ok := d.(*ast.FuncDecl); ok && fd.Recv == nil && fd.Body != nil {
+				funcs[fd.Name.Name] = fd
+				if strings.HasPrefix(fd.Name.Name, "Test") && fd.Name.Name != "TestMain" {
+					tests = append(tests, fd.Name.Name)
+				}
 			}
-			kvm := false
-			var lits []string
+		}
+	}
+	imgs := map[string]bool{}
+	for _, name := range tests {
+		kvm := false
+		lits := map[string]bool{}
+		seen := map[string]bool{}
+		var walk func(fd *ast.FuncDecl, top bool)
+		walk = func(fd *ast.FuncDecl, top bool) {
+			seen[fd.Name.Name] = true
 			ast.Inspect(fd.Body, func(n ast.Node) bool {
 				call, ok := n.(*ast.CallExpr)
 				if !ok {
@@ -68,23 +80,27 @@ func findKVMTests(root, pkg string) (kvmTests, error) {
 				if !ok {
 					return true
 				}
-				if id.Name == "needKVM" {
+				if id.Name == "needKVM" && top {
 					kvm = true
 				}
 				if imageHelpers[id.Name] && len(call.Args) >= 2 {
 					if bl, ok := call.Args[1].(*ast.BasicLit); ok && bl.Kind == token.STRING {
 						if s, err := strconv.Unquote(bl.Value); err == nil {
-							lits = append(lits, path.Join(pkg, s))
+							lits[path.Join(pkg, s)] = true
 						}
 					}
 				}
+				if callee := funcs[id.Name]; callee != nil && !seen[id.Name] {
+					walk(callee, false)
+				}
 				return true
 			})
-			if kvm {
-				kt.Tests = append(kt.Tests, fd.Name.Name)
-				for _, l := range lits {
-					imgs[l] = true
-				}
+		}
+		walk(funcs[name], true)
+		if kvm {
+			kt.Tests = append(kt.Tests, name)
+			for l := range lits {
+				imgs[l] = true
 			}
 		}
 	}
