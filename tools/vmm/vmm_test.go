@@ -245,6 +245,12 @@ func TestStraySyscall(t *testing.T) {
 	modes := []string{"ud"}
 	if _, err := os.Stat("/sys/module/kvm_pvm"); err == nil {
 		modes = append(modes, "lstar")
+	} else {
+		// Asked for anyway, it is refused with a reason before the guest runs.
+		r := run(t, "run", "--syscall-trap", "lstar", img)
+		if r.code == 0 || !strings.Contains(r.stderr, "needs a kvm_pvm host") {
+			t.Errorf("--syscall-trap lstar without kvm_pvm: exit %d, stderr %q; want a refusal", r.code, r.stderr)
+		}
 	}
 	for _, mode := range modes {
 		r := run(t, "run", "--syscall-trap", mode, img)
