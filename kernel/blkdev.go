@@ -466,11 +466,11 @@ func (*blkFile) release(o *ofile) {
 	iput(o.ino)
 }
 
-// sysFsyncFn serves fsync and fdatasync: the disk flushes its cache; the
+// sysFsync serves fsync and fdatasync: the disk flushes its cache; the
 // in-memory file system has nothing to do.
 //
 //go:nosplit
-func sysFsyncFn(f *sysFrame) int64 {
+func sysFsync(f *sysFrame) int64 {
 	o := getFile(f.rdi)
 	if o == nil {
 		return -eBADF

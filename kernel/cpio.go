@@ -4,13 +4,12 @@ import "unsafe"
 
 // Files packed into the image: `vmm build --files DIR` adds DIR to the
 // program as a cpio "newc" archive and an init function that hands its
-// bytes to the kernel with system call sysAmberLoadFiles (Amber's own
+// bytes to the kernel with system call nrAmberLoadFiles (Amber's own
 // number, 501) before main runs. The archive is unpacked read-write into the
 // root, keeping modes, modification times, directories and symlinks.
 
 const (
-	sysAmberLoadFiles = 501
-	cpioHeaderLen     = 110
+	cpioHeaderLen = 110
 )
 
 //go:nosplit
@@ -31,11 +30,11 @@ func cpioHex(p uintptr) (uint64, bool) {
 	return v, true
 }
 
-// sysAmberLoadFilesFn unpacks the archive at rdi (rsi bytes); it returns
+// sysAmberLoadFiles unpacks the archive at rdi (rsi bytes); it returns
 // the number of entries created or a negative errno.
 //
 //go:nosplit
-func sysAmberLoadFilesFn(f *sysFrame) int64 {
+func sysAmberLoadFiles(f *sysFrame) int64 {
 	fsReady()
 	base, size := uintptr(f.rdi), uintptr(f.rsi)
 	// The archive is read in place: all of it must be the program's.

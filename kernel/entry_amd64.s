@@ -306,7 +306,7 @@ TEXT ·jumpTo(SB),NOSPLIT|NOFRAME,$0-8
 // ever used from the kernel.
 TEXT ·markCall(SB),NOSPLIT,$0-8
 	MOVQ	id+0(FP), DI
-	MOVQ	$const_sysAmberMarkNr, AX
+	MOVQ	$const_nrAmberMark, AX
 	CALL	·syscallEntry(SB)
 	RET
 

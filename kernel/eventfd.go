@@ -73,7 +73,7 @@ func eventfdWrite(o *ofile, buf, n uintptr) int64 {
 }
 
 //go:nosplit
-func sysEventfd2Fn(f *sysFrame) int64 {
+func sysEventfd2(f *sysFrame) int64 {
 	fd := allocFD(fdEventfd, f.rsi&(oNonblock|oCloexec)|oRdwr)
 	if fd >= 0 {
 		ofiles[fds[fd].of-1].count = uint64(uint32(f.rdi))
@@ -82,7 +82,7 @@ func sysEventfd2Fn(f *sysFrame) int64 {
 }
 
 //go:nosplit
-func sysEventfdFn(f *sysFrame) int64 {
+func sysEventfd(f *sysFrame) int64 {
 	g := sysFrame{rdi: f.rdi}
-	return sysEventfd2Fn(&g)
+	return sysEventfd2(&g)
 }

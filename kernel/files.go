@@ -47,9 +47,14 @@ type ofile struct {
 	flags uint64 // access mode and status flags
 	ino   uint32 // fdInode
 	pipe  int32  // fdPipe
+	sock  int32  // fdSocket
 	off   int64
 	count uint64 // eventfd counter
 	ep    int    // epoll instance index
+	// The standard descriptions: the host's descriptor type and a
+	// regular file's size (stdio.go).
+	host     uint8
+	hostSize int64
 }
 
 type fdent struct {
@@ -161,10 +166,10 @@ func closeFD(fd uint64) int64 {
 }
 
 //go:nosplit
-func sysCloseFn(f *sysFrame) int64 { return closeFD(f.rdi) }
+func sysClose(f *sysFrame) int64 { return closeFD(f.rdi) }
 
 //go:nosplit
-func sysReadFn(f *sysFrame) int64 {
+func sysRead(f *sysFrame) int64 {
 	o := getFile(f.rdi)
 	if o == nil {
 		return -eBADF
@@ -173,7 +178,7 @@ func sysReadFn(f *sysFrame) int64 {
 }
 
 //go:nosplit
-func sysWriteFn(f *sysFrame) int64 {
+func sysWrite(f *sysFrame) int64 {
 	o := getFile(f.rdi)
 	if o == nil {
 		return -eBADF
@@ -182,7 +187,7 @@ func sysWriteFn(f *sysFrame) int64 {
 }
 
 //go:nosplit
-func sysPreadFn(f *sysFrame) int64 {
+func sysPread64(f *sysFrame) int64 {
 	o := getFile(f.rdi)
 	if o == nil {
 		return -eBADF
@@ -194,7 +199,7 @@ func sysPreadFn(f *sysFrame) int64 {
 }
 
 //go:nosplit
-func sysPwriteFn(f *sysFrame) int64 {
+func sysPwrite64(f *sysFrame) int64 {
 	o := getFile(f.rdi)
 	if o == nil {
 		return -eBADF
@@ -236,13 +241,13 @@ func ofWrite(o *ofile, buf, n uintptr, pos int64) int64 {
 type iovec struct{ base, len uint64 }
 
 //go:nosplit
-func sysWritevFn(f *sysFrame) int64 { return rwv(f, true, -1) }
+func sysWritev(f *sysFrame) int64 { return rwv(f, true, -1) }
 
 //go:nosplit
-func sysReadvFn(f *sysFrame) int64 { return rwv(f, false, -1) }
+func sysReadv(f *sysFrame) int64 { return rwv(f, false, -1) }
 
 //go:nosplit
-func sysPreadvFn(f *sysFrame) int64 {
+func sysPreadv(f *sysFrame) int64 {
 	if int64(f.r10) < 0 {
 		return -eINVAL
 	}
@@ -250,7 +255,7 @@ func sysPreadvFn(f *sysFrame) int64 {
 }
 
 //go:nosplit
-func sysPwritevFn(f *sysFrame) int64 {
+func sysPwritev(f *sysFrame) int64 {
 	if int64(f.r10) < 0 {
 		return -eINVAL
 	}
@@ -327,7 +332,7 @@ const (
 )
 
 //go:nosplit
-func sysLseekFn(f *sysFrame) int64 {
+func sysLseek(f *sysFrame) int64 {
 	o := getFile(f.rdi)
 	if o == nil {
 		return -eBADF
@@ -355,7 +360,7 @@ const (
 )
 
 //go:nosplit
-func sysFcntlFn(f *sysFrame) int64 {
+func sysFcntl(f *sysFrame) int64 {
 	o := getFile(f.rdi)
 	if o == nil {
 		return -eBADF
@@ -402,7 +407,7 @@ func sysFcntlFn(f *sysFrame) int64 {
 }
 
 //go:nosplit
-func sysDupFn(f *sysFrame) int64 {
+func sysDup(f *sysFrame) int64 {
 	o := getFile(f.rdi)
 	if o == nil {
 		return -eBADF
@@ -430,7 +435,7 @@ func dup3(old, new uint64, cloexec bool) int64 {
 }
 
 //go:nosplit
-func sysDup2Fn(f *sysFrame) int64 {
+func sysDup2(f *sysFrame) int64 {
 	if f.rdi == f.rsi {
 		if getFile(f.rdi) == nil {
 			return -eBADF
@@ -441,7 +446,7 @@ func sysDup2Fn(f *sysFrame) int64 {
 }
 
 //go:nosplit
-func sysDup3Fn(f *sysFrame) int64 {
+func sysDup3(f *sysFrame) int64 {
 	if f.rdi == f.rsi || f.rdx&^oCloexec != 0 {
 		return -eINVAL
 	}
@@ -449,7 +454,7 @@ func sysDup3Fn(f *sysFrame) int64 {
 }
 
 //go:nosplit
-func sysIoctlFn(f *sysFrame) int64 {
+func sysIoctl(f *sysFrame) int64 {
 	o := getFile(f.rdi)
 	if o == nil {
 		return -eBADF
@@ -480,7 +485,7 @@ func sysIoctlFn(f *sysFrame) int64 {
 // fsync, fdatasync, flock, fadvise: nothing to do in memory.
 //
 //go:nosplit
-func sysFdNopFn(f *sysFrame) int64 {
+func sysFdNop(f *sysFrame) int64 {
 	if getFile(f.rdi) == nil {
 		return -eBADF
 	}

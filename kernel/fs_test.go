@@ -66,21 +66,21 @@ func buf(n int) ([]byte, uint64) {
 func stat(t *testing.T, path string) (statT, int64) {
 	t.Helper()
 	var st statT
-	r := sys(sysNewfstatatFn, cwd, cstr(path), uint64(uintptr(unsafe.Pointer(&st))), 0)
+	r := sys(sysNewfstatat, cwd, cstr(path), uint64(uintptr(unsafe.Pointer(&st))), 0)
 	return st, r
 }
 
 func readAll(t *testing.T, path string) string {
 	t.Helper()
-	fd := sys(sysOpenatFn, cwd, cstr(path), oRdonly, 0)
+	fd := sys(sysOpenat, cwd, cstr(path), oRdonly, 0)
 	if fd < 0 {
 		t.Fatalf("open %s: errno %d", path, -fd)
 	}
-	defer sys(sysCloseFn, uint64(fd))
+	defer sys(sysClose, uint64(fd))
 	var out []byte
 	b, a := buf(3000)
 	for {
-		n := sys(sysReadFn, uint64(fd), a, uint64(len(b)))
+		n := sys(sysRead, uint64(fd), a, uint64(len(b)))
 		if n < 0 {
 			t.Fatalf("read %s: errno %d", path, -n)
 		}
@@ -93,29 +93,29 @@ func readAll(t *testing.T, path string) string {
 
 func writeFile(t *testing.T, path, data string, flags uint64) {
 	t.Helper()
-	fd := sys(sysOpenatFn, cwd, cstr(path), oWronly|oCreat|flags, 0o666)
+	fd := sys(sysOpenat, cwd, cstr(path), oWronly|oCreat|flags, 0o666)
 	if fd < 0 {
 		t.Fatalf("open %s: errno %d", path, -fd)
 	}
 	if data != "" {
-		if n := sys(sysWriteFn, uint64(fd), cstr(data), uint64(len(data))); n != int64(len(data)) {
+		if n := sys(sysWrite, uint64(fd), cstr(data), uint64(len(data))); n != int64(len(data)) {
 			t.Fatalf("write %s: %d", path, n)
 		}
 	}
-	sys(sysCloseFn, uint64(fd))
+	sys(sysClose, uint64(fd))
 }
 
 func listDir(t *testing.T, path string) string {
 	t.Helper()
-	fd := sys(sysOpenatFn, cwd, cstr(path), oRdonly|oDirectory, 0)
+	fd := sys(sysOpenat, cwd, cstr(path), oRdonly|oDirectory, 0)
 	if fd < 0 {
 		t.Fatalf("open %s: errno %d", path, -fd)
 	}
-	defer sys(sysCloseFn, uint64(fd))
+	defer sys(sysClose, uint64(fd))
 	var names []string
 	b, a := buf(100) // small: several getdents calls
 	for {
-		n := sys(sysGetdents64Fn, uint64(fd), a, uint64(len(b)))
+		n := sys(sysGetdents64, uint64(fd), a, uint64(len(b)))
 		if n < 0 {
 			t.Fatalf("getdents %s: errno %d", path, -n)
 		}
@@ -143,10 +143,10 @@ func TestPageAllocatorReuse(t *testing.T) {
 
 func TestFSFilesAndDirectories(t *testing.T) {
 	fsTestSetup(t)
-	if r := sys(sysMkdiratFn, cwd, cstr("/tmp/d"), 0o777); r != 0 {
+	if r := sys(sysMkdirat, cwd, cstr("/tmp/d"), 0o777); r != 0 {
 		t.Fatalf("mkdir: %d", r)
 	}
-	if r := sys(sysMkdiratFn, cwd, cstr("/tmp/d"), 0o777); r != -eEXIST {
+	if r := sys(sysMkdirat, cwd, cstr("/tmp/d"), 0o777); r != -eEXIST {
 		t.Fatalf("mkdir again: %d, want EEXIST", r)
 	}
 	writeFile(t, "/tmp/d/a", "hello", 0)
@@ -161,7 +161,7 @@ func TestFSFilesAndDirectories(t *testing.T) {
 		t.Fatalf("big file: %d bytes back", len(got))
 	}
 	before := freeBytes()
-	if r := sys(sysTruncateFn, cstr("/tmp/d/big"), 5000); r != 0 {
+	if r := sys(sysTruncate, cstr("/tmp/d/big"), 5000); r != 0 {
 		t.Fatalf("truncate: %d", r)
 	}
 	if freeBytes() <= before {
@@ -177,30 +177,30 @@ func TestFSFilesAndDirectories(t *testing.T) {
 	if !strings.HasPrefix(names, ". .. a big f00 f01") || !strings.HasSuffix(names, "f39") {
 		t.Fatalf("getdents: %s", names)
 	}
-	if r := sys(sysUnlinkatFn, cwd, cstr("/tmp/d"), atRemovedir); r != -eNOTEMPTY {
+	if r := sys(sysUnlinkat, cwd, cstr("/tmp/d"), atRemovedir); r != -eNOTEMPTY {
 		t.Fatalf("rmdir non-empty: %d", r)
 	}
-	if r := sys(sysRenameat2Fn, cwd, cstr("/tmp/d/a"), cwd, cstr("/tmp/d/big"), renameNoreplace); r != -eEXIST {
+	if r := sys(sysRenameat2, cwd, cstr("/tmp/d/a"), cwd, cstr("/tmp/d/big"), renameNoreplace); r != -eEXIST {
 		t.Fatalf("RENAME_NOREPLACE: %d", r)
 	}
-	if r := sys(sysRenameFn, cstr("/tmp/d/a"), cstr("/tmp/d/big")); r != 0 {
+	if r := sys(sysRename, cstr("/tmp/d/a"), cstr("/tmp/d/big")); r != 0 {
 		t.Fatalf("rename: %d", r)
 	}
 	if got := readAll(t, "/tmp/d/big"); got != "hello world" {
 		t.Fatalf("after rename: %q", got)
 	}
-	if r := sys(sysRenameFn, cstr("/tmp/d"), cstr("/tmp/d/sub")); r != -eINVAL {
+	if r := sys(sysRename, cstr("/tmp/d"), cstr("/tmp/d/sub")); r != -eINVAL {
 		t.Fatalf("rename into itself: %d", r)
 	}
 	// Hard and symbolic links.
-	if r := sys(sysLinkFn, cstr("/tmp/d/big"), cstr("/tmp/h")); r != 0 {
+	if r := sys(sysLink, cstr("/tmp/d/big"), cstr("/tmp/h")); r != 0 {
 		t.Fatalf("link: %d", r)
 	}
 	if st, _ := stat(t, "/tmp/h"); st.nlink != 2 {
 		t.Fatalf("nlink %d", st.nlink)
 	}
-	sys(sysSymlinkFn, cstr("d/big"), cstr("/tmp/s"))
-	sys(sysSymlinkFn, cstr("/tmp/loop"), cstr("/tmp/loop"))
+	sys(sysSymlink, cstr("d/big"), cstr("/tmp/s"))
+	sys(sysSymlink, cstr("/tmp/loop"), cstr("/tmp/loop"))
 	if _, r := stat(t, "/tmp/loop"); r != -eLOOP {
 		t.Fatalf("stat of a loop: %d", r)
 	}
@@ -208,40 +208,40 @@ func TestFSFilesAndDirectories(t *testing.T) {
 		t.Fatalf("stat through symlink: %+v", st)
 	}
 	b, a := buf(64)
-	if n := sys(sysReadlinkFn, cstr("/tmp/s"), a, 64); string(b[:n]) != "d/big" {
+	if n := sys(sysReadlink, cstr("/tmp/s"), a, 64); string(b[:n]) != "d/big" {
 		t.Fatalf("readlink: %q", b[:max(n, 0)])
 	}
 	// Working directory, relative paths, getcwd.
-	if r := sys(sysChdirFn, cstr("/tmp/d")); r != 0 {
+	if r := sys(sysChdir, cstr("/tmp/d")); r != 0 {
 		t.Fatalf("chdir: %d", r)
 	}
 	if got := readAll(t, "../s"); got != "hello world" {
 		t.Fatalf("relative through symlink: %q", got)
 	}
-	if n := sys(sysGetcwdFn, a, 64); n != 7 || string(b[:6]) != "/tmp/d" {
+	if n := sys(sysGetcwd, a, 64); n != 7 || string(b[:6]) != "/tmp/d" {
 		t.Fatalf("getcwd: %d %q", n, b[:6])
 	}
-	sys(sysChdirFn, cstr("/"))
+	sys(sysChdir, cstr("/"))
 	// Errors.
 	if _, r := stat(t, "/tmp/d/big/x"); r != -eNOTDIR {
 		t.Fatalf("ENOTDIR: %d", r)
 	}
-	if r := sys(sysOpenatFn, cwd, cstr("/tmp/h"), oCreat|oExcl|oWronly, 0); r != -eEXIST {
+	if r := sys(sysOpenat, cwd, cstr("/tmp/h"), oCreat|oExcl|oWronly, 0); r != -eEXIST {
 		t.Fatalf("O_EXCL: %d", r)
 	}
-	if r := sys(sysOpenatFn, cwd, cstr("/tmp/s"), oNofollow, 0); r != -eLOOP {
+	if r := sys(sysOpenat, cwd, cstr("/tmp/s"), oNofollow, 0); r != -eLOOP {
 		t.Fatalf("O_NOFOLLOW: %d", r)
 	}
-	if r := sys(sysOpenatFn, cwd, cstr("/tmp/d"), oWronly, 0); r != -eISDIR {
+	if r := sys(sysOpenat, cwd, cstr("/tmp/d"), oWronly, 0); r != -eISDIR {
 		t.Fatalf("dir for writing: %d", r)
 	}
-	if r := sys(sysOpenatFn, cwd, cstr("/"+strings.Repeat("x", 256)), oRdonly, 0); r != -eNAMETOOLONG {
+	if r := sys(sysOpenat, cwd, cstr("/"+strings.Repeat("x", 256)), oRdonly, 0); r != -eNAMETOOLONG {
 		t.Fatalf("long name: %d", r)
 	}
-	fd := sys(sysOpenatFn, cwd, cstr("/tmp/h"), oRdonly, 0)
+	fd := sys(sysOpenat, cwd, cstr("/tmp/h"), oRdonly, 0)
 	var ev epollEvent
-	ep := sys(sysEpollCreate1Fn, 0)
-	if r := sys(sysEpollCtlFn, uint64(ep), epollCtlAdd, uint64(fd), uint64(uintptr(unsafe.Pointer(&ev)))); r != -ePERM {
+	ep := sys(sysEpollCreate1, 0)
+	if r := sys(sysEpollCtl, uint64(ep), epollCtlAdd, uint64(fd), uint64(uintptr(unsafe.Pointer(&ev)))); r != -ePERM {
 		t.Fatalf("epoll_ctl on a regular file: %d, want EPERM", r)
 	}
 }
@@ -249,28 +249,28 @@ func TestFSFilesAndDirectories(t *testing.T) {
 func TestFSPipeNonblocking(t *testing.T) {
 	fsTestSetup(t)
 	var p [2]int32
-	if r := sys(sysPipe2Fn, uint64(uintptr(unsafe.Pointer(&p))), oNonblock); r != 0 {
+	if r := sys(sysPipe2, uint64(uintptr(unsafe.Pointer(&p))), oNonblock); r != 0 {
 		t.Fatalf("pipe2: %d", r)
 	}
 	b, a := buf(pipeSize + 100)
-	if n := sys(sysWriteFn, uint64(p[1]), a, uint64(len(b))); n != pipeSize {
+	if n := sys(sysWrite, uint64(p[1]), a, uint64(len(b))); n != pipeSize {
 		t.Fatalf("write into an empty pipe: %d, want %d", n, pipeSize)
 	}
-	if n := sys(sysWriteFn, uint64(p[1]), a, 1); n != -eAGAIN {
+	if n := sys(sysWrite, uint64(p[1]), a, 1); n != -eAGAIN {
 		t.Fatalf("write into a full pipe: %d", n)
 	}
-	if n := sys(sysReadFn, uint64(p[0]), a, 10); n != 10 {
+	if n := sys(sysRead, uint64(p[0]), a, 10); n != 10 {
 		t.Fatalf("read: %d", n)
 	}
-	sys(sysCloseFn, uint64(p[1]))
-	if n := sys(sysReadFn, uint64(p[0]), a, uint64(len(b))); n != pipeSize-10 {
+	sys(sysClose, uint64(p[1]))
+	if n := sys(sysRead, uint64(p[0]), a, uint64(len(b))); n != pipeSize-10 {
 		t.Fatalf("drain: %d", n)
 	}
-	if n := sys(sysReadFn, uint64(p[0]), a, 1); n != 0 {
+	if n := sys(sysRead, uint64(p[0]), a, 1); n != 0 {
 		t.Fatalf("EOF: %d", n)
 	}
 	before := freeBytes()
-	sys(sysCloseFn, uint64(p[0]))
+	sys(sysClose, uint64(p[0]))
 	if freeBytes() != before+pageSize {
 		t.Errorf("closing the pipe gave back %d bytes", freeBytes()-before)
 	}
@@ -297,7 +297,7 @@ func TestFSLoadCpio(t *testing.T) {
 	add("./etc/app.conf", sIFREG|0o600, "key=value\n")
 	add("etc/link", sIFLNK|0o777, "app.conf")
 	add("TRAILER!!!", 0, "")
-	if r := sys(sysAmberLoadFilesFn, uint64(uintptr(unsafe.Pointer(&ar[0]))), uint64(len(ar))); r != 3 {
+	if r := sys(sysAmberLoadFiles, uint64(uintptr(unsafe.Pointer(&ar[0]))), uint64(len(ar))); r != 3 {
 		t.Fatalf("load: %d", r)
 	}
 	if got := readAll(t, "/etc/link"); got != "key=value\n" {

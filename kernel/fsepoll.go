@@ -46,7 +46,7 @@ type epollInstance struct {
 var epolls [maxEpolls]epollInstance
 
 //go:nosplit
-func sysEpollCreate1Fn(f *sysFrame) int64 {
+func sysEpollCreate1(f *sysFrame) int64 {
 	if f.rdi&^oCloexec != 0 {
 		return -eINVAL
 	}
@@ -67,12 +67,12 @@ func sysEpollCreate1Fn(f *sysFrame) int64 {
 }
 
 //go:nosplit
-func sysEpollCreateFn(f *sysFrame) int64 {
+func sysEpollCreate(f *sysFrame) int64 {
 	if int32(f.rdi) <= 0 {
 		return -eINVAL
 	}
 	g := sysFrame{}
-	return sysEpollCreate1Fn(&g)
+	return sysEpollCreate1(&g)
 }
 
 // epollForget drops fd from an interest set (the descriptor was closed).
@@ -95,7 +95,7 @@ type epollFile struct{ baseFile }
 func (*epollFile) release(o *ofile) { epolls[o.ep].used = false }
 
 //go:nosplit
-func sysEpollCtlFn(f *sysFrame) int64 {
+func sysEpollCtl(f *sysFrame) int64 {
 	// As on Linux the event is read before anything else is looked at.
 	var ev epollEvent
 	if f.rsi != epollCtlDel && !copyIn(unsafe.Pointer(&ev), uintptr(f.r10), 12) {
@@ -238,7 +238,7 @@ func pollBlock(deadline int64) (r int64, done bool) {
 }
 
 //go:nosplit
-func sysEpollWaitFn(f *sysFrame) int64 {
+func sysEpollWait(f *sysFrame) int64 {
 	ms := int64(int32(f.r10))
 	ns := int64(-1)
 	if ms >= 0 {
@@ -248,15 +248,15 @@ func sysEpollWaitFn(f *sysFrame) int64 {
 }
 
 //go:nosplit
-func sysEpollPwaitFn(f *sysFrame) int64 {
+func sysEpollPwait(f *sysFrame) int64 {
 	if f.r8 != 0 && !userOK(uintptr(f.r8), 8) { // the signal mask (not applied)
 		return -eFAULT
 	}
-	return sysEpollWaitFn(f)
+	return sysEpollWait(f)
 }
 
 //go:nosplit
-func sysEpollPwait2Fn(f *sysFrame) int64 {
+func sysEpollPwait2(f *sysFrame) int64 {
 	ns := int64(-1)
 	if f.r10 != 0 {
 		d, r := getTimespec(uintptr(f.r10))

@@ -86,7 +86,7 @@ func putStat(buf uintptr) int64 {
 }
 
 //go:nosplit
-func sysFstatFn(f *sysFrame) int64 {
+func sysFstat(f *sysFrame) int64 {
 	o := getFile(f.rdi)
 	if o == nil {
 		return -eBADF
@@ -142,15 +142,15 @@ func statAt(dirfd int64, path, buf uintptr, flags uint64) int64 {
 }
 
 //go:nosplit
-func sysStatFn(f *sysFrame) int64 { return statAt(atFdcwd, uintptr(f.rdi), uintptr(f.rsi), 0) }
+func sysStat(f *sysFrame) int64 { return statAt(atFdcwd, uintptr(f.rdi), uintptr(f.rsi), 0) }
 
 //go:nosplit
-func sysLstatFn(f *sysFrame) int64 {
+func sysLstat(f *sysFrame) int64 {
 	return statAt(atFdcwd, uintptr(f.rdi), uintptr(f.rsi), atSymlinkNofollow)
 }
 
 //go:nosplit
-func sysNewfstatatFn(f *sysFrame) int64 {
+func sysNewfstatat(f *sysFrame) int64 {
 	return statAt(int64(f.rdi), uintptr(f.rsi), uintptr(f.rdx), f.r10)
 }
 
@@ -161,7 +161,7 @@ func sysENOSYS(f *sysFrame) int64 { return -eNOSYS }
 func sysEINVAL(f *sysFrame) int64 { return -eINVAL }
 
 //go:nosplit
-func sysEOPNOTSUPP(f *sysFrame) int64 { return -eOPNOTSUPP }
+func sysFallocate(f *sysFrame) int64 { return -eOPNOTSUPP }
 
 // open.
 
@@ -229,17 +229,17 @@ func doOpen(dirfd int64, path uintptr, flags uint64, mode uint32) int64 {
 }
 
 //go:nosplit
-func sysOpenFn(f *sysFrame) int64 {
+func sysOpen(f *sysFrame) int64 {
 	return doOpen(atFdcwd, uintptr(f.rdi), f.rsi, uint32(f.rdx))
 }
 
 //go:nosplit
-func sysCreatFn(f *sysFrame) int64 {
+func sysCreat(f *sysFrame) int64 {
 	return doOpen(atFdcwd, uintptr(f.rdi), oCreat|oWronly|oTrunc, uint32(f.rsi))
 }
 
 //go:nosplit
-func sysOpenatFn(f *sysFrame) int64 {
+func sysOpenat(f *sysFrame) int64 {
 	return doOpen(int64(int32(f.rdi)), uintptr(f.rsi), f.rdx, uint32(f.r10))
 }
 
@@ -249,7 +249,7 @@ func sysOpenatFn(f *sysFrame) int64 {
 var direntBuf [(19 + maxNameLen + 1 + 7) &^ 7]byte
 
 //go:nosplit
-func sysGetdents64Fn(f *sysFrame) int64 {
+func sysGetdents64(f *sysFrame) int64 {
 	o := getFile(f.rdi)
 	if o == nil {
 		return -eBADF
@@ -354,10 +354,10 @@ func doMkdir(dirfd int64, path uintptr, mode uint32) int64 {
 }
 
 //go:nosplit
-func sysMkdirFn(f *sysFrame) int64 { return doMkdir(atFdcwd, uintptr(f.rdi), uint32(f.rsi)) }
+func sysMkdir(f *sysFrame) int64 { return doMkdir(atFdcwd, uintptr(f.rdi), uint32(f.rsi)) }
 
 //go:nosplit
-func sysMkdiratFn(f *sysFrame) int64 {
+func sysMkdirat(f *sysFrame) int64 {
 	return doMkdir(int64(int32(f.rdi)), uintptr(f.rsi), uint32(f.rdx))
 }
 
@@ -405,13 +405,13 @@ func doUnlink(dirfd int64, path uintptr, flags uint64) int64 {
 }
 
 //go:nosplit
-func sysUnlinkFn(f *sysFrame) int64 { return doUnlink(atFdcwd, uintptr(f.rdi), 0) }
+func sysUnlink(f *sysFrame) int64 { return doUnlink(atFdcwd, uintptr(f.rdi), 0) }
 
 //go:nosplit
-func sysRmdirFn(f *sysFrame) int64 { return doUnlink(atFdcwd, uintptr(f.rdi), atRemovedir) }
+func sysRmdir(f *sysFrame) int64 { return doUnlink(atFdcwd, uintptr(f.rdi), atRemovedir) }
 
 //go:nosplit
-func sysUnlinkatFn(f *sysFrame) int64 {
+func sysUnlinkat(f *sysFrame) int64 {
 	return doUnlink(int64(int32(f.rdi)), uintptr(f.rsi), f.rdx)
 }
 
@@ -496,17 +496,17 @@ func doRename(ofd int64, op uintptr, nfd int64, np uintptr, flags uint64) int64 
 }
 
 //go:nosplit
-func sysRenameFn(f *sysFrame) int64 {
+func sysRename(f *sysFrame) int64 {
 	return doRename(atFdcwd, uintptr(f.rdi), atFdcwd, uintptr(f.rsi), 0)
 }
 
 //go:nosplit
-func sysRenameatFn(f *sysFrame) int64 {
+func sysRenameat(f *sysFrame) int64 {
 	return doRename(int64(int32(f.rdi)), uintptr(f.rsi), int64(int32(f.rdx)), uintptr(f.r10), 0)
 }
 
 //go:nosplit
-func sysRenameat2Fn(f *sysFrame) int64 {
+func sysRenameat2(f *sysFrame) int64 {
 	return doRename(int64(int32(f.rdi)), uintptr(f.rsi), int64(int32(f.rdx)), uintptr(f.r10), f.r8)
 }
 
@@ -556,12 +556,12 @@ func doLink(ofd int64, op uintptr, nfd int64, np uintptr, flags uint64) int64 {
 }
 
 //go:nosplit
-func sysLinkFn(f *sysFrame) int64 {
+func sysLink(f *sysFrame) int64 {
 	return doLink(atFdcwd, uintptr(f.rdi), atFdcwd, uintptr(f.rsi), 0)
 }
 
 //go:nosplit
-func sysLinkatFn(f *sysFrame) int64 {
+func sysLinkat(f *sysFrame) int64 {
 	return doLink(int64(int32(f.rdi)), uintptr(f.rsi), int64(int32(f.rdx)), uintptr(f.r10), f.r8)
 }
 
@@ -612,10 +612,10 @@ func doSymlink(target uintptr, nfd int64, np uintptr) int64 {
 }
 
 //go:nosplit
-func sysSymlinkFn(f *sysFrame) int64 { return doSymlink(uintptr(f.rdi), atFdcwd, uintptr(f.rsi)) }
+func sysSymlink(f *sysFrame) int64 { return doSymlink(uintptr(f.rdi), atFdcwd, uintptr(f.rsi)) }
 
 //go:nosplit
-func sysSymlinkatFn(f *sysFrame) int64 {
+func sysSymlinkat(f *sysFrame) int64 {
 	return doSymlink(uintptr(f.rdi), int64(int32(f.rsi)), uintptr(f.rdx))
 }
 
@@ -637,12 +637,12 @@ func doReadlink(dirfd int64, path, buf uintptr, size int64) int64 {
 }
 
 //go:nosplit
-func sysReadlinkFn(f *sysFrame) int64 {
+func sysReadlink(f *sysFrame) int64 {
 	return doReadlink(atFdcwd, uintptr(f.rdi), uintptr(f.rsi), int64(f.rdx))
 }
 
 //go:nosplit
-func sysReadlinkatFn(f *sysFrame) int64 {
+func sysReadlinkat(f *sysFrame) int64 {
 	return doReadlink(int64(int32(f.rdi)), uintptr(f.rsi), uintptr(f.rdx), int64(f.r10))
 }
 
@@ -711,13 +711,13 @@ func setMode(i int64, mode uint64) int64 {
 }
 
 //go:nosplit
-func sysChmodFn(f *sysFrame) int64 { return setMode(inodeAt(atFdcwd, uintptr(f.rdi), 0), f.rsi) }
+func sysChmod(f *sysFrame) int64 { return setMode(inodeAt(atFdcwd, uintptr(f.rdi), 0), f.rsi) }
 
 //go:nosplit
-func sysFchmodFn(f *sysFrame) int64 { return setMode(inodeOfFD(f.rdi), f.rsi) }
+func sysFchmod(f *sysFrame) int64 { return setMode(inodeOfFD(f.rdi), f.rsi) }
 
 //go:nosplit
-func sysFchmodatFn(f *sysFrame) int64 {
+func sysFchmodat(f *sysFrame) int64 {
 	return setMode(inodeAt(int64(int32(f.rdi)), uintptr(f.rsi), 0), f.rdx)
 }
 
@@ -738,20 +738,20 @@ func setOwner(i int64, uid, gid uint64) int64 {
 }
 
 //go:nosplit
-func sysChownFn(f *sysFrame) int64 {
+func sysChown(f *sysFrame) int64 {
 	return setOwner(inodeAt(atFdcwd, uintptr(f.rdi), 0), f.rsi, f.rdx)
 }
 
 //go:nosplit
-func sysLchownFn(f *sysFrame) int64 {
+func sysLchown(f *sysFrame) int64 {
 	return setOwner(inodeAt(atFdcwd, uintptr(f.rdi), atSymlinkNofollow), f.rsi, f.rdx)
 }
 
 //go:nosplit
-func sysFchownFn(f *sysFrame) int64 { return setOwner(inodeOfFD(f.rdi), f.rsi, f.rdx) }
+func sysFchown(f *sysFrame) int64 { return setOwner(inodeOfFD(f.rdi), f.rsi, f.rdx) }
 
 //go:nosplit
-func sysFchownatFn(f *sysFrame) int64 {
+func sysFchownat(f *sysFrame) int64 {
 	return setOwner(inodeAt(int64(int32(f.rdi)), uintptr(f.rsi), f.r8), f.rdx, f.r10)
 }
 
@@ -790,7 +790,7 @@ func tsArg(ts *timespec) (int64, bool) {
 }
 
 //go:nosplit
-func sysUtimensatFn(f *sysFrame) int64 {
+func sysUtimensat(f *sysFrame) int64 {
 	a, m := fsNow(), fsNow()
 	if t := uintptr(f.rdx); t != 0 {
 		var ts [2]timespec
@@ -822,7 +822,7 @@ func tvTimes(tv uintptr) (a, m int64, ok bool) {
 }
 
 //go:nosplit
-func sysUtimesFn(f *sysFrame) int64 {
+func sysUtimes(f *sysFrame) int64 {
 	a, m, ok := tvTimes(uintptr(f.rsi))
 	if !ok {
 		return -eFAULT
@@ -831,7 +831,7 @@ func sysUtimesFn(f *sysFrame) int64 {
 }
 
 //go:nosplit
-func sysFutimesatFn(f *sysFrame) int64 {
+func sysFutimesat(f *sysFrame) int64 {
 	a, m, ok := tvTimes(uintptr(f.rdx))
 	if !ok {
 		return -eFAULT
@@ -840,7 +840,7 @@ func sysFutimesatFn(f *sysFrame) int64 {
 }
 
 //go:nosplit
-func sysUtimeFn(f *sysFrame) int64 {
+func sysUtime(f *sysFrame) int64 {
 	a, m := fsNow(), fsNow()
 	if t := uintptr(f.rsi); t != 0 {
 		var ut [2]int64 // struct utimbuf: actime, modtime
@@ -853,7 +853,7 @@ func sysUtimeFn(f *sysFrame) int64 {
 }
 
 //go:nosplit
-func sysTruncateFn(f *sysFrame) int64 {
+func sysTruncate(f *sysFrame) int64 {
 	i := inodeAt(atFdcwd, uintptr(f.rdi), 0)
 	if i < 0 {
 		return i
@@ -869,7 +869,7 @@ func sysTruncateFn(f *sysFrame) int64 {
 }
 
 //go:nosplit
-func sysFtruncateFn(f *sysFrame) int64 {
+func sysFtruncate(f *sysFrame) int64 {
 	o := getFile(f.rdi)
 	if o == nil {
 		return -eBADF
@@ -897,15 +897,15 @@ func doAccess(dirfd int64, path uintptr, mode, flags uint64) int64 {
 }
 
 //go:nosplit
-func sysAccessFn(f *sysFrame) int64 { return doAccess(atFdcwd, uintptr(f.rdi), f.rsi, 0) }
+func sysAccess(f *sysFrame) int64 { return doAccess(atFdcwd, uintptr(f.rdi), f.rsi, 0) }
 
 //go:nosplit
-func sysFaccessatFn(f *sysFrame) int64 {
+func sysFaccessat(f *sysFrame) int64 {
 	return doAccess(int64(int32(f.rdi)), uintptr(f.rsi), f.rdx, 0)
 }
 
 //go:nosplit
-func sysFaccessat2Fn(f *sysFrame) int64 {
+func sysFaccessat2(f *sysFrame) int64 {
 	return doAccess(int64(int32(f.rdi)), uintptr(f.rsi), f.rdx, f.r10)
 }
 
@@ -928,13 +928,13 @@ func setCwd(i int64) int64 {
 }
 
 //go:nosplit
-func sysChdirFn(f *sysFrame) int64 { return setCwd(inodeAt(atFdcwd, uintptr(f.rdi), 0)) }
+func sysChdir(f *sysFrame) int64 { return setCwd(inodeAt(atFdcwd, uintptr(f.rdi), 0)) }
 
 //go:nosplit
-func sysFchdirFn(f *sysFrame) int64 { return setCwd(inodeOfFD(f.rdi)) }
+func sysFchdir(f *sysFrame) int64 { return setCwd(inodeOfFD(f.rdi)) }
 
 //go:nosplit
-func sysGetcwdFn(f *sysFrame) int64 {
+func sysGetcwd(f *sysFrame) int64 {
 	fsReady()
 	pos := uintptr(len(linkBuf))
 	i := cwdIno
@@ -979,7 +979,7 @@ func sysGetcwdFn(f *sysFrame) int64 {
 }
 
 //go:nosplit
-func sysUmaskFn(f *sysFrame) int64 {
+func sysUmask(f *sysFrame) int64 {
 	old := umaskBits
 	umaskBits = uint32(f.rdi) & 0o777
 	return int64(old)
@@ -1012,7 +1012,7 @@ func doMknod(dirfd int64, path uintptr, mode uint64) int64 {
 }
 
 //go:nosplit
-func sysMknodFn(f *sysFrame) int64 { return doMknod(atFdcwd, uintptr(f.rdi), f.rsi) }
+func sysMknod(f *sysFrame) int64 { return doMknod(atFdcwd, uintptr(f.rdi), f.rsi) }
 
 //go:nosplit
-func sysMknodatFn(f *sysFrame) int64 { return doMknod(int64(int32(f.rdi)), uintptr(f.rsi), f.rdx) }
+func sysMknodat(f *sysFrame) int64 { return doMknod(int64(int32(f.rdi)), uintptr(f.rsi), f.rdx) }

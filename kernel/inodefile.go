@@ -70,7 +70,19 @@ func (*inodeFile) write(o *ofile, buf, n uintptr, pos int64) int64 {
 }
 
 //go:nosplit
-func (*inodeFile) stat(o *ofile, st *statT) { fillStat(o.ino, st) }
+func (*inodeFile) stat(o *ofile, st *statT) {
+	if !hostStat(o, st) {
+		fillStat(o.ino, st)
+	}
+}
+
+//go:nosplit
+func (*inodeFile) ioctl(o *ofile, req, arg uint64) int64 {
+	if isConsole(ip(o.ino)) {
+		return consoleIoctl(o, req, arg)
+	}
+	return -eNOTTY
+}
 
 //go:nosplit
 func isConsole(nd *inode) bool {

@@ -58,12 +58,12 @@ func irqDispatch(tf *boot.TrapFrame, xsave uintptr) uintptr {
 	return ret
 }
 
-// sysAmberIRQCountFn is amber_irq_count(vector) (boot.SysAmberIRQCount):
+// sysAmberIRQCount is amber_irq_count(vector) (boot.SysAmberIRQCount):
 // the interrupts of vector taken since boot, for guest tests that wait
 // for a device's interrupt.
 //
 //go:nosplit
-func sysAmberIRQCountFn(f *sysFrame) int64 {
+func sysAmberIRQCount(f *sysFrame) int64 {
 	if f.rdi > 255 {
 		return -eINVAL
 	}

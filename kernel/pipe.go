@@ -28,7 +28,7 @@ type pipeT struct {
 var pipes [maxPipes]pipeT
 
 //go:nosplit
-func sysPipe2Fn(f *sysFrame) int64 {
+func sysPipe2(f *sysFrame) int64 {
 	flags := f.rsi
 	if flags&^(oNonblock|oCloexec|0x4000 /* O_DIRECT */) != 0 {
 		return -eINVAL
@@ -68,9 +68,9 @@ func sysPipe2Fn(f *sysFrame) int64 {
 }
 
 //go:nosplit
-func sysPipeFn(f *sysFrame) int64 {
+func sysPipe(f *sysFrame) int64 {
 	g := sysFrame{rdi: f.rdi}
-	return sysPipe2Fn(&g)
+	return sysPipe2(&g)
 }
 
 //go:nosplit
@@ -314,11 +314,18 @@ func pipeWriteTo(o *ofile, p *pipeT, buf, n uintptr) int64 {
 //
 //go:nosplit
 func ringCopy(p *pipeT, buf, k uintptr, in bool) uintptr {
-	pos := uintptr(p.rpos)
+	pos := p.rpos
 	if in {
-		pos = uintptr(p.wpos)
+		pos = p.wpos
 	}
-	o := pos % pipeSize
+	return ringUser(p, pos, buf, k, in)
+}
+
+// ringUser is ringCopy at ring position pos.
+//
+//go:nosplit
+func ringUser(p *pipeT, pos uint64, buf, k uintptr, in bool) uintptr {
+	o := uintptr(pos) % pipeSize
 	first := pipeSize - o
 	if first > k {
 		first = k

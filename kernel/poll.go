@@ -68,7 +68,7 @@ func pollWait(fds uintptr, nfds uint64, timeoutNs int64) int64 {
 }
 
 //go:nosplit
-func sysPollFn(f *sysFrame) int64 {
+func sysPoll(f *sysFrame) int64 {
 	ms := int64(int32(f.rdx))
 	ns := int64(-1)
 	if ms >= 0 {
@@ -78,7 +78,7 @@ func sysPollFn(f *sysFrame) int64 {
 }
 
 //go:nosplit
-func sysPpollFn(f *sysFrame) int64 {
+func sysPpoll(f *sysFrame) int64 {
 	ns := int64(-1)
 	if f.rdx != 0 {
 		d, r := getTimespec(uintptr(f.rdx))

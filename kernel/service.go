@@ -27,8 +27,6 @@ import "unsafe"
 // service side's API is package kernel/service.
 
 const (
-	sysAmberService = 503 // amber_service(op, ...): the service side's calls
-
 	maxServices   = 4
 	svcQueueSize  = 512 // requests pending per service; a power of two
 	maxSvcObjects = 128
@@ -152,10 +150,10 @@ func svcFree(ob *svcObjectT) {
 	ob.gen++
 }
 
-// sysAmberServiceFn serves the service side.
+// sysAmberService serves the service side.
 //
 //go:nosplit
-func sysAmberServiceFn(f *sysFrame) int64 {
+func sysAmberService(f *sysFrame) int64 {
 	if f.rdi == svcOpen {
 		return svcOpenQueue(f.rsi)
 	}

@@ -233,12 +233,12 @@ func deliverFault(tf *boot.TrapFrame, fp uintptr, cr2 uint64) (sig int, ok bool)
 	return sig, true
 }
 
-// sysRtSigreturnFn restores the context saved by pushSignalFrame (and
+// sysRtSigreturn restores the context saved by pushSignalFrame (and
 // possibly edited by the handler). The restorer's return consumed
 // pretcode, so the frame starts 8 bytes below the caller's stack pointer.
 //
 //go:nosplit
-func sysRtSigreturnFn(f *sysFrame) int64 {
+func sysRtSigreturn(f *sysFrame) int64 {
 	frame := uintptr(f.rsp) - 8
 	if !userMapped(frame, unsafe.Sizeof(rtSigframe{})) {
 		kfatal("rt_sigreturn: no signal frame at the stack pointer")
@@ -390,7 +390,7 @@ func threadIndex(tid int64) int {
 }
 
 //go:nosplit
-func sysKillFn(f *sysFrame) int64 {
+func sysKill(f *sysFrame) int64 {
 	if int64(f.rdi) != 1 && int64(f.rdi) != 0 && int64(f.rdi) != -1 {
 		return -eSRCH
 	}
@@ -416,7 +416,7 @@ func processSignal(sig uint64) int64 {
 }
 
 //go:nosplit
-func sysTgkillFn(f *sysFrame) int64 {
+func sysTgkill(f *sysFrame) int64 {
 	i := threadIndex(int64(f.rsi))
 	if f.rdi != 1 || i < 0 {
 		return -eSRCH
@@ -425,7 +425,7 @@ func sysTgkillFn(f *sysFrame) int64 {
 }
 
 //go:nosplit
-func sysTkillFn(f *sysFrame) int64 {
+func sysTkill(f *sysFrame) int64 {
 	i := threadIndex(int64(f.rdi))
 	if i < 0 {
 		return -eSRCH
@@ -438,7 +438,7 @@ func sysTkillFn(f *sysFrame) int64 {
 // does; the old setting is the one before the call.
 //
 //go:nosplit
-func sysRtSigactionFn(f *sysFrame) int64 {
+func sysRtSigaction(f *sysFrame) int64 {
 	sig, act, old := f.rdi, uintptr(f.rsi), uintptr(f.rdx)
 	if sig == 0 || sig >= nsig {
 		return -eINVAL
@@ -463,7 +463,7 @@ func sysRtSigactionFn(f *sysFrame) int64 {
 }
 
 //go:nosplit
-func sysRtSigprocmaskFn(f *sysFrame) int64 {
+func sysRtSigprocmask(f *sysFrame) int64 {
 	how, set, old := f.rdi, uintptr(f.rsi), uintptr(f.rdx)
 	t := cur()
 	prev := t.sigmask
@@ -499,7 +499,7 @@ type stackT struct {
 }
 
 //go:nosplit
-func sysSigaltstackFn(f *sysFrame) int64 {
+func sysSigaltstack(f *sysFrame) int64 {
 	ss, old := uintptr(f.rdi), uintptr(f.rsi)
 	t := cur()
 	var n stackT

@@ -7,138 +7,7 @@ import (
 	"github.com/amberos/amber/drivers/uart16550"
 )
 
-// System-call numbers served here (x86-64 Linux).
-const (
-	sysRead            = 0
-	sysWrite           = 1
-	sysOpen            = 2
-	sysClose           = 3
-	sysStat            = 4
-	sysFstat           = 5
-	sysLstat           = 6
-	sysLseek           = 8
-	sysMmapNr          = 9
-	sysMprotectNr      = 10
-	sysMunmapNr        = 11
-	sysBrkNr           = 12
-	sysRtSigaction     = 13
-	sysRtSigprocmask   = 14
-	sysRtSigreturn     = 15
-	sysIoctl           = 16
-	sysPread64         = 17
-	sysPwrite64        = 18
-	sysReadv           = 19
-	sysWritev          = 20
-	sysAccess          = 21
-	sysSchedYieldNr    = 24
-	sysMadviseNr       = 28
-	sysMsyncNr         = 26
-	sysNanosleepNr     = 35
-	sysGetpidNr        = 39
-	sysCloneNr         = 56
-	sysExitNr          = 60
-	sysWait4           = 61
-	sysKill            = 62
-	sysUname           = 63
-	sysFcntl           = 72
-	sysGetcwd          = 79
-	sysReadlink        = 89
-	sysGettimeofdayNr  = 96
-	sysGetuid          = 102
-	sysGetgid          = 104
-	sysGeteuid         = 107
-	sysGetegid         = 108
-	sysGetppidNr       = 110
-	sysSigaltstack     = 131
-	sysPrctl           = 157
-	sysArchPrctl       = 158
-	sysGettidNr        = 186
-	sysTkill           = 200
-	sysTimeNr          = 201
-	sysFutexNr         = 202
-	sysSchedGetaffNr   = 204
-	sysEpollCreate     = 213
-	sysSetTidAddrNr    = 218
-	sysClockGettimeNr  = 228
-	sysClockGetresNr   = 229
-	sysClockNanosleepN = 230
-	sysExitGroupNr     = 231
-	sysEpollWait       = 232
-	sysEpollCtl        = 233
-	sysTgkill          = 234
-	sysOpenat          = 257
-	sysNewfstatat      = 262
-	sysReadlinkat      = 267
-	sysFaccessat       = 269
-	sysEpollPwait      = 281
-	sysEventfd2        = 290
-	sysEpollCreate1    = 291
-	sysPrlimit64       = 302
-	sysGetrandom       = 318
-	sysRseq            = 334
-	sysFaccessat2      = 439
-	sysEpollPwait2     = 441
-	// The file system (kernel/fs*.go, pipe.go, cpio.go).
-	sysPwrite64Nr    = 18
-	sysPipe          = 22
-	sysDup           = 32
-	sysDup2          = 33
-	sysSendfile      = 40
-	sysFlock         = 73
-	sysFsync         = 74
-	sysFdatasync     = 75
-	sysTruncate      = 76
-	sysFtruncate     = 77
-	sysChdir         = 80
-	sysFchdir        = 81
-	sysRename        = 82
-	sysMkdir         = 83
-	sysRmdir         = 84
-	sysCreat         = 85
-	sysLink          = 86
-	sysUnlink        = 87
-	sysSymlink       = 88
-	sysChmod         = 90
-	sysFchmod        = 91
-	sysChown         = 92
-	sysFchown        = 93
-	sysLchown        = 94
-	sysUmask         = 95
-	sysUtime         = 132
-	sysSync          = 162
-	sysGetdents64    = 217
-	sysFadvise64     = 221
-	sysUtimes        = 235
-	sysMkdirat       = 258
-	sysFchownat      = 260
-	sysFutimesat     = 261
-	sysUnlinkat      = 263
-	sysRenameat      = 264
-	sysLinkat        = 265
-	sysSymlinkat     = 266
-	sysFchmodat      = 268
-	sysSplice        = 275
-	sysUtimensat     = 280
-	sysEventfd       = 284
-	sysFallocate     = 285
-	sysDup3          = 292
-	sysPipe2         = 293
-	sysPreadv        = 295
-	sysPwritev       = 296
-	sysSyncfs        = 306
-	sysRenameat2     = 316
-	sysCopyFileRange = 326
-	sysStatx         = 332
-	sysOpenat2       = 437
-	sysFchmodat2     = 452
-	sysMknod         = 133
-	sysMknodat       = 259
-	sysGetgroups     = 115
-	nsys             = 512
-	sysAmberMarkNr   = 500 // Amber's own: kernel.Mark
-	sysPollNr        = 7
-	sysPpollNr       = 271
-)
+const nsys = 512 // the table's size: Linux's numbers and Amber's own (500 and up)
 
 type sysHandler func(*sysFrame) int64
 
@@ -146,138 +15,183 @@ type sysHandler func(*sysFrame) int64
 // a composite literal need no init code): the runtime's first system call
 // arrives before any package is initialized.
 var sysTable = [nsys]sysHandler{
-	sysRead:            sysReadFn,
-	sysWrite:           sysWriteFn,
-	sysOpen:            sysOpenFn,
-	sysClose:           sysCloseFn,
-	sysStat:            sysStatFn,
-	sysFstat:           sysFstatFn,
-	sysLstat:           sysLstatFn,
-	sysLseek:           sysLseekFn,
-	sysMmapNr:          sysMmap,
-	sysMprotectNr:      sysMprotect,
-	sysMunmapNr:        sysMunmap,
-	sysMsyncNr:         sysMsync,
-	sysBrkNr:           sysBrk,
-	sysRtSigaction:     sysRtSigactionFn,
-	sysRtSigprocmask:   sysRtSigprocmaskFn,
-	sysRtSigreturn:     sysRtSigreturnFn,
-	sysIoctl:           sysIoctlFn,
-	sysPread64:         sysPreadFn,
-	sysReadv:           sysReadvFn,
-	sysWritev:          sysWritevFn,
-	sysAccess:          sysAccessFn,
-	sysSchedYieldNr:    sysSchedYield,
-	sysMadviseNr:       sysMadvise,
-	sysNanosleepNr:     sysNanosleep,
-	sysGetpidNr:        sysGetpid,
-	sysCloneNr:         sysClone,
-	sysExitNr:          sysExit,
-	sysWait4:           sysWait4Fn,
-	sysKill:            sysKillFn,
-	sysUname:           sysUnameFn,
-	sysFcntl:           sysFcntlFn,
-	sysGetcwd:          sysGetcwdFn,
-	sysReadlink:        sysReadlinkFn,
-	sysGettimeofdayNr:  sysGettimeofday,
-	sysGetuid:          sysZero,
-	sysGetgid:          sysZero,
-	sysGeteuid:         sysZero,
-	sysGetegid:         sysZero,
-	sysGetppidNr:       sysGetppid,
-	sysSigaltstack:     sysSigaltstackFn,
-	sysPrctl:           sysPrctlFn,
-	sysArchPrctl:       sysArchPrctlFn,
-	sysGettidNr:        sysGettid,
-	sysTkill:           sysTkillFn,
-	sysTimeNr:          sysTime,
-	sysFutexNr:         sysFutex,
-	sysSchedGetaffNr:   sysSchedGetaffinity,
-	sysEpollCreate:     sysEpollCreateFn,
-	sysSetTidAddrNr:    sysSetTidAddress,
-	sysClockGettimeNr:  sysClockGettime,
-	sysClockGetresNr:   sysClockGetres,
-	sysClockNanosleepN: sysClockNanosleep,
-	sysExitGroupNr:     sysExitGroup,
-	sysEpollWait:       sysEpollWaitFn,
-	sysEpollCtl:        sysEpollCtlFn,
-	sysTgkill:          sysTgkillFn,
-	sysOpenat:          sysOpenatFn,
-	sysNewfstatat:      sysNewfstatatFn,
-	sysReadlinkat:      sysReadlinkatFn,
-	sysFaccessat:       sysFaccessatFn,
-	sysEpollPwait:      sysEpollPwaitFn,
-	sysEventfd2:        sysEventfd2Fn,
-	sysEpollCreate1:    sysEpollCreate1Fn,
-	sysPrlimit64:       sysPrlimit64Fn,
-	sysGetrandom:       sysGetrandomFn,
-	sysFaccessat2:      sysFaccessat2Fn,
-	sysEpollPwait2:     sysEpollPwait2Fn,
-	sysAmberMarkNr:     sysAmberMark,
-	sysPollNr:          sysPollFn,
-	sysPpollNr:         sysPpollFn,
-	// The file system.
-	sysPwrite64Nr:     sysPwriteFn,
-	sysPipe:           sysPipeFn,
-	sysDup:            sysDupFn,
-	sysDup2:           sysDup2Fn,
-	sysSendfile:       sysENOSYS,
-	sysFlock:          sysFdNopFn,
-	sysFsync:          sysFsyncFn,
-	sysFdatasync:      sysFsyncFn,
-	sysTruncate:       sysTruncateFn,
-	sysFtruncate:      sysFtruncateFn,
-	sysChdir:          sysChdirFn,
-	sysFchdir:         sysFchdirFn,
-	sysRename:         sysRenameFn,
-	sysMkdir:          sysMkdirFn,
-	sysRmdir:          sysRmdirFn,
-	sysCreat:          sysCreatFn,
-	sysLink:           sysLinkFn,
-	sysUnlink:         sysUnlinkFn,
-	sysSymlink:        sysSymlinkFn,
-	sysChmod:          sysChmodFn,
-	sysFchmod:         sysFchmodFn,
-	sysChown:          sysChownFn,
-	sysFchown:         sysFchownFn,
-	sysLchown:         sysLchownFn,
-	sysUmask:          sysUmaskFn,
-	sysUtime:          sysUtimeFn,
-	sysSync:           sysZero,
-	sysGetdents64:     sysGetdents64Fn,
-	sysFadvise64:      sysFdNopFn,
-	sysUtimes:         sysUtimesFn,
-	sysMkdirat:        sysMkdiratFn,
-	sysFchownat:       sysFchownatFn,
-	sysFutimesat:      sysFutimesatFn,
-	sysUnlinkat:       sysUnlinkatFn,
-	sysRenameat:       sysRenameatFn,
-	sysLinkat:         sysLinkatFn,
-	sysSymlinkat:      sysSymlinkatFn,
-	sysFchmodat:       sysFchmodatFn,
-	sysSplice:         sysENOSYS,
-	sysUtimensat:      sysUtimensatFn,
-	sysEventfd:        sysEventfdFn,
-	sysFallocate:      sysEOPNOTSUPP,
-	sysDup3:           sysDup3Fn,
-	sysPipe2:          sysPipe2Fn,
-	sysPreadv:         sysPreadvFn,
-	sysPwritev:        sysPwritevFn,
-	sysSyncfs:         sysFdNopFn,
-	sysRenameat2:      sysRenameat2Fn,
-	sysCopyFileRange:  sysENOSYS,
-	sysStatx:          sysENOSYS,
-	sysOpenat2:        sysENOSYS,
-	sysFchmodat2:      sysENOSYS,
-	sysMknod:          sysMknodFn,
-	sysMknodat:        sysMknodatFn,
-	sysGetgroups:      sysZero,
-	sysAmberLoadFiles: sysAmberLoadFilesFn,
+	// Files and descriptors.
+	nrRead:          sysRead,
+	nrWrite:         sysWrite,
+	nrOpen:          sysOpen,
+	nrClose:         sysClose,
+	nrStat:          sysStat,
+	nrFstat:         sysFstat,
+	nrLstat:         sysLstat,
+	nrLseek:         sysLseek,
+	nrIoctl:         sysIoctl,
+	nrPread64:       sysPread64,
+	nrPwrite64:      sysPwrite64,
+	nrReadv:         sysReadv,
+	nrWritev:        sysWritev,
+	nrAccess:        sysAccess,
+	nrPipe:          sysPipe,
+	nrDup:           sysDup,
+	nrDup2:          sysDup2,
+	nrSendfile:      sysENOSYS,
+	nrFcntl:         sysFcntl,
+	nrFlock:         sysFdNop,
+	nrFsync:         sysFsync,
+	nrFdatasync:     sysFsync,
+	nrTruncate:      sysTruncate,
+	nrFtruncate:     sysFtruncate,
+	nrGetcwd:        sysGetcwd,
+	nrChdir:         sysChdir,
+	nrFchdir:        sysFchdir,
+	nrRename:        sysRename,
+	nrMkdir:         sysMkdir,
+	nrRmdir:         sysRmdir,
+	nrCreat:         sysCreat,
+	nrLink:          sysLink,
+	nrUnlink:        sysUnlink,
+	nrSymlink:       sysSymlink,
+	nrReadlink:      sysReadlink,
+	nrChmod:         sysChmod,
+	nrFchmod:        sysFchmod,
+	nrChown:         sysChown,
+	nrFchown:        sysFchown,
+	nrLchown:        sysLchown,
+	nrUmask:         sysUmask,
+	nrUtime:         sysUtime,
+	nrMknod:         sysMknod,
+	nrSync:          sysZero,
+	nrGetdents64:    sysGetdents64,
+	nrFadvise64:     sysFdNop,
+	nrUtimes:        sysUtimes,
+	nrOpenat:        sysOpenat,
+	nrMkdirat:       sysMkdirat,
+	nrMknodat:       sysMknodat,
+	nrFchownat:      sysFchownat,
+	nrFutimesat:     sysFutimesat,
+	nrNewfstatat:    sysNewfstatat,
+	nrUnlinkat:      sysUnlinkat,
+	nrRenameat:      sysRenameat,
+	nrLinkat:        sysLinkat,
+	nrSymlinkat:     sysSymlinkat,
+	nrReadlinkat:    sysReadlinkat,
+	nrFchmodat:      sysFchmodat,
+	nrFaccessat:     sysFaccessat,
+	nrSplice:        sysSplice,
+	nrUtimensat:     sysUtimensat,
+	nrFallocate:     sysFallocate,
+	nrDup3:          sysDup3,
+	nrPipe2:         sysPipe2,
+	nrPreadv:        sysPreadv,
+	nrPwritev:       sysPwritev,
+	nrSyncfs:        sysFdNop,
+	nrRenameat2:     sysRenameat2,
+	nrCopyFileRange: sysENOSYS,
+	nrStatx:         sysENOSYS,
+	nrOpenat2:       sysENOSYS,
+	nrFaccessat2:    sysFaccessat2,
+	nrFchmodat2:     sysENOSYS,
+	// Polling and events.
+	nrPoll:         sysPoll,
+	nrEpollCreate:  sysEpollCreate,
+	nrEpollWait:    sysEpollWait,
+	nrEpollCtl:     sysEpollCtl,
+	nrPpoll:        sysPpoll,
+	nrEpollPwait:   sysEpollPwait,
+	nrEventfd:      sysEventfd,
+	nrEventfd2:     sysEventfd2,
+	nrEpollCreate1: sysEpollCreate1,
+	nrEpollPwait2:  sysEpollPwait2,
+	// Sockets.
+	nrSocket:      sysSocket,
+	nrConnect:     sysConnect,
+	nrAccept:      sysAccept,
+	nrSendto:      sysSendto,
+	nrRecvfrom:    sysRecvfrom,
+	nrSendmsg:     sysSendmsg,
+	nrRecvmsg:     sysRecvmsg,
+	nrShutdown:    sysShutdown,
+	nrBind:        sysBind,
+	nrListen:      sysListen,
+	nrGetsockname: sysGetsockname,
+	nrGetpeername: sysGetpeername,
+	nrSocketpair:  sysSocketpair,
+	nrSetsockopt:  sysSetsockopt,
+	nrGetsockopt:  sysGetsockopt,
+	nrAccept4:     sysAccept4,
+	// Extended attributes.
+	nrSetxattr:      sysXattrPath,
+	nrLsetxattr:     sysXattrLpath,
+	nrFsetxattr:     sysXattrFD,
+	nrGetxattr:      sysXattrPath,
+	nrLgetxattr:     sysXattrLpath,
+	nrFgetxattr:     sysXattrFD,
+	nrListxattr:     sysListxattr,
+	nrLlistxattr:    sysLlistxattr,
+	nrFlistxattr:    sysFlistxattr,
+	nrRemovexattr:   sysXattrPath,
+	nrLremovexattr:  sysXattrLpath,
+	nrFremovexattr:  sysXattrFD,
+	nrSetxattrat:    sysENOSYS,
+	nrGetxattrat:    sysENOSYS,
+	nrListxattrat:   sysENOSYS,
+	nrRemovexattrat: sysENOSYS,
+	// Memory.
+	nrMmap:     sysMmap,
+	nrMprotect: sysMprotect,
+	nrMunmap:   sysMunmap,
+	nrBrk:      sysBrk,
+	nrMsync:    sysMsync,
+	nrMadvise:  sysMadvise,
+	// Signals.
+	nrRtSigaction:   sysRtSigaction,
+	nrRtSigprocmask: sysRtSigprocmask,
+	nrRtSigreturn:   sysRtSigreturn,
+	nrKill:          sysKill,
+	nrSigaltstack:   sysSigaltstack,
+	nrTkill:         sysTkill,
+	nrTgkill:        sysTgkill,
+	// Threads and scheduling.
+	nrSchedYield:       sysSchedYield,
+	nrGetpid:           sysGetpid,
+	nrClone:            sysClone,
+	nrExit:             sysExit,
+	nrWait4:            sysWait4,
+	nrGetppid:          sysGetppid,
+	nrPrctl:            sysPrctl,
+	nrArchPrctl:        sysArchPrctl,
+	nrGettid:           sysGettid,
+	nrFutex:            sysFutex,
+	nrSchedGetaffinity: sysSchedGetaffinity,
+	nrSetTidAddress:    sysSetTidAddress,
+	nrExitGroup:        sysExitGroup,
+	// Time.
+	nrNanosleep:      sysNanosleep,
+	nrGettimeofday:   sysGettimeofday,
+	nrTime:           sysTime,
+	nrClockGettime:   sysClockGettime,
+	nrClockGetres:    sysClockGetres,
+	nrClockNanosleep: sysClockNanosleep,
+	// Identity, limits and randomness.
+	nrUname:     sysUname,
+	nrGetuid:    sysZero,
+	nrGetgid:    sysZero,
+	nrGeteuid:   sysZero,
+	nrGetegid:   sysZero,
+	nrGetgroups: sysZero,
+	nrPrlimit64: sysPrlimit64,
+	nrGetrandom: sysGetrandom,
+	// Processes: there is one (pidfds answer as on a kernel before 5.3).
+	nrPidfdSendSignal: sysENOSYS,
+	nrPidfdOpen:       sysENOSYS,
+	nrPidfdGetfd:      sysENOSYS,
+	// Amber's own.
+	nrAmberMark:      sysAmberMark,
+	nrAmberLoadFiles: sysAmberLoadFiles,
 	// Tests reach the exception table through it (uaccess.go).
-	sysAmberUaccessProbe: sysAmberUaccessProbeFn,
-	sysAmberService:      sysAmberServiceFn,
+	nrAmberUaccessProbe: sysAmberUaccessProbe,
+	nrAmberService:      sysAmberService,
 	// Guest tests wait for device interrupts through it (irq.go).
-	boot.SysAmberIRQCount: sysAmberIRQCountFn,
+	boot.SysAmberIRQCount: sysAmberIRQCount,
 }
 
 // reported remembers which unimplemented calls were already named.
@@ -320,7 +234,7 @@ const (
 )
 
 //go:nosplit
-func sysArchPrctlFn(f *sysFrame) int64 {
+func sysArchPrctl(f *sysFrame) int64 {
 	switch f.rdi {
 	case archSetFS:
 		if r := fsBaseOK(uintptr(f.rsi)); r < 0 {
@@ -340,10 +254,10 @@ func sysArchPrctlFn(f *sysFrame) int64 {
 }
 
 //go:nosplit
-func sysPrctlFn(f *sysFrame) int64 { return -eINVAL }
+func sysPrctl(f *sysFrame) int64 { return -eINVAL }
 
 //go:nosplit
-func sysWait4Fn(f *sysFrame) int64 { return -eCHILD }
+func sysWait4(f *sysFrame) int64 { return -eCHILD }
 
 // utsBuf holds the struct utsname uname copies out.
 var utsBuf [6 * 65]byte
@@ -351,7 +265,7 @@ var utsBuf [6 * 65]byte
 // uname: Linux-compatible answers; programs parse the release.
 //
 //go:nosplit
-func sysUnameFn(f *sysFrame) int64 {
+func sysUname(f *sysFrame) int64 {
 	clear(utsBuf[:])
 	fields := [...]string{"Linux", "amber", "6.1.0-amber", "#1 SMP Amber", "x86_64", "(none)"}
 	for i, s := range fields {
@@ -374,7 +288,7 @@ const (
 var rlimits [16]rlimit
 
 //go:nosplit
-func sysPrlimit64Fn(f *sysFrame) int64 {
+func sysPrlimit64(f *sysFrame) int64 {
 	pid, res, newp, oldp := f.rdi, f.rsi, uintptr(f.rdx), uintptr(f.r10)
 	if pid != 0 && pid != 1 {
 		return -eSRCH
@@ -462,7 +376,7 @@ func fillRandom(buf, n uintptr) uintptr {
 // a byte could be stored).
 //
 //go:nosplit
-func sysGetrandomFn(f *sysFrame) int64 {
+func sysGetrandom(f *sysFrame) int64 {
 	const grndNonblock, grndRandom, grndInsecure = 1, 2, 4
 	flags := f.rdx
 	if flags&^(grndNonblock|grndRandom|grndInsecure) != 0 || flags&(grndRandom|grndInsecure) == grndRandom|grndInsecure {

@@ -315,6 +315,9 @@ func fsBaseOK(v uintptr) int64 {
 	return 0
 }
 
+// probeBuf is the kernel side of the probe's copies.
+var probeBuf [boot.PageSize]byte
+
 // sysAmberUaccessProbe is Amber's own system call amber_uaccess_probe
 // (addr, n, op): it reaches the exception table on purpose, which no
 // checked system call does, so tests can see it work. Ops 0-2 read n
@@ -322,13 +325,9 @@ func fsBaseOK(v uintptr) int64 {
 // user-copy routines without the checks: the count done, EFAULT when
 // none. Op 3 reads a byte at addr outside them, as a kernel bug would:
 // a fault there must stop the VM with a crash report.
-const sysAmberUaccessProbe = 502
-
-// probeBuf is the kernel side of the probe's copies.
-var probeBuf [boot.PageSize]byte
-
+//
 //go:nosplit
-func sysAmberUaccessProbeFn(f *sysFrame) int64 {
+func sysAmberUaccessProbe(f *sysFrame) int64 {
 	addr, n := uintptr(f.rdi), uintptr(f.rsi)
 	if n > uintptr(len(probeBuf)) {
 		return -eINVAL

@@ -16,12 +16,12 @@ func unpackAtBoot() {
 	}
 	bootFrame.rdi = uint64(uintptr(unsafe.Pointer(unsafe.StringData(packedFiles))))
 	bootFrame.rsi = uint64(len(packedFiles))
-	if sysAmberLoadFilesFn(&bootFrame) < 0 {
+	if sysAmberLoadFiles(&bootFrame) < 0 {
 		kfatal("boot: the files packed into the image are corrupt")
 	}
 	if len(packedCwd) > 1 {
 		bootFrame.rdi = uint64(uintptr(unsafe.Pointer(unsafe.StringData(packedCwd))))
-		if sysChdirFn(&bootFrame) < 0 {
+		if sysChdir(&bootFrame) < 0 {
 			kfatal("boot: cannot enter the packed files' directory")
 		}
 	}

@@ -148,7 +148,7 @@ func TestStopInterruptsRun(t *testing.T) {
 func needKVM(t testing.TB) {
 	t.Helper()
 	if err := KVMAvailable(); err != nil {
-		t.Skipf("cannot boot guests here: %v", err)
+		t.Skipf("cannot boot guests here: %v; this test runs on nested KVM in tools/nestkvm (make kvmtest)", err)
 	}
 }
 

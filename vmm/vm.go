@@ -239,6 +239,12 @@ func New(cfg Config) (_ *VM, err error) {
 		if lstar == 0 {
 			return nil, fmt.Errorf("%s has no kernel.lstarEntry symbol; cannot use --syscall-trap=lstar", img.Path)
 		}
+		// With hardware virtualization (kvm_amd, kvm_intel) SYSCALL enters
+		// LSTAR at CPL0, where the kernel's entry cannot run: the guest
+		// would triple-fault. Only kvm_pvm delivers it at CPL3.
+		if _, err := os.Stat("/sys/module/kvm_pvm"); err != nil {
+			return nil, errors.New("--syscall-trap=lstar needs a kvm_pvm host (SYSCALL enters LSTAR at CPL0 with hardware virtualization); use ud")
+		}
 	case "ud":
 	case "":
 		if _, err := os.Stat("/sys/module/kvm_pvm"); err == nil {

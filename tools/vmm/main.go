@@ -295,6 +295,12 @@ func bootImage(o runOptions, stdin io.Reader, stdout, stderr io.Writer) int {
 		return exitNotStart
 	}
 	defer img.Close()
+	if o.accel == "tcg" {
+		// QEMU's serial console carries the guest's stderr to its stdout.
+		o.cmdline = append(stdioOptions(stdin, stdout, stdout), o.cmdline...)
+	} else {
+		o.cmdline = append(stdioOptions(stdin, stdout, stderr), o.cmdline...)
+	}
 	switch o.accel {
 	case "kvm":
 		if err := vmm.KVMAvailable(); err != nil {

@@ -1,6 +1,6 @@
 // Command forkexec starts a program with os/exec and prints how it fails:
 // the guest has one process, so clone without CLONE_THREAD is refused
-// at once instead of hanging or crashing.
+// at once (ENOSYS) instead of hanging or crashing.
 package main
 
 import (
@@ -25,5 +25,7 @@ func main() {
 	fmt.Println("StartProcess ENOSYS:", errors.Is(err, syscall.ENOSYS))
 	_, _, e := syscall.RawSyscall(syscall.SYS_FORK, 0, 0, 0)
 	fmt.Println("fork:", e)
+	_, _, e = syscall.RawSyscall(syscall.SYS_EXECVE, 0, 0, 0)
+	fmt.Println("execve:", e)
 	fmt.Println("quick:", time.Since(start) < time.Minute)
 }
