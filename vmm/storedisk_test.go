@@ -77,6 +77,22 @@ func TestStoreDisk(t *testing.T) {
 	if got := peek(); !bytes.Equal(got[:512], make([]byte, 512)) || !bytes.Equal(got[512:], data[512:]) {
 		t.Fatal("write before Close not committed")
 	}
+	// A VMM killed with writes not flushed: they are gone, the flushed
+	// ones are there, and the store is clean.
+	d, err = OpenStoreDisk(path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flushed := bytes.Repeat([]byte{0x11}, 4096)
+	d.WriteAt(flushed, 512)
+	if err := d.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	d.WriteAt(bytes.Repeat([]byte{0x22}, 8192), 0)
+	d.(*storeDisk).dev.Close() // no commit, as at a kill -9
+	if got := peek(); !bytes.Equal(got, flushed) {
+		t.Fatal("after the kill: not the flushed data")
+	}
 	dev, err := filedev.Open(path, filedev.Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
