@@ -175,6 +175,11 @@ func New(cfg Config) (_ *VM, err error) {
 	case cfg.Memory < img.MinMemory():
 		return nil, fmt.Errorf("%s needs at least %d MiB of memory, but the VM has %d MiB (raise --mem)", img.Path, img.MinMemory()>>20, cfg.Memory>>20)
 	}
+	for i, d := range cfg.Disks {
+		if d.Backend == nil {
+			return nil, fmt.Errorf("disk %d has no backend", i)
+		}
+	}
 	vm := &VM{cfg: cfg, img: img}
 	for _, d := range cfg.Disks {
 		vm.closers = append(vm.closers, d.Backend.Close)
