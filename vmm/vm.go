@@ -51,7 +51,8 @@ type Config struct {
 	// through ioeventfd, interrupt through irqfd); direct boot only.
 	DebugDevice bool
 	// Disks are virtio-blk devices, /dev/vda first (vmm/virtioblk.go);
-	// the VM closes their backends.
+	// New takes their backends: they are closed with the VM, or by New
+	// when it fails.
 	Disks []Disk
 }
 
@@ -154,6 +155,16 @@ func KVMAvailable() error {
 
 // New creates the VM and loads the image; Run starts it.
 func New(cfg Config) (_ *VM, err error) {
+	owned := false // the disks' backends are in vm.closers
+	defer func() {
+		if err != nil && !owned {
+			for _, d := range cfg.Disks {
+				if d.Backend != nil {
+					d.Backend.Close()
+				}
+			}
+		}
+	}()
 	if cfg.Image == nil {
 		return nil, errors.New("vmm: no image")
 	}
@@ -184,6 +195,7 @@ func New(cfg Config) (_ *VM, err error) {
 	for _, d := range cfg.Disks {
 		vm.closers = append(vm.closers, d.Backend.Close)
 	}
+	owned = true
 	defer func() {
 		if err != nil {
 			vm.Close()
