@@ -51,6 +51,7 @@ var (
 	vdaIRQ    uint32
 	vdaBuf    uintptr // bounce buffer, physically contiguous
 	vdaBufLen uintptr
+	vdaUseIRQ bool // amber.diskirq=on under Amber's VMM
 )
 
 // virtioInit finds the devices named on the command line and brings up
@@ -64,6 +65,7 @@ var (
 //
 //go:nosplit
 func virtioInit(si *boot.StartInfo) {
+	vdaUseIRQ = pvHypercalls && cmdlineHas(si, "amber.diskirq=on")
 	rest := cmdlineBytes(si)
 	afterDashes := false
 	npending, firm := 0, 0 // firm: entries before "--"
@@ -163,8 +165,9 @@ func virtioProbe(size, base uintptr, irq uint32) string {
 	}
 	vdaIRQ = irq
 	// Under Amber's VMM the number is the MSI vector the device raises
-	// (boot/virtio.go), and irqTable has vdaInterrupt at that vector.
-	if pvHypercalls && irq == boot.VirtioVector {
+	// (boot/virtio.go), and irqTable has vdaInterrupt at that vector; the
+	// queue leaves polling mode only on request (vdaInterrupt).
+	if vdaUseIRQ && irq == boot.VirtioVector {
 		vda.Q.SetPolling(false)
 	}
 	vdaOn = true
@@ -284,14 +287,19 @@ func vdaWait() uint8 {
 }
 
 // vdaInterrupt is the disk's interrupt handler (irqTable's row for
-// boot.VirtioVector): it acknowledges the device. Under Amber's VMM the
-// device raises an MSI at that vector for every batch of completions
-// (vda.Q is out of polling mode); under QEMU's microvm the transport's
-// IRQ is an IOAPIC input the kernel does not route, the queue stays in
-// polling mode and this never runs. vdaWait still spins: blocking there
-// (a wait channel this handler wakes) needs a lock around vda for the
-// requests of other threads, which the one-request-per-system-call
-// design does not have yet.
+// boot.VirtioVector, the MSI vector under Amber's VMM): it acknowledges
+// the device. The queue stays in polling mode, so the device interrupts
+// only when it needs a reset, unless amber.diskirq=on asks for an
+// interrupt per batch of completions (vda.Q out of polling mode) — off
+// by default because vdaWait spins anyway (each interrupt costs two MMIO
+// exits for nothing) and because a completion can land between this
+// handler's EOI and its IRETQ: the driver issues the next request as soon
+// as it sees the used ring move, possibly before the interrupt for the
+// previous one is taken, and a second MSI then nests on the frame in use
+// on IST3 (irq.go). Interrupt-driven completion needs both a device
+// entry that moves to the kernel stack, as timerEntry does, and a lock
+// around vda so vdaWait can block. Under QEMU's microvm the transport's
+// IRQ is an IOAPIC input the kernel does not route: this never runs.
 //
 //go:nosplit
 func vdaInterrupt(tf *boot.TrapFrame, xsave uintptr) uintptr {

@@ -108,8 +108,9 @@ func main() {
 			fail(err.Error())
 		}
 		fmt.Println("disk: write ok")
-		// The disk's interrupts: under Amber's VMM the device raises
-		// boot.VirtioVector; under QEMU the driver polls (0).
+		// The disk's interrupts: under Amber's VMM with
+		// amber.diskirq=on the device raises boot.VirtioVector;
+		// otherwise the driver polls (0).
 		n, _, _ := syscall.RawSyscall(boot.SysAmberIRQCount, boot.VirtioVector, 0, 0)
 		fmt.Printf("disk: interrupts %d\n", n)
 	case "verify":
