@@ -54,6 +54,7 @@ func kinit(startInfo uintptr) uintptr {
 	exePath = uintptr(*u64at(sp + 8)) // argv[0]: /proc/self/exe names it
 	unpackFn()
 	virtioInitFn(si) // blkdev.go
+	dataConfig(si)   // datafile.go
 	if !cmdlineHas(si, "amber.tick=off") {
 		lapicInit()
 	}

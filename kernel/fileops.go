@@ -54,6 +54,7 @@ const (
 	fdSvcQueue  // a service's request queue (service.go)
 	fdSvcObject // the program's side of a service object (service.go)
 	fdBlk
+	fdData // a file or directory on the persistent file system (datafile.go)
 	nKinds
 )
 
@@ -66,6 +67,7 @@ var fileKinds = [nKinds]fileKind{
 	fdSvcQueue:  &svcQueueFile{},
 	fdSvcObject: &svcObjectFile{},
 	fdBlk:       &blkFile{},
+	fdData:      &dataFile{},
 }
 
 //go:nosplit

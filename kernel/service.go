@@ -167,6 +167,9 @@ func sysAmberServiceFn(f *sysFrame) int64 {
 		return -eINVAL
 	}
 	q := o.pipe
+	if f.rdi == svcDataMount || f.rdi == svcDataDone {
+		return dataService(f.rdi, q, f.rdx, int64(f.r10)) // datafile.go
+	}
 	if f.rdi == svcObject {
 		return svcNewObject(q, f.rdx, f.r10, uintptr(f.r8))
 	}
@@ -452,6 +455,7 @@ func (*svcQueueFile) release(o *ofile) {
 		}
 	}
 	services[o.pipe].used = false
+	dataServiceGone(o.pipe)
 	wakeAll(waitPoll)
 }
 
