@@ -360,6 +360,7 @@ func dataServiceGone(q int32) {
 		return
 	}
 	dataSvc = -1
+	vdaClaimed = false
 	if !dataDone {
 		dataRes, dataDone = -eIO, true
 	}
@@ -460,10 +461,14 @@ func dataChdir() int64 {
 type dataFile struct{ baseFile }
 
 //go:nosplit
-func (*dataFile) read(o *ofile, buf, n uintptr, pos int64) int64 { return dataRW(o, buf, n, pos, false) }
+func (*dataFile) read(o *ofile, buf, n uintptr, pos int64) int64 {
+	return dataRW(o, buf, n, pos, false)
+}
 
 //go:nosplit
-func (*dataFile) write(o *ofile, buf, n uintptr, pos int64) int64 { return dataRW(o, buf, n, pos, true) }
+func (*dataFile) write(o *ofile, buf, n uintptr, pos int64) int64 {
+	return dataRW(o, buf, n, pos, true)
+}
 
 //go:nosplit
 func dataRW(o *ofile, buf, n uintptr, pos int64, write bool) int64 {
