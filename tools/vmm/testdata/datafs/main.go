@@ -4,6 +4,7 @@
 //
 //	datafs write N     N files with fsync each, "synced NAME" after each fsync
 //	datafs check       every fNNN file holds its content: "checked N"
+//	datafs cycle START check, then write files from fSTART on until killed
 //	datafs ops         file system calls and their results, "ops ok" at the end
 //	datafs host        prints fromhost's content, writes fromguest
 //	datafs bench MiB   sequential 1 MiB writes and reads, 4 KiB random reads
@@ -45,43 +46,14 @@ func main() {
 	switch os.Args[1] {
 	case "write":
 		n, _ := strconv.Atoi(os.Args[2])
-		for i := 0; i < n; i++ {
-			name := fmt.Sprintf("f%03d", i)
-			p := filepath.Join(dir, name)
-			// Written under a temporary name and renamed, as careful
-			// programs do; fsync of the file, then of the directory.
-			f, err := os.OpenFile(p+".tmp", os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
-			check(err)
-			_, err = f.Write(content(name))
-			check(err)
-			check(f.Sync())
-			check(f.Close())
-			check(os.Rename(p+".tmp", p))
-			d, err := os.Open(dir)
-			check(err)
-			check(d.Sync())
-			d.Close()
-			fmt.Printf("synced %s\n", name)
-		}
+		write(0, n)
 		fmt.Println("write done")
 	case "check":
-		ents, err := os.ReadDir(dir)
-		check(err)
-		n := 0
-		for _, e := range ents {
-			name := e.Name()
-			if !strings.HasPrefix(name, "f") || strings.HasSuffix(name, ".tmp") {
-				continue
-			}
-			b, err := os.ReadFile(filepath.Join(dir, name))
-			check(err)
-			if !bytes.Equal(b, content(name)) {
-				fail(fmt.Sprintf("BAD %s: %d bytes, want %d", name, len(b), len(content(name))))
-			}
-			fmt.Printf("ok %s\n", name)
-			n++
-		}
-		fmt.Printf("checked %d\n", n)
+		checkFiles()
+	case "cycle":
+		start, _ := strconv.Atoi(os.Args[2])
+		checkFiles()
+		write(start, 1<<30)
 	case "ops":
 		ops()
 		fmt.Println("ops ok")
@@ -101,6 +73,47 @@ func main() {
 	default:
 		fail("unknown command " + os.Args[1])
 	}
+}
+
+func write(start, n int) {
+	for i := start; i < start+n; i++ {
+		name := fmt.Sprintf("f%03d", i)
+		p := filepath.Join(dir, name)
+		// Written under a temporary name and renamed, as careful
+		// programs do; fsync of the file, then of the directory.
+		f, err := os.OpenFile(p+".tmp", os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+		check(err)
+		_, err = f.Write(content(name))
+		check(err)
+		check(f.Sync())
+		check(f.Close())
+		check(os.Rename(p+".tmp", p))
+		d, err := os.Open(dir)
+		check(err)
+		check(d.Sync())
+		d.Close()
+		fmt.Printf("synced %s\n", name)
+	}
+}
+
+func checkFiles() {
+	ents, err := os.ReadDir(dir)
+	check(err)
+	n := 0
+	for _, e := range ents {
+		name := e.Name()
+		if !strings.HasPrefix(name, "f") || strings.HasSuffix(name, ".tmp") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		check(err)
+		if !bytes.Equal(b, content(name)) {
+			fail(fmt.Sprintf("BAD %s: %d bytes, want %d", name, len(b), len(content(name))))
+		}
+		fmt.Printf("ok %s\n", name)
+		n++
+	}
+	fmt.Printf("checked %d\n", n)
 }
 
 func check(err error) {
