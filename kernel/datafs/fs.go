@@ -203,6 +203,15 @@ func (fs *FS) Close() error {
 	return err
 }
 
+// Abort ends the file system's use of the store, dropping everything
+// not yet committed.
+func (fs *FS) Abort() {
+	if fs.tx != nil {
+		fs.tx.Abort()
+		fs.tx = nil
+	}
+}
+
 // Clean turns a path (absolute or relative to the root, "." and ".."
 // resolved lexically, ".." at the root staying there) into the form the
 // names use: "" for the root, "a/b" otherwise.

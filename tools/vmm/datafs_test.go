@@ -217,3 +217,44 @@ func qemuChild(vmm int) int {
 	return 0
 }
 
+
+// The host's `vmm store ls/get/put FILE:/data/...` and the guest see the
+// same files, both ways.
+func TestDataHostAndGuest(t *testing.T) {
+	disk := newDataDisk(t)
+	if r := runData(t, disk, "write", "3"); r.code != 0 || !strings.Contains(r.stdout, "write done") {
+		t.Fatalf("write: exit %d\n%s", r.code, r.stdout)
+	}
+	r := run(t, "store", "ls", disk+":/data")
+	for _, want := range []string{"f000", "7920   ", "f002", "-rw-r--r--"} {
+		if r.code != 0 || !strings.Contains(r.stdout, want) {
+			t.Fatalf("store ls: exit %d, no %q\n%s%s", r.code, want, r.stdout, r.stderr)
+		}
+	}
+	r = run(t, "store", "get", disk+":/data/f001")
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "f001|f001|") || len(r.stdout) != 7920 {
+		t.Fatalf("store get: exit %d, %d bytes\n%.100s%s", r.code, len(r.stdout), r.stdout, r.stderr)
+	}
+	src := filepath.Join(t.TempDir(), "config.json")
+	if err := os.WriteFile(src, []byte(`{"from":"host"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r = run(t, "store", "put", disk+":/data/fromhost", src); r.code != 0 {
+		t.Fatalf("store put: exit %d\n%s", r.code, r.stderr)
+	}
+	if r = runData(t, disk, "host"); r.code != 0 || !strings.Contains(r.stdout, `fromhost: "{\"from\":\"host\"}"`) {
+		t.Fatalf("guest: exit %d\n%s", r.code, r.stdout)
+	}
+	r = run(t, "store", "get", disk+":/data/sub/dir/fromguest")
+	if r.code != 0 || r.stdout != "written in the guest\n" {
+		t.Fatalf("store get: exit %d\n%q%s", r.code, r.stdout, r.stderr)
+	}
+	r = run(t, "store", "ls", disk+":/data/sub")
+	if r.code != 0 || !strings.Contains(r.stdout, "dir/") || !strings.HasPrefix(r.stdout, "drwxr-xr-x") {
+		t.Fatalf("store ls of a directory: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r = run(t, "store", "get", disk+":/data/missing"); r.code != 1 || !strings.Contains(r.stderr, "no such file") {
+		t.Fatalf("store get of a missing file: exit %d\n%s", r.code, r.stderr)
+	}
+	fsckDisk(t, disk)
+}
