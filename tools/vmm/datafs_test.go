@@ -217,7 +217,6 @@ func qemuChild(vmm int) int {
 	return 0
 }
 
-
 // The host's `vmm store ls/get/put FILE:/data/...` and the guest see the
 // same files, both ways.
 func TestDataHostAndGuest(t *testing.T) {
