@@ -257,3 +257,58 @@ func TestDataHostAndGuest(t *testing.T) {
 	}
 	fsckDisk(t, disk)
 }
+
+var dataBenchRE = regexp.MustCompile(`bench: write ([0-9.]+) MB/s read ([0-9.]+) MB/s randread ([0-9.]+) IOPS`)
+
+// BenchmarkDataSeqTCG: sequential 1 MiB writes (then fsync) and reads and
+// 4 KiB random reads of one file on /data, in the guest under QEMU's
+// emulator, against the same program natively on a file of the host's
+// file system. The guest's figures are TCG-bound (every instruction of
+// the kernel, the service and objstore's checksums is emulated): they
+// measure QEMU, not the design.
+func BenchmarkDataSeqTCG(b *testing.B) {
+	needQEMU(b)
+	img := image(b, "./testdata/datafs")
+	native := filepath.Join(b.TempDir(), "datafs")
+	if out, err := exec.Command("go", "build", "-o", native, "./testdata/datafs").CombinedOutput(); err != nil {
+		b.Fatalf("%v\n%s", err, out)
+	}
+	const mib = 32
+	parse := func(out string) (w, r, iops float64) {
+		m := dataBenchRE.FindStringSubmatch(out)
+		if m == nil {
+			b.Fatalf("no figures in\n%s", out)
+		}
+		w, _ = strconv.ParseFloat(m[1], 64)
+		r, _ = strconv.ParseFloat(m[2], 64)
+		iops, _ = strconv.ParseFloat(m[3], 64)
+		return
+	}
+	for i := 0; i < b.N; i++ {
+		disk := filepath.Join(b.TempDir(), "data.raw")
+		if err := os.WriteFile(disk, nil, 0o644); err != nil {
+			b.Fatal(err)
+		}
+		if err := os.Truncate(disk, 4*mib<<20); err != nil {
+			b.Fatal(err)
+		}
+		g := run(b, "run", "--accel", "tcg", "--mem", "512M", "--timeout", "600s", "--disk", disk, img, "--", "bench", strconv.Itoa(mib))
+		if g.code != 0 {
+			b.Fatalf("guest: exit %d\n%s%s", g.code, g.stdout, g.stderr)
+		}
+		gw, gr, gi := parse(g.stdout + g.stderr)
+		cmd := exec.Command(native, "bench", strconv.Itoa(mib))
+		cmd.Env = append(os.Environ(), "DATA="+b.TempDir())
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			b.Fatalf("native: %v\n%s", err, out)
+		}
+		nw, nr, ni := parse(string(out))
+		b.ReportMetric(gw, "tcg-write-MB/s")
+		b.ReportMetric(gr, "tcg-read-MB/s")
+		b.ReportMetric(gi, "tcg-4k-randread-IOPS")
+		b.ReportMetric(nw, "native-write-MB/s")
+		b.ReportMetric(nr, "native-read-MB/s")
+		b.ReportMetric(ni, "native-4k-randread-IOPS")
+	}
+}
