@@ -355,6 +355,12 @@ func (s *server) call(a *callArgs) int64 {
 	case dUnlink:
 		const atRemovedir = 0x200
 		dir := a.Flags&atRemovedir != 0
+		switch lastName(a.Path[:a.Plen]) {
+		case ".":
+			return -int64(syscall.EINVAL) // rmdir(2)
+		case "..":
+			return -int64(syscall.ENOTEMPTY)
+		}
 		if !dir && slash {
 			if m, _, err := s.fs.Stat(p); err == nil && m.IsDir() {
 				return -int64(syscall.EISDIR)
@@ -370,6 +376,12 @@ func (s *server) call(a *callArgs) int64 {
 		}
 		return 0
 	case dRename:
+		if l := lastName(a.Path[:a.Plen]); l == "." || l == ".." || self {
+			return -int64(syscall.EBUSY)
+		}
+		if l := lastName(a.Path2[:a.Plen2]); l == "." || l == ".." {
+			return -int64(syscall.EBUSY)
+		}
 		np, nslash, err := s.resolve(a.Node2, a.Path2[:a.Plen2])
 		if err != nil {
 			return neg(err)
@@ -720,6 +732,12 @@ func (s *server) getdents(a *callArgs, n *node) int64 {
 		pos++
 		n.dirPos = pos
 	}
+}
+
+// lastName is a path's last component ("" for the root or an empty path).
+func lastName(b []byte) string {
+	p := strings.TrimRight(string(b), "/")
+	return p[strings.LastIndexByte(p, '/')+1:]
 }
 
 func putU64(b []byte, v uint64) {
