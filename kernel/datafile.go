@@ -81,6 +81,17 @@ type dataArgsT struct {
 	path2 [maxPathLen + 1]byte
 }
 
+// kernel/datafs's callArgs checks the same figures: the two declarations
+// must agree field for field.
+var (
+	_ [unsafe.Offsetof(dataArgsT{}.st) - 80]byte
+	_ [80 - unsafe.Offsetof(dataArgsT{}.st)]byte
+	_ [unsafe.Offsetof(dataArgsT{}.path2) - 4321]byte
+	_ [4321 - unsafe.Offsetof(dataArgsT{}.path2)]byte
+	_ [unsafe.Sizeof(dataArgsT{}) - 8424]byte
+	_ [8424 - unsafe.Sizeof(dataArgsT{})]byte
+)
+
 var (
 	dataArgs   dataArgsT
 	dataSvc    int32 = -1 // the service serving /data

@@ -55,6 +55,16 @@ type callArgs struct {
 	Path2       [maxPathLen + 1]byte
 }
 
+// The core's dataArgsT checks the same figures.
+var (
+	_ [unsafe.Offsetof(callArgs{}.St) - 80]byte
+	_ [80 - unsafe.Offsetof(callArgs{}.St)]byte
+	_ [unsafe.Offsetof(callArgs{}.Path2) - 4321]byte
+	_ [4321 - unsafe.Offsetof(callArgs{}.Path2)]byte
+	_ [unsafe.Sizeof(callArgs{}) - 8424]byte
+	_ [8424 - unsafe.Sizeof(callArgs{})]byte
+)
+
 // stDev is st_dev of /data's files (the in-memory file system's is 0x2a).
 const stDev = 0x2a + 4
 
@@ -104,6 +114,10 @@ func (d *vdaDev) Grow(size int64) error {
 // leaves /data unmounted (the program's calls there fail with ENODEV).
 // Package kernel/datafs/mount calls it from its init.
 func Start() {
+	// Without a disk, nothing: no queue, no netpoller started for it.
+	if _, err := os.Stat("/dev/vda"); err != nil {
+		return
+	}
 	q, err := service.Open()
 	if err != nil {
 		return // not in Amber
