@@ -312,3 +312,24 @@ func BenchmarkDataSeqTCG(b *testing.B) {
 		b.ReportMetric(ni, "native-4k-randread-IOPS")
 	}
 }
+
+// amber.data= moves the mount point; a read-only disk is mounted
+// read-only: its files read, writes fail with EROFS.
+func TestDataMountPointAndReadOnly(t *testing.T) {
+	needQEMU(t)
+	disk := newDataDisk(t)
+	img := image(t, "./testdata/datafs")
+	r := run(t, "run", "--accel", "tcg", "--timeout", "300s", "--disk", disk, "--cmdline", "amber.data=/srv/files", "--env", "DATA=/srv/files", img, "--", "write", "2")
+	if r.code != 0 || !strings.Contains(r.stdout+r.stderr, "write done") {
+		t.Fatalf("write under /srv/files: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = runData(t, disk+",readonly", "check")
+	if r.code != 0 || !strings.Contains(r.stdout, "checked 2") {
+		t.Fatalf("check on a read-only disk: exit %d\n%s", r.code, r.stdout)
+	}
+	r = runData(t, disk+",readonly", "write", "1")
+	if r.code != 1 || !strings.Contains(r.stdout, "read-only file system") {
+		t.Fatalf("write on a read-only disk: exit %d\n%s", r.code, r.stdout)
+	}
+	fsckDisk(t, disk)
+}
