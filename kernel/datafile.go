@@ -60,6 +60,7 @@ const (
 	dGetcwd              // node -> the path's length, the path in path
 	dReadlink            // path -> EINVAL (no symlinks) or an error
 	dStatfs              // -> st.blocks = total blocks, st.size = free blocks, st.blksize
+	dSymlink             // path (the link), path2 (the target)
 )
 
 // dataArgsT is one call; the layout is kernel/datafs's callArgs.
@@ -74,11 +75,13 @@ type dataArgsT struct {
 	mode  uint32
 	plen  uint32
 	plen2 uint32
-	_     uint32
-	a, m  int64
-	st    statT
-	path  [maxPathLen + 1]byte
-	path2 [maxPathLen + 1]byte
+	// follow: a symlink in the last component is followed (walk's
+	// wFollow); in the others always.
+	follow uint32
+	a, m   int64
+	st     statT
+	path   [maxPathLen + 1]byte
+	path2  [maxPathLen + 1]byte
 }
 
 // kernel/datafs's callArgs checks the same figures: the two declarations
@@ -264,6 +267,9 @@ func dataWalk(dirfd int64, path uintptr, flags int) int64 {
 		}
 	}
 	dataPrep()
+	if flags&wFollow != 0 {
+		dataArgs.follow = 1
+	}
 	return walkData
 }
 
@@ -272,7 +278,7 @@ func dataWalk(dirfd int64, path uintptr, flags int) int64 {
 //go:nosplit
 func dataPrep() {
 	a := &dataArgs
-	a.op, a.flags, a.node2, a.off, a.buf, a.n, a.mode, a.plen2, a.a, a.m = 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
+	a.op, a.flags, a.node2, a.off, a.buf, a.n, a.mode, a.plen2, a.follow, a.a, a.m = 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
 	a.node = lkDataBase
 	a.plen = uint32(copy(a.path[:maxPathLen], userBytes(lkDataPath, lkDataLen)))
 }
@@ -287,7 +293,7 @@ func dataNode(node uint64) bool {
 	}
 	dataLock()
 	a := &dataArgs
-	a.op, a.flags, a.node2, a.off, a.buf, a.n, a.mode, a.plen, a.plen2, a.a, a.m = 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
+	a.op, a.flags, a.node2, a.off, a.buf, a.n, a.mode, a.plen, a.plen2, a.follow, a.a, a.m = 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
 	a.node = node
 	return true
 }
@@ -352,6 +358,8 @@ func dataService(op uint64, q int32, seq uint64, res int64) int64 {
 		}
 		dataSvc = q
 		vdaClaimed = true
+		// The mount point, for symlinks on /data whose target is absolute.
+		dataArgs.plen = uint32(copy(dataArgs.path[:], dataMount[:dataMountLen]))
 		return int64(uintptr(unsafe.Pointer(&dataArgs)))
 	}
 	if q != dataSvc || seq != dataSeq || dataDone {
@@ -599,6 +607,28 @@ func dataFsync(o *ofile) int64 {
 		return -eNODEV
 	}
 	return dataRun(dSync)
+}
+
+// dataSymlink makes the prepared path a symlink to the target in
+// targetBuf (tl bytes).
+//
+//go:nosplit
+func dataSymlink(tl uintptr) int64 {
+	dataArgs.plen2 = uint32(copy(dataArgs.path2[:maxPathLen], targetBuf[:tl]))
+	return dataRun(dSymlink)
+}
+
+// dataReadlink reads the prepared path's target into the program's buf.
+//
+//go:nosplit
+func dataReadlink(buf uintptr, size int64) int64 {
+	k := userPrefix(buf, uintptr(size))
+	if k == 0 {
+		dataUnlock()
+		return -eFAULT
+	}
+	dataArgs.buf, dataArgs.n = buf, uint64(k)
+	return dataRun(dReadlink)
 }
 
 // dataRename finishes a rename whose old path is on /data (prepared in

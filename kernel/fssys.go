@@ -623,8 +623,7 @@ func doSymlink(target uintptr, nfd int64, np uintptr) int64 {
 		return -eNAMETOOLONG
 	}
 	if r := lookupNew(nfd, np, false); r == walkData {
-		dataUnlock()
-		return -ePERM // no symlinks on /data
+		return dataSymlink(tl) // datafile.go
 	} else if r < 0 {
 		return r
 	}
@@ -657,7 +656,7 @@ func doReadlink(dirfd int64, path, buf uintptr, size int64) int64 {
 		return -eINVAL
 	}
 	if r := dataWalk(dirfd, path, 0); r == walkData {
-		return dataRun(dReadlink)
+		return dataReadlink(buf, size) // datafile.go
 	} else if r < 0 {
 		return r
 	}

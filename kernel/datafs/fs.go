@@ -57,6 +57,10 @@ type Meta struct {
 
 func (m Meta) IsDir() bool { return m.Mode&syscall.S_IFMT == syscall.S_IFDIR }
 
+// IsLink reports whether the entry is a symbolic link (its f/ object
+// holds the target).
+func (m Meta) IsLink() bool { return m.Mode&syscall.S_IFMT == syscall.S_IFLNK }
+
 func (m Meta) encode() []byte {
 	b := make([]byte, metaSize)
 	binary.LittleEndian.PutUint32(b[0:], m.Mode)
@@ -348,6 +352,37 @@ func (fs *FS) Create(p string, perm uint32) (Meta, error) {
 	}
 	fs.touchDir(parent(p))
 	return m, nil
+}
+
+// Symlink makes p a symbolic link to target.
+func (fs *FS) Symlink(p, target string) error {
+	if err := fs.writable(); err != nil {
+		return err
+	}
+	if p == "" {
+		return syscall.EEXIST
+	}
+	if err := fs.dirOf(p); err != nil {
+		return err
+	}
+	if _, _, err := fs.Stat(p); err == nil {
+		return syscall.EEXIST
+	}
+	now := fs.Now()
+	m := Meta{Mode: syscall.S_IFLNK | 0o777, Ino: fs.nextIno, Atime: now, Mtime: now, Ctime: now}
+	fs.nextIno++
+	o, err := fs.tx.Create("f/" + p)
+	if err != nil {
+		return errno(err)
+	}
+	if _, err := o.WriteAt([]byte(target), 0); err != nil {
+		return errno(err)
+	}
+	if err := fs.putMeta(p, m); err != nil {
+		return err
+	}
+	fs.touchDir(parent(p))
+	return nil
 }
 
 // Mkdir makes directory p.

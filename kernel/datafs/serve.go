@@ -35,6 +35,7 @@ const (
 	dGetcwd
 	dReadlink
 	dStatfs
+	dSymlink
 )
 
 const maxPathLen = 4096
@@ -48,7 +49,7 @@ type callArgs struct {
 	N           uint64
 	Mode        uint32
 	Plen, Plen2 uint32
-	_           uint32
+	Follow      uint32
 	A, M        int64
 	St          syscall.Stat_t
 	Path        [maxPathLen + 1]byte
@@ -90,6 +91,7 @@ type server struct {
 	nodes map[uint64]*node
 	next  uint64
 	ro    bool
+	mount string // the mount point: an absolute symlink target under it stays on /data
 }
 
 // vdaDev is the guest's disk as a BlockDevice.
@@ -177,7 +179,8 @@ func Start() {
 		fail("%v; the disk is left as it is", err)
 		return
 	}
-	s := &server{fs: fs, q: q, args: (*callArgs)(args), nodes: map[uint64]*node{}, next: 1, ro: ro}
+	a := (*callArgs)(args)
+	s := &server{fs: fs, q: q, args: a, nodes: map[uint64]*node{}, next: 1, ro: ro, mount: string(a.Path[:a.Plen])}
 	go s.serve()
 	if !ro {
 		go s.committer()
@@ -262,10 +265,17 @@ func neg(err error) int64 {
 }
 
 // resolve turns a call's base node and path into a path of the file
-// system, checking that a missing path's parent is a directory.
-func (s *server) resolve(base uint64, b []byte) (string, bool, error) {
+// system, component by component, following symlinks: in every component
+// but the last, and in the last too when follow is set or the path ends
+// in a slash. The last component may be missing (callers Stat the
+// result); a missing one before it is ENOENT, a file there ENOTDIR. ".."
+// at the root stays there. A symlink whose target is absolute continues
+// from the root when the target lies under the mount point; one that
+// leaves /data is EXDEV (the core would have to walk on, which it does
+// not do yet).
+func (s *server) resolve(base uint64, b []byte, follow bool) (string, bool, error) {
 	rel := string(b)
-	dir := ""
+	cur := ""
 	if base != 0 {
 		n := s.nodes[base]
 		if n == nil {
@@ -277,18 +287,70 @@ func (s *server) resolve(base uint64, b []byte) (string, bool, error) {
 			}
 			return "", false, syscall.ENOTDIR
 		}
-		dir = n.path
+		cur = n.path
 	}
-	for _, c := range strings.Split(rel, "/") {
+	slash := strings.HasSuffix(rel, "/")
+	comps := strings.FieldsFunc(rel, func(r rune) bool { return r == '/' })
+	links := 0
+	for i := 0; i < len(comps); i++ {
+		c := comps[i]
+		last := i == len(comps)-1
+		switch c {
+		case ".":
+			continue
+		case "..":
+			cur = parent(cur)
+			continue
+		}
 		if len(c) > 255 {
 			return "", false, syscall.ENAMETOOLONG
 		}
+		next := c
+		if cur != "" {
+			next = cur + "/" + c
+		}
+		if len(next)+2 > 1024 {
+			return "", false, syscall.ENAMETOOLONG
+		}
+		m, _, err := s.fs.Stat(next)
+		if err != nil {
+			if last {
+				return next, slash, nil
+			}
+			return "", false, err
+		}
+		if m.IsLink() && (!last || follow || slash) {
+			if links++; links > 40 {
+				return "", false, syscall.ELOOP
+			}
+			target, err := s.fs.ReadFile(next)
+			if err != nil {
+				return "", false, err
+			}
+			t := string(target)
+			if strings.HasPrefix(t, "/") {
+				if t != s.mount && !strings.HasPrefix(t, s.mount+"/") || s.mount == "" {
+					return "", false, syscall.EXDEV
+				}
+				t = t[len(s.mount):]
+				cur = ""
+			}
+			if last && strings.HasSuffix(t, "/") {
+				slash = true // a target "dir/" must be a directory
+			}
+			comps = append(strings.FieldsFunc(t, func(r rune) bool { return r == '/' }), comps[i+1:]...)
+			i = -1
+			if len(comps) == 0 {
+				return cur, slash, nil
+			}
+			continue
+		}
+		if !last && !m.IsDir() {
+			return "", false, syscall.ENOTDIR
+		}
+		cur = next
 	}
-	p := Clean(dir + "/" + rel)
-	if len(p)+2 > 1024 {
-		return "", false, syscall.ENAMETOOLONG
-	}
-	return p, strings.HasSuffix(rel, "/"), nil
+	return cur, slash, nil
 }
 
 // missing is the error for a path that does not exist: ENOTDIR when a
@@ -336,7 +398,7 @@ func (s *server) call(a *callArgs) int64 {
 	self := nd != nil && a.Plen == 0
 	if !self {
 		var err error
-		p, slash, err = s.resolve(a.Node, a.Path[:a.Plen])
+		p, slash, err = s.resolve(a.Node, a.Path[:a.Plen], a.Follow != 0)
 		if err != nil {
 			return neg(err)
 		}
@@ -396,7 +458,7 @@ func (s *server) call(a *callArgs) int64 {
 		if l := lastName(a.Path2[:a.Plen2]); l == "." || l == ".." {
 			return -int64(syscall.EBUSY)
 		}
-		np, nslash, err := s.resolve(a.Node2, a.Path2[:a.Plen2])
+		np, nslash, err := s.resolve(a.Node2, a.Path2[:a.Plen2], false)
 		if err != nil {
 			return neg(err)
 		}
@@ -475,10 +537,29 @@ func (s *server) call(a *callArgs) int64 {
 		}
 		return int64(s.newNode(&node{path: p, dir: true}))
 	case dReadlink:
-		if _, _, err := s.fs.Stat(p); err != nil {
+		m, _, err := s.fs.Stat(p)
+		if err != nil {
 			return neg(s.missing(p))
 		}
-		return -int64(syscall.EINVAL)
+		if !m.IsLink() {
+			return -int64(syscall.EINVAL)
+		}
+		k, err := s.fs.ReadAt("f/"+p, unsafe.Slice((*byte)(a.Buf), a.N), 0)
+		if err != nil {
+			return neg(err)
+		}
+		return int64(k)
+	case dSymlink:
+		if slash {
+			return -int64(syscall.ENOENT)
+		}
+		if err := s.fs.Symlink(p, string(a.Path2[:a.Plen2])); err != nil {
+			if err == syscall.ENOENT {
+				err = s.missing(p)
+			}
+			return neg(err)
+		}
+		return 0
 	}
 	return -int64(syscall.ENOSYS)
 }
@@ -535,6 +616,9 @@ func (s *server) open(a *callArgs, p string, slash bool) int64 {
 	default:
 		if flags&(syscall.O_CREAT|syscall.O_EXCL) == syscall.O_CREAT|syscall.O_EXCL {
 			return -int64(syscall.EEXIST)
+		}
+		if m.IsLink() {
+			return -int64(syscall.ELOOP) // O_NOFOLLOW
 		}
 		if m.IsDir() && (acc != syscall.O_RDONLY || flags&syscall.O_CREAT != 0) {
 			return -int64(syscall.EISDIR)
@@ -729,6 +813,8 @@ func (s *server) getdents(a *callArgs, n *node) int64 {
 			typ := byte(syscall.DT_REG)
 			if e.Meta.IsDir() {
 				typ = syscall.DT_DIR
+			} else if e.Meta.IsLink() {
+				typ = syscall.DT_LNK
 			}
 			if ok = put(e.Meta.Ino, typ, e.Name); ok {
 				n.dirLast = e.Name

@@ -124,3 +124,42 @@ func TestOpenRefusesOtherStores(t *testing.T) {
 		t.Fatalf("Open: %v, want ErrNotDataFS", err)
 	}
 }
+
+func TestServerSymlinks(t *testing.T) {
+	s := newServer(t)
+	s.fs.Mkdir("d", 0o755)
+	s.fs.WriteFile("d/file", []byte("x"), 0o644)
+	s.fs.Symlink("l1", "d/file")
+	s.fs.Symlink("l2", "d/file/")
+	s.fs.Symlink("loop", "loop")
+	s.fs.Symlink("up", "..")
+	s.fs.Symlink("abs", "/data/d")
+	s.fs.Symlink("out", "/tmp")
+	s.mount = "/data"
+	for _, c := range []struct {
+		path   string
+		follow bool
+		want   int64
+	}{
+		{"l1", true, 0},
+		{"l1/", true, -int64(syscall.ENOTDIR)},
+		{"l2", true, -int64(syscall.ENOTDIR)},
+		{"loop", true, -int64(syscall.ELOOP)},
+		{"loop", false, 0},
+		{"up/d/file", true, 0},
+		{"abs/file", true, 0},
+		{"out/x", true, -int64(syscall.EXDEV)},
+		{"missing/x", true, -int64(syscall.ENOENT)},
+		{"d/file/x", true, -int64(syscall.ENOTDIR)},
+	} {
+		a := s.args
+		*a = callArgs{Op: dStat}
+		if c.follow {
+			a.Follow = 1
+		}
+		a.Plen = uint32(copy(a.Path[:], c.path))
+		if r := s.call(a); r != c.want {
+			t.Errorf("stat %q (follow %v): %d, want %d", c.path, c.follow, r, c.want)
+		}
+	}
+}

@@ -113,6 +113,9 @@ func modeType(m datafs.Meta) os.FileMode {
 	if m.IsDir() {
 		return os.ModeDir
 	}
+	if m.IsLink() {
+		return os.ModeSymlink
+	}
 	return 0
 }
 

@@ -256,6 +256,35 @@ func ops() {
 		fail("openat read")
 	}
 	root.Close()
+	// Symbolic links: relative, to a directory, absolute within the
+	// mount, dangling, leaving it, not followed.
+	l := filepath.Join(d, "l")
+	check(os.Symlink("b", l))
+	if t, err := os.Readlink(l); err != nil || t != "b" {
+		fail(fmt.Sprintf("readlink: %q %v", t, err))
+	}
+	if b, err = os.ReadFile(l); err != nil || string(b) != "a" {
+		fail(fmt.Sprintf("read through a symlink: %q %v", b, err))
+	}
+	if st, err = os.Lstat(l); err != nil || st.Mode()&fs.ModeSymlink == 0 {
+		fail(fmt.Sprintf("lstat: %v %v", st, err))
+	}
+	check(os.Symlink("w/y", filepath.Join(d, "ld")))
+	check(os.Symlink(filepath.Join(d, "w"), filepath.Join(d, "abs")))
+	for _, p := range []string{"ld/z/f", "abs/y/z/f", "ld/../w/y/z/f"} {
+		if b, err = os.ReadFile(filepath.Join(d, p)); err != nil || string(b) != "deep" {
+			fail(fmt.Sprintf("read %s: %q %v", p, b, err))
+		}
+	}
+	check(os.Symlink("nowhere", filepath.Join(d, "dangling")))
+	_, err = os.Stat(filepath.Join(d, "dangling"))
+	want("stat of a dangling symlink", err, fs.ErrNotExist)
+	_, err = syscall.Open(l, syscall.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	want("O_NOFOLLOW", err, syscall.ELOOP)
+	check(os.Remove(l))
+	if _, err = os.Stat(q); err != nil {
+		fail("removing a symlink removed its target")
+	}
 	// chmod and utimes.
 	check(os.Chmod(q, 0o600))
 	mt := time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -278,7 +307,9 @@ func ops() {
 	// Across file systems: EXDEV; no hard or symbolic links.
 	if dir == "/data" {
 		want("rename to /tmp", os.Rename(filepath.Join(d, "w/y/z/f"), "/tmp/f"), syscall.EXDEV)
-		want("symlink", os.Symlink("x", filepath.Join(d, "l")), syscall.EPERM)
+		check(os.Symlink("/tmp", filepath.Join(d, "out")))
+		_, err = os.Stat(filepath.Join(d, "out/t"))
+		want("a symlink leaving /data", err, syscall.EXDEV)
 		want("link", os.Link(filepath.Join(d, "w/y/z/f"), filepath.Join(d, "h")), syscall.EPERM)
 	}
 	check(os.RemoveAll(d))
