@@ -39,6 +39,8 @@ const (
 	svcDataDone     = 7 // amber_service op: (queue fd, seq, result)
 
 	dataMountMax = 255
+
+	protWrite = 2 // mmap's PROT_WRITE
 )
 
 // Operations of a call (dataArgsT.op); kernel/datafs has the same list.
@@ -653,4 +655,56 @@ func dataRename(nfd int64, np uintptr, flags uint64) int64 {
 	a.plen2 = uint32(copy(a.path2[:maxPathLen], userBytes(lkDataPath, lkDataLen)))
 	a.flags = uint32(flags)
 	return dataRun(dRename)
+}
+
+// mmapData maps a file on /data (descriptor f.r8, offset f.r9): an
+// anonymous mapping filled by one read of the file, so a private copy.
+// A shared writable mapping is ENODEV (nothing would write it back), as
+// is a mapping of any other file: the kernel maps no file but these yet.
+// Pages past the end of the file read as zeros (Linux: SIGBUS).
+//
+//go:nosplit
+func mmapData(f *sysFrame) int64 {
+	o := getFile(f.r8)
+	if o == nil {
+		return -eBADF
+	}
+	if o.kind != fdData {
+		return -eNODEV
+	}
+	if f.r9&(pageSize-1) != 0 || f.rsi == 0 {
+		return -eINVAL
+	}
+	if o.flags&oAccmode == oWronly || o.flags&oPath != 0 {
+		return -eACCES
+	}
+	if f.r10&mapShared != 0 && f.rdx&protWrite != 0 {
+		if o.flags&oAccmode != oRdwr {
+			return -eACCES // as Linux
+		}
+		return -eNODEV
+	}
+	off := int64(f.r9)
+	f.r10 = f.r10&^mapShared | mapPrivate | mapAnonymous
+	addr := mmapAnon(f)
+	if addr < 0 {
+		return addr
+	}
+	n := userPrefix(uintptr(addr), uintptr(f.rsi)) // fills the pages of a lazy mapping
+	o.refs++
+	if !dataNode(o.count) {
+		putOFD(o)
+		return -eNODEV
+	}
+	dataArgs.buf, dataArgs.n, dataArgs.off = uintptr(addr), uint64(n), off
+	r := dataCall(dRead)
+	dataUnlock()
+	putOFD(o)
+	if r == -eISDIR {
+		return -eNODEV // the range stays reserved
+	}
+	if r < 0 {
+		return r
+	}
+	return addr
 }

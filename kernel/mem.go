@@ -233,12 +233,17 @@ func addRegion(addr, length uintptr) {
 
 //go:nosplit
 func sysMmap(f *sysFrame) int64 {
+	if f.r10&mapAnonymous == 0 {
+		return mmapData(f) // datafile.go: a private copy of a /data file; other files ENODEV
+	}
+	return mmapAnon(f)
+}
+
+//go:nosplit
+func mmapAnon(f *sysFrame) int64 {
 	addr, length, prot, flags := uintptr(f.rdi), uintptr(f.rsi), f.rdx, f.r10
 	if length == 0 || addr&(boot.PageSize-1) != 0 {
 		return -eINVAL
-	}
-	if flags&mapAnonymous == 0 {
-		return -eNODEV // file mappings come with the file system
 	}
 	// Linux: a length that rounds up to 0 or exceeds user space, or a
 	// fixed mapping that would end beyond it, is ENOMEM.

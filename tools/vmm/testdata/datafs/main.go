@@ -285,6 +285,18 @@ func ops() {
 	if _, err = os.Stat(q); err != nil {
 		fail("removing a symlink removed its target")
 	}
+	// mmap: a private copy of the file, zeros after its end.
+	f, err = os.Open(filepath.Join(d, "w/y/z/f"))
+	check(err)
+	m, err := syscall.Mmap(int(f.Fd()), 0, 4096, syscall.PROT_READ, syscall.MAP_PRIVATE)
+	check(err)
+	if string(m[:4]) != "deep" || m[4] != 0 || m[4095] != 0 {
+		fail(fmt.Sprintf("mmap: %q", m[:8]))
+	}
+	check(syscall.Munmap(m))
+	_, err = syscall.Mmap(int(f.Fd()), 0, 4096, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
+	want("shared writable mmap of a read-only descriptor", err, syscall.EACCES)
+	f.Close()
 	// chmod and utimes.
 	check(os.Chmod(q, 0o600))
 	mt := time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
