@@ -9,7 +9,8 @@
 //	          root, no leading slash): mode with type bits, inode
 //	          number, atime, mtime, ctime (40 bytes, little endian)
 //	f/PATH    the contents of regular file PATH, nothing else, so `vmm
-//	          store get` and Clone work on it as on any object
+//	          store get` and Clone work on it as on any object; for a
+//	          symbolic link, its target
 //	o/INO     the contents of a file unlinked while open, deleted at its
 //	          last close or at the next mount
 //	s/datafs  the format's mark: "amber-datafs 1\n" and the next inode
