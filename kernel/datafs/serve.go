@@ -92,6 +92,7 @@ type server struct {
 	next  uint64
 	ro    bool
 	mount string // the mount point: an absolute symlink target under it stays on /data
+	trace bool   // DATAFS_TRACE set: every call on stderr
 }
 
 // vdaDev is the guest's disk as a BlockDevice.
@@ -180,7 +181,7 @@ func Start() {
 		return
 	}
 	a := (*callArgs)(args)
-	s := &server{fs: fs, q: q, args: a, nodes: map[uint64]*node{}, next: 1, ro: ro, mount: string(a.Path[:a.Plen])}
+	s := &server{fs: fs, q: q, args: a, nodes: map[uint64]*node{}, next: 1, ro: ro, mount: string(a.Path[:a.Plen]), trace: os.Getenv("DATAFS_TRACE") != ""}
 	go s.serve()
 	if !ro {
 		go s.committer()
@@ -245,7 +246,7 @@ func (s *server) serve() {
 			switch r.Op {
 			case service.Data:
 				res := s.call(s.args)
-				if os.Getenv("DATAFS_TRACE") != "" {
+				if s.trace {
 					fmt.Fprintf(os.Stderr, "datafs: op %d node %d path %q flags %#x off %d n %d -> %d\n", s.args.Op, s.args.Node, s.args.Path[:s.args.Plen], s.args.Flags, s.args.Off, s.args.N, res)
 				}
 				s.q.DataDone(r.Seq, res)
