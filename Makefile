@@ -6,7 +6,7 @@
 GO ?= go
 GO_MIN := 1.26
 
-.PHONY: all vmm run test kvmtest bench stress compat check-go check-qemu clean
+.PHONY: all vmm run test kvmtest bench stress stress-data compat check-go check-qemu clean
 
 all: vmm
 
@@ -67,6 +67,13 @@ bench: vmm check-qemu
 STRESS_RUNS ?= 200
 stress: vmm
 	$(GO) run ./tools/stress -runs $(STRESS_RUNS) -parallel 2 -logs bin/stress-logs $(STRESS_FLAGS)
+
+# Crash safety of /data: DATA_KILLS (default 1000) SIGKILLs of QEMU at
+# random moments while a guest writes and fsyncs files; every fsynced
+# file must survive and the store pass fsck after each (make test: 20).
+DATA_KILLS ?= 1000
+stress-data: vmm check-qemu
+	DATAFS_KILLS=$(DATA_KILLS) $(GO) test -count=1 -timeout 0 -run '^TestDataCrashSafety$$' -v ./tools/vmm/
 
 # The standard library's test suites in the guest and natively, as a table.
 compat: vmm

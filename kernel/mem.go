@@ -257,6 +257,16 @@ func addRegion(addr, length uintptr) {
 
 //go:nosplit
 func sysMmap(f *sysFrame) int64 {
+	if f.r10&mapAnonymous == 0 {
+		if o := getFile(f.r8); o != nil && o.kind == fdData {
+			return mmapData(f) // datafile.go: a private copy of a /data file
+		}
+	}
+	return mmapAnon(f)
+}
+
+//go:nosplit
+func mmapAnon(f *sysFrame) int64 {
 	addr, length, prot, flags := uintptr(f.rdi), uintptr(f.rsi), f.rdx, f.r10
 	if length == 0 || addr&(boot.PageSize-1) != 0 {
 		return -eINVAL
