@@ -47,7 +47,7 @@ test: check-go check-qemu
 bench: vmm check-qemu
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./tools/vmm/
 	$(GO) test -run '^$$' -bench . -count 5 -timeout 60m ./objstore/...
-	$(GO) run ./tools/compat
+	$(GO) run ./tools/compat -set std
 
 # Guest stress: every stress program booted STRESS_RUNS times (default
 # 200) beside a CPU hog per core, on KVM or, without /dev/kvm, under QEMU
@@ -56,7 +56,9 @@ STRESS_RUNS ?= 200
 stress: vmm
 	$(GO) run ./tools/stress -runs $(STRESS_RUNS) -parallel 2 -logs bin/stress-logs $(STRESS_FLAGS)
 
-# The standard library's test suites in the guest and natively, as a table.
+# The standard library's test suites, real third-party programs and
+# third-party test suites, in the guest and natively, as tables
+# (docs/compat.md).
 compat: vmm
 	$(GO) run ./tools/compat -v
 
