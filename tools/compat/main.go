@@ -172,6 +172,10 @@ func runSuites(t *tally, vmmBin, dir string, ss []suites.Suite, verbose bool) {
 			flags = append(flags, "-test.skip", "^("+strings.Join(s.Skips, "|")+")$")
 			goFlags = append(goFlags, "-skip", "^("+strings.Join(s.Skips, "|")+")$")
 		}
+		if s.Run != "" {
+			flags = append(flags, "-test.run", s.Run)
+			goFlags = append(goFlags, "-run", s.Run)
+		}
 		vmmArgs := []string{"test", "--timeout", "20m"}
 		if s.PackMax != "" {
 			vmmArgs = append(vmmArgs, "--pack-max", s.PackMax)
@@ -184,7 +188,7 @@ func runSuites(t *tally, vmmBin, dir string, ss []suites.Suite, verbose bool) {
 		ratio := guest.dur.Seconds() / native.dur.Seconds()
 		fmt.Printf("%-38s %-7s %-7s %9.2f %9.2f %7.2f\n", s.Pkg, word(native.ok), word(guest.ok), native.dur.Seconds(), guest.dur.Seconds(), ratio)
 		if verbose && dir != "" {
-			fmt.Printf("    command: vmm test %s %s -- %s\n", strings.Join(vmmArgs[1:], " "), s.Pkg, strings.Join(flags, " "))
+			fmt.Printf("    command: vmm test %s %s -- %s\n", strings.Join(vmmArgs[1:], " "), s.Pkg, strings.Join(quote(flags), " "))
 		}
 		t.add(native.ok, guest.ok)
 		if !guest.ok && verbose {
@@ -269,6 +273,18 @@ func tail(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// quote quotes the flags that a shell would split or expand.
+func quote(flags []string) []string {
+	var q []string
+	for _, f := range flags {
+		if strings.ContainsAny(f, "^$|*()[]\\ ") {
+			f = "'" + f + "'"
+		}
+		q = append(q, f)
+	}
+	return q
 }
 
 func indent(s string) string { return "    " + strings.ReplaceAll(s, "\n", "\n    ") }
