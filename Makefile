@@ -59,7 +59,7 @@ kvmtest: check-go check-qemu
 bench: vmm check-qemu
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./tools/vmm/
 	$(GO) test -run '^$$' -bench . -count 5 -timeout 60m ./objstore/...
-	$(GO) run ./tools/compat
+	$(GO) run ./tools/compat -set std
 
 # Guest stress: every stress program booted STRESS_RUNS times (default
 # 200) beside a CPU hog per core, on KVM or, without /dev/kvm, under QEMU
@@ -75,7 +75,9 @@ DATA_KILLS ?= 1000
 stress-data: vmm check-qemu
 	DATAFS_KILLS=$(DATA_KILLS) $(GO) test -count=1 -timeout 0 -run '^TestDataCrashSafety$$' -v ./tools/vmm/
 
-# The standard library's test suites in the guest and natively, as a table.
+# The standard library's test suites, real third-party programs and
+# third-party test suites, in the guest and natively, as tables
+# (docs/compat.md).
 compat: vmm
 	$(GO) run ./tools/compat -v
 
