@@ -9,7 +9,7 @@ import "embed"
 // the standard library and each other (TestGuestImportsOnlyStd), so they
 // build as a module with no requirements.
 //
-//go:embed boot/*.go kernel/*.go kernel/*.s drivers/*/*.go drivers/*/*.s
+//go:embed boot/*.go kernel/*.go kernel/*.s kernel/*/*.go kernel/*/*/*.go objstore/*.go drivers/*/*.go drivers/*/*.s
 var GuestSource embed.FS
 
 // ModulePath is this module's path.

@@ -382,6 +382,9 @@ func openBlk(ino uint32, flags uint64) int64 {
 	if ip(ino).rdev != devVda || !vdaOn {
 		return -eNXIO
 	}
+	if vdaClaimed {
+		return -eBUSY // the persistent file system's (datafile.go)
+	}
 	if flags&oAccmode != oRdonly && vda.ReadOnly {
 		return -eROFS
 	}
@@ -485,6 +488,9 @@ func sysFsync(f *sysFrame) int64 {
 	}
 	if o.kind == fdBlk {
 		return vdaFlush()
+	}
+	if o.kind == fdData {
+		return dataFsync(o) // datafile.go
 	}
 	return 0
 }

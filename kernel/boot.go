@@ -55,9 +55,12 @@ func kinit(startInfo uintptr) uintptr {
 	threadsInit()
 	sp := buildProcessStack(si)
 	exePath = uintptr(*u64at(sp + 8)) // argv[0]: /proc/self/exe names it
-	unpackFn()
+	// The devices first: fsInit, which the unpacking runs, makes
+	// /dev/vda and the mount point of /data only for a disk found.
 	virtioInitFn(si) // blkdev.go
 	stdioInit(si)
+	dataConfig(si) // datafile.go
+	unpackFn()
 	if !cmdlineHas(si, "amber.tick=off") {
 		lapicInit()
 	}

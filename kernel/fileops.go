@@ -55,6 +55,7 @@ const (
 	fdSvcObject // the program's side of a service object (service.go)
 	fdBlk
 	fdSocket
+	fdData // a file or directory on the persistent file system (datafile.go)
 	nKinds
 )
 
@@ -68,6 +69,7 @@ var fileKinds = [nKinds]fileKind{
 	fdSvcObject: &svcObjectFile{},
 	fdBlk:       &blkFile{},
 	fdSocket:    &socketFile{},
+	fdData:      &dataFile{},
 }
 
 //go:nosplit

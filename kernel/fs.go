@@ -192,6 +192,9 @@ func fsInit() {
 		a, l := strAddr("exe")
 		dirAdd(self, a, l, i)
 	}
+	if vdaOn && dataMountLen > 0 {
+		dataMkMount() // datafile.go
+	}
 }
 
 // exePath is the address of the program's name (argv[0], NUL-terminated)
@@ -316,12 +319,18 @@ func walk(dirfd int64, path uintptr, flags int) int64 {
 	pathLen = n
 	start := rootIno
 	if n == 0 || pathBuf[0] != '/' {
+		if dirfd == atFdcwd && cwdData != 0 && n > 0 {
+			return walkToData(cwdData, 0)
+		}
 		if dirfd == atFdcwd {
 			start = cwdIno
 		} else {
 			of := getFile(uint64(dirfd))
 			if of == nil {
 				return -eBADF
+			}
+			if of.kind == fdData && (n > 0 || flags&wEmpty != 0) {
+				return walkToData(of.count, 0) // datafile.go
 			}
 			if n == 0 && flags&wEmpty != 0 {
 				if of.ino == 0 {
@@ -392,6 +401,9 @@ func walkFrom(cur uint32, flags int) int64 {
 				return 0
 			}
 			return -eNOENT
+		}
+		if isDataMount(next) {
+			return walkToData(0, k) // the rest is the persistent file system's
 		}
 		if isLink(next) && (!last || flags&wCreate == 0 && (slash || flags&wFollow != 0)) {
 			links++

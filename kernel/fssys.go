@@ -131,7 +131,12 @@ func statAt(dirfd int64, path, buf uintptr, flags uint64) int64 {
 	if flags&atSymlinkNofollow != 0 {
 		wf = 0
 	}
-	if r := walk(dirfd, path, wf); r < 0 {
+	if r := dataWalk(dirfd, path, wf); r == walkData {
+		if r = dataStat(flags & atSymlinkNofollow); r < 0 { // datafile.go
+			return r
+		}
+		return putStat(buf)
+	} else if r < 0 {
 		return r
 	}
 	if lkIno == 0 {
@@ -177,7 +182,9 @@ func doOpen(dirfd int64, path uintptr, flags uint64, mode uint32) int64 {
 	if flags&oNofollow != 0 || flags&(oCreat|oExcl) == oCreat|oExcl {
 		wf = 0
 	}
-	if r := walk(dirfd, path, wf); r < 0 {
+	if r := dataWalk(dirfd, path, wf); r == walkData {
+		return dataOpen(flags, mode) // datafile.go
+	} else if r < 0 {
 		return r
 	}
 	ino := lkIno
@@ -254,6 +261,9 @@ func sysGetdents64(f *sysFrame) int64 {
 	if o == nil {
 		return -eBADF
 	}
+	if o.kind == fdData {
+		return dataGetdents(o, uintptr(f.rsi), uintptr(f.rdx)) // datafile.go
+	}
 	if o.kind != fdInode || !isDir(o.ino) {
 		return -eNOTDIR
 	}
@@ -320,8 +330,8 @@ func sysGetdents64(f *sysFrame) int64 {
 //
 //go:nosplit
 func lookupNew(dirfd int64, path uintptr, slashOK bool) int64 {
-	if r := walk(dirfd, path, wCreate); r < 0 {
-		return r
+	if r := dataWalk(dirfd, path, wCreate); r < 0 {
+		return r // walkData too: the caller makes the call
 	}
 	if lkIno != 0 {
 		return -eEXIST
@@ -334,7 +344,10 @@ func lookupNew(dirfd int64, path uintptr, slashOK bool) int64 {
 
 //go:nosplit
 func doMkdir(dirfd int64, path uintptr, mode uint32) int64 {
-	if r := lookupNew(dirfd, path, true); r < 0 {
+	if r := lookupNew(dirfd, path, true); r == walkData {
+		dataArgs.mode = mode & 0o7777 &^ umaskBits
+		return dataRun(dMkdir)
+	} else if r < 0 {
 		return r
 	}
 	i := ialloc(sIFDIR | mode&0o7777&^umaskBits)
@@ -366,7 +379,10 @@ func doUnlink(dirfd int64, path uintptr, flags uint64) int64 {
 	if flags&^atRemovedir != 0 {
 		return -eINVAL
 	}
-	if r := walk(dirfd, path, 0); r < 0 {
+	if r := dataWalk(dirfd, path, 0); r == walkData {
+		dataArgs.flags = uint32(flags)
+		return dataRun(dUnlink)
+	} else if r < 0 {
 		return r
 	}
 	if lkIno == 0 {
@@ -423,7 +439,9 @@ func doRename(ofd int64, op uintptr, nfd int64, np uintptr, flags uint64) int64 
 	if flags&^renameNoreplace != 0 {
 		return -eINVAL
 	}
-	if r := walk(ofd, op, 0); r < 0 {
+	if r := dataWalk(ofd, op, 0); r == walkData {
+		return dataRename(nfd, np, flags) // datafile.go
+	} else if r < 0 {
 		return r
 	}
 	if lkIno == 0 {
@@ -435,7 +453,9 @@ func doRename(ofd int64, op uintptr, nfd int64, np uintptr, flags uint64) int64 
 	oldP, oldI, oSlash := lkParent, lkIno, lkSlash
 	oldLen := lkNameLen
 	copy(renameName[:oldLen], userBytes(lkName, oldLen))
-	if r := walk(nfd, np, 0); r < 0 {
+	if r := walk(nfd, np, 0); r == walkData {
+		return -eXDEV
+	} else if r < 0 {
 		return r
 	}
 	if lkDot() {
@@ -524,7 +544,14 @@ func doLink(ofd int64, op uintptr, nfd int64, np uintptr, flags uint64) int64 {
 	if flags&atEmptyPath != 0 {
 		wf |= wEmpty
 	}
-	if r := walk(ofd, op, wf); r < 0 {
+	if r := walk(ofd, op, wf); r == walkData {
+		if r = walk(nfd, np, wCreate); r == walkData {
+			return -ePERM // no hard links on /data
+		} else if r < 0 {
+			return r
+		}
+		return -eXDEV
+	} else if r < 0 {
 		return r
 	}
 	oldI := lkIno
@@ -534,7 +561,9 @@ func doLink(ofd int64, op uintptr, nfd int64, np uintptr, flags uint64) int64 {
 	if isDir(oldI) {
 		return -ePERM
 	}
-	if r := walk(nfd, np, wCreate); r < 0 {
+	if r := walk(nfd, np, wCreate); r == walkData {
+		return -eXDEV
+	} else if r < 0 {
 		return r
 	}
 	if lkIno != 0 {
@@ -593,7 +622,9 @@ func doSymlink(target uintptr, nfd int64, np uintptr) int64 {
 	if tl >= maxPathLen {
 		return -eNAMETOOLONG
 	}
-	if r := lookupNew(nfd, np, false); r < 0 {
+	if r := lookupNew(nfd, np, false); r == walkData {
+		return dataSymlink(tl) // datafile.go
+	} else if r < 0 {
 		return r
 	}
 	i := ialloc(sIFLNK | 0o777)
@@ -624,7 +655,9 @@ func doReadlink(dirfd int64, path, buf uintptr, size int64) int64 {
 	if size <= 0 {
 		return -eINVAL
 	}
-	if r := walk(dirfd, path, 0); r < 0 {
+	if r := dataWalk(dirfd, path, 0); r == walkData {
+		return dataReadlink(buf, size) // datafile.go
+	} else if r < 0 {
 		return r
 	}
 	if lkIno == 0 {
@@ -669,6 +702,9 @@ func inodeAt(dirfd int64, path uintptr, flags uint64) int64 {
 		if o == nil {
 			return -eBADF
 		}
+		if o.kind == fdData {
+			return dataFD(o) // inoData: datafile.go
+		}
 		if o.kind != fdInode {
 			return -eBADF
 		}
@@ -678,7 +714,9 @@ func inodeAt(dirfd int64, path uintptr, flags uint64) int64 {
 	if flags&atSymlinkNofollow != 0 {
 		wf = 0
 	}
-	if r := walk(dirfd, path, wf); r < 0 {
+	if r := dataWalk(dirfd, path, wf); r == walkData {
+		return inoData
+	} else if r < 0 {
 		return r
 	}
 	if lkIno == 0 {
@@ -693,6 +731,9 @@ func inodeOfFD(fd uint64) int64 {
 	if o == nil {
 		return -eBADF
 	}
+	if o.kind == fdData {
+		return dataFD(o) // inoData: datafile.go
+	}
 	if o.kind != fdInode {
 		return -eBADF
 	}
@@ -701,6 +742,10 @@ func inodeOfFD(fd uint64) int64 {
 
 //go:nosplit
 func setMode(i int64, mode uint64) int64 {
+	if i == inoData {
+		dataArgs.mode = uint32(mode) & 0o7777
+		return dataRun(dChmod)
+	}
 	if i < 0 {
 		return i
 	}
@@ -723,6 +768,10 @@ func sysFchmodat(f *sysFrame) int64 {
 
 //go:nosplit
 func setOwner(i int64, uid, gid uint64) int64 {
+	if i == inoData {
+		dataUnlock()
+		return 0 // /data keeps no owners: every file is root's
+	}
 	if i < 0 {
 		return i
 	}
@@ -759,6 +808,10 @@ func sysFchownat(f *sysFrame) int64 {
 //
 //go:nosplit
 func setTimes(i int64, a, m int64) int64 {
+	if i == inoData {
+		dataArgs.a, dataArgs.m = a, m
+		return dataRun(dUtimes)
+	}
 	if i < 0 {
 		return i
 	}
@@ -855,6 +908,10 @@ func sysUtime(f *sysFrame) int64 {
 //go:nosplit
 func sysTruncate(f *sysFrame) int64 {
 	i := inodeAt(atFdcwd, uintptr(f.rdi), 0)
+	if i == inoData {
+		dataArgs.off = int64(f.rsi)
+		return dataRun(dTruncate)
+	}
 	if i < 0 {
 		return i
 	}
@@ -874,6 +931,13 @@ func sysFtruncate(f *sysFrame) int64 {
 	if o == nil {
 		return -eBADF
 	}
+	if o.kind == fdData && o.flags&oAccmode != oRdonly {
+		if r := dataFD(o); r != inoData {
+			return r
+		}
+		dataArgs.off = int64(f.rsi)
+		return dataRun(dTruncate)
+	}
 	if o.kind != fdInode || o.flags&oAccmode == oRdonly || ip(o.ino).mode&sIFMT != sIFREG {
 		return -eINVAL
 	}
@@ -886,6 +950,10 @@ func doAccess(dirfd int64, path uintptr, mode, flags uint64) int64 {
 		return -eINVAL
 	}
 	i := inodeAt(dirfd, path, flags&(atSymlinkNofollow|atEmptyPath))
+	if i == inoData {
+		dataArgs.mode = uint32(mode)
+		return dataRun(dAccess)
+	}
 	if i < 0 {
 		return i
 	}
@@ -913,11 +981,18 @@ func sysFaccessat2(f *sysFrame) int64 {
 
 //go:nosplit
 func setCwd(i int64) int64 {
+	if i == inoData {
+		return dataChdir() // datafile.go
+	}
 	if i < 0 {
 		return i
 	}
 	if !isDir(uint32(i)) {
 		return -eNOTDIR
+	}
+	if cwdData != 0 {
+		dataClosed(cwdData)
+		cwdData = 0
 	}
 	ip(uint32(i)).opens++
 	old := cwdIno
@@ -936,6 +1011,9 @@ func sysFchdir(f *sysFrame) int64 { return setCwd(inodeOfFD(f.rdi)) }
 //go:nosplit
 func sysGetcwd(f *sysFrame) int64 {
 	fsReady()
+	if cwdData != 0 {
+		return dataGetcwd(uintptr(f.rdi), uintptr(f.rsi)) // datafile.go
+	}
 	pos := uintptr(len(linkBuf))
 	i := cwdIno
 	if ip(i).nlink == 0 {
@@ -997,7 +1075,10 @@ func doMknod(dirfd int64, path uintptr, mode uint64) int64 {
 	default:
 		return -ePERM
 	}
-	if r := lookupNew(dirfd, path, false); r < 0 {
+	if r := lookupNew(dirfd, path, false); r == walkData {
+		dataUnlock()
+		return -ePERM // only open(O_CREAT) and mkdir create on /data
+	} else if r < 0 {
 		return r
 	}
 	i := ialloc(typ | uint32(mode)&0o7777&^umaskBits)

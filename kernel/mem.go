@@ -257,6 +257,16 @@ func addRegion(addr, length uintptr) {
 
 //go:nosplit
 func sysMmap(f *sysFrame) int64 {
+	if f.r10&mapAnonymous == 0 {
+		if o := getFile(f.r8); o != nil && o.kind == fdData {
+			return mmapData(f) // datafile.go: a private copy of a /data file
+		}
+	}
+	return mmapAnon(f)
+}
+
+//go:nosplit
+func mmapAnon(f *sysFrame) int64 {
 	addr, length, prot, flags := uintptr(f.rdi), uintptr(f.rsi), f.rdx, f.r10
 	if length == 0 || addr&(boot.PageSize-1) != 0 {
 		return -eINVAL
@@ -311,7 +321,11 @@ func sysMmap(f *sysFrame) int64 {
 	if prot == protNone {
 		return int64(addr) // a reservation: committed later with MAP_FIXED
 	}
-	if flags&mapFixed == 0 && length >= lazyMin && nlazy < maxLazy && length <= freeBytes() {
+	// A read-only private mapping is not charged against free memory, as
+	// Linux's overcommit does not account it: programs reserve address
+	// space that way (starlark maps 4 GiB PROT_READ for its small
+	// integers) and only the pages they touch are filled.
+	if flags&mapFixed == 0 && length >= lazyMin && nlazy < maxLazy && (length <= freeBytes() || prot&protWrite == 0) {
 		lazy[nlazy].start, lazy[nlazy].end = addr, addr+length
 		nlazy++
 		return int64(addr)

@@ -165,6 +165,9 @@ func sysAmberService(f *sysFrame) int64 {
 		return -eINVAL
 	}
 	q := o.pipe
+	if f.rdi == svcDataMount || f.rdi == svcDataDone {
+		return dataService(f.rdi, q, f.rdx, int64(f.r10)) // datafile.go
+	}
 	if f.rdi == svcObject {
 		return svcNewObject(q, f.rdx, f.r10, uintptr(f.r8))
 	}
@@ -450,6 +453,7 @@ func (*svcQueueFile) release(o *ofile) {
 		}
 	}
 	services[o.pipe].used = false
+	dataServiceGone(o.pipe)
 	wakeAll(waitPoll)
 }
 

@@ -25,21 +25,40 @@ import (
 // StoreDiskObject is the name of the disk object in a store file.
 const StoreDiskObject = "vm/disk"
 
-// IsStoreFile reports whether path starts with an objstore superblock
-// (block 0 or 1): --disk then names a store, not a raw image.
-func IsStoreFile(path string) bool {
+// IsStoreDisk reports whether path is a store file holding a disk object
+// (StoreDiskObject): --disk then names a store, not a raw image. A raw
+// disk whose guest keeps an objstore store on it (/data) starts with the
+// same superblock, but has no such object.
+func IsStoreDisk(path string) bool {
 	f, err := os.Open(path)
 	if err != nil {
 		return false
 	}
-	defer f.Close()
 	var b [8]byte
+	magic := false
 	for _, off := range []int64{0, 4096} {
 		if _, err := f.ReadAt(b[:], off); err == nil && bytes.Equal(b[:], []byte("AMBRSTOR")) {
-			return true
+			magic = true
 		}
 	}
-	return false
+	f.Close()
+	if !magic {
+		return false
+	}
+	dev, err := filedev.Open(path, filedev.Options{ReadOnly: true})
+	if err != nil {
+		return false
+	}
+	defer dev.Close()
+	s, err := objstore.Open(dev)
+	if err != nil {
+		return false
+	}
+	defer s.Close()
+	return s.View(func(tx *objstore.Tx) error {
+		_, err := tx.Stat(StoreDiskObject)
+		return err
+	}) == nil
 }
 
 type storeDisk struct {

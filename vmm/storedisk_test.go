@@ -18,13 +18,25 @@ func TestStoreDisk(t *testing.T) {
 	if err := CreateStoreDisk(path, 1<<20); err != nil {
 		t.Fatal(err)
 	}
-	if !IsStoreFile(path) {
-		t.Fatal("IsStoreFile: false for a store")
+	if !IsStoreDisk(path) {
+		t.Fatal("IsStoreDisk: false for a store")
+	}
+	// A store without the disk object (as the guest's /data keeps on a
+	// raw disk) is a raw disk.
+	guestFS := filepath.Join(t.TempDir(), "data.raw")
+	gd, err := filedev.Open(guestFS, filedev.Options{Create: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	objstore.Create(gd)
+	gd.Close()
+	if IsStoreDisk(guestFS) {
+		t.Fatal("IsStoreDisk: true for a store without vm/disk")
 	}
 	raw := filepath.Join(t.TempDir(), "d.raw")
 	os.WriteFile(raw, make([]byte, 4096), 0o644)
-	if IsStoreFile(raw) {
-		t.Fatal("IsStoreFile: true for a raw disk")
+	if IsStoreDisk(raw) {
+		t.Fatal("IsStoreDisk: true for a raw disk")
 	}
 	d, err := OpenStoreDisk(path, false)
 	if err != nil {

@@ -35,6 +35,8 @@ const (
 	opPull
 	opComplete
 	opDrop
+	opDataMount // the persistent file system's calls (kernel/datafile.go)
+	opDataDone
 )
 
 // Op is what the core asks of the service.
@@ -49,6 +51,12 @@ const (
 	Call
 	// Close: the program closed its last descriptor; Drop the object.
 	Close
+	// Data: a call on the persistent file system (the queue that Mounted
+	// it); answer with DataDone(Seq).
+	Data
+	// DataClose: the program closed the persistent file system's node
+	// Args[0].
+	DataClose
 )
 
 func (o Op) String() string {
@@ -61,6 +69,10 @@ func (o Op) String() string {
 		return "call"
 	case Close:
 		return "close"
+	case Data:
+		return "data"
+	case DataClose:
+		return "data-close"
 	}
 	return fmt.Sprintf("op(%d)", uint32(o))
 }
@@ -184,6 +196,25 @@ func (q *Queue) Complete(h Handle, seq uint64, result int64) error {
 // writes fail; the object is freed once the program has closed it too.
 func (q *Queue) Drop(h Handle) error {
 	_, err := q.call(opDrop, uintptr(h), 0, 0, 0)
+	return err
+}
+
+// MountData makes this queue the server of the persistent file system
+// (/data): the core then posts Data and DataClose requests to it. The
+// result is the address of the core's call block (kernel/datafile.go's
+// dataArgsT), through which every Data request is read and answered.
+func (q *Queue) MountData() (unsafe.Pointer, error) {
+	r, err := q.call(opDataMount, 0, 0, 0, 0)
+	if err != nil {
+		return nil, fmt.Errorf("service: mount the persistent file system: %w", err)
+	}
+	return *(*unsafe.Pointer)(unsafe.Pointer(&r)), nil
+}
+
+// DataDone answers Data request seq with result (a negative errno fails
+// it).
+func (q *Queue) DataDone(seq uint64, result int64) error {
+	_, err := q.call(opDataDone, uintptr(seq), uintptr(result), 0, 0)
 	return err
 }
 

@@ -287,9 +287,13 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	// linkname, which does not link without it (a program that imports
 	// neither os nor time failed with "relocation target
 	// time.registerLoadFromEmbeddedTZData not defined").
-	imports := "import _ \"" + boot.KernelPkgPath + "\"\n"
+	// And the persistent file system's service (kernel/datafs/mount),
+	// which mounts /data before main when the VM has a disk and does
+	// nothing otherwise.
+	mount := "\t_ \"" + amber.ModulePath + "/kernel/datafs/mount\"\n"
+	imports := "import (\n\t_ \"" + boot.KernelPkgPath + "\"\n" + mount + ")\n"
 	if !o.Test {
-		imports = "import (\n\t_ \"" + boot.KernelPkgPath + "\"\n\t_ \"time\"\n\t_ \"time/tzdata\"\n)\n"
+		imports = "import (\n\t_ \"" + boot.KernelPkgPath + "\"\n" + mount + "\t_ \"time\"\n\t_ \"time/tzdata\"\n)\n"
 	}
 	// Named after its content: builds by different versions of vmm that
 	// share the cache never see each other's file.

@@ -72,7 +72,7 @@ func TestFindKVMTests(t *testing.T) {
 		}
 	}
 	k, err = findKVMTests("../..", "vmm")
-	if err != nil || !slices.Contains(k.Tests, "TestKicksLoseNothing") || !slices.Equal(k.Images, []string{"tools/vmm/testdata/copyio"}) {
+	if err != nil || !slices.Contains(k.Tests, "TestKicksLoseNothing") || !slices.Contains(k.Images, "tools/vmm/testdata/copyio") || !slices.Contains(k.Images, "vmm/testdata/debugdev") {
 		t.Errorf("vmm: %+v, %v", k, err)
 	}
 }

@@ -50,6 +50,13 @@ commands:
   du FILE                     space: file size, used, shared, free
   help                        this text
 
+A guest's persistent file system (its /data, on a disk given to vmm run
+--disk) is reached with FILE:/data/PATH, while the VM is stopped:
+  ls FILE:/data[/DIR]         list a directory: mode, size, mtime, name
+  get FILE:/data/PATH [DST|-] write a file's contents to DST
+  put FILE:/data/PATH [SRC|-] make or replace a file (and its directories)
+  rm FILE:/data/PATH...       remove files and empty directories
+
 FILE must be a regular file or a block device (create makes only regular
 files); anything else, a named pipe for one, is refused before it is
 opened. When one of FILE's two superblocks is unreadable, every command
@@ -136,6 +143,11 @@ func nargs(args []string, min, max int, what string) error {
 }
 
 func (c *cmd) run(name string, args []string) error {
+	if len(args) > 0 {
+		if file, p, ok := splitData(args[0]); ok {
+			return c.runData(name, file, p, args[1:])
+		}
+	}
 	switch name {
 	case "create":
 		var diskSize int64
@@ -223,6 +235,41 @@ func (c *cmd) run(name string, args []string) error {
 		return c.du(args[0])
 	}
 	return usageErr("unknown command %q", name)
+}
+
+// runData runs a command on a guest's persistent file system
+// (FILE:/data/PATH; data.go).
+func (c *cmd) runData(name, file, p string, args []string) error {
+	arg := "-"
+	switch name {
+	case "ls":
+		if len(args) != 0 {
+			return usageErr("usage: vmm store ls FILE:/data[/DIR]")
+		}
+		return c.dataLs(file, p)
+	case "get", "put":
+		if len(args) > 1 {
+			return usageErr("usage: vmm store %s FILE:/data/PATH [%s|-]", name, map[string]string{"get": "DST", "put": "SRC"}[name])
+		}
+		if len(args) == 1 {
+			arg = args[0]
+		}
+		if name == "get" {
+			return c.dataGet(file, p, arg)
+		}
+		return c.dataPut(file, p, arg)
+	case "rm":
+		paths := []string{p}
+		for _, a := range args {
+			f, q, ok := splitData(a)
+			if !ok || f != file {
+				return usageErr("usage: vmm store rm FILE:/data/PATH...")
+			}
+			paths = append(paths, q)
+		}
+		return c.dataRm(file, paths)
+	}
+	return usageErr("%s does not take FILE:/data (ls, get, put and rm do)", name)
 }
 
 // open opens the store, warning on stderr when Open fell back from an

@@ -48,7 +48,9 @@ func runDisk(t *testing.T, disk string, args ...string) result {
 	t.Helper()
 	needGuest(t)
 	img := image(t, "./testdata/disk")
-	r := run(t, append([]string{"run", "--timeout", "300s", "--disk", disk, img, "--"}, args...)...)
+	// amber.data=off: the program uses /dev/vda itself (else a blank
+	// disk becomes /data's store).
+	r := run(t, append([]string{"run", "--timeout", "300s", "--cmdline", "amber.data=off", "--disk", disk, img, "--"}, args...)...)
 	r.stdout += r.stderr
 	return r
 }
@@ -90,7 +92,7 @@ func TestDiskWriteThenRead(t *testing.T) {
 	// Under Amber's VMM amber.diskirq=on asks for an interrupt per batch
 	// of completions: the MSI at boot.VirtioVector, handled by the kernel.
 	if guestAccel == guestrun.KVM {
-		r := run(t, "run", "--timeout", "120s", "--cmdline", "amber.diskirq=on", "--disk", disk, image(t, "./testdata/disk"), "--", "write", strconv.Itoa(diskSize))
+		r := run(t, "run", "--timeout", "120s", "--cmdline", "amber.data=off", "--cmdline", "amber.diskirq=on", "--disk", disk, image(t, "./testdata/disk"), "--", "write", strconv.Itoa(diskSize))
 		if r.code != 0 || !strings.Contains(r.stdout, "disk: write ok") || diskInterrupts(t, r.stdout) == 0 {
 			t.Fatalf("write boot with amber.diskirq=on: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 		}
@@ -223,7 +225,7 @@ func BenchmarkDiskSeqTCG(b *testing.B) {
 		return
 	}
 	for i := 0; i < b.N; i++ {
-		g := run(b, "run", "--accel", "tcg", "--mem", "256M", "--timeout", "600s", "--disk", disk, img, "--", "bench", strconv.Itoa(mib))
+		g := run(b, "run", "--accel", "tcg", "--mem", "256M", "--timeout", "600s", "--cmdline", "amber.data=off", "--disk", disk, img, "--", "bench", strconv.Itoa(mib))
 		if g.code != 0 {
 			b.Fatalf("guest: exit %d\n%s%s", g.code, g.stdout, g.stderr)
 		}
@@ -289,7 +291,7 @@ func TestDiskStore(t *testing.T) {
 		t.Errorf("--accel tcg with a store disk: exit %d, stderr %q", r.code, r.stderr)
 	}
 	needKVM(t)
-	if r := run(t, "run", "--timeout", "120s", "--disk", store, img, "--", "write", strconv.Itoa(diskSize)); r.code != 0 || !strings.Contains(r.stdout, "disk: write ok") {
+	if r := run(t, "run", "--timeout", "120s", "--cmdline", "amber.data=off", "--disk", store, img, "--", "write", strconv.Itoa(diskSize)); r.code != 0 || !strings.Contains(r.stdout, "disk: write ok") {
 		t.Fatalf("write boot: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	if r := run(t, "store", "fsck", store); r.code != 0 {
@@ -310,7 +312,7 @@ func TestDiskStore(t *testing.T) {
 			}
 		}
 	}
-	if r := run(t, "run", "--timeout", "120s", "--disk", store+",readonly", img, "--", "verify", strconv.Itoa(diskSize)); r.code != 0 || !strings.Contains(r.stdout, "disk: verify ok") {
+	if r := run(t, "run", "--timeout", "120s", "--cmdline", "amber.data=off", "--disk", store+",readonly", img, "--", "verify", strconv.Itoa(diskSize)); r.code != 0 || !strings.Contains(r.stdout, "disk: verify ok") {
 		t.Fatalf("verify boot: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 }

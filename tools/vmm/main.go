@@ -313,7 +313,7 @@ func bootImage(o runOptions, stdin io.Reader, stdout, stderr io.Writer) int {
 			return exitUsage
 		}
 		for _, d := range o.disks {
-			if vmm.IsStoreFile(d.Path) {
+			if vmm.IsStoreDisk(d.Path) {
 				fmt.Fprintf(stderr, "vmm run: --disk %s: a store file's disk is served by Amber's VMM only (--accel kvm); QEMU takes raw images\n", d.Path)
 				return exitUsage
 			}
@@ -663,7 +663,7 @@ func openDisks(ds []qemu.Disk) ([]vmm.Disk, error) {
 	var out []vmm.Disk
 	for _, d := range ds {
 		open := vmm.OpenRawDisk
-		if vmm.IsStoreFile(d.Path) {
+		if vmm.IsStoreDisk(d.Path) {
 			open = vmm.OpenStoreDisk
 		}
 		b, err := open(d.Path, d.ReadOnly)
@@ -717,7 +717,7 @@ func parseDisk(spec string) (qemu.Disk, error) {
 		return d, err
 	}
 	f.Close()
-	if vmm.IsStoreFile(d.Path) {
+	if vmm.IsStoreDisk(d.Path) {
 		return d, nil // its disk object is checked when it is opened
 	}
 	if size == 0 || size%512 != 0 {

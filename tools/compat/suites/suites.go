@@ -40,3 +40,46 @@ var Skips = map[string][]string{
 // Fast are the quickest of Packages; make test runs them in the guest.
 var Fast = []string{"container/heap", "container/list", "errors", "encoding/hex", "encoding/csv",
 	"unicode/utf8", "crypto/aes", "io/fs", "path/filepath", "os"}
+
+// A Suite is a third-party package whose tests make compat runs, from a
+// fresh module that requires Module (pinned).
+type Suite struct {
+	Pkg, Module string
+	Skips       []string // tests that cannot pass in a guest, with the reason beside them
+	Run         string   // -run pattern, for a suite too long to run whole under QEMU
+	PackMax     string   // vmm test --pack-max, for modules larger than its default
+	Mem         string   // vmm test --mem, for suites that need more than its default
+}
+
+// ThirdParty are the third-party suites; docs/compat.md has their results.
+var ThirdParty = []Suite{
+	{Pkg: "github.com/itchyny/timefmt-go", Module: "github.com/itchyny/timefmt-go@v0.1.6"},
+	{Pkg: "github.com/itchyny/gojq", Module: "github.com/itchyny/gojq@v0.12.17"},
+	{Pkg: "github.com/itchyny/gojq/cli", Module: "github.com/itchyny/gojq@v0.12.17"},
+	{Pkg: "github.com/pelletier/go-toml/v2", Module: "github.com/pelletier/go-toml/v2@v2.2.4"},
+	{Pkg: "github.com/BurntSushi/toml", Module: "github.com/BurntSushi/toml@v1.5.0"},
+	{Pkg: "gopkg.in/yaml.v3", Module: "gopkg.in/yaml.v3@v3.0.1"},
+	{Pkg: "github.com/hashicorp/hcl/v2/hclsyntax", Module: "github.com/hashicorp/hcl/v2@v2.24.0"},
+	// Its tests read ../testdata; all 2100 files take over 7 minutes under
+	// QEMU (78 s natively), so the std* ones.
+	{Pkg: "github.com/google/go-jsonnet/linter", Module: "github.com/google/go-jsonnet@v0.21.0",
+		Run: `^TestLinter$/^\.\.$/^testdata$/^std`},
+	{Pkg: "go.starlark.net/starlark", Module: "go.starlark.net@v0.0.0-20250701195324-d457b4515e0e",
+		Skips: []string{
+			"TestIntFallback", // re-runs itself through /bin/sh (fork/exec)
+			"TestProfile",     // runs go tool pprof (fork/exec)
+		}},
+	{Pkg: "github.com/dop251/goja", Module: "github.com/dop251/goja@v0.0.0-20250630131328-58d95d85e994"},
+	{Pkg: "github.com/yuin/goldmark", Module: "github.com/yuin/goldmark@v1.7.12"},
+	{Pkg: "github.com/golang/snappy", Module: "github.com/golang/snappy@v1.0.0"},
+	{Pkg: "github.com/ulikunitz/xz", Module: "github.com/ulikunitz/xz@v0.5.12"},
+	{Pkg: "github.com/andybalholm/brotli", Module: "github.com/andybalholm/brotli@v1.2.0"},
+	{Pkg: "github.com/klauspost/compress/huff0", Module: "github.com/klauspost/compress@v1.18.0", PackMax: "64M"}, // reads ../testdata
+	{Pkg: "github.com/klauspost/compress/s2", Module: "github.com/klauspost/compress@v1.18.0", PackMax: "64M"},
+	{Pkg: "github.com/klauspost/compress/zstd", Module: "github.com/klauspost/compress@v1.18.0", PackMax: "64M", Mem: "2G"},
+	// The whole suite runs for over 8 minutes natively here (TCL tests and
+	// more); these cover queries, types, time, concurrency and in-memory
+	// and file databases.
+	{Pkg: "modernc.org/sqlite", Module: "modernc.org/sqlite@v1.38.0", Mem: "1G",
+		Run: "^Test(Scalar|Blob|MemDB|ConcurrentGoroutines|SingleConn|NoRows|Columns|ColumnTypes|Time|TimeScan|Binding|InMemory|BeginMode|Collation|NullBinding|NamedParameters)$"},
+}

@@ -1,7 +1,8 @@
 // Command memfree maps, touches and unmaps 64 MiB a hundred times, which
 // fits in a 512 MiB VM only if munmap gives the memory back, and checks
 // that MADV_DONTNEED makes private anonymous memory read as zeros, as
-// Linux does (the Go runtime relies on it). It prints "ALL OK" natively
+// Linux does (the Go runtime relies on it), and that a read-only
+// reservation larger than memory is granted. It prints "ALL OK" natively
 // and in the guest. An argument sets the number of rounds.
 package main
 
@@ -63,6 +64,21 @@ func main() {
 	// The released pages are usable again.
 	b[100<<10] = 7
 	fmt.Println("written after MADV_DONTNEED:", b[100<<10])
+
+	// A read-only reservation larger than memory (starlark maps 4 GiB
+	// this way) is granted, as Linux's overcommit grants it; the pages
+	// touched read as zeros.
+	r, err := syscall.Mmap(-1, 0, 4<<30, syscall.PROT_READ, syscall.MAP_PRIVATE|syscall.MAP_ANON)
+	if err != nil {
+		fmt.Println("4 GiB read-only reservation:", err)
+		failed = true
+	} else {
+		fmt.Println("4 GiB read-only reservation reads", r[0], r[3<<30], r[4<<30-1])
+		if r[0] != 0 || r[3<<30] != 0 || r[4<<30-1] != 0 {
+			failed = true
+		}
+		syscall.Munmap(r)
+	}
 	if failed {
 		os.Exit(1)
 	}

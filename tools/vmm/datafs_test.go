@@ -1,0 +1,335 @@
+package main
+
+import (
+	"bufio"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/amberos/amber/objstore"
+	"github.com/amberos/amber/objstore/filedev"
+)
+
+// The persistent file system at /data (kernel/datafs) on QEMU's
+// virtio-blk disk through vmm run --accel tcg --disk; testdata/datafs is
+// the guest.
+
+const dataDiskSize = 64 << 20
+
+func newDataDisk(t *testing.T) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "data.raw")
+	if err := os.WriteFile(p, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(p, dataDiskSize); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func runData(t *testing.T, disk string, args ...string) result {
+	t.Helper()
+	needQEMU(t)
+	img := image(t, "./testdata/datafs")
+	r := run(t, append([]string{"run", "--accel", "tcg", "--timeout", "300s", "--disk", disk, img, "--"}, args...)...)
+	r.stdout += r.stderr
+	return r
+}
+
+// fsckDisk checks the store on the raw disk file from the host.
+func fsckDisk(t *testing.T, disk string) {
+	t.Helper()
+	dev, err := filedev.Open(disk, filedev.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	if rep := objstore.Fsck(dev); !rep.OK() {
+		t.Fatalf("fsck of the guest's store:\n%s", rep)
+	}
+}
+
+// The file system calls a program makes, checked in the guest against
+// what Linux does (testdata/datafs's ops: O_EXCL, O_APPEND, pread and
+// pwrite, truncate, rename of files and directories, getdents, chdir,
+// openat, chmod, utimes, an unlinked open file, EXDEV, no links), on a
+// blank disk that the first boot formats; then the store is clean.
+func TestDataOps(t *testing.T) {
+	disk := newDataDisk(t)
+	r := runData(t, disk, "ops")
+	if r.code != 0 || !strings.Contains(r.stdout, "ops ok") {
+		t.Fatalf("exit %d\n%s", r.code, r.stdout)
+	}
+	fsckDisk(t, disk)
+}
+
+// A disk that holds something else is refused, said so, and left as it
+// is: the program finds /data unmounted (ENODEV) and /dev/vda usable.
+func TestDataRefusesForeignDisk(t *testing.T) {
+	disk := newDataDisk(t)
+	junk := []byte(strings.Repeat("not a store ", 1000))
+	if err := os.WriteFile(disk, junk, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(disk, dataDiskSize); err != nil {
+		t.Fatal(err)
+	}
+	r := runData(t, disk, "check")
+	if r.code != 1 || !strings.Contains(r.stdout, "holds something other than an Amber object store") || !strings.Contains(r.stdout, "no such device") {
+		t.Fatalf("exit %d\n%s", r.code, r.stdout)
+	}
+	b, err := os.ReadFile(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b[:len(junk)]) != string(junk) {
+		t.Fatal("the refused disk was changed")
+	}
+}
+
+var syncedRE = regexp.MustCompile(`(?m)^synced (f\d+)\r?$`)
+
+// Crash safety: a guest writes files (each fsynced, then renamed into
+// place, then its directory fsynced) and prints each name once its fsync
+// returned; QEMU is killed with SIGKILL at a random moment (a power cut:
+// nothing the guest wrote after its last flush is guaranteed); the next
+// boot checks every file before writing more. Every file reported synced
+// must be there, whole, and the store must pass fsck after each kill.
+// DATAFS_KILLS sets the number of kill points (20 by default; `make
+// stress-data` runs more).
+func TestDataCrashSafety(t *testing.T) {
+	needQEMU(t)
+	img := image(t, "./testdata/datafs")
+	kills := 20
+	if s := os.Getenv("DATAFS_KILLS"); s != "" {
+		kills, _ = strconv.Atoi(s)
+	}
+	if testing.Short() {
+		kills = 5
+	}
+	disk := newDataDisk(t)
+	seed := time.Now().UnixNano()
+	rnd := rand.New(rand.NewSource(seed))
+	t.Logf("seed %d, %d kill points", seed, kills)
+	synced := map[string]bool{}
+	for k := 0; k < kills; k++ {
+		cmd := exec.Command(vmmBin, "run", "--accel", "tcg", "--timeout", "300s", "--disk", disk, img, "--", "cycle", strconv.Itoa(k*10000))
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Stderr = cmd.Stdout
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// Kill anywhere from the boot to well into the writes.
+		delay := time.Duration(300+rnd.Intn(3000)) * time.Millisecond
+		lines := make(chan string, 1<<16)
+		go func() {
+			sc := bufio.NewScanner(out)
+			for sc.Scan() {
+				lines <- sc.Text()
+			}
+			close(lines)
+		}()
+		timer := time.NewTimer(delay)
+		var text strings.Builder
+		killed := false
+	loop:
+		for {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					break loop
+				}
+				text.WriteString(l + "\n")
+			case <-timer.C:
+				if pid := qemuChild(cmd.Process.Pid); pid > 0 {
+					syscall.Kill(pid, syscall.SIGKILL)
+					killed = true
+				} else {
+					timer.Reset(50 * time.Millisecond)
+				}
+			}
+		}
+		cmd.Wait()
+		got := text.String()
+		if strings.Contains(got, "FAIL") || strings.Contains(got, "panic") {
+			t.Fatalf("kill %d: the guest failed\n%s", k, got)
+		}
+		if !killed {
+			t.Fatalf("kill %d: the guest ended before the kill\n%s", k, got)
+		}
+		if strings.Contains(got, "checked ") {
+			checkListed(t, k, got, synced)
+		}
+		for _, m := range syncedRE.FindAllStringSubmatch(got, -1) {
+			synced[m[1]] = true
+		}
+		fsckDisk(t, disk)
+	}
+	r := runData(t, disk, "check")
+	if r.code != 0 {
+		t.Fatalf("final check: exit %d\n%s", r.code, r.stdout)
+	}
+	checkListed(t, kills, r.stdout, synced)
+	t.Logf("%d files fsynced before the kills, all intact", len(synced))
+}
+
+// checkListed fails unless every synced file is in the checker's "ok"
+// lines (the checker has compared its content already).
+func checkListed(t *testing.T, k int, out string, synced map[string]bool) {
+	t.Helper()
+	ok := map[string]bool{}
+	for _, l := range strings.Split(out, "\n") {
+		if name, found := strings.CutPrefix(strings.TrimSpace(l), "ok "); found {
+			ok[name] = true
+		}
+	}
+	for name := range synced {
+		if !ok[name] {
+			t.Fatalf("boot %d: %s was fsynced before a kill and is gone\n%s", k, name, out)
+		}
+	}
+}
+
+// qemuChild returns the pid of vmm's QEMU child process, 0 if none yet.
+func qemuChild(vmm int) int {
+	tasks, _ := filepath.Glob("/proc/" + strconv.Itoa(vmm) + "/task/*/children")
+	for _, f := range tasks {
+		b, _ := os.ReadFile(f)
+		for _, c := range strings.Fields(string(b)) {
+			pid, _ := strconv.Atoi(c)
+			comm, _ := os.ReadFile("/proc/" + c + "/comm")
+			if pid > 0 && strings.HasPrefix(string(comm), "qemu") {
+				return pid
+			}
+		}
+	}
+	return 0
+}
+
+// The host's `vmm store ls/get/put FILE:/data/...` and the guest see the
+// same files, both ways.
+func TestDataHostAndGuest(t *testing.T) {
+	disk := newDataDisk(t)
+	if r := runData(t, disk, "write", "3"); r.code != 0 || !strings.Contains(r.stdout, "write done") {
+		t.Fatalf("write: exit %d\n%s", r.code, r.stdout)
+	}
+	r := run(t, "store", "ls", disk+":/data")
+	for _, want := range []string{"f000", "7920   ", "f002", "-rw-r--r--"} {
+		if r.code != 0 || !strings.Contains(r.stdout, want) {
+			t.Fatalf("store ls: exit %d, no %q\n%s%s", r.code, want, r.stdout, r.stderr)
+		}
+	}
+	r = run(t, "store", "get", disk+":/data/f001")
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "f001|f001|") || len(r.stdout) != 7920 {
+		t.Fatalf("store get: exit %d, %d bytes\n%.100s%s", r.code, len(r.stdout), r.stdout, r.stderr)
+	}
+	src := filepath.Join(t.TempDir(), "config.json")
+	if err := os.WriteFile(src, []byte(`{"from":"host"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r = run(t, "store", "put", disk+":/data/fromhost", src); r.code != 0 {
+		t.Fatalf("store put: exit %d\n%s", r.code, r.stderr)
+	}
+	if r = runData(t, disk, "host"); r.code != 0 || !strings.Contains(r.stdout, `fromhost: "{\"from\":\"host\"}"`) {
+		t.Fatalf("guest: exit %d\n%s", r.code, r.stdout)
+	}
+	r = run(t, "store", "get", disk+":/data/sub/dir/fromguest")
+	if r.code != 0 || r.stdout != "written in the guest\n" {
+		t.Fatalf("store get: exit %d\n%q%s", r.code, r.stdout, r.stderr)
+	}
+	r = run(t, "store", "ls", disk+":/data/sub")
+	if r.code != 0 || !strings.Contains(r.stdout, "dir/") || !strings.HasPrefix(r.stdout, "drwxr-xr-x") {
+		t.Fatalf("store ls of a directory: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r = run(t, "store", "get", disk+":/data/missing"); r.code != 1 || !strings.Contains(r.stderr, "no such file") {
+		t.Fatalf("store get of a missing file: exit %d\n%s", r.code, r.stderr)
+	}
+	fsckDisk(t, disk)
+}
+
+var dataBenchRE = regexp.MustCompile(`bench: write ([0-9.]+) MB/s read ([0-9.]+) MB/s randread ([0-9.]+) IOPS`)
+
+// BenchmarkDataSeqTCG: sequential 1 MiB writes (then fsync) and reads and
+// 4 KiB random reads of one file on /data, in the guest under QEMU's
+// emulator, against the same program natively on a file of the host's
+// file system. The guest's figures are TCG-bound (every instruction of
+// the kernel, the service and objstore's checksums is emulated): they
+// measure QEMU, not the design.
+func BenchmarkDataSeqTCG(b *testing.B) {
+	needQEMU(b)
+	img := image(b, "./testdata/datafs")
+	native := filepath.Join(b.TempDir(), "datafs")
+	if out, err := exec.Command("go", "build", "-o", native, "./testdata/datafs").CombinedOutput(); err != nil {
+		b.Fatalf("%v\n%s", err, out)
+	}
+	const mib = 32
+	parse := func(out string) (w, r, iops float64) {
+		m := dataBenchRE.FindStringSubmatch(out)
+		if m == nil {
+			b.Fatalf("no figures in\n%s", out)
+		}
+		w, _ = strconv.ParseFloat(m[1], 64)
+		r, _ = strconv.ParseFloat(m[2], 64)
+		iops, _ = strconv.ParseFloat(m[3], 64)
+		return
+	}
+	for i := 0; i < b.N; i++ {
+		disk := filepath.Join(b.TempDir(), "data.raw")
+		if err := os.WriteFile(disk, nil, 0o644); err != nil {
+			b.Fatal(err)
+		}
+		if err := os.Truncate(disk, 4*mib<<20); err != nil {
+			b.Fatal(err)
+		}
+		g := run(b, "run", "--accel", "tcg", "--mem", "512M", "--timeout", "600s", "--disk", disk, img, "--", "bench", strconv.Itoa(mib))
+		if g.code != 0 {
+			b.Fatalf("guest: exit %d\n%s%s", g.code, g.stdout, g.stderr)
+		}
+		gw, gr, gi := parse(g.stdout + g.stderr)
+		cmd := exec.Command(native, "bench", strconv.Itoa(mib))
+		cmd.Env = append(os.Environ(), "DATA="+b.TempDir())
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			b.Fatalf("native: %v\n%s", err, out)
+		}
+		nw, nr, ni := parse(string(out))
+		b.ReportMetric(gw, "tcg-write-MB/s")
+		b.ReportMetric(gr, "tcg-read-MB/s")
+		b.ReportMetric(gi, "tcg-4k-randread-IOPS")
+		b.ReportMetric(nw, "native-write-MB/s")
+		b.ReportMetric(nr, "native-read-MB/s")
+		b.ReportMetric(ni, "native-4k-randread-IOPS")
+	}
+}
+
+// amber.data= moves the mount point; a read-only disk is mounted
+// read-only: its files read, writes fail with EROFS.
+func TestDataMountPointAndReadOnly(t *testing.T) {
+	needQEMU(t)
+	disk := newDataDisk(t)
+	img := image(t, "./testdata/datafs")
+	r := run(t, "run", "--accel", "tcg", "--timeout", "300s", "--disk", disk, "--cmdline", "amber.data=/srv/files", "--env", "DATA=/srv/files", img, "--", "write", "2")
+	if r.code != 0 || !strings.Contains(r.stdout+r.stderr, "write done") {
+		t.Fatalf("write under /srv/files: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = runData(t, disk+",readonly", "check")
+	if r.code != 0 || !strings.Contains(r.stdout, "checked 2") {
+		t.Fatalf("check on a read-only disk: exit %d\n%s", r.code, r.stdout)
+	}
+	r = runData(t, disk+",readonly", "write", "1")
+	if r.code != 1 || !strings.Contains(r.stdout, "read-only file system") {
+		t.Fatalf("write on a read-only disk: exit %d\n%s", r.code, r.stdout)
+	}
+	fsckDisk(t, disk)
+}
