@@ -44,6 +44,8 @@ const (
 	svcPull            // (queue fd, handle, buf, n) -> bytes given; 0: the program closed
 	svcComplete        // (queue fd, handle, seq, result) -> 0
 	svcDrop            // (queue fd, handle) -> 0: the service is done with the object
+	svcNet             // (queue fd) -> 0: the queue serves AF_INET and AF_INET6 sockets (netsock.go)
+	svcEvents          // (queue fd, handle, on, off) -> 0: readiness the service asserts or masks
 )
 
 // Requests the core posts (svcRequest.op).
@@ -52,6 +54,7 @@ const (
 	svcReqRead             // the program waits for data
 	svcReqCall             // a synchronous call: answer with svcComplete(seq)
 	svcReqClose            // the program closed its last descriptor
+	svcReqSock             // a socket call (netsock.go): op | sub-operation<<16
 )
 
 // svcRequest is one record read from a service queue: 64 bytes, the
@@ -83,6 +86,12 @@ type svcObjectT struct {
 	callRes int64
 	calling bool // a call is outstanding (calls on one object go one at a time)
 	done    bool // the call's answer is in callRes
+	// Readiness the service decides (svcEvents): evOn is reported
+	// whatever the rings hold, evOff hides what they would report (a
+	// TCP socket that is not connected yet is not writable).
+	evOn, evOff uint32
+	evGen       uint32
+	inet, dgram bool // an AF_INET or AF_INET6 socket (netsock.go); a datagram one
 }
 
 var (
@@ -170,6 +179,10 @@ func sysAmberServiceFn(f *sysFrame) int64 {
 	if f.rdi == svcObject {
 		return svcNewObject(q, f.rdx, f.r10, uintptr(f.r8))
 	}
+	if f.rdi == svcNet {
+		netSvc = q
+		return 0
+	}
 	i, ob := svcLookup(q, f.rdx)
 	if ob == nil {
 		return -eBADF
@@ -186,10 +199,15 @@ func sysAmberServiceFn(f *sysFrame) int64 {
 		ob.callRes, ob.done = int64(f.r8), true
 		wakeAll(waitPoll)
 		return 0
+	case svcEvents:
+		ob.evOn, ob.evOff = uint32(f.r10), uint32(f.r8)
+		ob.evGen++
+		wakeAll(waitPoll)
+		return 0
 	case svcDrop:
 		rx, tx := &pipes[ob.rx], &pipes[ob.tx]
-		if rx.writers == 0 {
-			return -eBADF // dropped already
+		if tx.readers == 0 {
+			return -eBADF // dropped already (end of data alone is not a drop)
 		}
 		rx.writers, tx.readers = 0, 0
 		pipeChanged(rx)
@@ -232,7 +250,7 @@ func svcNewObject(q int32, cookie, flags uint64, handleOut uintptr) int64 {
 	if flags&^(oNonblock|oCloexec) != 0 {
 		return -eINVAL
 	}
-	if !userOK(handleOut, 8) {
+	if handleOut != 0 && !userOK(handleOut, 8) {
 		return -eFAULT
 	}
 	for i := range svcObjects {
@@ -263,8 +281,10 @@ func svcNewObject(q int32, cookie, flags uint64, handleOut uintptr) int64 {
 		gen := ob.gen
 		*ob = svcObjectT{used: true, svc: q, gen: gen, cookie: cookie, rx: rx, tx: tx, open: true}
 		ofiles[fds[fd].of-1].pipe = int32(i)
-		h := uint64(svcHandle(i))
-		copyOut(handleOut, unsafe.Pointer(&h), 8)
+		if handleOut != 0 {
+			h := uint64(svcHandle(i))
+			copyOut(handleOut, unsafe.Pointer(&h), 8)
+		}
 		return fd
 	}
 	return -eNFILE
@@ -333,6 +353,15 @@ func svcPullData(i int, ob *svcObjectT, buf, n uintptr) int64 {
 //
 //go:nosplit
 func svcCall(o *ofile, arg uint64) int64 {
+	var args [5]uint64
+	args[0] = arg
+	return svcCallOp(o, svcReqCall, &args)
+}
+
+// svcCallOp is svcCall with the request's op and arguments.
+//
+//go:nosplit
+func svcCallOp(o *ofile, op uint32, args *[5]uint64) int64 {
 	ob := &svcObjects[o.pipe]
 	for ob.calling {
 		if r := blockHeld(o); r == wokeSignal {
@@ -341,12 +370,11 @@ func svcCall(o *ofile, arg uint64) int64 {
 			return -eBADF
 		}
 	}
-	if pipes[ob.rx].writers == 0 {
+	if pipes[ob.tx].readers == 0 || ob.svc < 0 {
 		return -ePIPE // the service dropped the object
 	}
 	svcSeq++
-	r := svcRequest{op: svcReqCall, handle: svcHandle(int(o.pipe)), cookie: ob.cookie, seq: svcSeq}
-	r.args[0] = arg
+	r := svcRequest{op: op, handle: svcHandle(int(o.pipe)), cookie: ob.cookie, seq: svcSeq, args: *args}
 	if !svcPost(&services[ob.svc], &r) {
 		return -eAGAIN
 	}
@@ -464,6 +492,9 @@ func (*svcObjectFile) read(o *ofile, buf, n uintptr, pos int64) int64 {
 		return -eSPIPE
 	}
 	ob := &svcObjects[o.pipe]
+	if ob.dgram {
+		return netDgram(o, false, uint64(buf), uint64(n), 0, 0, 0)
+	}
 	p := &pipes[ob.rx]
 	if n == 0 {
 		return 0
@@ -505,6 +536,9 @@ func (*svcObjectFile) write(o *ofile, buf, n uintptr, pos int64) int64 {
 		return -eSPIPE
 	}
 	ob := &svcObjects[o.pipe]
+	if ob.dgram {
+		return netDgram(o, true, uint64(buf), uint64(n), 0, 0, 0)
+	}
 	r := pipeWriteTo(o, &pipes[ob.tx], buf, n)
 	if r > 0 && ob.svc >= 0 {
 		svcNotify(int(o.pipe), svcReqWrite)
@@ -528,7 +562,7 @@ func (*svcObjectFile) ready(o *ofile) uint32 {
 	} else if tx.wpos-tx.rpos < pipeSize {
 		r |= epollOut
 	}
-	return r
+	return r&^ob.evOff | ob.evOn
 }
 
 //go:nosplit
@@ -537,7 +571,7 @@ func (*svcObjectFile) pollable(o *ofile) bool { return true }
 //go:nosplit
 func (*svcObjectFile) gen(o *ofile) (uint32, bool) {
 	ob := &svcObjects[o.pipe]
-	return pipes[ob.rx].gen + pipes[ob.tx].gen, true
+	return pipes[ob.rx].gen + pipes[ob.tx].gen + ob.evGen, true
 }
 
 //go:nosplit
@@ -567,7 +601,7 @@ func (*svcObjectFile) release(o *ofile) {
 	ob.open = false
 	pipes[ob.tx].writers, pipes[ob.rx].readers = 0, 0
 	pipeChanged(&pipes[ob.tx])
-	if ob.svc >= 0 && pipes[ob.rx].writers != 0 {
+	if ob.svc >= 0 && pipes[ob.tx].readers != 0 { // not dropped (it may have ended its data)
 		r := svcRequest{op: svcReqClose, handle: svcHandle(i), cookie: ob.cookie}
 		svcPost(&services[ob.svc], &r) // a full queue loses the notice; svcDrop still frees
 		return

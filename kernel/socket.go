@@ -846,6 +846,9 @@ func sockArgs(domain, typ, proto uint64) (uint8, int64) {
 
 //go:nosplit
 func sysSocketFn(f *sysFrame) int64 {
+	if f.rdi == afInet || f.rdi == afInet6 {
+		return netSocket(f.rdi, f.rsi, f.rdx)
+	}
 	t, r := sockArgs(f.rdi, f.rsi, f.rdx)
 	if r < 0 {
 		return r
@@ -914,6 +917,9 @@ func sysSocketpairFn(f *sysFrame) int64 {
 
 //go:nosplit
 func sysBindFn(f *sysFrame) int64 {
+	if o := netObj(f.rdi); o != nil {
+		return netSockFn(o, nsBind, f.rsi, f.rdx, 0, 0)
+	}
 	o, r := sockOf(f.rdi)
 	if r < 0 {
 		return r
@@ -970,6 +976,9 @@ func sysBindFn(f *sysFrame) int64 {
 
 //go:nosplit
 func sysListenFn(f *sysFrame) int64 {
+	if o := netObj(f.rdi); o != nil {
+		return netSockFn(o, nsListen, f.rsi, 0, 0, 0)
+	}
 	o, r := sockOf(f.rdi)
 	if r < 0 {
 		return r
@@ -993,6 +1002,9 @@ func sysListenFn(f *sysFrame) int64 {
 
 //go:nosplit
 func sysConnectFn(f *sysFrame) int64 {
+	if o := netObj(f.rdi); o != nil {
+		return netSockFn(o, nsConnect, f.rsi, f.rdx, 0, 0)
+	}
 	o, r := sockOf(f.rdi)
 	if r < 0 {
 		return r
@@ -1098,10 +1110,18 @@ func doAccept(fd uint64, addr, alenp uintptr, flags uint64) int64 {
 }
 
 //go:nosplit
-func sysAcceptFn(f *sysFrame) int64 { return doAccept(f.rdi, uintptr(f.rsi), uintptr(f.rdx), 0) }
+func sysAcceptFn(f *sysFrame) int64 {
+	if o := netObj(f.rdi); o != nil {
+		return netSockFn(o, nsAccept, f.rsi, f.rdx, 0, 0)
+	}
+	return doAccept(f.rdi, uintptr(f.rsi), uintptr(f.rdx), 0)
+}
 
 //go:nosplit
 func sysAccept4Fn(f *sysFrame) int64 {
+	if o := netObj(f.rdi); o != nil {
+		return netSockFn(o, nsAccept, f.rsi, f.rdx, f.r10, 0)
+	}
 	return doAccept(f.rdi, uintptr(f.rsi), uintptr(f.rdx), f.r10)
 }
 
@@ -1129,6 +1149,9 @@ func sockName(s *sockT, peer bool, addr, alenp uintptr) int64 {
 
 //go:nosplit
 func sysGetsocknameFn(f *sysFrame) int64 {
+	if o := netObj(f.rdi); o != nil {
+		return netSockFn(o, nsGetsockname, f.rsi, f.rdx, 0, 0)
+	}
 	o, r := sockOf(f.rdi)
 	if r < 0 {
 		return r
@@ -1138,6 +1161,9 @@ func sysGetsocknameFn(f *sysFrame) int64 {
 
 //go:nosplit
 func sysGetpeernameFn(f *sysFrame) int64 {
+	if o := netObj(f.rdi); o != nil {
+		return netSockFn(o, nsGetpeername, f.rsi, f.rdx, 0, 0)
+	}
 	o, r := sockOf(f.rdi)
 	if r < 0 {
 		return r
@@ -1147,6 +1173,9 @@ func sysGetpeernameFn(f *sysFrame) int64 {
 
 //go:nosplit
 func sysShutdownFn(f *sysFrame) int64 {
+	if o := netObj(f.rdi); o != nil {
+		return netSockFn(o, nsShutdown, f.rsi, 0, 0, 0)
+	}
 	o, r := sockOf(f.rdi)
 	if r < 0 {
 		return r
@@ -1168,6 +1197,9 @@ func sysShutdownFn(f *sysFrame) int64 {
 
 //go:nosplit
 func sysSendtoFn(f *sysFrame) int64 {
+	if o := netObj(f.rdi); o != nil {
+		return netSendto(o, f)
+	}
 	o, r := sockOf(f.rdi)
 	if r < 0 {
 		return r
@@ -1178,6 +1210,9 @@ func sysSendtoFn(f *sysFrame) int64 {
 
 //go:nosplit
 func sysRecvfromFn(f *sysFrame) int64 {
+	if o := netObj(f.rdi); o != nil {
+		return netRecvfrom(o, f)
+	}
 	o, r := sockOf(f.rdi)
 	if r < 0 {
 		return r
@@ -1202,6 +1237,9 @@ type msghdr struct {
 
 //go:nosplit
 func sysSendmsgFn(f *sysFrame) int64 {
+	if o := netObj(f.rdi); o != nil {
+		return netMsg(o, true, uintptr(f.rsi), f.rdx)
+	}
 	o, r := sockOf(f.rdi)
 	if r < 0 {
 		return r
@@ -1229,6 +1267,9 @@ func sysSendmsgFn(f *sysFrame) int64 {
 
 //go:nosplit
 func sysRecvmsgFn(f *sysFrame) int64 {
+	if o := netObj(f.rdi); o != nil {
+		return netMsg(o, false, uintptr(f.rsi), f.rdx)
+	}
 	o, r := sockOf(f.rdi)
 	if r < 0 {
 		return r
@@ -1291,6 +1332,9 @@ const (
 
 //go:nosplit
 func sysGetsockoptFn(f *sysFrame) int64 {
+	if o := netObj(f.rdi); o != nil {
+		return netSockFn(o, nsGetsockopt, f.rsi, f.rdx, f.r10, f.r8)
+	}
 	o, r := sockOf(f.rdi)
 	if r < 0 {
 		return r
@@ -1351,6 +1395,9 @@ func sysGetsockoptFn(f *sysFrame) int64 {
 
 //go:nosplit
 func sysSetsockoptFn(f *sysFrame) int64 {
+	if o := netObj(f.rdi); o != nil {
+		return netSockFn(o, nsSetsockopt, f.rsi, f.rdx, f.r10, f.r8)
+	}
 	if _, r := sockOf(f.rdi); r < 0 {
 		return r
 	}
