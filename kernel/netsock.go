@@ -19,6 +19,8 @@ import "unsafe"
 const (
 	afInet  = 2
 	afInet6 = 10
+
+	netNameMax = 28 // sizeof(struct sockaddr_in6)
 )
 
 // Socket operations (the high 16 bits of svcReqSock requests); the
@@ -42,6 +44,17 @@ const (
 // for AF_INET and AF_INET6 fails with EAFNOSUPPORT).
 var netSvc int32 = -1
 
+// The system calls reach the network socket calls indirectly: the
+// linker's nosplit check starts afresh behind an indirect call, and these
+// chains (a blocking call) are deep.
+var (
+	netSockV     = netSockFn
+	netSendtoV   = netSendto
+	netRecvfromV = netRecvfrom
+	netMsgV      = netMsg
+	netDgramV    = netDgram
+)
+
 // netObj returns the network socket behind fd, or nil.
 //
 //go:nosplit
@@ -63,7 +76,10 @@ func netCall(o *ofile, op uint32, a0, a1, a2, a3, a4 uint64) int64 {
 
 // svcCallOpFn is reached indirectly: the linker's nosplit check starts
 // afresh behind it (the call blocks, and its chain is deep).
-var svcCallOpFn = func(o *ofile, op uint32, args [5]uint64) int64 { return svcCallOp(o, op, &args) }
+var svcCallOpFn = svcCallOpVal
+
+//go:nosplit
+func svcCallOpVal(o *ofile, op uint32, args [5]uint64) int64 { return svcCallOp(o, op, &args) }
 
 //go:nosplit
 func netSocket(domain, typ, proto uint64) int64 {
@@ -78,18 +94,69 @@ func netSocket(domain, typ, proto uint64) int64 {
 	default:
 		return -eSOCKTNOSUPPORT
 	}
+	if proto != 0 && !(typ&0xf == sockStream && proto == 6) && !(typ&0xf == sockDgram && proto == 17) {
+		return -ePROTONOSUPPORT
+	}
 	fd := svcNewObject(netSvc, 0, typ&(oNonblock|oCloexec), 0)
 	if fd < 0 {
 		return fd
 	}
+	// Not a call: Go's syscall.Socket is a raw system call (the runtime
+	// does not hand its P over), so with GOMAXPROCS=1 the service could
+	// never run to answer it. The request is queued before any other on
+	// the object, so the service has the socket before its first call.
 	o := getFile(uint64(fd))
-	svcObjects[o.pipe].inet = true
-	svcObjects[o.pipe].dgram = typ&0xf == sockDgram
-	if r := netCall(o, nsSocket, domain, typ&0xf, proto, 0, 0); r < 0 {
+	ob := &svcObjects[o.pipe]
+	ob.inet, ob.dgram, ob.family = true, typ&0xf == sockDgram, uint16(domain)
+	if ob.dgram {
+		ob.evOff = epollIn // datagrams do not go through the rings
+	} else {
+		ob.evOff = epollIn | epollOut // until it connects or listens
+	}
+	r := svcRequest{op: svcReqSock | nsSocket<<16, handle: svcHandle(int(o.pipe)), args: [5]uint64{domain, typ & 0xf, proto}}
+	if !svcPost(&services[netSvc], &r) {
 		closeFD(uint64(fd))
-		return r
+		return -eAGAIN
 	}
 	return fd
+}
+
+// netName answers getsockname and getpeername from the addresses the
+// service set (svcName): they are raw system calls in Go too.
+//
+//go:nosplit
+func netName(o *ofile, peer int, addr, alenp uint64) int64 {
+	if r := netAddrOut(addr, alenp); r < 0 {
+		return r
+	}
+	ob := &svcObjects[o.pipe]
+	var buf [netNameMax]byte
+	n := uintptr(ob.nameLen[peer])
+	if n == 0 {
+		if peer == 1 {
+			return -eNOTCONN
+		}
+		// Unbound: the family's any address.
+		n = 16
+		if ob.family == afInet6 {
+			n = 28
+		}
+		buf[0] = byte(ob.family)
+	} else {
+		buf = ob.names[peer]
+	}
+	var l int32
+	copyIn(unsafe.Pointer(&l), uintptr(alenp), 4)
+	c := n
+	if uintptr(l) < c {
+		c = uintptr(l)
+	}
+	if !copyOut(uintptr(addr), unsafe.Pointer(&buf), c) {
+		return -eFAULT
+	}
+	l = int32(n)
+	copyOut(uintptr(alenp), unsafe.Pointer(&l), 4)
+	return 0
 }
 
 // netAddrIn checks a socket address the program passes.
@@ -147,12 +214,14 @@ func netSockFn(o *ofile, nr int, a, b, c, d uint64) int64 {
 		if c&^(sockNonblock|sockCloexec) != 0 {
 			return -eINVAL
 		}
-		fallthrough
-	case nsGetsockname, nsGetpeername:
 		if r := netAddrOut(a, b); r < 0 {
 			return r
 		}
-		return netCall(o, uint32(nr), a, b, c, 0, nonblock)
+		return netCall(o, nsAccept, a, b, c, 0, nonblock)
+	case nsGetsockname:
+		return netName(o, 0, a, b)
+	case nsGetpeername:
+		return netName(o, 1, a, b)
 	case nsGetsockopt:
 		var l int32
 		if !copyIn(unsafe.Pointer(&l), uintptr(d), 4) {
@@ -288,7 +357,7 @@ func netSend(o *ofile, u uio) int64 {
 				break
 			}
 		}
-		r := (&svcObjectFile{}).write(o, uintptr(v.base), uintptr(v.len), -1)
+		r := kindOf(o).write(o, uintptr(v.base), uintptr(v.len), -1)
 		if r < 0 {
 			if done > 0 {
 				break
@@ -323,7 +392,7 @@ func netRecv(o *ofile, u uio) int64 {
 				break
 			}
 		}
-		r := (&svcObjectFile{}).read(o, uintptr(v.base), uintptr(v.len), -1)
+		r := kindOf(o).read(o, uintptr(v.base), uintptr(v.len), -1)
 		if r < 0 {
 			if done > 0 {
 				break

@@ -46,6 +46,7 @@ const (
 	svcDrop            // (queue fd, handle) -> 0: the service is done with the object
 	svcNet             // (queue fd) -> 0: the queue serves AF_INET and AF_INET6 sockets (netsock.go)
 	svcEvents          // (queue fd, handle, on, off) -> 0: readiness the service asserts or masks
+	svcName            // (queue fd, handle, which, addr, len) -> 0: a socket's local (0) or peer (1) address
 )
 
 // Requests the core posts (svcRequest.op).
@@ -92,6 +93,9 @@ type svcObjectT struct {
 	evOn, evOff uint32
 	evGen       uint32
 	inet, dgram bool // an AF_INET or AF_INET6 socket (netsock.go); a datagram one
+	family      uint16
+	names       [2][netNameMax]byte // local and peer address (svcName)
+	nameLen     [2]uint8
 }
 
 var (
@@ -198,6 +202,15 @@ func sysAmberServiceFn(f *sysFrame) int64 {
 		}
 		ob.callRes, ob.done = int64(f.r8), true
 		wakeAll(waitPoll)
+		return 0
+	case svcName:
+		if f.r10 > 1 || f.r9 > netNameMax {
+			return -eINVAL
+		}
+		if f.r9 > 0 && !copyIn(unsafe.Pointer(&ob.names[f.r10]), uintptr(f.r8), uintptr(f.r9)) {
+			return -eFAULT
+		}
+		ob.nameLen[f.r10] = uint8(f.r9)
 		return 0
 	case svcEvents:
 		ob.evOn, ob.evOff = uint32(f.r10), uint32(f.r8)
@@ -380,8 +393,15 @@ func svcCallOp(o *ofile, op uint32, args *[5]uint64) int64 {
 	}
 	ob.calling, ob.done, ob.callSeq = true, false, svcSeq
 	sysmonKick()
+	// A socket call on a non-blocking descriptor is answered without
+	// waiting for the network, so a signal does not interrupt it (Go's
+	// net does not retry socket, bind or listen on EINTR): it is taken
+	// as the call returns, as after a restarted call.
+	restart := op&0xffff == svcReqSock && o.flags&oNonblock != 0
 	for !ob.done {
-		if why := blockHeld(o); why == wokeSignal || why == -1 {
+		if why := blockHeld(o); why == wokeSignal && restart {
+			continue
+		} else if why == wokeSignal || why == -1 {
 			ob.calling = false
 			wakeAll(waitPoll)
 			if why == -1 {
@@ -493,7 +513,7 @@ func (*svcObjectFile) read(o *ofile, buf, n uintptr, pos int64) int64 {
 	}
 	ob := &svcObjects[o.pipe]
 	if ob.dgram {
-		return netDgram(o, false, uint64(buf), uint64(n), 0, 0, 0)
+		return netDgramV(o, false, uint64(buf), uint64(n), 0, 0, 0)
 	}
 	p := &pipes[ob.rx]
 	if n == 0 {
@@ -537,7 +557,7 @@ func (*svcObjectFile) write(o *ofile, buf, n uintptr, pos int64) int64 {
 	}
 	ob := &svcObjects[o.pipe]
 	if ob.dgram {
-		return netDgram(o, true, uint64(buf), uint64(n), 0, 0, 0)
+		return netDgramV(o, true, uint64(buf), uint64(n), 0, 0, 0)
 	}
 	r := pipeWriteTo(o, &pipes[ob.tx], buf, n)
 	if r > 0 && ob.svc >= 0 {

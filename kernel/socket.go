@@ -918,7 +918,7 @@ func sysSocketpairFn(f *sysFrame) int64 {
 //go:nosplit
 func sysBindFn(f *sysFrame) int64 {
 	if o := netObj(f.rdi); o != nil {
-		return netSockFn(o, nsBind, f.rsi, f.rdx, 0, 0)
+		return netSockV(o, nsBind, f.rsi, f.rdx, 0, 0)
 	}
 	o, r := sockOf(f.rdi)
 	if r < 0 {
@@ -977,7 +977,7 @@ func sysBindFn(f *sysFrame) int64 {
 //go:nosplit
 func sysListenFn(f *sysFrame) int64 {
 	if o := netObj(f.rdi); o != nil {
-		return netSockFn(o, nsListen, f.rsi, 0, 0, 0)
+		return netSockV(o, nsListen, f.rsi, 0, 0, 0)
 	}
 	o, r := sockOf(f.rdi)
 	if r < 0 {
@@ -1003,7 +1003,7 @@ func sysListenFn(f *sysFrame) int64 {
 //go:nosplit
 func sysConnectFn(f *sysFrame) int64 {
 	if o := netObj(f.rdi); o != nil {
-		return netSockFn(o, nsConnect, f.rsi, f.rdx, 0, 0)
+		return netSockV(o, nsConnect, f.rsi, f.rdx, 0, 0)
 	}
 	o, r := sockOf(f.rdi)
 	if r < 0 {
@@ -1112,7 +1112,7 @@ func doAccept(fd uint64, addr, alenp uintptr, flags uint64) int64 {
 //go:nosplit
 func sysAcceptFn(f *sysFrame) int64 {
 	if o := netObj(f.rdi); o != nil {
-		return netSockFn(o, nsAccept, f.rsi, f.rdx, 0, 0)
+		return netSockV(o, nsAccept, f.rsi, f.rdx, 0, 0)
 	}
 	return doAccept(f.rdi, uintptr(f.rsi), uintptr(f.rdx), 0)
 }
@@ -1120,7 +1120,7 @@ func sysAcceptFn(f *sysFrame) int64 {
 //go:nosplit
 func sysAccept4Fn(f *sysFrame) int64 {
 	if o := netObj(f.rdi); o != nil {
-		return netSockFn(o, nsAccept, f.rsi, f.rdx, f.r10, 0)
+		return netSockV(o, nsAccept, f.rsi, f.rdx, f.r10, 0)
 	}
 	return doAccept(f.rdi, uintptr(f.rsi), uintptr(f.rdx), f.r10)
 }
@@ -1150,7 +1150,7 @@ func sockName(s *sockT, peer bool, addr, alenp uintptr) int64 {
 //go:nosplit
 func sysGetsocknameFn(f *sysFrame) int64 {
 	if o := netObj(f.rdi); o != nil {
-		return netSockFn(o, nsGetsockname, f.rsi, f.rdx, 0, 0)
+		return netSockV(o, nsGetsockname, f.rsi, f.rdx, 0, 0)
 	}
 	o, r := sockOf(f.rdi)
 	if r < 0 {
@@ -1162,7 +1162,7 @@ func sysGetsocknameFn(f *sysFrame) int64 {
 //go:nosplit
 func sysGetpeernameFn(f *sysFrame) int64 {
 	if o := netObj(f.rdi); o != nil {
-		return netSockFn(o, nsGetpeername, f.rsi, f.rdx, 0, 0)
+		return netSockV(o, nsGetpeername, f.rsi, f.rdx, 0, 0)
 	}
 	o, r := sockOf(f.rdi)
 	if r < 0 {
@@ -1174,7 +1174,7 @@ func sysGetpeernameFn(f *sysFrame) int64 {
 //go:nosplit
 func sysShutdownFn(f *sysFrame) int64 {
 	if o := netObj(f.rdi); o != nil {
-		return netSockFn(o, nsShutdown, f.rsi, 0, 0, 0)
+		return netSockV(o, nsShutdown, f.rsi, 0, 0, 0)
 	}
 	o, r := sockOf(f.rdi)
 	if r < 0 {
@@ -1198,7 +1198,7 @@ func sysShutdownFn(f *sysFrame) int64 {
 //go:nosplit
 func sysSendtoFn(f *sysFrame) int64 {
 	if o := netObj(f.rdi); o != nil {
-		return netSendto(o, f)
+		return netSendtoV(o, f)
 	}
 	o, r := sockOf(f.rdi)
 	if r < 0 {
@@ -1211,7 +1211,7 @@ func sysSendtoFn(f *sysFrame) int64 {
 //go:nosplit
 func sysRecvfromFn(f *sysFrame) int64 {
 	if o := netObj(f.rdi); o != nil {
-		return netRecvfrom(o, f)
+		return netRecvfromV(o, f)
 	}
 	o, r := sockOf(f.rdi)
 	if r < 0 {
@@ -1238,7 +1238,7 @@ type msghdr struct {
 //go:nosplit
 func sysSendmsgFn(f *sysFrame) int64 {
 	if o := netObj(f.rdi); o != nil {
-		return netMsg(o, true, uintptr(f.rsi), f.rdx)
+		return netMsgV(o, true, uintptr(f.rsi), f.rdx)
 	}
 	o, r := sockOf(f.rdi)
 	if r < 0 {
@@ -1268,7 +1268,7 @@ func sysSendmsgFn(f *sysFrame) int64 {
 //go:nosplit
 func sysRecvmsgFn(f *sysFrame) int64 {
 	if o := netObj(f.rdi); o != nil {
-		return netMsg(o, false, uintptr(f.rsi), f.rdx)
+		return netMsgV(o, false, uintptr(f.rsi), f.rdx)
 	}
 	o, r := sockOf(f.rdi)
 	if r < 0 {
@@ -1333,7 +1333,7 @@ const (
 //go:nosplit
 func sysGetsockoptFn(f *sysFrame) int64 {
 	if o := netObj(f.rdi); o != nil {
-		return netSockFn(o, nsGetsockopt, f.rsi, f.rdx, f.r10, f.r8)
+		return netSockV(o, nsGetsockopt, f.rsi, f.rdx, f.r10, f.r8)
 	}
 	o, r := sockOf(f.rdi)
 	if r < 0 {
@@ -1396,7 +1396,7 @@ func sysGetsockoptFn(f *sysFrame) int64 {
 //go:nosplit
 func sysSetsockoptFn(f *sysFrame) int64 {
 	if o := netObj(f.rdi); o != nil {
-		return netSockFn(o, nsSetsockopt, f.rsi, f.rdx, f.r10, f.r8)
+		return netSockV(o, nsSetsockopt, f.rsi, f.rdx, f.r10, f.r8)
 	}
 	if _, r := sockOf(f.rdi); r < 0 {
 		return r
