@@ -1,0 +1,48 @@
+package main
+
+import (
+	"debug/elf"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/amberos/amber/tools/guestrun"
+)
+
+// TestNetLoopback runs testdata/netloop in the guest: an HTTP server and
+// client over 127.0.0.1, ::1 and the dual-stack wildcard (keep-alive and
+// fresh connections), a 4 MiB echo with half-close, a refused connection
+// and UDP, all on the network service's loopback interface; each check
+// compares what came back. With GOMAXPROCS 1 and 2.
+func TestNetLoopback(t *testing.T) {
+	for _, procs := range []string{"1", "2"} {
+		r := runGuest(t, "./testdata/netloop", guestrun.Config{Env: []string{"GOMAXPROCS=" + procs}})
+		expect(t, r, 0, "netloop: udp echo ok", "netloop: ok")
+		if n := strings.Count(r.stdout, "40 requests ok"); n != 3 {
+			t.Errorf("GOMAXPROCS=%s: %d HTTP checks passed, want 3:\n%s", procs, n, r.stdout)
+		}
+	}
+}
+
+// TestNoNetServiceWithoutNet: a program that does not import net gets no
+// network service, so it stays small.
+func TestNoNetServiceWithoutNet(t *testing.T) {
+	for _, c := range []struct {
+		pkg  string
+		want bool
+	}{{"./testdata/getpid", false}, {"./testdata/netloop", true}} {
+		f, err := elf.Open(image(t, c.pkg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		syms, err := f.Symbols()
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		has := slices.ContainsFunc(syms, func(s elf.Symbol) bool { return strings.HasPrefix(s.Name, "github.com/amberos/amber/kernel/netsvc.") })
+		if has != c.want {
+			t.Errorf("%s: links the network service: %v, want %v", c.pkg, has, c.want)
+		}
+	}
+}
