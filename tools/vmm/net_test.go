@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/amberos/amber/tools/guestrun"
+	"github.com/amberos/amber/tools/qemu"
 )
 
 // TestNetLoopback runs testdata/netloop in the guest: an HTTP server and
@@ -43,6 +44,27 @@ func TestNoNetServiceWithoutNet(t *testing.T) {
 		has := slices.ContainsFunc(syms, func(s elf.Symbol) bool { return strings.HasPrefix(s.Name, "github.com/amberos/amber/kernel/netsvc.") })
 		if has != c.want {
 			t.Errorf("%s: links the network service: %v, want %v", c.pkg, has, c.want)
+		}
+	}
+}
+
+// TestNetFlag: --net takes QEMU's user-mode network spelling, refuses
+// anything else, and with KVM refuses clearly (no device yet) rather than
+// booting a guest without its network.
+func TestNetFlag(t *testing.T) {
+	img := image(t, "./testdata/getpid")
+	r := run(t, "run", "--accel", "tcg", "--net", "tap,ifname=x", img)
+	if r.code != exitUsage || !strings.Contains(r.stderr, "want user[,OPTIONS]") {
+		t.Errorf("--net tap: exit %d, stderr %q", r.code, r.stderr)
+	}
+	r = run(t, "run", "--accel", "kvm", "--net", "user,hostfwd=tcp:127.0.0.1:18080-:80", img)
+	if r.code != exitNotStart || !strings.Contains(r.stderr, "the KVM virtio-net device is not built yet") {
+		t.Errorf("--accel kvm --net: exit %d, stderr %q", r.code, r.stderr)
+	}
+	got := strings.Join(qemu.Args(qemu.Config{Image: img, Memory: 128 << 20, Network: true, Net: "hostfwd=tcp:127.0.0.1:18080-:80"}), " ")
+	for _, want := range []string{"-netdev user,id=n0,hostfwd=tcp:127.0.0.1:18080-:80", "-device virtio-net-device,netdev=n0", "virtio-mmio.force-legacy=false"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("QEMU arguments lack %q: %s", want, got)
 		}
 	}
 }
