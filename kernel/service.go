@@ -211,6 +211,9 @@ func sysAmberServiceFn(f *sysFrame) int64 {
 			return -eFAULT
 		}
 		ob.nameLen[f.r10] = uint8(f.r9)
+		if ob.family == 0 && f.r9 >= 2 {
+			ob.family = uint16(ob.names[f.r10][0]) // an accepted socket's
+		}
 		return 0
 	case svcEvents:
 		ob.evOn, ob.evOff = uint32(f.r10), uint32(f.r8)
@@ -293,6 +296,7 @@ func svcNewObject(q int32, cookie, flags uint64, handleOut uintptr) int64 {
 		}
 		gen := ob.gen
 		*ob = svcObjectT{used: true, svc: q, gen: gen, cookie: cookie, rx: rx, tx: tx, open: true}
+		ob.inet = q == netSvc // an accepted network socket
 		ofiles[fds[fd].of-1].pipe = int32(i)
 		if handleOut != 0 {
 			h := uint64(svcHandle(i))

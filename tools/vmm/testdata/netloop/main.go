@@ -71,6 +71,10 @@ func bulk() {
 		if err != nil {
 			return
 		}
+		if c.LocalAddr() == nil || c.LocalAddr().String() != ln.Addr().String() || c.RemoteAddr() == nil {
+			fail("accepted connection's addresses: %v <- %v (listener %v)", c.LocalAddr(), c.RemoteAddr(), ln.Addr())
+		}
+		c.(*net.TCPConn).SetNoDelay(true) // a socket option on an accepted socket
 		// Echo everything, then half-close.
 		io.Copy(c, c)
 		c.(*net.TCPConn).CloseWrite()
