@@ -2,7 +2,11 @@ package main
 
 import (
 	"debug/elf"
+	"os/exec"
+	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -65,6 +69,35 @@ func TestNetFlag(t *testing.T) {
 	for _, want := range []string{"-netdev user,id=n0,hostfwd=tcp:127.0.0.1:18080-:80", "-device virtio-net-device,netdev=n0", "virtio-mmio.force-legacy=false"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("QEMU arguments lack %q: %s", want, got)
+		}
+	}
+}
+
+var netBenchRE = regexp.MustCompile(`bench clients=(\d+) requests=\d+ req_per_s=([0-9.]+)`)
+
+// BenchmarkHTTPLoopback: HTTP requests per second with 1 and 32
+// keep-alive clients, server and clients in one guest on the network
+// service's loopback interface, against the same program natively on the
+// host's loopback. Under TCG the guest figures are the emulator's.
+func BenchmarkHTTPLoopback(b *testing.B) {
+	needGuest(b)
+	native := filepath.Join(b.TempDir(), "netloop")
+	if out, err := exec.Command("go", "build", "-o", native, "./testdata/netloop").CombinedOutput(); err != nil {
+		b.Fatalf("%v\n%s", err, out)
+	}
+	for i := 0; i < b.N; i++ {
+		g := runGuest(b, "./testdata/netloop", guestrun.Config{Args: []string{"-bench", "2000"}})
+		out, err := exec.Command(native, "-bench", "20000").CombinedOutput()
+		if g.code != 0 || err != nil {
+			b.Fatalf("guest %d %s; native %v %s", g.code, g.stdout, err, out)
+		}
+		for _, m := range netBenchRE.FindAllStringSubmatch(g.stdout, -1) {
+			v, _ := strconv.ParseFloat(m[2], 64)
+			b.ReportMetric(v, "guest-c"+m[1]+"-req/s")
+		}
+		for _, m := range netBenchRE.FindAllStringSubmatch(string(out), -1) {
+			v, _ := strconv.ParseFloat(m[2], 64)
+			b.ReportMetric(v, "native-c"+m[1]+"-req/s")
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -171,7 +172,58 @@ func udp() {
 	fmt.Println("netloop: udp echo ok")
 }
 
+// bench serves HTTP on 127.0.0.1 and prints requests per second with
+// 1 and 32 keep-alive clients, each making n/clients GET requests.
+func bench(n int) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		fail("listen: %v", err)
+	}
+	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "hello from amber\n")
+	}))
+	url := "http://" + ln.Addr().String() + "/"
+	for _, clients := range []int{1, 32} {
+		tr := &http.Transport{MaxIdleConnsPerHost: clients}
+		c := &http.Client{Transport: tr}
+		per := n / clients
+		errs := make(chan error, clients)
+		t0 := time.Now()
+		for range clients {
+			go func() {
+				for range per {
+					resp, err := c.Get(url)
+					if err != nil {
+						errs <- err
+						return
+					}
+					b, err := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if err != nil || string(b) != "hello from amber\n" {
+						errs <- fmt.Errorf("%q, %v", b, err)
+						return
+					}
+				}
+				errs <- nil
+			}()
+		}
+		for range clients {
+			if err := <-errs; err != nil {
+				fail("bench: %v", err)
+			}
+		}
+		el := time.Since(t0)
+		fmt.Printf("netloop: bench clients=%d requests=%d req_per_s=%.0f\n", clients, per*clients, float64(per*clients)/el.Seconds())
+		tr.CloseIdleConnections()
+	}
+}
+
 func main() {
+	if len(os.Args) > 2 && os.Args[1] == "-bench" {
+		n, _ := strconv.Atoi(os.Args[2])
+		bench(n)
+		return
+	}
 	httpCheck("tcp4", "127.0.0.1:0")
 	httpCheck("tcp", "[::1]:0")
 	httpCheck("tcp", ":0")
