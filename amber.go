@@ -17,7 +17,7 @@ var GuestSource embed.FS
 
 // GuestRequires are the modules the guest packages need beyond the
 // standard library (the network service's).
-var GuestRequires = []string{"gvisor.dev/gvisor", "github.com/google/btree", "golang.org/x/time"}
+var GuestRequires = []string{"gvisor.dev/gvisor", "github.com/google/btree", "golang.org/x/time", "golang.org/x/sys"}
 
 // ModulePath is this module's path.
 const ModulePath = "github.com/amberos/amber"

@@ -858,13 +858,19 @@ func guestModFiles() (string, []byte, error) {
 			vers[f[0]] = f[1]
 		}
 	}
-	out := "module " + amber.ModulePath + "\n\ngo 1.26\n\nrequire (\n"
-	for _, m := range amber.GuestRequires {
+	// "go 1.26.0", not "go 1.26": with requirements the go command
+	// otherwise wants the file tidied ("updates to go.mod needed").
+	out := "module " + amber.ModulePath + "\n\ngo 1.26.0\n\nrequire (\n"
+	for i, m := range amber.GuestRequires {
 		v, ok := vers[m]
 		if !ok {
 			return "", nil, fmt.Errorf("go.mod does not require %s, which the guest packages need", m)
 		}
-		out += "\t" + m + " " + v + "\n"
+		out += "\t" + m + " " + v
+		if i > 0 {
+			out += " // indirect" // gVisor's, not the guest packages' own
+		}
+		out += "\n"
 	}
 	return out + ")\n", sum, nil
 }
