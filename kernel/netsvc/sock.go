@@ -37,6 +37,7 @@ type sock struct {
 	entry      waiter.Entry
 	registered bool
 	named      bool
+	dead       bool // the write pump saw the connection fail
 
 	// A connected stream's pumps.
 	conn    *gonet.TCPConn
@@ -220,6 +221,12 @@ func (k *sock) call(r *service.Request) int64 {
 			return -int64(syscall.ENOTCONN)
 		}
 		h, seq := r.Handle, r.Seq
+		k.mu.Lock()
+		dead := k.dead
+		k.mu.Unlock()
+		if dead {
+			return -int64(syscall.ENOTCONN)
+		}
 		k.ctlCh <- ctl{how: how, done: func(res int64) { k.s.q.Complete(h, seq, res) }}
 		return pending
 	case nsGetsockopt:
@@ -407,30 +414,41 @@ func (k *sock) readPump() {
 // order with the data, so a response written just before close goes out.
 func (k *sock) writePump() {
 	buf := make([]byte, 16<<10)
-	drain := func() bool { // false: the program closed and all is sent
+	drain := func() bool { // false: the connection failed and the object is dropped
 		for {
 			n, err := k.s.q.Pull(k.h, buf)
-			if err != nil {
-				return true // EAGAIN: nothing more now
-			}
-			if n == 0 {
-				return false
+			if err != nil || n == 0 {
+				return true // EAGAIN: nothing more now; 0: the program closed
 			}
 			if _, err := k.conn.Write(buf[:n]); err != nil {
+				// The connection is gone (reset, or closed by the
+				// peer): the program's writes fail with EPIPE from
+				// now on, its reads end after what was received.
 				k.mu.Lock()
-				k.soErr = errnoOfConn(err)
+				k.soErr, k.dead = errnoOfConn(err), true
 				k.mu.Unlock()
-				k.s.q.SetEvents(k.h, evErr|evHup, 0)
-				return true
+				k.s.mu.Lock()
+				delete(k.s.socks, k.h)
+				k.s.mu.Unlock()
+				k.s.q.Drop(k.h)
+				k.conn.Close()
+				return false
 			}
 		}
 	}
 	for {
 		select {
 		case <-k.writeCh:
-			drain()
+			if !drain() {
+				return
+			}
 		case c := <-k.ctlCh:
-			drain()
+			if !drain() {
+				if !c.close {
+					c.done(-int64(syscall.ENOTCONN))
+				}
+				return
+			}
 			if c.close {
 				k.conn.Close()
 				k.s.q.Drop(k.h)

@@ -124,6 +124,47 @@ func refused() {
 	fmt.Println("netloop: connection refused ok")
 }
 
+// peerGone: a writer whose peer closed gets an error, not a ring that
+// fills forever.
+func peerGone() {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		fail("listen: %v", err)
+	}
+	defer ln.Close()
+	werr := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			werr <- err
+			return
+		}
+		defer c.Close()
+		b := make([]byte, 1024)
+		for {
+			if _, err := c.Write(b); err != nil {
+				werr <- err
+				return
+			}
+		}
+	}()
+	c, err := net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		fail("dial: %v", err)
+	}
+	var b [1]byte
+	if _, err := io.ReadFull(c, b[:]); err != nil {
+		fail("read: %v", err)
+	}
+	c.Close()
+	select {
+	case err := <-werr:
+		fmt.Printf("netloop: write after the peer closed fails ok (%v)\n", err)
+	case <-time.After(120 * time.Second):
+		fail("writes still succeed 120 s after the peer closed")
+	}
+}
+
 func udp() {
 	a, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
@@ -229,6 +270,7 @@ func main() {
 	httpCheck("tcp", ":0")
 	bulk()
 	refused()
+	peerGone()
 	udp()
 	fmt.Println("netloop: ok")
 }
