@@ -294,7 +294,16 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	}
 	// A program that uses net gets the network service (AF_INET and
 	// AF_INET6 sockets on gVisor's stack, ~4 MB); others stay small.
-	if pkg.ImportPath == "net" || slices.Contains(pkg.Deps, "net") {
+	usesNet := pkg.ImportPath == "net" || slices.Contains(pkg.Deps, "net")
+	if o.Test && !usesNet {
+		// The tests' own imports count too (httptest in encoding/json's).
+		deps, err := goOutput(ctx, dir, env, "list", "-e", "-deps", "-test", "-f", "{{.ImportPath}}", pattern)
+		if err != nil {
+			return nil, err
+		}
+		usesNet = slices.Contains(strings.Fields(deps), "net")
+	}
+	if usesNet {
 		imports += "import _ \"" + boot.KernelPkgPath + "/netsvc\"\n"
 	}
 	// Named after its content: builds by different versions of vmm that

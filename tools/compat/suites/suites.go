@@ -26,9 +26,6 @@ var Skips = map[string][]string{
 		"TestChdirAndGetwd", "TestReaddirnamesOneAtATime",
 	},
 	"path/filepath": {"TestBug3486"},                       // walks $GOROOT/src/unicode, which is not packed
-	"context":       {"ExampleAfterFunc_connection"},       // sockets
-	"encoding/json": {"TestHTTPDecoding"},                  // sockets
-	"compress/gzip": {"Example_compressingReader"},         // sockets
 	"sync":          {"TestMutexMisuse", "TestIssue76126"}, // re-exec the test binary
 	"flag":          {"TestExitCode"},                      // re-execs the test binary
 	"runtime/debug": {
