@@ -208,8 +208,15 @@ func netSockFn(o *ofile, nr int, a, b, c, d uint64) int64 {
 			return r
 		}
 		return netCall(o, uint32(nr), a, b, 0, 0, nonblock)
-	case nsListen, nsShutdown:
-		return netCall(o, uint32(nr), a, 0, 0, 0, 0)
+	case nsListen:
+		return netCall(o, nsListen, a, 0, 0, 0, 0)
+	case nsShutdown:
+		r := netCall(o, nsShutdown, a, 0, 0, 0, 0)
+		if r == 0 && a != 0 { // SHUT_WR or SHUT_RDWR
+			svcObjects[o.pipe].wrShut = true
+			wakeAll(waitPoll)
+		}
+		return r
 	case nsAccept:
 		if c&^(sockNonblock|sockCloexec) != 0 {
 			return -eINVAL

@@ -93,6 +93,7 @@ type svcObjectT struct {
 	evOn, evOff uint32
 	evGen       uint32
 	inet, dgram bool // an AF_INET or AF_INET6 socket (netsock.go); a datagram one
+	wrShut      bool // shut down for writing: writes fail with EPIPE
 	family      uint16
 	names       [2][netNameMax]byte // local and peer address (svcName)
 	nameLen     [2]uint8
@@ -562,6 +563,9 @@ func (*svcObjectFile) write(o *ofile, buf, n uintptr, pos int64) int64 {
 	ob := &svcObjects[o.pipe]
 	if ob.dgram {
 		return netDgramV(o, true, uint64(buf), uint64(n), 0, 0, 0)
+	}
+	if ob.wrShut {
+		return -ePIPE
 	}
 	r := pipeWriteTo(o, &pipes[ob.tx], buf, n)
 	if r > 0 && ob.svc >= 0 {

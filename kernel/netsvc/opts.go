@@ -64,6 +64,19 @@ func (k *sock) getsockopt(level, name int, val, lenp uint64) int64 {
 		v = int32(so.GetReceiveBufferSize())
 	case level == syscall.IPPROTO_TCP && name == tcpNodelay:
 		v = b2i(!so.GetDelayOption())
+	case level == syscall.IPPROTO_TCP && name == tcpKeepidle:
+		var o tcpip.KeepaliveIdleOption
+		if err := k.ep.GetSockOpt(&o); err == nil {
+			v = int32(time.Duration(o) / time.Second)
+		}
+	case level == syscall.IPPROTO_TCP && name == tcpKeepintvl:
+		var o tcpip.KeepaliveIntervalOption
+		if err := k.ep.GetSockOpt(&o); err == nil {
+			v = int32(time.Duration(o) / time.Second)
+		}
+	case level == syscall.IPPROTO_TCP && name == tcpKeepcnt:
+		n, _ := k.ep.GetSockOptInt(tcpip.KeepaliveCountOption)
+		v = int32(n)
 	case level == syscall.IPPROTO_IPV6 && name == ipv6V6only:
 		v = b2i(so.GetV6Only())
 	case level == syscall.SOL_SOCKET, level == syscall.IPPROTO_TCP, level == syscall.IPPROTO_IP, level == syscall.IPPROTO_IPV6:
