@@ -22,7 +22,7 @@ import (
 func TestNetLoopback(t *testing.T) {
 	for _, procs := range []string{"1", "2"} {
 		r := runGuest(t, "./testdata/netloop", guestrun.Config{Env: []string{"GOMAXPROCS=" + procs}})
-		expect(t, r, 0, "netloop: udp echo ok", "fails ok", "netloop: ok")
+		expect(t, r, 0, "netloop: udp echo ok", "fails ok", "rejected ok", "netloop: ok")
 		if n := strings.Count(r.stdout, "40 requests ok"); n != 3 {
 			t.Errorf("GOMAXPROCS=%s: %d HTTP checks passed, want 3:\n%s", procs, n, r.stdout)
 		}

@@ -259,6 +259,34 @@ func bench(n int) {
 	}
 }
 
+// badPointers: socket calls given addresses that are not the program's
+// fail with EFAULT or EINVAL; the service is never handed them.
+func badPointers() {
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK, 0)
+	if err != nil {
+		fail("socket: %v", err)
+	}
+	defer syscall.Close(fd)
+	for _, c := range []struct {
+		name       string
+		nr, a2, a3 uintptr
+		want       syscall.Errno
+	}{
+		{"bind to an unmapped address", syscall.SYS_BIND, 0x10, 16, syscall.EFAULT},
+		{"bind with a huge length", syscall.SYS_BIND, 0x10, 1 << 20, syscall.EINVAL},
+		{"connect to an unmapped address", syscall.SYS_CONNECT, 0x10, 16, syscall.EFAULT},
+		{"getsockname into an unmapped buffer", syscall.SYS_GETSOCKNAME, 0x10, 0x20, syscall.EFAULT},
+	} {
+		if _, _, e := syscall.Syscall(c.nr, uintptr(fd), c.a2, c.a3); e != c.want {
+			fail("%s: %v, want %v", c.name, e, c.want)
+		}
+	}
+	if _, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, syscall.IPPROTO_UDP); err != syscall.EPROTONOSUPPORT {
+		fail("a TCP socket with protocol UDP: %v, want EPROTONOSUPPORT", err)
+	}
+	fmt.Println("netloop: bad pointers and arguments rejected ok")
+}
+
 func main() {
 	if len(os.Args) > 2 && os.Args[1] == "-bench" {
 		n, _ := strconv.Atoi(os.Args[2])
@@ -271,6 +299,7 @@ func main() {
 	bulk()
 	refused()
 	peerGone()
+	badPointers()
 	udp()
 	fmt.Println("netloop: ok")
 }
