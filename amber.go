@@ -5,12 +5,19 @@ package amber
 
 import "embed"
 
-// GuestSource holds the packages linked into every image. They import only
-// the standard library and each other (TestGuestImportsOnlyStd), so they
-// build as a module with no requirements.
+// GuestSource holds the packages linked into every image. The kernel
+// imports only the standard library and the other guest packages
+// (TestGuestImportsOnlyStd); the network service (kernel/netsvc), linked
+// into programs that use net, also needs gVisor's TCP/IP stack, so the
+// module vmm build makes of this source requires the modules in
+// GuestRequires at this module's versions (go.mod, go.sum).
 //
-//go:embed boot/*.go kernel/*.go kernel/*.s kernel/*/*.go kernel/*/*/*.go objstore/*.go drivers/*/*.go drivers/*/*.s
+//go:embed boot/*.go kernel/*.go kernel/*.s kernel/*/*.go kernel/*/*/*.go objstore/*.go drivers/*/*.go drivers/*/*.s go.mod go.sum
 var GuestSource embed.FS
+
+// GuestRequires are the modules the guest packages need beyond the
+// standard library (the network service's).
+var GuestRequires = []string{"gvisor.dev/gvisor", "github.com/google/btree", "golang.org/x/time", "golang.org/x/sys"}
 
 // ModulePath is this module's path.
 const ModulePath = "github.com/amberos/amber"

@@ -8,11 +8,14 @@ require (
 	go.etcd.io/bbolt v1.5.0
 	golang.org/x/arch v0.32.0
 	golang.org/x/sys v0.50.0
+	gvisor.dev/gvisor v0.0.0-20240916094835-a174eb65023f
 )
 
 require (
 	github.com/dustin/go-humanize v1.0.1 // indirect
+	github.com/google/btree v1.1.2 // indirect
 	github.com/pierrec/lz4/v4 v4.1.22 // indirect
 	github.com/u-root/uio v0.0.0-20240224005618-d2acac8f3701 // indirect
 	github.com/ulikunitz/xz v0.5.15 // indirect
+	golang.org/x/time v0.5.0 // indirect
 )

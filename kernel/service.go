@@ -42,6 +42,11 @@ const (
 	svcPull            // (queue fd, handle, buf, n) -> bytes given; 0: the program closed
 	svcComplete        // (queue fd, handle, seq, result) -> 0
 	svcDrop            // (queue fd, handle) -> 0: the service is done with the object
+	_                  // 6, 7: svcDataMount, svcDataDone (datafile.go)
+	_
+	svcNet             // (queue fd) -> 0: the queue serves AF_INET and AF_INET6 sockets (netsock.go)
+	svcEvents          // (queue fd, handle, on, off) -> 0: readiness the service asserts or masks
+	svcName            // (queue fd, handle, which, addr, len) -> 0: a socket's local (0) or peer (1) address
 )
 
 // Requests the core posts (svcRequest.op).
@@ -50,6 +55,9 @@ const (
 	svcReqRead             // the program waits for data
 	svcReqCall             // a synchronous call: answer with svcComplete(seq)
 	svcReqClose            // the program closed its last descriptor
+	_                      // 5, 6: svcReqData, svcReqDataClose (datafile.go)
+	_
+	svcReqSock             // a socket call (netsock.go): op | sub-operation<<16
 )
 
 // svcRequest is one record read from a service queue: 64 bytes, the
@@ -81,6 +89,16 @@ type svcObjectT struct {
 	callRes int64
 	calling bool // a call is outstanding (calls on one object go one at a time)
 	done    bool // the call's answer is in callRes
+	// Readiness the service decides (svcEvents): evOn is reported
+	// whatever the rings hold, evOff hides what they would report (a
+	// TCP socket that is not connected yet is not writable).
+	evOn, evOff uint32
+	evGen       uint32
+	inet, dgram bool // an AF_INET or AF_INET6 socket (netsock.go); a datagram one
+	wrShut      bool // shut down for writing: writes fail with EPIPE
+	family      uint16
+	names       [2][netNameMax]byte // local and peer address (svcName)
+	nameLen     [2]uint8
 }
 
 var (
@@ -171,6 +189,10 @@ func sysAmberService(f *sysFrame) int64 {
 	if f.rdi == svcObject {
 		return svcNewObject(q, f.rdx, f.r10, uintptr(f.r8))
 	}
+	if f.rdi == svcNet {
+		netSvc = q
+		return 0
+	}
 	i, ob := svcLookup(q, f.rdx)
 	if ob == nil {
 		return -eBADF
@@ -187,10 +209,27 @@ func sysAmberService(f *sysFrame) int64 {
 		ob.callRes, ob.done = int64(f.r8), true
 		wakeAll(waitPoll)
 		return 0
+	case svcName:
+		if f.r10 > 1 || f.r9 > netNameMax {
+			return -eINVAL
+		}
+		if f.r9 > 0 && !copyIn(unsafe.Pointer(&ob.names[f.r10]), uintptr(f.r8), uintptr(f.r9)) {
+			return -eFAULT
+		}
+		ob.nameLen[f.r10] = uint8(f.r9)
+		if ob.family == 0 && f.r9 >= 2 {
+			ob.family = uint16(ob.names[f.r10][0]) // an accepted socket's
+		}
+		return 0
+	case svcEvents:
+		ob.evOn, ob.evOff = uint32(f.r10), uint32(f.r8)
+		ob.evGen++
+		wakeAll(waitPoll)
+		return 0
 	case svcDrop:
 		rx, tx := &pipes[ob.rx], &pipes[ob.tx]
-		if rx.writers == 0 {
-			return -eBADF // dropped already
+		if tx.readers == 0 {
+			return -eBADF // dropped already (end of data alone is not a drop)
 		}
 		rx.writers, tx.readers = 0, 0
 		pipeChanged(rx)
@@ -233,7 +272,7 @@ func svcNewObject(q int32, cookie, flags uint64, handleOut uintptr) int64 {
 	if flags&^(oNonblock|oCloexec) != 0 {
 		return -eINVAL
 	}
-	if !userOK(handleOut, 8) {
+	if handleOut != 0 && !userOK(handleOut, 8) {
 		return -eFAULT
 	}
 	for i := range svcObjects {
@@ -263,9 +302,12 @@ func svcNewObject(q int32, cookie, flags uint64, handleOut uintptr) int64 {
 		}
 		gen := ob.gen
 		*ob = svcObjectT{used: true, svc: q, gen: gen, cookie: cookie, rx: rx, tx: tx, open: true}
+		ob.inet = q == netSvc // an accepted network socket
 		ofiles[fds[fd].of-1].pipe = int32(i)
-		h := uint64(svcHandle(i))
-		copyOut(handleOut, unsafe.Pointer(&h), 8)
+		if handleOut != 0 {
+			h := uint64(svcHandle(i))
+			copyOut(handleOut, unsafe.Pointer(&h), 8)
+		}
 		return fd
 	}
 	return -eNFILE
@@ -334,6 +376,15 @@ func svcPullData(i int, ob *svcObjectT, buf, n uintptr) int64 {
 //
 //go:nosplit
 func svcCall(o *ofile, arg uint64) int64 {
+	var args [5]uint64
+	args[0] = arg
+	return svcCallOp(o, svcReqCall, &args)
+}
+
+// svcCallOp is svcCall with the request's op and arguments.
+//
+//go:nosplit
+func svcCallOp(o *ofile, op uint32, args *[5]uint64) int64 {
 	ob := &svcObjects[o.pipe]
 	for ob.calling {
 		if r := blockHeld(o); r == wokeSignal {
@@ -342,19 +393,25 @@ func svcCall(o *ofile, arg uint64) int64 {
 			return -eBADF
 		}
 	}
-	if pipes[ob.rx].writers == 0 {
+	if pipes[ob.tx].readers == 0 || ob.svc < 0 {
 		return -ePIPE // the service dropped the object
 	}
 	svcSeq++
-	r := svcRequest{op: svcReqCall, handle: svcHandle(int(o.pipe)), cookie: ob.cookie, seq: svcSeq}
-	r.args[0] = arg
+	r := svcRequest{op: op, handle: svcHandle(int(o.pipe)), cookie: ob.cookie, seq: svcSeq, args: *args}
 	if !svcPost(&services[ob.svc], &r) {
 		return -eAGAIN
 	}
 	ob.calling, ob.done, ob.callSeq = true, false, svcSeq
 	sysmonKick()
+	// A socket call on a non-blocking descriptor is answered without
+	// waiting for the network, so a signal does not interrupt it (Go's
+	// net does not retry socket, bind or listen on EINTR): it is taken
+	// as the call returns, as after a restarted call.
+	restart := op&0xffff == svcReqSock && o.flags&oNonblock != 0
 	for !ob.done {
-		if why := blockHeld(o); why == wokeSignal || why == -1 {
+		if why := blockHeld(o); why == wokeSignal && restart {
+			continue
+		} else if why == wokeSignal || why == -1 {
 			ob.calling = false
 			wakeAll(waitPoll)
 			if why == -1 {
@@ -466,6 +523,9 @@ func (*svcObjectFile) read(o *ofile, buf, n uintptr, pos int64) int64 {
 		return -eSPIPE
 	}
 	ob := &svcObjects[o.pipe]
+	if ob.dgram {
+		return netDgramV(o, false, uint64(buf), uint64(n), 0, 0, 0)
+	}
 	p := &pipes[ob.rx]
 	if n == 0 {
 		return 0
@@ -507,6 +567,12 @@ func (*svcObjectFile) write(o *ofile, buf, n uintptr, pos int64) int64 {
 		return -eSPIPE
 	}
 	ob := &svcObjects[o.pipe]
+	if ob.dgram {
+		return netDgramV(o, true, uint64(buf), uint64(n), 0, 0, 0)
+	}
+	if ob.wrShut {
+		return -ePIPE
+	}
 	r := pipeWriteTo(o, &pipes[ob.tx], buf, n)
 	if r > 0 && ob.svc >= 0 {
 		svcNotify(int(o.pipe), svcReqWrite)
@@ -530,7 +596,7 @@ func (*svcObjectFile) ready(o *ofile) uint32 {
 	} else if tx.wpos-tx.rpos < pipeSize {
 		r |= epollOut
 	}
-	return r
+	return r&^ob.evOff | ob.evOn
 }
 
 //go:nosplit
@@ -539,7 +605,7 @@ func (*svcObjectFile) pollable(o *ofile) bool { return true }
 //go:nosplit
 func (*svcObjectFile) gen(o *ofile) (uint32, bool) {
 	ob := &svcObjects[o.pipe]
-	return pipes[ob.rx].gen + pipes[ob.tx].gen, true
+	return pipes[ob.rx].gen + pipes[ob.tx].gen + ob.evGen, true
 }
 
 //go:nosplit
@@ -569,7 +635,7 @@ func (*svcObjectFile) release(o *ofile) {
 	ob.open = false
 	pipes[ob.tx].writers, pipes[ob.rx].readers = 0, 0
 	pipeChanged(&pipes[ob.tx])
-	if ob.svc >= 0 && pipes[ob.rx].writers != 0 {
+	if ob.svc >= 0 && pipes[ob.tx].readers != 0 { // not dropped (it may have ended its data)
 		r := svcRequest{op: svcReqClose, handle: svcHandle(i), cookie: ob.cookie}
 		svcPost(&services[ob.svc], &r) // a full queue loses the notice; svcDrop still frees
 		return

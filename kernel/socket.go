@@ -846,6 +846,9 @@ func sockArgs(domain, typ, proto uint64) (uint8, int64) {
 
 //go:nosplit
 func sysSocket(f *sysFrame) int64 {
+	if f.rdi == afInet || f.rdi == afInet6 {
+		return netSocket(f.rdi, f.rsi, f.rdx)
+	}
 	t, r := sockArgs(f.rdi, f.rsi, f.rdx)
 	if r < 0 {
 		return r
@@ -914,6 +917,9 @@ func sysSocketpair(f *sysFrame) int64 {
 
 //go:nosplit
 func sysBind(f *sysFrame) int64 {
+	if o := netObj(f.rdi); o != nil {
+		return netSockV(o, nsBind, f.rsi, f.rdx, 0, 0)
+	}
 	o, r := sockOf(f.rdi)
 	if r < 0 {
 		return r
@@ -970,6 +976,9 @@ func sysBind(f *sysFrame) int64 {
 
 //go:nosplit
 func sysListen(f *sysFrame) int64 {
+	if o := netObj(f.rdi); o != nil {
+		return netSockV(o, nsListen, f.rsi, 0, 0, 0)
+	}
 	o, r := sockOf(f.rdi)
 	if r < 0 {
 		return r
@@ -993,6 +1002,9 @@ func sysListen(f *sysFrame) int64 {
 
 //go:nosplit
 func sysConnect(f *sysFrame) int64 {
+	if o := netObj(f.rdi); o != nil {
+		return netSockV(o, nsConnect, f.rsi, f.rdx, 0, 0)
+	}
 	o, r := sockOf(f.rdi)
 	if r < 0 {
 		return r
@@ -1098,10 +1110,18 @@ func doAccept(fd uint64, addr, alenp uintptr, flags uint64) int64 {
 }
 
 //go:nosplit
-func sysAccept(f *sysFrame) int64 { return doAccept(f.rdi, uintptr(f.rsi), uintptr(f.rdx), 0) }
+func sysAccept(f *sysFrame) int64 {
+	if o := netObj(f.rdi); o != nil {
+		return netSockV(o, nsAccept, f.rsi, f.rdx, 0, 0)
+	}
+	return doAccept(f.rdi, uintptr(f.rsi), uintptr(f.rdx), 0)
+}
 
 //go:nosplit
 func sysAccept4(f *sysFrame) int64 {
+	if o := netObj(f.rdi); o != nil {
+		return netSockV(o, nsAccept, f.rsi, f.rdx, f.r10, 0)
+	}
 	return doAccept(f.rdi, uintptr(f.rsi), uintptr(f.rdx), f.r10)
 }
 
@@ -1129,6 +1149,9 @@ func sockName(s *sockT, peer bool, addr, alenp uintptr) int64 {
 
 //go:nosplit
 func sysGetsockname(f *sysFrame) int64 {
+	if o := netObj(f.rdi); o != nil {
+		return netSockV(o, nsGetsockname, f.rsi, f.rdx, 0, 0)
+	}
 	o, r := sockOf(f.rdi)
 	if r < 0 {
 		return r
@@ -1138,6 +1161,9 @@ func sysGetsockname(f *sysFrame) int64 {
 
 //go:nosplit
 func sysGetpeername(f *sysFrame) int64 {
+	if o := netObj(f.rdi); o != nil {
+		return netSockV(o, nsGetpeername, f.rsi, f.rdx, 0, 0)
+	}
 	o, r := sockOf(f.rdi)
 	if r < 0 {
 		return r
@@ -1147,6 +1173,9 @@ func sysGetpeername(f *sysFrame) int64 {
 
 //go:nosplit
 func sysShutdown(f *sysFrame) int64 {
+	if o := netObj(f.rdi); o != nil {
+		return netSockV(o, nsShutdown, f.rsi, 0, 0, 0)
+	}
 	o, r := sockOf(f.rdi)
 	if r < 0 {
 		return r
@@ -1168,6 +1197,9 @@ func sysShutdown(f *sysFrame) int64 {
 
 //go:nosplit
 func sysSendto(f *sysFrame) int64 {
+	if o := netObj(f.rdi); o != nil {
+		return netSendtoV(o, f)
+	}
 	o, r := sockOf(f.rdi)
 	if r < 0 {
 		return r
@@ -1178,6 +1210,9 @@ func sysSendto(f *sysFrame) int64 {
 
 //go:nosplit
 func sysRecvfrom(f *sysFrame) int64 {
+	if o := netObj(f.rdi); o != nil {
+		return netRecvfromV(o, f)
+	}
 	o, r := sockOf(f.rdi)
 	if r < 0 {
 		return r
@@ -1202,6 +1237,9 @@ type msghdr struct {
 
 //go:nosplit
 func sysSendmsg(f *sysFrame) int64 {
+	if o := netObj(f.rdi); o != nil {
+		return netMsgV(o, true, uintptr(f.rsi), f.rdx)
+	}
 	o, r := sockOf(f.rdi)
 	if r < 0 {
 		return r
@@ -1229,6 +1267,9 @@ func sysSendmsg(f *sysFrame) int64 {
 
 //go:nosplit
 func sysRecvmsg(f *sysFrame) int64 {
+	if o := netObj(f.rdi); o != nil {
+		return netMsgV(o, false, uintptr(f.rsi), f.rdx)
+	}
 	o, r := sockOf(f.rdi)
 	if r < 0 {
 		return r
@@ -1291,6 +1332,9 @@ const (
 
 //go:nosplit
 func sysGetsockopt(f *sysFrame) int64 {
+	if o := netObj(f.rdi); o != nil {
+		return netSockV(o, nsGetsockopt, f.rsi, f.rdx, f.r10, f.r8)
+	}
 	o, r := sockOf(f.rdi)
 	if r < 0 {
 		return r
@@ -1351,6 +1395,9 @@ func sysGetsockopt(f *sysFrame) int64 {
 
 //go:nosplit
 func sysSetsockopt(f *sysFrame) int64 {
+	if o := netObj(f.rdi); o != nil {
+		return netSockV(o, nsSetsockopt, f.rsi, f.rdx, f.r10, f.r8)
+	}
 	if _, r := sockOf(f.rdi); r < 0 {
 		return r
 	}

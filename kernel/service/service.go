@@ -37,6 +37,9 @@ const (
 	opDrop
 	opDataMount // the persistent file system's calls (kernel/datafile.go)
 	opDataDone
+	opNet // the network service's calls (kernel/netsock.go)
+	opEvents
+	opName
 )
 
 // Op is what the core asks of the service.
@@ -57,7 +60,17 @@ const (
 	// DataClose: the program closed the persistent file system's node
 	// Args[0].
 	DataClose
+	// Sock: a socket call on a network socket (the network service's):
+	// Sub is the operation, Args the system call's arguments after the
+	// descriptor; Complete it.
+	Sock
 )
+
+// Kind is the request's kind without its sub-operation.
+func (r *Request) Kind() Op { return r.Op & 0xffff }
+
+// Sub is a Sock request's operation.
+func (r *Request) Sub() int { return int(r.Op >> 16) }
 
 func (o Op) String() string {
 	switch o {
@@ -73,6 +86,8 @@ func (o Op) String() string {
 		return "data"
 	case DataClose:
 		return "data-close"
+	case Sock:
+		return "sock"
 	}
 	return fmt.Sprintf("op(%d)", uint32(o))
 }
@@ -226,4 +241,46 @@ func CallObject(fd int, arg uint64) (int64, error) {
 		return 0, errno
 	}
 	return int64(r), nil
+}
+
+// ServeNet makes the queue the network service's: socket() for AF_INET
+// and AF_INET6 creates its objects (Sock requests).
+func (q *Queue) ServeNet() error {
+	_, err := q.call(opNet, 0, 0, 0, 0)
+	return err
+}
+
+// SetEvents sets the readiness the service decides for h: on is reported
+// whatever its rings hold, off hides what they would report (epoll
+// event bits).
+func (q *Queue) SetEvents(h Handle, on, off uint32) error {
+	_, err := q.call(opEvents, uintptr(h), uintptr(on), uintptr(off), 0)
+	return err
+}
+
+// NewObjectFlags is NewObject with the descriptor's flags given as
+// O_NONBLOCK and O_CLOEXEC bits (an accepted socket's).
+func (q *Queue) NewObjectFlags(cookie uint64, flags int) (fd int, h Handle, err error) {
+	var handle uint64
+	r, err := q.call(opObject, uintptr(cookie), uintptr(flags), uintptr(unsafe.Pointer(&handle)), 0)
+	if err != nil {
+		return -1, 0, fmt.Errorf("service: new object: %w", err)
+	}
+	return int(r), Handle(handle), nil
+}
+
+// SetName records a network socket's local (peer false) or peer address
+// (a struct sockaddr, at most 28 bytes) in the kernel, which answers
+// getsockname and getpeername from it.
+func (q *Queue) SetName(h Handle, peer bool, addr []byte) error {
+	which := uintptr(0)
+	if peer {
+		which = 1
+	}
+	var p uintptr
+	if len(addr) > 0 {
+		p = uintptr(unsafe.Pointer(&addr[0]))
+	}
+	_, err := q.call(opName, uintptr(h), which, p, uintptr(len(addr)))
+	return err
 }

@@ -47,6 +47,11 @@ type Config struct {
 	Stderr  io.Writer // QEMU's own messages and the runner's
 	Timeout time.Duration
 	Disks   []Disk // virtio-blk devices, /dev/vda first
+	// Net is a user-mode network (QEMU's -netdev user options after
+	// "user", such as "hostfwd=tcp:127.0.0.1:8080-:80"; "" with Network
+	// set: none) on a virtio-net device.
+	Net     string
+	Network bool
 }
 
 // Disk is a raw disk image attached as a virtio-blk device on the
@@ -75,7 +80,7 @@ func Args(c Config) []string {
 		"-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
 		"-no-reboot",
 	}
-	if len(c.Disks) > 0 {
+	if len(c.Disks) > 0 || c.Network {
 		// microvm's virtio-mmio transports are legacy (version 1) unless
 		// told otherwise; the kernel drives virtio 1.x only. QEMU appends
 		// virtio_mmio.device=512@ADDR:IRQ to the command line for every
@@ -89,6 +94,13 @@ func Args(c Config) []string {
 			drive += ",readonly=on"
 		}
 		args = append(args, "-drive", drive, "-device", fmt.Sprintf("virtio-blk-device,drive=d%d", i))
+	}
+	if c.Network {
+		netdev := "user,id=n0"
+		if c.Net != "" {
+			netdev += "," + c.Net
+		}
+		args = append(args, "-netdev", netdev, "-device", "virtio-net-device,netdev=n0")
 	}
 	return args
 }

@@ -215,6 +215,7 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	bootTime := fs.Bool("boot-time", false, "print the guest's kernel.Mark times since vCPU start on stderr")
 	accel := fs.String("accel", defaultAccel(), "`accelerator`: kvm (Amber's VMM on /dev/kvm) or tcg (QEMU's emulator, for hosts without KVM: about 10x slower, stdout and stderr both on stdout, stdin without end-of-file, a short crash message); default $AMBER_ACCEL, else kvm")
 	diskSpec := fs.String("disk", "", "attach `FILE[,readonly]` as a virtio-blk disk, the block device /dev/vda in the guest: a raw image, or a store file made by vmm store create --disk-size (its object vm/disk; flush commits; KVM only). Amber's device under KVM, QEMU's under --accel tcg")
+	netSpec := fs.String("net", "", "attach a virtio-net device on QEMU's user-mode network: `user[,hostfwd=tcp:HOSTADDR:PORT-:GUESTPORT,...]` (QEMU's -netdev user options; --accel tcg only for now). The guest has no virtio-net driver yet: its sockets reach only its own loopback")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `Usage: vmm run [flags] IMAGE [-- ARGS...]
 
@@ -262,8 +263,12 @@ Flags:
 		}
 		disks = append(disks, d)
 	}
+	if *netSpec != "" && *netSpec != "user" && !strings.HasPrefix(*netSpec, "user,") {
+		fmt.Fprintf(stderr, "vmm run: --net %q: want user[,OPTIONS] (QEMU's user-mode network)\n", *netSpec)
+		return exitUsage
+	}
 	o := runOptions{
-		image: imgPath, mem: memBytes, cmdline: cmdline, env: env, args: guestArgs, disks: disks,
+		image: imgPath, mem: memBytes, cmdline: cmdline, env: env, args: guestArgs, disks: disks, net: *netSpec,
 		timeout: *timeout, trap: *trap, boot: *bootPath, bootTime: *bootTime, accel: *accel,
 	}
 	fs.Visit(func(f *flag.Flag) {
@@ -280,6 +285,7 @@ type runOptions struct {
 	mem                uint64
 	cmdline, env, args []string
 	disks              []qemu.Disk
+	net                string // --net: "user[,OPTIONS]" or ""
 	timeout            time.Duration
 	trap, boot         string
 	bootTime           bool
@@ -303,6 +309,10 @@ func bootImage(o runOptions, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	switch o.accel {
 	case "kvm":
+		if o.net != "" {
+			fmt.Fprintln(stderr, "vmm run: --net: the KVM virtio-net device is not built yet; --accel tcg attaches the network under QEMU")
+			return exitNotStart
+		}
 		if err := vmm.KVMAvailable(); err != nil {
 			fmt.Fprintf(stderr, "vmm run: %v\n(on a host without KVM, --accel tcg runs the image under QEMU's emulator)\n", err)
 			return exitNotStart
@@ -318,7 +328,7 @@ func bootImage(o runOptions, stdin io.Reader, stdout, stderr io.Writer) int {
 				return exitUsage
 			}
 		}
-		return runTCG(o.image, o.mem, o.cmdline, o.env, o.args, o.disks, stdin, stdout, stderr, o.timeout)
+		return runTCG(o.image, o.mem, o.cmdline, o.env, o.args, o.disks, o.net, stdin, stdout, stderr, o.timeout)
 	default:
 		fmt.Fprintf(stderr, "vmm run: --accel %q: want kvm or tcg\n", o.accel)
 		return exitUsage
@@ -634,7 +644,7 @@ func defaultAccel() string {
 
 // runTCG is vmm run --accel tcg: the image under QEMU's emulator, with
 // vmm run's exit statuses (tools/qemu says what differs from KVM).
-func runTCG(imgPath string, mem uint64, options, env, args []string, disks []qemu.Disk, stdin io.Reader, stdout, stderr io.Writer, timeout time.Duration) int {
+func runTCG(imgPath string, mem uint64, options, env, args []string, disks []qemu.Disk, netSpec string, stdin io.Reader, stdout, stderr io.Writer, timeout time.Duration) int {
 	if err := qemu.Available(); err != nil {
 		fmt.Fprintf(stderr, "vmm run: --accel tcg: %v\n", err)
 		return exitNotStart
@@ -649,6 +659,7 @@ func runTCG(imgPath string, mem uint64, options, env, args []string, disks []qem
 	status, err := qemu.Run(ctx, qemu.Config{
 		Image: imgPath, Memory: mem, Options: append([]string{argv0}, options...), Env: env, Args: args,
 		Stdin: stdin, Stdout: stdout, Stderr: stderr, Timeout: timeout, Disks: disks,
+		Network: netSpec != "", Net: strings.TrimPrefix(strings.TrimPrefix(netSpec, "user"), ","),
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "vmm run: %v\n", err)

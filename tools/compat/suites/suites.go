@@ -10,7 +10,7 @@ var Packages = strings.Fields(`bufio bytes container/heap container/list context
 encoding/binary encoding/csv encoding/hex encoding/json errors flag fmt hash/crc32 io io/fs
 math math/big math/rand/v2 os path/filepath regexp slices sort strconv strings sync
 sync/atomic text/template time unicode/utf8 archive/tar archive/zip compress/gzip
-compress/flate crypto/sha256 crypto/aes crypto/ecdsa crypto/ed25519 runtime/debug`)
+compress/flate crypto/sha256 crypto/aes crypto/ecdsa crypto/ed25519 runtime/debug net`)
 
 // Skips lists the tests that cannot pass in a guest yet, and why. They
 // are skipped natively too, so both columns run the same tests.
@@ -26,11 +26,23 @@ var Skips = map[string][]string{
 		"TestChdirAndGetwd", "TestReaddirnamesOneAtATime",
 	},
 	"path/filepath": {"TestBug3486"},                       // walks $GOROOT/src/unicode, which is not packed
-	"context":       {"ExampleAfterFunc_connection"},       // sockets
-	"encoding/json": {"TestHTTPDecoding"},                  // sockets
-	"compress/gzip": {"Example_compressingReader"},         // sockets
 	"sync":          {"TestMutexMisuse", "TestIssue76126"}, // re-exec the test binary
 	"flag":          {"TestExitCode"},                      // re-execs the test binary
+	"net": {
+		// network interfaces are listed through netlink (AF_NETLINK)
+		"TestInterfaces", "TestInterfaceAddrs", "TestInterfaceUnicastAddrs", "TestInterfaceMulticastAddrs",
+		// raw IP sockets (SOCK_RAW)
+		"TestIPConnLocalName", "TestIPConnRemoteName", "TestIPConnSpecificMethods",
+		// sendfile answers ENOSYS, splice's client is a child process
+		"TestSendfile", "TestSendfileWithExactLimit", "TestSendfileWithLimitLargerThanFile",
+		"TestSendfileParts", "TestSendfileSeeked", "TestSplice",
+		// the network service allocates in the program's own heap
+		"TestTCPReadWriteAllocs", "TestUDPZeroByteBuffer", "TestAllocs",
+		// descriptor passing (SCM_RIGHTS)
+		"TestUnixConnReadMsgUnixSCMRightsCloseOnExec",
+		// a reset connection reads as end of file, not ECONNRESET
+		"TestNotTemporaryRead",
+	},
 	"runtime/debug": {
 		"TestPanicOnFault",   // page protections are not enforced (mappings only ever add)
 		"TestSetCrashOutput", // re-execs the test binary

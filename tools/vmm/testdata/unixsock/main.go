@@ -188,6 +188,7 @@ func writeErr(f *os.File) error {
 }
 
 func missing(dir string) {
+	// TCP on the network service's loopback: "tcp: false", as natively.
 	_, err := net.Listen("tcp", "127.0.0.1:0")
 	fmt.Println("tcp:", err != nil)
 	f := filepath.Join(dir, "f")

@@ -1,0 +1,58 @@
+// Command httpd is a small net/http server: it answers / with a greeting,
+// /echo with the request's body, /bytes?n=N with N bytes, and /get?url=U by
+// fetching U itself (the guest as a client). Amber's network tests and
+// benchmarks boot it.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+func main() {
+	addr := flag.String("addr", ":80", "address to listen on")
+	flag.Parse()
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "hello from amber httpd: %s %s\n", r.Method, r.URL.Path)
+	})
+	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(w, r.Body)
+	})
+	mux.HandleFunc("/bytes", func(w http.ResponseWriter, r *http.Request) {
+		n, err := strconv.Atoi(r.URL.Query().Get("n"))
+		if err != nil || n < 0 || n > 64<<20 {
+			http.Error(w, "bad n", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(n))
+		b := []byte(strings.Repeat("0123456789abcdef", 1024))
+		for n > 0 {
+			m := min(n, len(b))
+			w.Write(b[:m])
+			n -= m
+		}
+	})
+	mux.HandleFunc("/get", func(w http.ResponseWriter, r *http.Request) {
+		resp, err := http.Get(r.URL.Query().Get("url"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		w.WriteHeader(resp.StatusCode)
+		io.Copy(w, resp.Body)
+	})
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		log.Fatal(err)
+	}
+	log.Printf("httpd: listening on %s", ln.Addr())
+	log.Fatal(http.Serve(ln, mux))
+}
