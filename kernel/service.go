@@ -44,9 +44,9 @@ const (
 	svcDrop            // (queue fd, handle) -> 0: the service is done with the object
 	_                  // 6, 7: svcDataMount, svcDataDone (datafile.go)
 	_
-	svcNet             // (queue fd) -> 0: the queue serves AF_INET and AF_INET6 sockets (netsock.go)
-	svcEvents          // (queue fd, handle, on, off) -> 0: readiness the service asserts or masks
-	svcName            // (queue fd, handle, which, addr, len) -> 0: a socket's local (0) or peer (1) address
+	svcNet    // (queue fd) -> 0: the queue serves AF_INET and AF_INET6 sockets (netsock.go)
+	svcEvents // (queue fd, handle, on, off) -> 0: readiness the service asserts or masks
+	svcName   // (queue fd, handle, which, addr, len) -> 0: a socket's local (0) or peer (1) address
 )
 
 // Requests the core posts (svcRequest.op).
@@ -57,7 +57,7 @@ const (
 	svcReqClose            // the program closed its last descriptor
 	_                      // 5, 6: svcReqData, svcReqDataClose (datafile.go)
 	_
-	svcReqSock             // a socket call (netsock.go): op | sub-operation<<16
+	svcReqSock // a socket call (netsock.go): op | sub-operation<<16
 )
 
 // svcRequest is one record read from a service queue: 64 bytes, the
