@@ -362,6 +362,10 @@ func bootImage(o runOptions, stdin io.Reader, stdout, stderr io.Writer) int {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	defer func() {
+		// A Ctrl-C that comes while the VM is torn down (the second of a
+		// quick pair, after the guest ended on the first) must not kill
+		// vmm before it reports the guest's status.
+		signal.Ignore(os.Interrupt)
 		signal.Stop(sigs)
 		close(sigs)
 	}()
