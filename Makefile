@@ -57,7 +57,7 @@ kvmtest: check-go check-qemu
 # native process, QEMU, a plain file, bbolt) and reports medians; see
 # docs/benchmarks.md.
 bench: vmm check-qemu
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./tools/vmm/
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./tests/guest/
 	$(GO) test -run '^$$' -bench . -count 5 -timeout 60m ./objstore/...
 	$(GO) run ./tools/compat -set std
 
@@ -73,7 +73,7 @@ stress: vmm
 # file must survive and the store pass fsck after each (make test: 20).
 DATA_KILLS ?= 1000
 stress-data: vmm check-qemu
-	DATAFS_KILLS=$(DATA_KILLS) $(GO) test -count=1 -timeout 0 -run '^TestDataCrashSafety$$' -v ./tools/vmm/
+	DATAFS_KILLS=$(DATA_KILLS) $(GO) test -count=1 -timeout 0 -run '^TestDataCrashSafety$$' -v ./tests/guest/
 
 # The standard library's test suites, real third-party programs and
 # third-party test suites, in the guest and natively, as tables

@@ -10,7 +10,7 @@ import (
 // The file system's core runs on the host too: its "physical" pages come
 // from an ordinary buffer, user memory is this process's memory. Calls
 // that would block (pipes without data) are not exercised here; the
-// guest tests in tools/vmm do that.
+// guest tests in tests/guest do that.
 
 var fsTestRAM []byte // keeps the page pool alive
 

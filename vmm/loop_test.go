@@ -169,7 +169,7 @@ func pattern(n int) []byte {
 // over and over: every byte must come through once.
 func TestKicksLoseNothing(t *testing.T) {
 	needKVM(t)
-	img, err := OpenImage(testImage(t, "../tools/vmm/testdata/copyio"))
+	img, err := OpenImage(testImage(t, "../tests/guest/testdata/copyio"))
 	if err != nil {
 		t.Fatal(err)
 	}

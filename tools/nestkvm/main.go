@@ -5,7 +5,7 @@
 // runs it through TestNestedKVM when /dev/kvm is missing; `make kvmtest`
 // runs it alone.
 //
-// The KVM-only tests are the tests of ./vmm and ./tools/vmm that call
+// The KVM-only tests are the tests of ./vmm and ./tests/guest that call
 // needKVM, found by reading their source. The nested Linux has no Go
 // toolchain (and compiling under the emulator would take forever), so
 // everything is built on the host into a directory shared over 9p: the
@@ -64,7 +64,7 @@ func main() {
 	verbose := flag.Bool("v", false, "copy the nested Linux's console to stdout as it comes")
 	run := flag.String("run", "", "run only the KVM-only tests whose names match this regular expression")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "Usage: go run ./tools/nestkvm [-v] [-run REGEXP] [-timeout D]\n\nRuns the KVM-only tests of ./vmm and ./tools/vmm on KVM nested under QEMU's emulator.\n\n")
+		fmt.Fprintf(flag.CommandLine.Output(), "Usage: go run ./tools/nestkvm [-v] [-run REGEXP] [-timeout D]\n\nRuns the KVM-only tests of ./vmm and ./tests/guest on KVM nested under QEMU's emulator.\n\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()

@@ -52,7 +52,7 @@ func TestNestedKVM(t *testing.T) {
 
 // The KVM-only tests are found in the source, with the images they name.
 func TestFindKVMTests(t *testing.T) {
-	k, err := findKVMTests("../..", "tools/vmm")
+	k, err := findKVMTests("../..", "tests/guest")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,13 +66,13 @@ func TestFindKVMTests(t *testing.T) {
 			t.Errorf("tests %v include %s, which does not need KVM", k.Tests, name)
 		}
 	}
-	for _, img := range []string{"apps/hello", "tools/vmm/testdata/crashud2", "tools/vmm/testdata/copyio"} {
+	for _, img := range []string{"apps/hello", "tests/guest/testdata/crashud2", "tests/guest/testdata/copyio"} {
 		if !slices.Contains(k.Images, img) {
 			t.Errorf("images %v lack %s", k.Images, img)
 		}
 	}
 	k, err = findKVMTests("../..", "vmm")
-	if err != nil || !slices.Contains(k.Tests, "TestKicksLoseNothing") || !slices.Contains(k.Images, "tools/vmm/testdata/copyio") || !slices.Contains(k.Images, "vmm/testdata/debugdev") {
+	if err != nil || !slices.Contains(k.Tests, "TestKicksLoseNothing") || !slices.Contains(k.Images, "tests/guest/testdata/copyio") || !slices.Contains(k.Images, "vmm/testdata/debugdev") {
 		t.Errorf("vmm: %+v, %v", k, err)
 	}
 }
@@ -107,12 +107,12 @@ func TestOther(t *testing.T) { image(t, "testdata/other") }
 
 func TestParseResults(t *testing.T) {
 	out := "\x1bc.nestkvm: running\nnestkvm: package vmm\n=== RUN   TestA\n--- PASS: TestA (8.12s)\nPASS\n" +
-		"nestkvm: package tools/vmm\n=== RUN   TestB\n--- FAIL: TestB (0.50s)\n    --- SKIP: TestB/sub_test (0.00s)\n" + statusMarker + "1\n"
+		"nestkvm: package tests/guest\n=== RUN   TestB\n--- FAIL: TestB (0.50s)\n    --- SKIP: TestB/sub_test (0.00s)\n" + statusMarker + "1\n"
 	got := parseResults(out)
 	want := []TestResult{
 		{"vmm", "TestA", "PASS", 8120 * time.Millisecond},
-		{"tools/vmm", "TestB", "FAIL", 500 * time.Millisecond},
-		{"tools/vmm", "TestB/sub_test", "SKIP", 0},
+		{"tests/guest", "TestB", "FAIL", 500 * time.Millisecond},
+		{"tests/guest", "TestB/sub_test", "SKIP", 0},
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("got %v\nwant %v", got, want)

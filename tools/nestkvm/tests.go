@@ -22,7 +22,7 @@ import (
 )
 
 // kvmPackages are the packages whose tests call needKVM: the VMM's own.
-var kvmPackages = []string{"vmm", "tools/vmm"}
+var kvmPackages = []string{"vmm", "tests/guest"}
 
 // imageHelpers are the test helpers that take an image's package as
 // their second argument (relative to the test's package).

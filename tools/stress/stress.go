@@ -27,9 +27,9 @@ type program struct {
 }
 
 var programs = []program{
-	{"gcstress", "./tools/vmm/testdata/gcstress", []string{"1s"}, []string{"200ms"}, "", "gcstress ok"},
-	{"torture", "./tools/vmm/testdata/torture", nil, nil, "512M", "torture: all passed"},
-	{"getpid", "./tools/vmm/testdata/getpid", []string{"1000000"}, []string{"20000"}, "", "getpid_ns="},
+	{"gcstress", "./tests/guest/testdata/gcstress", []string{"1s"}, []string{"200ms"}, "", "gcstress ok"},
+	{"torture", "./tests/guest/testdata/torture", nil, nil, "512M", "torture: all passed"},
+	{"getpid", "./tests/guest/testdata/getpid", []string{"1000000"}, []string{"20000"}, "", "getpid_ns="},
 	{"sigtimer", "./tools/stress/testdata/sigtimer", []string{"400"}, []string{"100"}, "", "sigtimer ok"},
 	{"chanstress", "./tools/stress/testdata/chanstress", []string{"4000"}, []string{"500"}, "", "chanstress ok"},
 }

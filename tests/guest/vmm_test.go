@@ -1,4 +1,4 @@
-package main
+package guest
 
 import (
 	"bytes"
@@ -52,7 +52,7 @@ func TestMain(m *testing.M) {
 	imgDir = dir
 	if prebuilt != "" {
 		vmmBin = filepath.Join(prebuilt, "bin", "vmm")
-	} else if out, err := exec.Command("go", "build", "-o", vmmBin, ".").CombinedOutput(); err != nil {
+	} else if out, err := exec.Command("go", "build", "-o", vmmBin, "../../tools/vmm").CombinedOutput(); err != nil {
 		os.Stderr.Write(out)
 		panic(err)
 	}
@@ -92,7 +92,7 @@ func image(t testing.TB, pkg string) string {
 		return p
 	}
 	if prebuilt != "" {
-		p := filepath.Join(prebuilt, "img", filepath.Join("tools/vmm", pkg)+".img")
+		p := filepath.Join(prebuilt, "img", filepath.Join("tests/guest", pkg)+".img")
 		if _, err := os.Stat(p); err != nil {
 			t.Fatalf("%s was not built for the nested KVM stage (tools/nestkvm builds the packages tests name as literals): %v", pkg, err)
 		}
@@ -880,31 +880,8 @@ func TestImageTruncatedWhileRunning(t *testing.T) {
 	}
 }
 
-// --mem 17179869186G wrapped around to 2 GiB and booted (issue 8).
-func TestParseSize(t *testing.T) {
-	for _, c := range []struct {
-		in   string
-		want uint64
-		err  string
-	}{
-		{"128M", 128 << 20, ""},
-		{"1G", 1 << 30, ""},
-		{"512MiB", 512 << 20, ""},
-		{"64", 64 << 20, ""},
-		{"4096K", 4 << 20, ""},
-		{"17179869186G", 0, "too large"},
-		{"17592186044416M", 0, "too large"},
-		{"18446744073709551615K", 0, "too large"},
-		{"99999999999999999999", 0, "too large"},
-		{"0", 0, "invalid size"},
-		{"-1G", 0, "invalid size"},
-		{"lots", 0, "invalid size"},
-	} {
-		got, err := parseSize(c.in)
-		if c.err == "" && (err != nil || got != c.want) || c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)) {
-			t.Errorf("parseSize(%q) = %d, %v; want %d, %q", c.in, got, err, c.want, c.err)
-		}
-	}
+// A --mem beyond what a uint64 of bytes holds is a usage error.
+func TestMemTooLarge(t *testing.T) {
 	if r := run(t, "run", "--mem", "17179869186G", "nonexistent.img"); r.code != exitUsage || !strings.Contains(r.stderr, "too large") {
 		t.Errorf("vmm run --mem 17179869186G: exit %d, stderr %q", r.code, r.stderr)
 	}

@@ -1,5 +1,5 @@
 // Command datafs exercises the persistent file system at /data (or
-// $DATA): TestData* in tools/vmm run it under QEMU with a disk, and
+// $DATA): TestData* in tests/guest run it under QEMU with a disk, and
 // natively for the benchmark's baseline.
 //
 //	datafs write N     N files with fsync each, "synced NAME" after each fsync
