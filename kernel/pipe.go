@@ -199,8 +199,14 @@ func openFIFO(ino uint32, flags uint64) int64 {
 }
 
 //go:nosplit
-func pipeRead(o *ofile, buf, n uintptr) int64 {
-	p := &pipes[o.pipe]
+func pipeRead(o *ofile, buf, n uintptr) int64 { return pipeReadFrom(o, &pipes[o.pipe], buf, n, -1) }
+
+// pipeReadFrom reads pipe p for the description o. A service object's
+// ring is read through it too: svc names the object whose service is told
+// (svcNotify) that the reader waits for data, or is -1.
+//
+//go:nosplit
+func pipeReadFrom(o *ofile, p *pipeT, buf, n uintptr, svc int) int64 {
 	if n == 0 {
 		return 0
 	}
@@ -221,6 +227,9 @@ func pipeRead(o *ofile, buf, n uintptr) int64 {
 		}
 		if p.writers == 0 {
 			return 0
+		}
+		if svc >= 0 {
+			svcNotify(svc, svcReqRead)
 		}
 		if o.flags&oNonblock != 0 {
 			return -eAGAIN

@@ -526,39 +526,11 @@ func (*svcObjectFile) read(o *ofile, buf, n uintptr, pos int64) int64 {
 	if ob.dgram {
 		return netDgramV(o, false, uint64(buf), uint64(n), 0, 0, 0)
 	}
-	p := &pipes[ob.rx]
-	if n == 0 {
-		return 0
+	svc := -1
+	if ob.svc >= 0 {
+		svc = int(o.pipe)
 	}
-	for {
-		if avail := uintptr(p.wpos - p.rpos); avail > 0 {
-			if n > avail {
-				n = avail
-			}
-			k := ringCopy(p, buf, n, false)
-			if k == 0 {
-				return -eFAULT
-			}
-			p.rpos += uint64(k)
-			pipeChanged(p)
-			return int64(k)
-		}
-		if p.writers == 0 {
-			return 0
-		}
-		if ob.svc >= 0 {
-			svcNotify(int(o.pipe), svcReqRead)
-		}
-		if o.flags&oNonblock != 0 {
-			return -eAGAIN
-		}
-		switch blockHeld(o) {
-		case wokeSignal:
-			return -eINTR
-		case -1:
-			return -eBADF
-		}
-	}
+	return pipeReadFrom(o, &pipes[ob.rx], buf, n, svc)
 }
 
 //go:nosplit
