@@ -31,3 +31,16 @@ const (
 // how many interrupts of that vector the kernel has taken since boot. A
 // guest program waits for a device's interrupt by watching it change.
 const SysAmberIRQCount = 504
+
+// IRQEchoVector is the kernel's echo vector, a test of interrupt nesting
+// that needs no device: a program raises it by writing the local APIC's
+// ICR (LAPICICR, a self-IPI: LAPICSelfIPI|vector), and the kernel answers
+// every such interrupt with one more of the same vector, raised from
+// inside its handler, so that the second arrives in the window between
+// the first's EOI and its IRETQ. amber_irq_count(IRQEchoVector) counts
+// both.
+const (
+	IRQEchoVector = 0x4f
+	LAPICICR      = 0xfee0_0300
+	LAPICSelfIPI  = 1 << 18 // destination shorthand "self", fixed delivery, edge
+)

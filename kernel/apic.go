@@ -23,6 +23,7 @@ const (
 	lapicID        = 0x20
 	lapicEOI       = 0xb0
 	lapicSVR       = 0xf0
+	lapicICR       = boot.LAPICICR - lapicBase
 	lapicLVTTimer  = 0x320
 	lapicLVTLINT0  = 0x350
 	lapicLVTLINT1  = 0x360

@@ -12,6 +12,7 @@ const (
 	asmHypercallPort = boot.HypercallPort
 	asmKstacksSize   = maxThreads * kstackSize // all of kstacks
 	asmLapicEOI      = lapicBase + lapicEOI    // the LAPIC's end-of-interrupt register
+	asmIRQDrain      = irqDrainVector
 	xsaveRoom        = 4096                    // room for an XSAVE image of every component this CPU may enable (xsaveSize is checked against it at boot)
 )
 

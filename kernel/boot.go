@@ -125,7 +125,9 @@ func idtInit() {
 			// frame in use. timerEntry moves to the kernel stack.
 			off, ist = uint64(timerEntryPC()), 0
 		case v >= 32:
-			ist = 3
+			// No IST either: irqEntry moves to the kernel stack and
+			// makes device interrupts that nest only record themselves.
+			ist = 0
 		}
 		lo := off&0xffff | uint64(boot.SelUserCode)<<16 | ist<<32 | uint64(0x80|0x60|0xf)<<40 | (off>>16&0xffff)<<48
 		*u64at(boot.IDTPA + uintptr(v)*16) = lo

@@ -26,7 +26,16 @@ type percpu struct {
 	// arrives meanwhile is only acknowledged (timerEntry), so ticks never
 	// nest more than one deep however late the host runs the vCPU.
 	inTick uintptr
-	cur    int // index of the running thread in threads
+	// inIRQ is set while a device interrupt is being served, from the
+	// entry (irqEntry) to the last instructions before its IRETQ: a
+	// device interrupt that arrives meanwhile is recorded in irqPending
+	// and acknowledged, and the running handler serves it (irq.go).
+	inIRQ uintptr
+	// irqAX and irqBX keep irqEntry's two scratch registers while it
+	// moves to a kernel stack: nothing else can run there but a pending
+	// record, which saves nothing here.
+	irqAX, irqBX uintptr
+	cur          int // index of the running thread in threads
 	hc     boot.Hypercall
 }
 
@@ -52,6 +61,8 @@ func cpuid(leaf, sub uint32) (a, b, c, d uint32)
 func xsave(area uintptr)
 func jumpTo(ksp uintptr)
 func timerEntryPC() uintptr
+func irqEntry()
+func irqPendingEntry()
 func markCall(id uint64)
 
 // vectorTable holds the addresses of the 256 IDT entry stubs (vectors_amd64.s).

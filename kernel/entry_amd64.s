@@ -16,6 +16,9 @@
 // Per-CPU block, reached through GS (Go never uses GS).
 #define CPU_KSTACK (percpu_kstackTop)
 #define CPU_INTICK (percpu_inTick)
+#define CPU_INIRQ (percpu_inIRQ)
+#define CPU_IRQAX (percpu_irqAX)
+#define CPU_IRQBX (percpu_irqBX)
 
 // start is the image's ELF entry. Both boot paths arrive here at CPL3 with
 // RBX = physical address of hvm_start_info and RSP on the boot stack.
@@ -285,6 +288,74 @@ nested:
 	MOVQ	$const_asmUserDS, 32(SP)
 	IRETQ
 
+// irqEntry is where a device vector's stub (vectors_amd64.s) continues
+// when no device interrupt is being served; the stub pushed an error code
+// and the vector. Like timerEntry's, the gate has no IST: the CPU pushed
+// the interrupt frame on the interrupted stack, and a user stack is left
+// for the running thread's kernel stack at once. From the first
+// instruction inIRQ is set, so a device interrupt that comes before the
+// handler is done (before its EOI if of a higher priority class, after it
+// if not) only records itself and returns (irqPendingEntry), and this
+// handler serves it: device handlers never nest in each other, on any
+// stack. The scratch registers go to per-CPU slots, not the stack, to use
+// no more of a user stack than the timer does (56 bytes): nothing that
+// can run before they are restored uses the slots (a tick is held back
+// by this vector's priority until the EOI).
+//
+// Its slot on a kernel stack lies below timerEntry's: a device interrupt
+// can come while timerEntry is still copying its frame there.
+TEXT ·irqEntry(SB),NOSPLIT|NOFRAME,$0
+	MOVQ	$1, CPU_INIRQ(GS)
+	MOVQ	AX, CPU_IRQAX(GS)
+	MOVQ	BX, CPU_IRQBX(GS)
+	// 0(SP) vector, 8 error code, 16 RIP, 24 CS, 32 RFLAGS, 40 RSP, 48 SS
+	MOVQ	40(SP), AX
+	MOVQ	$·kstacks(SB), BX
+	CMPQ	AX, BX
+	JCS	notkstack
+	ADDQ	$const_asmKstacksSize, BX
+	CMPQ	AX, BX
+	JCS	onkernel
+notkstack:
+	CMPQ	AX, $const_asmISTBottom
+	JCS	onuser
+	CMPQ	AX, $const_asmBootStackTop
+	JCS	onkernel
+onuser:
+	MOVQ	CPU_KSTACK(GS), BX
+	SUBQ	$(const_frameSize+const_xsaveRoom+64+40+56), BX
+	MOVQ	0(SP), AX
+	MOVQ	AX, 0(BX)
+	MOVQ	8(SP), AX
+	MOVQ	AX, 8(BX)
+	MOVQ	16(SP), AX
+	MOVQ	AX, 16(BX)
+	MOVQ	24(SP), AX
+	MOVQ	AX, 24(BX)
+	MOVQ	32(SP), AX
+	MOVQ	AX, 32(BX)
+	MOVQ	40(SP), AX
+	MOVQ	AX, 40(BX)
+	MOVQ	48(SP), AX
+	MOVQ	AX, 48(BX)
+	MOVQ	BX, SP
+onkernel:
+	MOVQ	CPU_IRQAX(GS), AX
+	MOVQ	CPU_IRQBX(GS), BX
+	JMP	·trapCommon(SB)
+
+// irqPendingEntry ends a device interrupt that came while another was
+// being served: its stub set its bit in irqPending; acknowledge it (the
+// LAPIC would hold back its priority class until then) and return at
+// once, on 48 bytes of the interrupted stack.
+TEXT ·irqPendingEntry(SB),NOSPLIT|NOFRAME,$0
+	PUSHQ	AX
+	MOVQ	$const_asmLapicEOI, AX
+	MOVL	$0, (AX)
+	POPQ	AX
+	MOVQ	$const_asmUserDS, 32(SP)
+	IRETQ
+
 // func timerEntryPC() uintptr
 TEXT ·timerEntryPC(SB),NOSPLIT,$0-8
 	LEAQ	·timerEntry(SB), AX
@@ -341,6 +412,7 @@ TEXT ·swtch(SB),NOSPLIT,$0-16
 // vector registers (the kernel's Go code uses them, and a signal handler
 // must see the interrupted state) before calling trap.
 TEXT ·trapCommon(SB),NOSPLIT|NOFRAME,$0
+top:
 	SUBQ	$(trapFrame_Vector), SP	// the registers part of the frame
 	MOVQ	R15, (trapFrame_R15)(SP)
 	MOVQ	R14, (trapFrame_R14)(SP)
@@ -410,8 +482,30 @@ TEXT ·trapCommon(SB),NOSPLIT|NOFRAME,$0
 	// (timerEntry). Cleared at the last moment, so a tick can nest a full
 	// handler only in these few instructions.
 	CMPQ	(trapFrame_Vector)(SP), $const_timerVector
-	JNE	2(PC)
+	JNE	notick
 	MOVQ	$0, CPU_INTICK(GS)
+	JMP	iret
+notick:
+	// A device interrupt is served likewise (irqEntry), but one that
+	// came in the meantime cannot be dropped: irqDispatch served every
+	// one recorded before it returned, and one recorded since, before
+	// inIRQ is clear, is served by going round again, as a pass of
+	// irqDispatch with nothing of its own (the vector irqDrain) over the
+	// same frame. The registers are those of the interrupted context
+	// again, so the frame is rebuilt as it was; only the words below SP,
+	// dead now, are written over.
+	CMPQ	(trapFrame_Vector)(SP), $32
+	JCS	iret
+	MOVQ	$0, CPU_INIRQ(GS)
+	CMPQ	·irqPending+0(SB), $0
+	JNE	again
+	CMPQ	·irqPending+8(SB), $0
+	JNE	again
+	CMPQ	·irqPending+16(SB), $0
+	JNE	again
+	CMPQ	·irqPending+24(SB), $0
+	JNE	again
+iret:
 	ADDQ	$(trapFrame_RIP), SP	// registers, vector, error code
 	// Every context of the guest runs on the flat user data selector. A
 	// delivery through an IST stack loads SS with the null selector (RPL
@@ -419,6 +513,11 @@ TEXT ·trapCommon(SB),NOSPLIT|NOFRAME,$0
 	// with a null SS raises #GP (QEMU does this architecturally).
 	MOVQ	$const_asmUserDS, (trapFrame_SS-trapFrame_RIP)(SP)
 	IRETQ
+again:
+	MOVQ	$1, CPU_INIRQ(GS)
+	MOVQ	$const_asmIRQDrain, (trapFrame_Vector)(SP)
+	ADDQ	$(trapFrame_Vector), SP
+	JMP	top
 tosyscall:
 	// The trap was a SYSCALL instruction (#UD with EFER.SCE clear): trap
 	// copied it into a system-call frame on the thread's kernel stack.

@@ -7,6 +7,7 @@ import (
 	"math/bits"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/amberos/amber/boot"
@@ -233,4 +234,29 @@ func TestDebugDeviceServes(t *testing.T) {
 	if s := d.SaveState(); s != (debugDevState{Served: 3}) {
 		t.Errorf("state %+v", s)
 	}
+}
+
+// Device interrupts from two sources at once while the guest makes
+// system calls: the debug device's goroutine raises whenever it is rung,
+// wherever the vCPU is, and the kernel's echo vector lands between a
+// handler's EOI and its IRETQ (tests/guest's TestDeviceInterruptsNest
+// runs the echo alone on every accelerator).
+func TestDeviceInterruptStorm(t *testing.T) {
+	needKVM(t)
+	img, err := OpenImage(testImage(t, "../tests/guest/testdata/irqstorm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer img.Close()
+	var out, errOut bytes.Buffer
+	vm, err := New(Config{Image: img, DebugDevice: true, Args: []string{"-n", "5000", "-debugdev"}, Stdout: &out, Stderr: &errOut})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vm.Close()
+	status, err := vm.Run()
+	if err != nil || status != 0 || !strings.Contains(out.String(), "irqstorm ok") {
+		t.Fatalf("status %d, err %v\nstdout:\n%s\nstderr:\n%s", status, err, out.String(), errOut.String())
+	}
+	t.Log(out.String())
 }
