@@ -13,7 +13,7 @@ const (
 	asmKstacksSize   = maxThreads * kstackSize // all of kstacks
 	asmLapicEOI      = lapicBase + lapicEOI    // the LAPIC's end-of-interrupt register
 	asmIRQDrain      = irqDrainVector
-	xsaveRoom        = 4096                    // room for an XSAVE image of every component this CPU may enable (xsaveSize is checked against it at boot)
+	xsaveRoom        = 4096 // room for an XSAVE image of every component this CPU may enable (xsaveSize is checked against it at boot)
 )
 
 // trapFrame is boot.TrapFrame as a type of this package, so that go_asm.h

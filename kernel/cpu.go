@@ -36,7 +36,7 @@ type percpu struct {
 	// record, which saves nothing here.
 	irqAX, irqBX uintptr
 	cur          int // index of the running thread in threads
-	hc     boot.Hypercall
+	hc           boot.Hypercall
 }
 
 var cpu0 percpu
