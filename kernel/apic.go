@@ -187,6 +187,12 @@ func timerInterrupt(tf *boot.TrapFrame, fp uintptr) uintptr {
 	}
 	now := nanotime()
 	woke := expireTimersCount(now)
+	if irqWoke {
+		// A device interrupt woke a thread while this one ran user
+		// code: it gets the vCPU now rather than after the slice.
+		irqWoke = false
+		woke++
+	}
 	if sigWork&workHostSigs != 0 {
 		takeHostSignals()
 	}

@@ -22,11 +22,12 @@ import (
 // anywhere in physical memory, may not be mapped yet (lazy mappings), and
 // copyIn/copyOut already turn a bad address into EFAULT.
 //
-// Completion is polled: the system call spins on the used ring (the
-// kernel is not preempted inside a system call, so one request is in
-// flight at a time and nothing else needs a lock). Under Amber's VMM the
-// device also interrupts (vdaInterrupt); vdaWait is where the system
-// call would block until it runs.
+// Under Amber's VMM a request completes by interrupt: the calling thread
+// sleeps in irqWait (the vCPU runs other threads, or idles in the VMM),
+// and vdaInterrupt wakes it. Elsewhere, or with amber.diskirq=off,
+// completion is polled: the system call spins on the used ring. One
+// request is in flight at a time (the bounce buffer is one); a thread
+// that finds the disk busy sleeps until it is released (vdaLock).
 
 const (
 	sIFBLK = 0o060000
@@ -51,7 +52,9 @@ var (
 	vdaIRQ    uint32
 	vdaBuf    uintptr // bounce buffer, physically contiguous
 	vdaBufLen uintptr
-	vdaUseIRQ bool // amber.diskirq=on under Amber's VMM
+	vdaUseIRQ bool // under Amber's VMM unless amber.diskirq=off
+	vdaBusy   bool // a thread's request (and the bounce buffer) is in flight
+	vdaStatus uint8
 )
 
 // virtioInit finds the devices named on the command line and brings up
@@ -65,7 +68,7 @@ var (
 //
 //go:nosplit
 func virtioInit(si *boot.StartInfo) {
-	vdaUseIRQ = pvHypercalls && cmdlineHas(si, "amber.diskirq=on")
+	vdaUseIRQ = pvHypercalls && !cmdlineHas(si, "amber.diskirq=off")
 	rest := cmdlineBytes(si)
 	afterDashes := false
 	npending, firm := 0, 0 // firm: entries before "--"
@@ -166,9 +169,11 @@ func virtioProbe(size, base uintptr, irq uint32) string {
 	vdaIRQ = irq
 	// Under Amber's VMM the number is the MSI vector the device raises
 	// (boot/virtio.go), and irqTable has vdaInterrupt at that vector; the
-	// queue leaves polling mode only on request (vdaInterrupt).
+	// queue asks for interrupts unless told not to.
 	if vdaUseIRQ && irq == boot.VirtioVector {
 		vda.Q.SetPolling(false)
+	} else {
+		vdaUseIRQ = false
 	}
 	vdaOn = true
 	return ""
@@ -273,12 +278,15 @@ func vdaDo(typ uint32, sector uint64, n uintptr) int64 {
 	return 0
 }
 
-// vdaWait waits for the request in flight and returns its status. With
-// interrupts this becomes a block on a wait channel that vdaInterrupt
-// wakes; polling, it spins.
+// vdaWait waits for the request in flight and returns its status: asleep
+// until vdaInterrupt when the device interrupts, else spinning.
 //
 //go:nosplit
 func vdaWait() uint8 {
+	if vdaUseIRQ {
+		irqWait(vdaKey, vdaPolled)
+		return vdaStatus
+	}
 	for {
 		if done, st := vda.Poll(); done {
 			return st
@@ -286,25 +294,54 @@ func vdaWait() uint8 {
 	}
 }
 
+// vdaKey is what a thread waiting for the disk waits for (irqWait).
+const vdaKey = boot.VirtioVector
+
+// vdaPolled is vdaWait's test: the request completed (status in
+// vdaStatus).
+//
+//go:nosplit
+func vdaPolled() bool {
+	done, st := vda.Poll()
+	if done {
+		vdaStatus = st
+	}
+	return done
+}
+
+// vdaLock takes the disk for the running thread's request, sleeping while
+// another thread's is in flight; vdaUnlock gives it back. Only system
+// calls take it (a thread is switched only where it blocks), so a flag is
+// enough.
+//
+//go:nosplit
+func vdaLock() {
+	for vdaBusy {
+		block(waitDisk, 0, 0) // signals do not interrupt: the holder finishes soon
+	}
+	vdaBusy = true
+}
+
+//go:nosplit
+func vdaUnlock() {
+	vdaBusy = false
+	wakeAll(waitDisk)
+}
+
 // vdaInterrupt is the disk's interrupt handler (irqTable's row for
 // boot.VirtioVector, the MSI vector under Amber's VMM): it acknowledges
-// the device. The queue stays in polling mode, so the device interrupts
-// only when it needs a reset, unless amber.diskirq=on asks for an
-// interrupt per batch of completions (vda.Q out of polling mode) — off
-// by default because vdaWait spins anyway (each interrupt costs two MMIO
-// exits for nothing) and because a completion can land between this
-// handler's EOI and its IRETQ: the driver issues the next request as soon
-// as it sees the used ring move, possibly before the interrupt for the
-// previous one is taken, and a second MSI then nests on the frame in use
-// on IST3 (irq.go). Interrupt-driven completion needs both a device
-// entry that moves to the kernel stack, as timerEntry does, and a lock
-// around vda so vdaWait can block. Under QEMU's microvm the transport's
-// IRQ is an IOAPIC input the kernel does not route: this never runs.
+// the device (two MMIO exits: the device raises again only once its
+// interrupt status was cleared) and wakes the thread waiting for the
+// request. With polling (the queue asks for no interrupts) the device
+// still interrupts when it needs a reset. Under QEMU's microvm the
+// transport's IRQ is an IOAPIC input the kernel does not route: this
+// never runs there.
 //
 //go:nosplit
 func vdaInterrupt(tf *boot.TrapFrame, xsave uintptr) uintptr {
 	if vdaOn {
 		vda.T.AckInterrupt()
+		irqWake(vdaKey)
 	}
 	return 0
 }
@@ -315,6 +352,14 @@ func vdaInterrupt(tf *boot.TrapFrame, xsave uintptr) uintptr {
 //
 //go:nosplit
 func vdaIO(write bool, buf, n uintptr, off int64) int64 {
+	vdaLock()
+	r := vdaIOLocked(write, buf, n, off)
+	vdaUnlock()
+	return r
+}
+
+//go:nosplit
+func vdaIOLocked(write bool, buf, n uintptr, off int64) int64 {
 	size := vdaBytes()
 	if off < 0 {
 		return -eINVAL
@@ -371,7 +416,10 @@ func vdaFlush() int64 {
 	if !vda.CanFlush {
 		return 0
 	}
-	return vdaDo(virtio.BlkFlush, 0, 0)
+	vdaLock()
+	r := vdaDo(virtio.BlkFlush, 0, 0)
+	vdaUnlock()
+	return r
 }
 
 // openBlk opens the block device inode ino; a read-only disk refuses

@@ -175,6 +175,7 @@ func epollWait(epfd uint64, events uintptr, max int64, timeoutNs int64) int64 {
 	deadline := pollDeadline(timeoutNs)
 	ep := &epolls[epf.ep]
 	for {
+		seen := pollSeq
 		n := int64(0)
 		for i := 0; i < ep.n && n < max; i++ {
 			in := &ep.set[i]
@@ -207,7 +208,7 @@ func epollWait(epfd uint64, events uintptr, max int64, timeoutNs int64) int64 {
 		if n > 0 || timeoutNs == 0 {
 			return n
 		}
-		if r, done := pollBlock(deadline); done {
+		if r, done := pollBlock(deadline, seen); done {
 			return r
 		}
 	}
@@ -224,11 +225,13 @@ func pollDeadline(timeoutNs int64) int64 {
 }
 
 // pollBlock waits for a readiness change until deadline (0: none); done
-// says the caller returns r: 0 on timeout, -EINTR on a signal.
+// says the caller returns r: 0 on timeout, -EINTR on a signal. seen is
+// pollSeq before the caller looked at its files: a change an interrupt
+// made since (pollNotify) ends the wait at once.
 //
 //go:nosplit
-func pollBlock(deadline int64) (r int64, done bool) {
-	switch block(waitPoll, 0, deadline) {
+func pollBlock(deadline int64, seen uint64) (r int64, done bool) {
+	switch blockUnless(waitPoll, 0, deadline, &pollSeq, seen) {
 	case wokeTimeout:
 		return 0, true
 	case wokeSignal:

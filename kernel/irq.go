@@ -131,3 +131,73 @@ func irqEcho(tf *boot.TrapFrame, xsave uintptr) uintptr {
 	}
 	return 0
 }
+
+// Waiting for a device. A thread that waits for a device's completion
+// blocks with irqWait; the device's interrupt handler calls irqWake. Both
+// run in the core (nosplit, no allocation), and the handler can come at
+// any instruction of the waiter, so irqWait marks the thread blocked
+// before it looks at the device: a completion in between makes it
+// runnable again and the look sees it.
+
+var (
+	// irqWakes counts irqWake and pollNotify calls: idle does not wait
+	// in the VMM once it changed.
+	irqWakes uint64
+	// irqWoke asks the next tick in user code to switch to the woken
+	// thread at once (timerInterrupt).
+	irqWoke bool
+	// pollSeq counts pollNotify calls (pollBlock, blockUnless).
+	pollSeq uint64
+)
+
+// irqWait blocks the running thread until done reports true; key names
+// what it waits for (irqWake(key) wakes it). done runs in the core with
+// the thread marked blocked: it must not block. The wait ignores signals,
+// like Linux's for a disk request: the device owns the buffers until
+// done.
+//
+//go:nosplit
+func irqWait(key uintptr, done func() bool) {
+	t := cur()
+	for {
+		t.state, t.waitKind, t.waitAddr, t.deadline, t.woke = tBlocked, waitIRQ, key, 0, 0
+		if done() {
+			t.state, t.waitKind = tRunnable, 0
+			return
+		}
+		schedule()
+	}
+}
+
+// irqWake makes the threads waiting for key runnable: called by an
+// interrupt handler.
+//
+//go:nosplit
+func irqWake(key uintptr) {
+	irqWakes++
+	for i := range threads {
+		t := &threads[i]
+		if t.state == tBlocked && t.waitKind == waitIRQ && t.waitAddr == key {
+			wake(i, wokeEvent)
+			irqWoke = true
+		}
+	}
+}
+
+// pollNotify tells the threads waiting in epoll_wait, poll or select (and
+// those blocked in waitPoll) that a file's readiness changed: an
+// interrupt handler calls it after changing what the file's ready
+// reports. The waiters look again; pollBlock does not miss a call made
+// while they were looking.
+//
+//go:nosplit
+func pollNotify() {
+	pollSeq++
+	irqWakes++
+	for i := range threads {
+		if threads[i].state == tBlocked && threads[i].waitKind == waitPoll {
+			wake(i, wokeEvent)
+			irqWoke = true
+		}
+	}
+}

@@ -42,6 +42,7 @@ func pollWait(fds uintptr, nfds uint64, timeoutNs int64) int64 {
 	}
 	deadline := pollDeadline(timeoutNs)
 	for {
+		seen := pollSeq
 		n := int64(0)
 		for i := uint64(0); i < nfds; i++ {
 			var p pollfd
@@ -61,7 +62,7 @@ func pollWait(fds uintptr, nfds uint64, timeoutNs int64) int64 {
 		if n > 0 || timeoutNs == 0 {
 			return n
 		}
-		if r, done := pollBlock(deadline); done {
+		if r, done := pollBlock(deadline, seen); done {
 			return r
 		}
 	}

@@ -27,6 +27,8 @@ const (
 	waitFutex
 	waitPoll  // epoll or eventfd: woken by any readiness change
 	waitInput // console input
+	waitIRQ   // a device's completion: woken by its interrupt handler (irqWake)
+	waitDisk  // the disk, busy with another thread's request (blkdev.go)
 )
 
 // Why a blocked thread woke.
@@ -106,6 +108,27 @@ func wake(i int, why int) {
 	}
 }
 
+// blockUnless is block for a waiter whose event an interrupt handler may
+// signal (pollNotify, irqWake): the thread is marked blocked first, then
+// *seq is compared with the value seen when the caller last looked, so a
+// change in between is not lost (the thread does not sleep: wokeEvent).
+//
+//go:nosplit
+func blockUnless(kind int, addr uintptr, deadline int64, seq *uint64, seen uint64) int {
+	t := cur()
+	t.state = tBlocked
+	t.waitKind = kind
+	t.waitAddr = addr
+	t.deadline = deadline
+	t.woke = 0
+	if *seq != seen {
+		t.state, t.waitKind, t.woke = tRunnable, 0, wokeEvent
+		return wokeEvent
+	}
+	schedule()
+	return t.woke
+}
+
 // wakeAll wakes every thread blocked for kind.
 //
 //go:nosplit
@@ -174,6 +197,7 @@ func schedule() {
 //
 //go:nosplit
 func idle() {
+	seen := irqWakes // an interrupt from here on may have woken a thread
 	next := expireTimers(nanotime())
 	for i := range threads {
 		if threads[i].state == tRunnable {
@@ -182,7 +206,7 @@ func idle() {
 	}
 	input := false
 	for i := range threads {
-		if threads[i].state == tBlocked && (threads[i].waitKind == waitInput || threads[i].waitKind == waitPoll) {
+		if threads[i].state == tBlocked && (threads[i].waitKind == waitInput || threads[i].waitKind == waitPoll || threads[i].waitKind == waitIRQ) {
 			input = true
 		}
 	}
@@ -191,7 +215,13 @@ func idle() {
 		kfatal("deadlock: every thread is blocked with nothing to wake it")
 	}
 	timerMask(true)
-	r := idleWait(next)
+	r := 0
+	// An interrupt after the check still ends the wait: under Amber's
+	// VMM the device's trigger kicks the idle vCPU (sticky), and the
+	// spinning wait watches irqWakes.
+	if irqWakes == seen {
+		r = idleWait(next, seen)
+	}
 	timerMask(false)
 	if r&idleInput != 0 {
 		wakeAll(waitInput)

@@ -393,11 +393,14 @@ func sysGetrandom(f *sysFrame) int64 {
 // none) or input; under other VMMs it spins on the clock and the UART.
 //
 //go:nosplit
-func idleWait(deadline int64) int {
+func idleWait(deadline int64, seen uint64) int {
 	if pvHypercalls {
 		return int(hcall(boot.HCIdle, uint64(deadline), 0, 0))
 	}
 	for deadline == 0 || nanotime() < deadline {
+		if irqWakes != seen {
+			return 0
+		}
 		if uart16550.Ready(uart16550.COM1) {
 			return idleInput
 		}
