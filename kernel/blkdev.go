@@ -22,10 +22,12 @@ import (
 // anywhere in physical memory, may not be mapped yet (lazy mappings), and
 // copyIn/copyOut already turn a bad address into EFAULT.
 //
-// Under Amber's VMM a request completes by interrupt: the calling thread
-// sleeps in irqWait (the vCPU runs other threads, or idles in the VMM),
-// and vdaInterrupt wakes it. Elsewhere, or with amber.diskirq=off,
-// completion is polled: the system call spins on the used ring. One
+// A request completes by interrupt: the calling thread sleeps in irqWait
+// (the vCPU runs other threads, or idles), and vdaInterrupt wakes it.
+// Under Amber's VMM the interrupt is an MSI; under QEMU's microvm an
+// IOAPIC input the kernel routes (ioapicRoute). With amber.diskirq=off,
+// or when the IRQ cannot be routed, completion is polled: the system
+// call spins on the used ring. One
 // request is in flight at a time (the bounce buffer is one); a thread
 // that finds the disk busy sleeps until it is released (vdaLock).
 
@@ -52,7 +54,7 @@ var (
 	vdaIRQ    uint32
 	vdaBuf    uintptr // bounce buffer, physically contiguous
 	vdaBufLen uintptr
-	vdaUseIRQ bool // under Amber's VMM unless amber.diskirq=off
+	vdaUseIRQ bool // unless amber.diskirq=off or the IRQ cannot be routed
 	vdaBusy   bool // a thread's request (and the bounce buffer) is in flight
 	vdaStatus uint8
 )
@@ -68,7 +70,7 @@ var (
 //
 //go:nosplit
 func virtioInit(si *boot.StartInfo) {
-	vdaUseIRQ = pvHypercalls && !cmdlineHas(si, "amber.diskirq=off")
+	vdaUseIRQ = !cmdlineHas(si, "amber.diskirq=off")
 	rest := cmdlineBytes(si)
 	afterDashes := false
 	npending, firm := 0, 0 // firm: entries before "--"
@@ -169,8 +171,11 @@ func virtioProbe(size, base uintptr, irq uint32) string {
 	vdaIRQ = irq
 	// Under Amber's VMM the number is the MSI vector the device raises
 	// (boot/virtio.go), and irqTable has vdaInterrupt at that vector; the
-	// queue asks for interrupts unless told not to.
-	if vdaUseIRQ && irq == boot.VirtioVector {
+	// queue asks for interrupts unless told not to. Elsewhere (QEMU's
+	// microvm) it is an IOAPIC input, routed to that vector on request.
+	// The handler's EOI needs the LAPIC's registers mapped, even with
+	// amber.tick=off (lapicInit comes later, if at all).
+	if vdaUseIRQ && mapLAPIC() && (pvHypercalls && irq == boot.VirtioVector || !pvHypercalls && ioapicRoute(irq, boot.VirtioVector)) {
 		vda.Q.SetPolling(false)
 	} else {
 		vdaUseIRQ = false
@@ -333,9 +338,7 @@ func vdaUnlock() {
 // the device (two MMIO exits: the device raises again only once its
 // interrupt status was cleared) and wakes the thread waiting for the
 // request. With polling (the queue asks for no interrupts) the device
-// still interrupts when it needs a reset. Under QEMU's microvm the
-// transport's IRQ is an IOAPIC input the kernel does not route: this
-// never runs there.
+// still interrupts when it needs a reset.
 //
 //go:nosplit
 func vdaInterrupt(tf *boot.TrapFrame, xsave uintptr) uintptr {
@@ -541,4 +544,50 @@ func sysFsync(f *sysFrame) int64 {
 		return dataFsync(o) // datafile.go
 	}
 	return 0
+}
+
+// The IOAPIC of QEMU's microvm (Amber's VMM has none), at its usual
+// address: an input is routed to a vector of the local APIC by its
+// redirection entry (two 32-bit registers reached through IOREGSEL and
+// IOWIN).
+const (
+	ioapicBase   = 0xfec00000
+	ioapicSel    = 0x00
+	ioapicWin    = 0x10
+	ioapicVerReg = 0x01
+	ioapicRedir  = 0x10 // entry n: 0x10+2n (low word), 0x11+2n (high)
+)
+
+//go:nosplit
+func ioapicWrite(reg, v uint32) {
+	*u32at(ioapicBase + ioapicSel) = reg
+	*u32at(ioapicBase + ioapicWin) = v
+}
+
+//go:nosplit
+func ioapicRead(reg uint32) uint32 {
+	*u32at(ioapicBase + ioapicSel) = reg
+	return *u32at(ioapicBase + ioapicWin)
+}
+
+// ioapicRoute sends IOAPIC input pin to vector on this CPU's local APIC:
+// fixed delivery, physical destination, active high, edge-triggered —
+// the virtio-mmio line stays high until the handler acknowledges the
+// device, and an edge per rise is all the driver needs (the waiter looks
+// at the used ring after every wake-up), while a level entry would
+// deliver again at every EOI that comes before the acknowledge.
+//
+//go:nosplit
+func ioapicRoute(pin uint32, vector uint8) bool {
+	if !mapUncached(ioapicBase) {
+		return false
+	}
+	ver := ioapicRead(ioapicVerReg)
+	if ver == 0xffffffff || pin > ver>>16&0xff {
+		return false
+	}
+	id := lapicRead(lapicID) >> 24
+	ioapicWrite(ioapicRedir+2*pin+1, id<<24)
+	ioapicWrite(ioapicRedir+2*pin, uint32(vector))
+	return true
 }
