@@ -2,8 +2,8 @@ package guest
 
 import (
 	"bufio"
-	"math/rand"
 	"io"
+	"math/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
