@@ -8,8 +8,9 @@ import (
 )
 
 // Interrupts. Vectors 32-255 are external interrupts, delivered by the
-// local APIC: the timer and, from devices, MSIs the VMM routes to it
-// (there is no IOAPIC). Each vector has a row in irqTable: its handler,
+// local APIC: the timer and, from devices, MSIs Amber's VMM routes to it
+// (it has no IOAPIC), or under QEMU's microvm the IOAPIC inputs the disk
+// driver routes (blkdev.go). Each vector has a row in irqTable: its handler,
 // and whether the dispatcher acknowledges it (EOI) after the handler; a
 // vector without a row is counted and acknowledged, so a device the
 // kernel does not know cannot block the ones below its priority.
