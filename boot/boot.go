@@ -27,7 +27,7 @@ const (
 	MaxBootPDs   = 13      // up to 0x40000
 	ISTPA        = 0x40000 // [0x40000, 0x60000): exception stacks
 	IST1Top      = 0x50000 // exceptions
-	IST3Top      = 0x58000 // interrupts (the timer)
+	IST3Top      = 0x58000 // once the interrupts'; unused by any gate now (kernel/irq.go)
 	IST2Top      = 0x60000 // double fault / NMI / machine check
 	StackBottom  = 0x80000 // [0x80000, StackTop): the main thread's initial stack
 	StackTop     = 0x1ff000

@@ -102,8 +102,10 @@ func cmdlineBytes(si *boot.StartInfo) []byte {
 	return userBytes(p, n)
 }
 
-// tssIST3 is where the TSS keeps IST3 (the interrupt stack); the kernel
-// sets it itself so both boot paths get it.
+// tssIST3 is where the TSS keeps IST3, once the interrupt stack; no gate
+// uses it since device vectors moved to irqEntry (a nested delivery on an
+// IST stack starts over on the frame in use), but the stack stays
+// reserved and set for both boot paths.
 const tssIST3 = 0x34
 
 // idtInit points every IDT gate at its entry stub: trap gates (interrupt
