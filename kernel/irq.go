@@ -34,6 +34,15 @@ var irqTable = [256]irqEntry{
 	timerVector: {handle: timerInterrupt, noEOI: true},
 	// The disk under Amber's VMM (boot/virtio.go).
 	boot.VirtioVector: {handle: vdaInterrupt},
+	// The network interface on a later transport (netdev.go); the same
+	// priority class as the disk's.
+	boot.VirtioVector + 1: {handle: netInterrupt},
+	boot.VirtioVector + 2: {handle: netInterrupt},
+	boot.VirtioVector + 3: {handle: netInterrupt},
+	boot.VirtioVector + 4: {handle: netInterrupt},
+	boot.VirtioVector + 5: {handle: netInterrupt},
+	boot.VirtioVector + 6: {handle: netInterrupt},
+	boot.VirtioVector + 7: {handle: netInterrupt},
 	// The spurious vector is not in service: an EOI would end another.
 	spuriousVector: {noEOI: true},
 }

@@ -156,6 +156,7 @@ func expireTimersWoke(now int64) (next int64, woke int) {
 func schedule() {
 	for {
 		expireTimers(nanotime())
+		netWake() // netdev.go
 		me := cpu0.cur
 		for k := 1; k <= maxThreads; k++ {
 			i := (me + k) % maxThreads
@@ -189,6 +190,12 @@ func idle() {
 	// Under Amber's VMM a Ctrl-C can still arrive (as SIGINT).
 	if next == 0 && !input && hostSignals == 0 {
 		kfatal("deadlock: every thread is blocked with nothing to wake it")
+	}
+	if netMoved() {
+		return // schedule's netWake wakes the pollers
+	}
+	if vnetOn && pvHypercalls && (next == 0 || next > nanotime()+netIdleCap) {
+		next = nanotime() + netIdleCap
 	}
 	timerMask(true)
 	r := idleWait(next)
