@@ -251,3 +251,23 @@ func BenchmarkHTTPQEMU(b *testing.B) {
 		b.ReportMetric(guest/host, "ratio")
 	}
 }
+
+// TestNetQEMUDHCP: with amber.ip=dhcp the guest leases its address from
+// QEMU's user network (slirp's DHCP server): the gateway it learns is in
+// /etc/hosts, and the NAT carries its requests to a host server.
+func TestNetQEMUDHCP(t *testing.T) {
+	needGuest(t)
+	g := startNetGuest(t, image(t, "../../apps/httpd"), "--cmdline", "amber.ip=dhcp")
+	c := &http.Client{Timeout: 60 * time.Second}
+	if got := g.get(t, c, "/lookup?host=gateway"); strings.TrimSpace(got) != "10.0.2.2" {
+		t.Errorf("gateway from DHCP: %q, want 10.0.2.2", got)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "host saw %s", r.URL.Path)
+	}))
+	defer srv.Close()
+	u := fmt.Sprintf("http://10.0.2.2:%d/leased", srv.Listener.Addr().(*net.TCPAddr).Port)
+	if got := g.get(t, c, "/get?url="+url.QueryEscape(u)); got != "host saw /leased" {
+		t.Errorf("guest fetching %s: %q", u, got)
+	}
+}
