@@ -16,8 +16,10 @@ import "embed"
 var GuestSource embed.FS
 
 // GuestRequires are the modules the guest packages need beyond the
-// standard library (the network service's).
-var GuestRequires = []string{"gvisor.dev/gvisor", "github.com/google/btree", "golang.org/x/time", "golang.org/x/sys"}
+// standard library: the network service's (gVisor, and a DHCP message
+// library with its dependencies).
+var GuestRequires = []string{"gvisor.dev/gvisor", "github.com/google/btree", "golang.org/x/time", "golang.org/x/sys",
+	"github.com/insomniacslk/dhcp", "github.com/u-root/uio", "github.com/pierrec/lz4/v4"}
 
 // ModulePath is this module's path.
 const ModulePath = "github.com/amberos/amber"

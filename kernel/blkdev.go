@@ -84,6 +84,10 @@ func virtioInit(si *boot.StartInfo) {
 			afterDashes, firm = true, npending
 			continue
 		}
+		if !afterDashes && isNetOpt(tok) {
+			netOptAdd(tok) // netdev.go
+			continue
+		}
 		if !isVirtioMMIO(tok) {
 			if afterDashes {
 				npending = firm // a program argument follows: those were arguments too
@@ -140,6 +144,9 @@ func virtioProbe(size, base uintptr, irq uint32) string {
 	t := virtio.Transport[virtio.MMIO]{R: virtio.MMIO{Base: base}}
 	if why := t.Probe(); why != "" {
 		return why
+	}
+	if t.DeviceID == virtio.DeviceNet {
+		return netProbe(t, irq) // netdev.go
 	}
 	if t.DeviceID != virtio.DeviceBlock || vdaOn {
 		return "" // nothing attached, or a device this kernel does not drive
@@ -346,7 +353,7 @@ func vdaInterrupt(tf *boot.TrapFrame, xsave uintptr) uintptr {
 		vda.T.AckInterrupt()
 		irqWake(vdaKey)
 	}
-	return 0
+	return netInterrupt(tf, xsave) // the NIC, when it is transport 0
 }
 
 // vdaIO moves n bytes between the program's buf and the disk at off,

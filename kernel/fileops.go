@@ -55,7 +55,8 @@ const (
 	fdSvcObject // the program's side of a service object (service.go)
 	fdBlk
 	fdSocket
-	fdData // a file or directory on the persistent file system (datafile.go)
+	fdData   // a file or directory on the persistent file system (datafile.go)
+	fdNetDev // the network interface's frames (netdev.go)
 	nKinds
 )
 
@@ -70,6 +71,7 @@ var fileKinds = [nKinds]fileKind{
 	fdBlk:       &blkFile{},
 	fdSocket:    &socketFile{},
 	fdData:      &dataFile{},
+	fdNetDev:    &netDevFile{},
 }
 
 //go:nosplit

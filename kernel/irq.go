@@ -53,6 +53,15 @@ var irqTable = [256]irqRow{
 	boot.VirtioVector: {handle: vdaInterrupt},
 	// The echo vector, a test of nesting (boot.IRQEchoVector).
 	boot.IRQEchoVector: {handle: irqEcho},
+	// The network interface on a later transport (netdev.go); the same
+	// priority class as the disk's.
+	boot.VirtioVector + 1: {handle: netInterrupt},
+	boot.VirtioVector + 2: {handle: netInterrupt},
+	boot.VirtioVector + 3: {handle: netInterrupt},
+	boot.VirtioVector + 4: {handle: netInterrupt},
+	boot.VirtioVector + 5: {handle: netInterrupt},
+	boot.VirtioVector + 6: {handle: netInterrupt},
+	boot.VirtioVector + 7: {handle: netInterrupt},
 	// The spurious vector is not in service: an EOI would end another.
 	spuriousVector: {noEOI: true},
 }

@@ -179,6 +179,7 @@ func expireTimersWoke(now int64) (next int64, woke int) {
 func schedule() {
 	for {
 		expireTimers(nanotime())
+		netWake() // netdev.go
 		me := cpu0.cur
 		for k := 1; k <= maxThreads; k++ {
 			i := (me + k) % maxThreads
@@ -213,6 +214,9 @@ func idle() {
 	// Under Amber's VMM a Ctrl-C can still arrive (as SIGINT).
 	if next == 0 && !input && hostSignals == 0 {
 		kfatal("deadlock: every thread is blocked with nothing to wake it")
+	}
+	if netMoved() {
+		return // schedule's netWake wakes the pollers
 	}
 	timerMask(true)
 	r := 0

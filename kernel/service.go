@@ -47,6 +47,7 @@ const (
 	svcNet    // (queue fd) -> 0: the queue serves AF_INET and AF_INET6 sockets (netsock.go)
 	svcEvents // (queue fd, handle, on, off) -> 0: readiness the service asserts or masks
 	svcName   // (queue fd, handle, which, addr, len) -> 0: a socket's local (0) or peer (1) address
+	svcNetDev // (queue fd, flags) -> NIC fd: the network interface's frames (netdev.go)
 )
 
 // Requests the core posts (svcRequest.op).
@@ -192,6 +193,9 @@ func sysAmberService(f *sysFrame) int64 {
 	if f.rdi == svcNet {
 		netSvc = q
 		return 0
+	}
+	if f.rdi == svcNetDev {
+		return openNetDev(f.rdx)
 	}
 	i, ob := svcLookup(q, f.rdx)
 	if ob == nil {

@@ -404,6 +404,9 @@ func idleWait(deadline int64, seen uint64) int {
 		if uart16550.Ready(uart16550.COM1) {
 			return idleInput
 		}
+		if netMoved() {
+			return 0 // schedule's netWake wakes the pollers
+		}
 	}
 	return 0
 }

@@ -1,6 +1,7 @@
 // Command httpd is a small net/http server: it answers / with a greeting,
-// /echo with the request's body, /bytes?n=N with N bytes, and /get?url=U by
-// fetching U itself (the guest as a client). Amber's network tests and
+// /echo with the request's body, /bytes?n=N with N bytes, /get?url=U by
+// fetching U itself (the guest as a client) and /lookup?host=H with H's
+// addresses (the resolver: /etc/hosts, DNS). Amber's network tests and
 // benchmarks boot it.
 package main
 
@@ -23,6 +24,9 @@ func main() {
 		fmt.Fprintf(w, "hello from amber httpd: %s %s\n", r.Method, r.URL.Path)
 	})
 	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
+		// Without full duplex, net/http ends the request body once the
+		// response has begun: a body beyond a buffer would come back cut.
+		http.NewResponseController(w).EnableFullDuplex()
 		io.Copy(w, r.Body)
 	})
 	mux.HandleFunc("/bytes", func(w http.ResponseWriter, r *http.Request) {
@@ -48,6 +52,14 @@ func main() {
 		defer resp.Body.Close()
 		w.WriteHeader(resp.StatusCode)
 		io.Copy(w, resp.Body)
+	})
+	mux.HandleFunc("/lookup", func(w http.ResponseWriter, r *http.Request) {
+		addrs, err := net.LookupHost(r.URL.Query().Get("host"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		fmt.Fprintln(w, strings.Join(addrs, " "))
 	})
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {

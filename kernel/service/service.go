@@ -40,6 +40,7 @@ const (
 	opNet // the network service's calls (kernel/netsock.go)
 	opEvents
 	opName
+	opNetDev // the network interface (kernel/netdev.go)
 )
 
 // Op is what the core asks of the service.
@@ -248,6 +249,17 @@ func CallObject(fd int, arg uint64) (int64, error) {
 func (q *Queue) ServeNet() error {
 	_, err := q.call(opNet, 0, 0, 0, 0)
 	return err
+}
+
+// OpenNetDev opens the machine's network interface: a non-blocking
+// descriptor of whole Ethernet frames (kernel/netdev.go), registered with
+// the netpoller. It fails with ENODEV when there is none.
+func (q *Queue) OpenNetDev() (*os.File, error) {
+	fd, err := q.call(opNetDev, syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0, 0, 0)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(fd, "amber-nic"), nil
 }
 
 // SetEvents sets the readiness the service decides for h: on is reported

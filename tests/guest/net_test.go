@@ -66,7 +66,7 @@ func TestNetFlag(t *testing.T) {
 		t.Errorf("--accel kvm --net: exit %d, stderr %q", r.code, r.stderr)
 	}
 	got := strings.Join(qemu.Args(qemu.Config{Image: img, Memory: 128 << 20, Network: true, Net: "hostfwd=tcp:127.0.0.1:18080-:80"}), " ")
-	for _, want := range []string{"-netdev user,id=n0,hostfwd=tcp:127.0.0.1:18080-:80", "-device virtio-net-device,netdev=n0", "virtio-mmio.force-legacy=false"} {
+	for _, want := range []string{"-netdev user,id=n0,hostfwd=tcp:127.0.0.1:18080-:80", "-device virtio-net-device,netdev=n0", "virtio-mmio.force-legacy=false", "amber.ip=10.0.2.15/24 amber.gw=10.0.2.2 amber.dns=10.0.2.3"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("QEMU arguments lack %q: %s", want, got)
 		}

@@ -71,10 +71,14 @@ const (
 func Args(c Config) []string {
 	// ACPI off: the kernel reads no ACPI tables, and only without them
 	// does QEMU (7.2) name the virtio-mmio transports on the command line.
+	opts := c.Options
+	if c.Network && !hasNetOption(opts) {
+		opts = append(append([]string(nil), opts...), UserNetOptions...)
+	}
 	args := []string{
 		"-M", "microvm,acpi=off", "-accel", "tcg", "-cpu", "max",
 		"-m", fmt.Sprintf("%dM", c.Memory>>20),
-		"-kernel", c.Image, "-append", boot.Cmdline(c.Options, c.Env, c.Args),
+		"-kernel", c.Image, "-append", boot.Cmdline(opts, c.Env, c.Args),
 		"-nodefaults", "-no-user-config", "-display", "none",
 		"-chardev", "stdio,id=console", "-serial", "chardev:console",
 		"-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
@@ -103,6 +107,22 @@ func Args(c Config) []string {
 		args = append(args, "-netdev", netdev, "-device", "virtio-net-device,netdev=n0")
 	}
 	return args
+}
+
+// UserNetOptions configure the guest's interface statically for QEMU's
+// user-mode network (its defaults: the guest 10.0.2.15, the host's
+// loopback reached as the gateway 10.0.2.2, a DNS forwarder at 10.0.2.3;
+// fec0::/64 for IPv6). Args adds them with Network unless the kernel
+// options configure the interface already (amber.ip=, amber.ip=dhcp).
+var UserNetOptions = []string{"amber.ip=10.0.2.15/24", "amber.gw=10.0.2.2", "amber.dns=10.0.2.3", "amber.ip6=fec0::15/64"}
+
+func hasNetOption(opts []string) bool {
+	for _, o := range opts {
+		if strings.HasPrefix(o, "amber.ip=") {
+			return true
+		}
+	}
+	return false
 }
 
 // Run boots c.Image and returns the guest's exit status, ExitCrash if it

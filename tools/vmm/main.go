@@ -215,7 +215,7 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	bootTime := fs.Bool("boot-time", false, "print the guest's kernel.Mark times since vCPU start on stderr")
 	accel := fs.String("accel", defaultAccel(), "`accelerator`: kvm (Amber's VMM on /dev/kvm) or tcg (QEMU's emulator, for hosts without KVM: about 10x slower, stdout and stderr both on stdout, stdin without end-of-file, a short crash message); default $AMBER_ACCEL, else kvm")
 	diskSpec := fs.String("disk", "", "attach `FILE[,readonly]` as a virtio-blk disk, the block device /dev/vda in the guest: a raw image, or a store file made by vmm store create --disk-size (its object vm/disk; flush commits; KVM only). Amber's device under KVM, QEMU's under --accel tcg")
-	netSpec := fs.String("net", "", "attach a virtio-net device on QEMU's user-mode network: `user[,hostfwd=tcp:HOSTADDR:PORT-:GUESTPORT,...]` (QEMU's -netdev user options; --accel tcg only for now). The guest has no virtio-net driver yet: its sockets reach only its own loopback")
+	netSpec := fs.String("net", "", "attach a virtio-net device on QEMU's user-mode network: `user[,hostfwd=tcp:HOSTADDR:PORT-:GUESTPORT,...]` (QEMU's -netdev user options; --accel tcg only for now). The guest gets QEMU's defaults, amber.ip=10.0.2.15/24 amber.gw=10.0.2.2 amber.dns=10.0.2.3, unless --cmdline sets amber.ip= (amber.ip=dhcp leases)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `Usage: vmm run [flags] IMAGE [-- ARGS...]
 
