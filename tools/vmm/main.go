@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/amberos/amber/objstore/filedev"
 	"github.com/amberos/amber/tools/build"
 	"github.com/amberos/amber/tools/qemu"
 	"github.com/amberos/amber/tools/storecmd"
@@ -657,6 +658,17 @@ func runTCG(imgPath string, mem uint64, options, env, args []string, disks []qem
 		fmt.Fprintln(stderr, "vmm run: --accel tcg: --mem must be a whole number of MiB")
 		return exitUsage
 	}
+	// QEMU locks its images its own way; the disk lock (filedev's, as
+	// Amber's VMM takes it) keeps vmm store put FILE:/data/... and other
+	// VMs off a disk while QEMU runs on it.
+	for _, d := range disks {
+		f, err := lockDisk(d)
+		if err != nil {
+			fmt.Fprintf(stderr, "vmm run: --disk: %v\n", err)
+			return exitNotStart
+		}
+		defer f.Close()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	argv0 := "amber.argv0=" + strings.TrimSuffix(filepath.Base(imgPath), ".img")
@@ -670,6 +682,24 @@ func runTCG(imgPath string, mem uint64, options, env, args []string, disks []qem
 		return exitNotStart
 	}
 	return status
+}
+
+// lockDisk takes d's disk lock (shared for a read-only disk), held until
+// the returned file is closed.
+func lockDisk(d qemu.Disk) (*os.File, error) {
+	flag := os.O_RDWR
+	if d.ReadOnly {
+		flag = os.O_RDONLY
+	}
+	f, err := os.OpenFile(d.Path, flag, 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := filedev.LockFile(f, !d.ReadOnly); err != nil {
+		f.Close()
+		return nil, vmm.InUse(err)
+	}
+	return f, nil
 }
 
 // openDisks opens the disks' backends for the VMM's virtio-blk devices;
