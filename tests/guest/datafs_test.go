@@ -382,6 +382,25 @@ func TestDataCrashSafetyKVM(t *testing.T) {
 	})
 }
 
+// vmm test --disk: the tests' TMPDIR is /data/tmp on the disk (made
+// from the host on the blank disk before the boot), and what they leave
+// on /data the host reads afterwards.
+func TestTestDisk(t *testing.T) {
+	needGuest(t)
+	disk := newDataDisk(t)
+	r := run(t, "test", "--timeout", "300s", "--pack", "package", "--disk", disk, "./testdata/tmpdata", "--", "-test.v")
+	if r.code != 0 || !strings.Contains(r.stdout, "--- PASS: TestTempDirOnData") {
+		t.Fatalf("vmm test --disk: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r = run(t, "store", "get", disk+":/data/kept"); r.code != 0 || r.stdout != "kept" {
+		t.Fatalf("store get: exit %d, %q%s", r.code, r.stdout, r.stderr)
+	}
+	if r = run(t, "test", "--disk", disk, "--env", "TMPDIR", "./testdata/tmpdata"); r.code != exitUsage || !strings.Contains(r.stderr, "want KEY=VALUE") {
+		t.Fatalf("--env without =: exit %d\n%s", r.code, r.stderr)
+	}
+	fsckDisk(t, disk)
+}
+
 var dataBenchRE = regexp.MustCompile(`bench: write ([0-9.]+) MB/s read ([0-9.]+) MB/s randread ([0-9.]+) IOPS`)
 
 // BenchmarkDataSeqTCG: sequential 1 MiB writes (then fsync) and reads and

@@ -212,12 +212,10 @@ func (c *cmd) dataPut(file, p, src string) error {
 	}
 	defer dev.Close()
 	// The parent directories are made as needed (mkdir -p).
-	parts := strings.Split(p, "/")
-	for i := 1; i < len(parts); i++ {
-		d := strings.Join(parts[:i], "/")
-		if err := fs.Mkdir(d, 0o755); err != nil && err != syscall.EEXIST {
+	if i := strings.LastIndex(p, "/"); i > 0 {
+		if err := mkdirAll(fs, p[:i]); err != nil {
 			fs.Abort()
-			return pathErr("put", d, err)
+			return err
 		}
 	}
 	if err := fs.WriteFile(p, data, 0o644); err != nil {
@@ -225,6 +223,35 @@ func (c *cmd) dataPut(file, p, src string) error {
 		return pathErr("put", p, err)
 	}
 	return fs.Close()
+}
+
+// MkdirData makes the directory p (and its parents) in the file system
+// on FILE's disk, as put does for a file's; on a blank disk it makes the
+// file system first. vmm test --disk makes the tests' TMPDIR so.
+func MkdirData(file, p string) error {
+	c := &cmd{}
+	fs, dev, err := c.openData(file, true)
+	if err != nil {
+		return err
+	}
+	defer dev.Close()
+	if err := mkdirAll(fs, datafs.Clean(p)); err != nil {
+		fs.Abort()
+		return err
+	}
+	return fs.Close()
+}
+
+// mkdirAll makes d and its parents, as mkdir -p.
+func mkdirAll(fs *datafs.FS, d string) error {
+	parts := strings.Split(d, "/")
+	for i := 1; i <= len(parts); i++ {
+		d := strings.Join(parts[:i], "/")
+		if err := fs.Mkdir(d, 0o755); err != nil && err != syscall.EEXIST {
+			return pathErr("mkdir", d, err)
+		}
+	}
+	return nil
 }
 
 func (c *cmd) dataRm(file string, paths []string) error {

@@ -439,6 +439,9 @@ func cmdTest(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	accel := fs.String("accel", defaultAccel(), "`accelerator`: kvm or tcg (QEMU's emulator; see vmm help run)")
 	pack := fs.String("pack", "module", "what the guest's file system holds: `module` (the package's module, so ../testdata is there) or package (its directory only)")
 	packMax := fs.String("pack-max", "32M", "the most --pack=module packs (`size`): a larger module packs only the package's directory, with a warning")
+	diskSpec := fs.String("disk", "", "attach `FILE[,readonly]` as the guest's disk, as vmm run --disk does: the tests see its file system at /data, and their temporary directories go to /data/tmp (TMPDIR, made on the disk first) unless --env sets TMPDIR")
+	var env listFlag
+	fs.Var(&env, "env", "environment variable `KEY=VALUE` for the tests (repeatable)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `Usage: vmm test [flags] PACKAGE [-- TESTFLAGS]
 
@@ -468,6 +471,32 @@ Flags:
 	if err != nil {
 		fmt.Fprintf(stderr, "vmm test: --mem: %v\n", err)
 		return exitUsage
+	}
+	tmpdirSet := false
+	for _, e := range env {
+		if !strings.Contains(e, "=") || strings.HasPrefix(e, "=") {
+			fmt.Fprintf(stderr, "vmm test: --env %q: want KEY=VALUE\n", e)
+			return exitUsage
+		}
+		tmpdirSet = tmpdirSet || strings.HasPrefix(e, "TMPDIR=")
+	}
+	var disks []qemu.Disk
+	if *diskSpec != "" {
+		d, err := parseDisk(*diskSpec)
+		if err != nil {
+			fmt.Fprintf(stderr, "vmm test: --disk: %v\n", err)
+			return exitUsage
+		}
+		if !tmpdirSet && !d.ReadOnly {
+			// The guest's os.TempDir must exist: made from the host (on
+			// a blank disk, with the file system) before the boot.
+			if err := storecmd.MkdirData(d.Path, "tmp"); err != nil {
+				fmt.Fprintf(stderr, "vmm test: --disk: making /data/tmp: %v\n", err)
+				return 1
+			}
+			env = append(env, "TMPDIR=/data/tmp")
+		}
+		disks = append(disks, d)
 	}
 	if *pack != "module" && *pack != "package" {
 		fmt.Fprintf(stderr, "vmm test: --pack %q: want module or package\n", *pack)
@@ -531,7 +560,6 @@ Flags:
 	// The time zone database the standard library's time tests load, at
 	// the path Go itself looks for it, with ZONEINFO pointing there.
 	extra := map[string]string{}
-	var env []string
 	if goroot, err := exec.Command("go", "env", "GOROOT").Output(); err == nil {
 		gr := strings.TrimSpace(string(goroot))
 		zi := filepath.Join(gr, "lib", "time", "zoneinfo.zip")
@@ -569,7 +597,7 @@ Flags:
 		return 1
 	}
 	var buf bytes.Buffer
-	code := bootImage(runOptions{image: img, mem: memBytes, env: env, args: testArgs, timeout: *timeout, accel: *accel, boot: "direct"},
+	code := bootImage(runOptions{image: img, mem: memBytes, env: env, args: testArgs, disks: disks, timeout: *timeout, accel: *accel, boot: "direct"},
 		stdin, io.MultiWriter(&buf, verboseWriter(stdout, testArgs)), io.MultiWriter(&buf, verboseWriter(stderr, testArgs)))
 	elapsed := time.Since(start).Seconds()
 	if code != 0 {
