@@ -298,6 +298,17 @@ const maxDisks = 8
 // addDisk builds disk i: its transport at its page, the doorbell on
 // QueueNotify, the MSI, the goroutine, and the command-line entry that
 // announces it to the guest.
+// DiskRequests returns how many requests the VM's disks have served
+// (reads, writes, flushes and failed ones): set against Exits, the exits
+// a request costs.
+func (vm *VM) DiskRequests() uint64 {
+	var n uint64
+	for _, b := range vm.blks {
+		n += b.reads.Load() + b.writes.Load() + b.flushes.Load() + b.errors.Load()
+	}
+	return n
+}
+
 func (vm *VM) addDisk(i int, d Disk) error {
 	if i >= maxDisks {
 		return fmt.Errorf("at most %d disks", maxDisks)
@@ -311,7 +322,9 @@ func (vm *VM) addDisk(i int, d Disk) error {
 	if err != nil {
 		return err
 	}
-	t := newVirtioMMIO(vm.mem, newBlkDevice(d.Backend, d.ReadOnly), func() { irq.Trigger() })
+	blk := newBlkDevice(d.Backend, d.ReadOnly)
+	vm.blks = append(vm.blks, blk)
+	t := newVirtioMMIO(vm.mem, blk, func() { irq.Trigger() })
 	t.kick = bell.ring
 	r := &blkRunner{t: t, bell: bell}
 	r.wg.Add(1)

@@ -404,6 +404,9 @@ func bootImage(o runOptions, stdin io.Reader, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "vmm: %d later marks not kept (the first %d are)\n", n, len(vm.Marks()))
 		}
 		fmt.Fprintf(stderr, "vmm: guest ran %v; exits %v\n", time.Since(start), vm.Exits())
+		if len(o.disks) > 0 {
+			fmt.Fprintf(stderr, "vmm: disk requests %d\n", vm.DiskRequests())
+		}
 	}
 	return status
 }

@@ -7,7 +7,8 @@
 //	datafs cycle START check, then write files from fSTART on until killed
 //	datafs ops         file system calls and their results, "ops ok" at the end
 //	datafs host        prints fromhost's content, writes fromguest
-//	datafs bench MiB   sequential 1 MiB writes and reads, 4 KiB random reads
+//	datafs bench MiB   sequential 1 MiB writes and reads, 4 KiB random reads,
+//	                   the median latency of a 4 KiB write's fsync
 package main
 
 import (
@@ -20,6 +21,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -359,7 +361,18 @@ func bench(mib int) {
 		check(err)
 	}
 	iops := reads / time.Since(t0).Seconds()
+	// fsync latency: a 4 KiB write at a random place, then fsync; the
+	// median of 50.
+	var lat []time.Duration
+	for i := 0; i < 50; i++ {
+		_, err := f.WriteAt(small, rnd.Int63n(int64(mib)<<8)*4096)
+		check(err)
+		t0 = time.Now()
+		check(f.Sync())
+		lat = append(lat, time.Since(t0))
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	f.Close()
 	os.Remove(p)
-	fmt.Printf("bench: write %.1f MB/s read %.1f MB/s randread %.0f IOPS\n", w, r, iops)
+	fmt.Printf("bench: write %.1f MB/s read %.1f MB/s randread %.0f IOPS fsync %.0f us\n", w, r, iops, float64(lat[len(lat)/2].Microseconds()))
 }
