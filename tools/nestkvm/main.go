@@ -12,7 +12,11 @@
 // test binaries (static), the vmm binary at bin/vmm, and each image a
 // KVM-only test names at img/PKG.img (PKG relative to the module). The
 // tests' helpers take the binary and the images from there when
-// AMBER_TEST_PREBUILT is set, which only the nested run does.
+// AMBER_TEST_PREBUILT is set, which only the nested run does. With
+// -bench REGEXP it runs the benchmarks of those packages that call
+// needKVM instead (once each), with the native baselines they name through
+// nativeBin built on the host into native/ (make bench runs the /data one
+// so).
 //
 // The nested Linux is Debian's current kernel (linux-image-amd64's
 // dependency) and busybox-static, fetched with apt-get download and
