@@ -18,6 +18,7 @@ import (
 	"io"
 	"io/fs"
 	"math/rand"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -325,6 +326,13 @@ func ops() {
 		_, err = os.Stat(filepath.Join(d, "out/t"))
 		want("a symlink leaving /data", err, syscall.EXDEV)
 		want("link", os.Link(filepath.Join(d, "w/y/z/f"), filepath.Join(d, "h")), syscall.EPERM)
+		// No socket nodes either: bind fails as mknod does, connect
+		// finds nothing listening, and /data goes on working after.
+		_, err = net.Listen("unix", filepath.Join(d, "sock"))
+		want("bind on /data", err, syscall.EPERM)
+		_, err = net.Dial("unix", filepath.Join(d, "w/y/z/f"))
+		want("connect on /data", err, syscall.ECONNREFUSED)
+		check(os.WriteFile(filepath.Join(d, "after-bind"), []byte("x"), 0o644))
 	}
 	check(os.RemoveAll(d))
 	_, err = os.Stat(d)
