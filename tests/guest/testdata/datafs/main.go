@@ -27,6 +27,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unsafe"
 )
 
 var dir = "/data"
@@ -319,6 +320,22 @@ func ops() {
 		fail(fmt.Sprintf("read after unlink: %q", b))
 	}
 	f.Close()
+	// os.Root.Chmod: fchmodat2, which refuses a symlink's own mode.
+	check(os.WriteFile(filepath.Join(d, "rc"), []byte("x"), 0o644))
+	check(os.Symlink("rc", filepath.Join(d, "rcl")))
+	root, rerr := os.OpenRoot(d)
+	check(rerr)
+	check(root.Chmod("rc", 0o600))
+	check(root.Chmod("rcl", 0o640)) // follows the link
+	root.Close()
+	st, err = os.Stat(filepath.Join(d, "rc"))
+	check(err)
+	if st.Mode().Perm() != 0o640 {
+		fail(fmt.Sprintf("mode after os.Root.Chmod: %v", st.Mode()))
+	}
+	lp, _ := syscall.BytePtrFromString(filepath.Join(d, "rcl"))
+	_, _, e := syscall.Syscall6(452, uintptr(^uint(99)), uintptr(unsafe.Pointer(lp)), 0o600, 0x100, 0, 0) // fchmodat2(AT_FDCWD, rcl, 0600, AT_SYMLINK_NOFOLLOW)
+	want("fchmodat2 of a symlink", e, syscall.EOPNOTSUPP)
 	// Across file systems: EXDEV; no hard or symbolic links.
 	if dir == "/data" {
 		want("rename to /tmp", os.Rename(filepath.Join(d, "w/y/z/f"), "/tmp/f"), syscall.EXDEV)
