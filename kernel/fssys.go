@@ -787,8 +787,10 @@ func sysFchmodat2(f *sysFrame) int64 {
 //go:nosplit
 func setOwner(i int64, uid, gid uint64) int64 {
 	if i == inoData {
-		dataUnlock()
-		return 0 // /data keeps no owners: every file is root's
+		// /data keeps no owners: every file is root's. The call still
+		// fails as Linux's would on a missing file or "file/".
+		dataArgs.mode = 0 // access(F_OK)
+		return dataRun(dAccess)
 	}
 	if i < 0 {
 		return i

@@ -336,6 +336,16 @@ func ops() {
 	lp, _ := syscall.BytePtrFromString(filepath.Join(d, "rcl"))
 	_, _, e := syscall.Syscall6(452, uintptr(^uint(99)), uintptr(unsafe.Pointer(lp)), 0o600, 0x100, 0, 0) // fchmodat2(AT_FDCWD, rcl, 0600, AT_SYMLINK_NOFOLLOW)
 	want("fchmodat2 of a symlink", e, syscall.EOPNOTSUPP)
+	// A trailing slash on a file is ENOTDIR; mkdir of "link/" is EEXIST,
+	// the link dangling or not (it never follows it).
+	now := time.Now()
+	want("chtimes file/", os.Chtimes(filepath.Join(d, "rc")+"/", now, now), syscall.ENOTDIR)
+	want("chown file/", os.Chown(filepath.Join(d, "rc")+"/", 0, 0), syscall.ENOTDIR)
+	want("chmod link-to-file/", os.Chmod(filepath.Join(d, "rcl")+"/", 0o600), syscall.ENOTDIR)
+	want("mkdir dangling/", os.Mkdir(filepath.Join(d, "dangling")+"/", 0o755), syscall.EEXIST)
+	if _, err := os.Stat(filepath.Join(d, "nowhere")); !errors.Is(err, fs.ErrNotExist) {
+		fail(fmt.Sprintf("mkdir dangling/ made its target: %v", err))
+	}
 	// Across file systems: EXDEV; no hard or symbolic links.
 	if dir == "/data" {
 		want("rename to /tmp", os.Rename(filepath.Join(d, "w/y/z/f"), "/tmp/f"), syscall.EXDEV)
