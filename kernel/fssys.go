@@ -766,11 +766,31 @@ func sysFchmodat(f *sysFrame) int64 {
 	return setMode(inodeAt(int64(int32(f.rdi)), uintptr(f.rsi), 0), f.rdx)
 }
 
+// sysFchmodat2 is fchmodat with flags (Linux 6.6): AT_SYMLINK_NOFOLLOW
+// changes a symlink's own mode, which Linux refuses (EOPNOTSUPP), and
+// AT_EMPTY_PATH the descriptor's file. Go's os.Root.Chmod needs it: its
+// fallback goes through /proc/self/fd, which does not name a /data file.
+//
+//go:nosplit
+func sysFchmodat2(f *sysFrame) int64 {
+	flags := f.r10
+	if flags&^(atSymlinkNofollow|atEmptyPath) != 0 {
+		return -eINVAL
+	}
+	i := inodeAt(int64(int32(f.rdi)), uintptr(f.rsi), flags)
+	if i > 0 && i != inoData && ip(uint32(i)).mode&sIFMT == sIFLNK {
+		return -eOPNOTSUPP
+	}
+	return setMode(i, f.rdx) // on /data, the service refuses a symlink
+}
+
 //go:nosplit
 func setOwner(i int64, uid, gid uint64) int64 {
 	if i == inoData {
-		dataUnlock()
-		return 0 // /data keeps no owners: every file is root's
+		// /data keeps no owners: every file is root's. The call still
+		// fails as Linux's would on a missing file or "file/".
+		dataArgs.mode = 0 // access(F_OK)
+		return dataRun(dAccess)
 	}
 	if i < 0 {
 		return i

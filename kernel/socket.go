@@ -766,7 +766,11 @@ func sockLookup(addr uintptr, alen uint64, typ uint8) (int32, int64) {
 			}
 		}
 	} else {
-		if r := walk(atFdcwd, addr+2, wFollow); r < 0 {
+		if r := walk(atFdcwd, addr+2, wFollow); r == walkData {
+			// No socket is bound on /data (sysBind): whatever the name
+			// is there, nothing listens on it.
+			return -1, -eCONNREFUSED
+		} else if r < 0 {
 			return -1, r
 		}
 		if lkIno == 0 {
@@ -950,6 +954,13 @@ func sysBind(f *sysFrame) int64 {
 		s.abstract = true
 	} else {
 		r := lookupNew(atFdcwd, uintptr(f.rsi)+2, false)
+		if r == walkData {
+			// A socket's name is a node of the in-memory file system;
+			// /data has no socket nodes, as it has no FIFOs (mknod:
+			// EPERM). lookupNew holds /data's lock on walkData.
+			dataUnlock()
+			return -ePERM
+		}
 		if r == -eEXIST {
 			return -eADDRINUSE
 		}

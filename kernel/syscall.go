@@ -89,7 +89,7 @@ var sysTable = [nsys]sysHandler{
 	nrStatx:         sysENOSYS,
 	nrOpenat2:       sysENOSYS,
 	nrFaccessat2:    sysFaccessat2,
-	nrFchmodat2:     sysENOSYS,
+	nrFchmodat2:     sysFchmodat2,
 	// Polling and events.
 	nrPoll:         sysPoll,
 	nrEpollCreate:  sysEpollCreate,

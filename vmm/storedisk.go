@@ -73,11 +73,12 @@ type storeDisk struct {
 }
 
 // OpenStoreDisk opens the disk object of the store file at path. A
-// writable open holds the store's writer lock until Close.
+// writable open holds the store's writer lock until Close, a read-only
+// one the lock shared (no writer while the disk is read).
 func OpenStoreDisk(path string, readOnly bool) (BlockBackend, error) {
-	dev, err := filedev.Open(path, filedev.Options{ReadOnly: readOnly})
+	dev, err := filedev.Open(path, filedev.Options{ReadOnly: readOnly, Shared: true})
 	if err != nil {
-		return nil, err
+		return nil, InUse(err)
 	}
 	s, err := objstore.Open(dev)
 	if err != nil {

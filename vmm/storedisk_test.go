@@ -56,20 +56,37 @@ func TestStoreDisk(t *testing.T) {
 	if _, err := d.ReadAt(buf, 512); err != nil || !bytes.Equal(buf, data) {
 		t.Fatalf("read before flush: %v", err)
 	}
-	// Another open sees only committed data: nothing yet (a read-only
-	// open takes no writer lock).
+	// A read-only open (a VM, or vmm store get) is refused while a VM
+	// writes the disk: the disk's lock.
+	if r, err := OpenStoreDisk(path, true); err == nil || !strings.Contains(err.Error(), "in use by pid") {
+		if r != nil {
+			r.Close()
+		}
+		t.Fatalf("read-only open while a writer runs: %v", err)
+	}
+	// The store file read without the lock holds only committed data:
+	// nothing yet.
 	peek := func() []byte {
-		r, err := OpenStoreDisk(path, true)
+		dev, err := filedev.Open(path, filedev.Options{ReadOnly: true})
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer r.Close()
-		b := make([]byte, 4096)
-		if _, err := r.ReadAt(b, 512); err != nil {
+		defer dev.Close()
+		s, err := objstore.Open(dev)
+		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := r.WriteAt(b, 0); err == nil {
-			t.Error("write to a read-only store disk")
+		defer s.Close()
+		b := make([]byte, 4096)
+		if err := s.View(func(tx *objstore.Tx) error {
+			o, err := tx.Open(StoreDiskObject)
+			if err != nil {
+				return err
+			}
+			_, err = readFull(o, b, 512)
+			return err
+		}); err != nil {
+			t.Fatal(err)
 		}
 		return b
 	}
@@ -89,6 +106,17 @@ func TestStoreDisk(t *testing.T) {
 	if got := peek(); !bytes.Equal(got[:512], make([]byte, 512)) || !bytes.Equal(got[512:], data[512:]) {
 		t.Fatal("write before Close not committed")
 	}
+	r, err := OpenStoreDisk(path, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.WriteAt(data, 0); err == nil {
+		t.Error("write to a read-only store disk")
+	}
+	if _, err := OpenStoreDisk(path, false); err == nil || !strings.Contains(err.Error(), "in use by pid") {
+		t.Errorf("writable open while a read-only VM runs: %v", err)
+	}
+	r.Close()
 	// A VMM killed with writes not flushed: they are gone, the flushed
 	// ones are there, and the store is clean.
 	d, err = OpenStoreDisk(path, false)

@@ -2,12 +2,14 @@ package vmm
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"sync"
 	"sync/atomic"
 
 	"github.com/amberos/amber/boot"
+	"github.com/amberos/amber/objstore/filedev"
 	"golang.org/x/sys/unix"
 )
 
@@ -59,7 +61,10 @@ type rawDisk struct {
 }
 
 // OpenRawDisk opens a raw disk image file (or host block device) whose
-// size is a non-empty whole number of sectors.
+// size is a non-empty whole number of sectors. It holds the disk's lock
+// (filedev's: exclusive, shared for a read-only disk) until Close, so
+// `vmm store put FILE:/data/...` or another VM cannot write the disk
+// under a running guest.
 func OpenRawDisk(path string, readOnly bool) (BlockBackend, error) {
 	flag := os.O_RDWR
 	if readOnly {
@@ -68,6 +73,10 @@ func OpenRawDisk(path string, readOnly bool) (BlockBackend, error) {
 	f, err := os.OpenFile(path, flag, 0)
 	if err != nil {
 		return nil, err
+	}
+	if err := filedev.LockFile(f, !readOnly); err != nil {
+		f.Close()
+		return nil, InUse(err)
 	}
 	size, err := f.Seek(0, 2) // also the size of a block device
 	if err == nil && (size <= 0 || size%blkSector != 0) {
@@ -87,6 +96,16 @@ func (d *rawDisk) Close() error                             { return d.f.Close()
 
 // Flush is fdatasync: the data and what is needed to read it back.
 func (d *rawDisk) Flush() error { return unix.Fdatasync(int(d.f.Fd())) }
+
+// InUse rewrites filedev's *LockedError for a disk: who holds it and
+// what to do. Other errors are returned unchanged.
+func InUse(err error) error {
+	var le *filedev.LockedError
+	if errors.As(err, &le) {
+		return fmt.Errorf("%s is in use by pid %d (a running vmm run --disk, or a vmm store command writing it): stop it first", le.Path, le.PID)
+	}
+	return err
+}
 
 // blkDevice is the device type behind a virtioMMIO transport.
 type blkDevice struct {
@@ -279,6 +298,17 @@ const maxDisks = 8
 // addDisk builds disk i: its transport at its page, the doorbell on
 // QueueNotify, the MSI, the goroutine, and the command-line entry that
 // announces it to the guest.
+// DiskRequests returns how many requests the VM's disks have served
+// (reads, writes, flushes and failed ones): set against Exits, the exits
+// a request costs.
+func (vm *VM) DiskRequests() uint64 {
+	var n uint64
+	for _, b := range vm.blks {
+		n += b.reads.Load() + b.writes.Load() + b.flushes.Load() + b.errors.Load()
+	}
+	return n
+}
+
 func (vm *VM) addDisk(i int, d Disk) error {
 	if i >= maxDisks {
 		return fmt.Errorf("at most %d disks", maxDisks)
@@ -292,7 +322,9 @@ func (vm *VM) addDisk(i int, d Disk) error {
 	if err != nil {
 		return err
 	}
-	t := newVirtioMMIO(vm.mem, newBlkDevice(d.Backend, d.ReadOnly), func() { irq.Trigger() })
+	blk := newBlkDevice(d.Backend, d.ReadOnly)
+	vm.blks = append(vm.blks, blk)
+	t := newVirtioMMIO(vm.mem, blk, func() { irq.Trigger() })
 	t.kick = bell.ring
 	r := &blkRunner{t: t, bell: bell}
 	r.wg.Add(1)

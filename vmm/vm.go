@@ -106,6 +106,8 @@ type VM struct {
 	hcallsBy  [16]int     // hypercalls by number
 
 	tlbFlushes, releasedBytes uint64 // memory the guest gave back (vmm/release.go)
+
+	blks []*blkDevice // the disks' devices (virtioblk.go), for DiskRequests
 }
 
 // Mark is a point in guest time reported by kernel.Mark.

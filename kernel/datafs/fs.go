@@ -609,6 +609,11 @@ func (fs *FS) SetMeta(p string, mode int64, atime, mtime int64) error {
 		return err
 	}
 	if mode >= 0 {
+		if m.IsLink() {
+			// Reached only unfollowed (fchmodat2's AT_SYMLINK_NOFOLLOW):
+			// a symlink's mode does not change on Linux.
+			return syscall.EOPNOTSUPP
+		}
 		m.Mode = m.Mode&syscall.S_IFMT | uint32(mode)&0o7777
 	}
 	if atime != UtimeOmit {

@@ -1,6 +1,7 @@
 package datafs
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -422,6 +423,13 @@ func (s *server) call(a *callArgs) int64 {
 		}
 		return s.fillStat(a, m, size)
 	case dMkdir:
+		if slash {
+			// mkdir never follows a final symlink, "link/" included:
+			// the name exists (Linux: EEXIST, dangling or not).
+			if q, _, err := s.resolve(a.Node, bytes.TrimRight(a.Path[:a.Plen], "/"), false); err == nil && q != p {
+				return -int64(syscall.EEXIST)
+			}
+		}
 		if err := s.fs.Mkdir(p, a.Mode); err != nil {
 			if err == syscall.ENOENT {
 				err = s.missing(p)
@@ -483,12 +491,18 @@ func (s *server) call(a *callArgs) int64 {
 		s.renamed(p, np)
 		return 0
 	case dChmod:
+		if s.slashOnFile(p, slash) {
+			return -int64(syscall.ENOTDIR)
+		}
 		if self && nd.path == "" && nd.obj != "" {
 			nd.meta.Mode = nd.meta.Mode&syscall.S_IFMT | a.Mode&0o7777
 			return 0
 		}
 		return neg(s.fs.SetMeta(p, int64(a.Mode), UtimeOmit, UtimeOmit))
 	case dUtimes:
+		if s.slashOnFile(p, slash) {
+			return -int64(syscall.ENOTDIR)
+		}
 		if self && nd.path == "" && nd.obj != "" {
 			return 0
 		}
@@ -520,6 +534,9 @@ func (s *server) call(a *callArgs) int64 {
 		m, _, err := s.fs.Stat(p)
 		if err != nil {
 			return neg(s.missing(p))
+		}
+		if slash && !m.IsDir() {
+			return -int64(syscall.ENOTDIR)
 		}
 		if a.Mode&2 != 0 && s.ro {
 			return -int64(syscall.EROFS)
@@ -594,6 +611,17 @@ func (s *server) fillStat(a *callArgs, m Meta, size int64) int64 {
 }
 
 // open serves open(2) on path p.
+// slashOnFile reports whether a path that ended in a slash names a file
+// that is not a directory: ENOTDIR for the calls that change it, as
+// Linux says for "file/".
+func (s *server) slashOnFile(p string, slash bool) bool {
+	if !slash {
+		return false
+	}
+	m, _, err := s.fs.Stat(p)
+	return err == nil && !m.IsDir()
+}
+
 func (s *server) open(a *callArgs, p string, slash bool) int64 {
 	flags := int(a.Flags)
 	acc := flags & syscall.O_ACCMODE

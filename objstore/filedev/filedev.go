@@ -28,6 +28,11 @@ type File struct {
 type Options struct {
 	Create   bool // create the file; fail if it exists
 	ReadOnly bool // open without the writer lock; writes fail
+	// Shared, with ReadOnly, takes the lock shared: the open fails with
+	// *LockedError while a writer holds the store, and writers fail while
+	// it is open. A reader that must not see the file change under it
+	// (the host's view of a VM's disk) opens so.
+	Shared bool
 }
 
 // LockedError is returned when another writer holds the store.
@@ -126,8 +131,8 @@ func Open(path string, o Options) (*File, error) {
 		return fail(fmt.Errorf("%s: %w", path, err))
 	}
 	d := &File{f: f, readOnly: o.ReadOnly && !o.Create, block: !st.Mode().IsRegular()}
-	if !d.readOnly {
-		if err := d.lock(path); err != nil {
+	if !d.readOnly || o.Shared {
+		if err := lockFile(f, path, !d.readOnly); err != nil {
 			return fail(err)
 		}
 	}
@@ -146,22 +151,35 @@ func Open(path string, o Options) (*File, error) {
 // another path names the same file).
 func (d *File) Stat() (os.FileInfo, error) { return d.f.Stat() }
 
-func (d *File) lock(path string) error {
-	fd := int(d.f.Fd())
-	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: io.SeekStart, Start: ofdLockOff, Len: 1}
-	if err := unix.FcntlFlock(uintptr(fd), unix.F_OFD_SETLK, &lk); err != nil {
+// LockFile takes the store lock on the open file f (named path in
+// errors), exclusive for a writer (f open for writing) or shared for a
+// reader, until f is closed: *LockedError if another open file holds it
+// in a conflicting mode. The lock is advisory, on bytes past nothing in
+// particular (an open file description's lock, so two opens in one
+// process conflict too): the VMM holds it on a raw disk image for a run,
+// which filedev.Open would otherwise know nothing of.
+func LockFile(f *os.File, exclusive bool) error { return lockFile(f, f.Name(), exclusive) }
+
+func lockFile(f *os.File, path string, exclusive bool) error {
+	fd := f.Fd()
+	typ := int16(unix.F_RDLCK)
+	if exclusive {
+		typ = unix.F_WRLCK
+	}
+	lk := unix.Flock_t{Type: typ, Whence: io.SeekStart, Start: ofdLockOff, Len: 1}
+	if err := unix.FcntlFlock(fd, unix.F_OFD_SETLK, &lk); err != nil {
 		if !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EACCES) {
 			return fmt.Errorf("%s: lock: %w", path, err)
 		}
 		q := unix.Flock_t{Type: unix.F_WRLCK, Whence: io.SeekStart, Start: posixLockOff, Len: 1}
 		pid := os.Getpid() // a POSIX lock of our own process is invisible to F_GETLK
-		if err := unix.FcntlFlock(uintptr(fd), unix.F_GETLK, &q); err == nil && q.Type != unix.F_UNLCK {
+		if err := unix.FcntlFlock(fd, unix.F_GETLK, &q); err == nil && q.Type != unix.F_UNLCK {
 			pid = int(q.Pid)
 		}
 		return &LockedError{Path: path, PID: pid}
 	}
-	pl := unix.Flock_t{Type: unix.F_WRLCK, Whence: io.SeekStart, Start: posixLockOff, Len: 1}
-	_ = unix.FcntlFlock(uintptr(fd), unix.F_SETLK, &pl) // only tells others our pid
+	pl := unix.Flock_t{Type: typ, Whence: io.SeekStart, Start: posixLockOff, Len: 1}
+	_ = unix.FcntlFlock(fd, unix.F_SETLK, &pl) // only tells others our pid
 	return nil
 }
 

@@ -23,6 +23,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -104,6 +105,13 @@ func main() {
 					ss = append(ss, suites.Suite{Pkg: p, Skips: suites.Skips[p]})
 				}
 			}
+			if len(flag.Args()) == 0 {
+				for _, p := range suites.OnData {
+					if want(p + " /data") {
+						ss = append(ss, suites.Suite{Pkg: p, Skips: append(slices.Clone(suites.Skips[p]), suites.DataSkips[p]...), OnData: true, Mem: "1G"})
+					}
+				}
+			}
 			fmt.Printf("# standard library (%s)\n", accel)
 			runSuites(&t, *vmmBin, "", ss, *verbose)
 		case "programs", "thirdparty":
@@ -183,10 +191,21 @@ func runSuites(t *tally, vmmBin, dir string, ss []suites.Suite, verbose bool) {
 		if s.Mem != "" {
 			vmmArgs = append(vmmArgs, "--mem", s.Mem)
 		}
+		name := s.Pkg
+		if s.OnData {
+			disk, err := dataDisk()
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "compat:", err)
+				os.Exit(2)
+			}
+			defer os.Remove(disk)
+			vmmArgs = append(vmmArgs, "--disk", disk)
+			name += " (TMPDIR=/data/tmp)"
+		}
 		native := runCmd(dir, "go", append(goFlags, s.Pkg)...)
 		guest := runCmd(dir, vmmBin, append(append(vmmArgs, s.Pkg, "--"), flags...)...)
 		ratio := guest.dur.Seconds() / native.dur.Seconds()
-		fmt.Printf("%-38s %-7s %-7s %9.2f %9.2f %7.2f\n", s.Pkg, word(native.ok), word(guest.ok), native.dur.Seconds(), guest.dur.Seconds(), ratio)
+		fmt.Printf("%-38s %-7s %-7s %9.2f %9.2f %7.2f\n", name, word(native.ok), word(guest.ok), native.dur.Seconds(), guest.dur.Seconds(), ratio)
 		if verbose && dir != "" {
 			fmt.Printf("    command: vmm test %s %s -- %s\n", strings.Join(vmmArgs[1:], " "), s.Pkg, strings.Join(quote(flags), " "))
 		}
@@ -198,6 +217,20 @@ func runSuites(t *tally, vmmBin, dir string, ss []suites.Suite, verbose bool) {
 		guestTotal += guest.dur
 	}
 	fmt.Printf("%-38s %-7s %-7s %9.2f %9.2f %7.2f\n", "total", "", "", nativeTotal.Seconds(), guestTotal.Seconds(), guestTotal.Seconds()/nativeTotal.Seconds())
+}
+
+// dataDisk makes a blank 1 GiB raw disk (sparse) for a suite on /data.
+func dataDisk() (string, error) {
+	f, err := os.CreateTemp("", "compat-data-*.raw")
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	if err := f.Truncate(1 << 30); err != nil {
+		os.Remove(f.Name())
+		return "", err
+	}
+	return f.Name(), nil
 }
 
 // runPrograms builds each program natively and with vmm build, runs both

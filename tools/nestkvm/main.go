@@ -12,7 +12,11 @@
 // test binaries (static), the vmm binary at bin/vmm, and each image a
 // KVM-only test names at img/PKG.img (PKG relative to the module). The
 // tests' helpers take the binary and the images from there when
-// AMBER_TEST_PREBUILT is set, which only the nested run does.
+// AMBER_TEST_PREBUILT is set, which only the nested run does. With
+// -bench REGEXP it runs the benchmarks of those packages that call
+// needKVM instead (once each), with the native baselines they name through
+// nativeBin built on the host into native/ (make bench runs the /data one
+// so).
 //
 // The nested Linux is Debian's current kernel (linux-image-amd64's
 // dependency) and busybox-static, fetched with apt-get download and
@@ -63,8 +67,9 @@ func main() {
 	timeout := flag.Duration("timeout", 20*time.Minute, "stop the nested Linux after this long")
 	verbose := flag.Bool("v", false, "copy the nested Linux's console to stdout as it comes")
 	run := flag.String("run", "", "run only the KVM-only tests whose names match this regular expression")
+	bench := flag.String("bench", "", "run the KVM-only benchmarks whose names match this regular expression (once each, -benchtime 1x) instead of the tests; the native baselines they name (nativeBin) are built on the host")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "Usage: go run ./tools/nestkvm [-v] [-run REGEXP] [-timeout D]\n\nRuns the KVM-only tests of ./vmm and ./tests/guest on KVM nested under QEMU's emulator.\n\n")
+		fmt.Fprintf(flag.CommandLine.Output(), "Usage: go run ./tools/nestkvm [-v] [-run REGEXP | -bench REGEXP] [-timeout D]\n\nRuns the KVM-only tests of ./vmm and ./tests/guest on KVM nested under QEMU's emulator.\n\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -85,13 +90,20 @@ func main() {
 			os.Exit(2)
 		}
 	}
+	var benchRE *regexp.Regexp
+	if *bench != "" {
+		if benchRE, err = regexp.Compile(*bench); err != nil {
+			fmt.Fprintln(os.Stderr, "nestkvm: -bench:", err)
+			os.Exit(2)
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	var console io.Writer
 	if *verbose {
 		console = os.Stdout
 	}
-	r, want, err := Run(ctx, Options{Root: root, Cache: cache, Timeout: *timeout, Run: runRE, Log: os.Stderr, Console: console})
+	r, want, err := Run(ctx, Options{Root: root, Cache: cache, Timeout: *timeout, Run: runRE, Bench: benchRE, Log: os.Stderr, Console: console})
 	if r != nil {
 		r.Print(os.Stdout)
 	}

@@ -52,7 +52,7 @@ func TestNestedKVM(t *testing.T) {
 
 // The KVM-only tests are found in the source, with the images they name.
 func TestFindKVMTests(t *testing.T) {
-	k, err := findKVMTests("../..", "tests/guest")
+	k, err := findKVMTests("../..", "tests/guest", false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,9 +71,21 @@ func TestFindKVMTests(t *testing.T) {
 			t.Errorf("images %v lack %s", k.Images, img)
 		}
 	}
-	k, err = findKVMTests("../..", "vmm")
+	k, err = findKVMTests("../..", "vmm", false)
 	if err != nil || !slices.Contains(k.Tests, "TestKicksLoseNothing") || !slices.Contains(k.Images, "tests/guest/testdata/copyio") || !slices.Contains(k.Images, "vmm/testdata/debugdev") {
 		t.Errorf("vmm: %+v, %v", k, err)
+	}
+	// -bench: the benchmarks that need KVM, with their native baselines.
+	k, err = findKVMTests("../..", "tests/guest", true)
+	if err != nil || !slices.Contains(k.Tests, "BenchmarkDataKVM") || slices.Contains(k.Tests, "BenchmarkDataSeqTCG") || !slices.Contains(k.Natives, "tests/guest/testdata/datafs") || !slices.Contains(k.Images, "tests/guest/testdata/datafs") {
+		t.Errorf("benchmarks: %+v, %v", k, err)
+	}
+	if s := runScript([]kvmTests{k}); !strings.Contains(s, "-test.run '^$' -test.benchtime 1x -test.bench '^(") {
+		t.Errorf("run.sh for benchmarks:\n%s", s)
+	}
+	rs := parseResults("nestkvm: package tests/guest\nBenchmarkDataKVM   \t       1\t12345 ns/op\t 3.5 guest-write-MB/s\n")
+	if len(rs) != 1 || rs[0].Name != "BenchmarkDataKVM" || !strings.Contains(rs[0].Line, "guest-write-MB/s") {
+		t.Errorf("benchmark line parsed as %+v", rs)
 	}
 }
 
@@ -99,7 +111,7 @@ func TestOther(t *testing.T) { image(t, "testdata/other") }
 	if err := os.WriteFile(filepath.Join(dir, "p", "x_test.go"), []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	k, err := findKVMTests(dir, "p")
+	k, err := findKVMTests(dir, "p", false)
 	if err != nil || !slices.Equal(k.Tests, []string{"TestDev"}) || !slices.Equal(k.Images, []string{"p/testdata/dev"}) {
 		t.Errorf("%+v, %v; want TestDev and p/testdata/dev", k, err)
 	}
@@ -110,9 +122,9 @@ func TestParseResults(t *testing.T) {
 		"nestkvm: package tests/guest\n=== RUN   TestB\n--- FAIL: TestB (0.50s)\n    --- SKIP: TestB/sub_test (0.00s)\n" + statusMarker + "1\n"
 	got := parseResults(out)
 	want := []TestResult{
-		{"vmm", "TestA", "PASS", 8120 * time.Millisecond},
-		{"tests/guest", "TestB", "FAIL", 500 * time.Millisecond},
-		{"tests/guest", "TestB/sub_test", "SKIP", 0},
+		{"vmm", "TestA", "PASS", 8120 * time.Millisecond, ""},
+		{"tests/guest", "TestB", "FAIL", 500 * time.Millisecond, ""},
+		{"tests/guest", "TestB/sub_test", "SKIP", 0, ""},
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("got %v\nwant %v", got, want)

@@ -28,20 +28,32 @@ var kvmPackages = []string{"vmm", "tests/guest"}
 // their second argument (relative to the test's package).
 var imageHelpers = map[string]bool{"image": true, "testImage": true, "runImage": true, "runGuest": true}
 
+// nativeHelpers are the test helpers that take, as their second
+// argument, a package a benchmark runs natively beside the guest (its
+// baseline): built on the host into the share's native/ directory.
+var nativeHelpers = map[string]bool{"nativeBin": true}
+
 // kvmTests are the tests of one package that need KVM, and the images
-// (packages, relative to the module) they boot.
+// (packages, relative to the module) they boot; with -bench, the
+// benchmarks that need KVM instead, and the native baselines they run.
 type kvmTests struct {
-	Pkg    string // relative to the module
-	Tests  []string
-	Images []string
+	Pkg     string // relative to the module
+	Tests   []string
+	Images  []string
+	Natives []string
+	Bench   bool // Tests are benchmarks
 }
 
 // findKVMTests reads the test files of pkg (relative to root) and returns
 // its tests that call needKVM, anywhere in their body, with the image
 // packages those tests name as literals, themselves or through the
 // package's functions they call (runDebugDev(t) naming testdata/debugdev).
-func findKVMTests(root, pkg string) (kvmTests, error) {
-	kt := kvmTests{Pkg: pkg}
+func findKVMTests(root, pkg string, bench bool) (kvmTests, error) {
+	kt := kvmTests{Pkg: pkg, Bench: bench}
+	prefix := "Test"
+	if bench {
+		prefix = "Benchmark"
+	}
 	files, err := filepath.Glob(filepath.Join(root, pkg, "*_test.go"))
 	if err != nil || len(files) == 0 {
 		return kt, fmt.Errorf("no test files in %s", pkg)
@@ -57,16 +69,16 @@ func findKVMTests(root, pkg string) (kvmTests, error) {
 		for _, d := range af.Decls {
 			if fd, ok := d.(*ast.FuncDecl); ok && fd.Recv == nil && fd.Body != nil {
 				funcs[fd.Name.Name] = fd
-				if strings.HasPrefix(fd.Name.Name, "Test") && fd.Name.Name != "TestMain" {
+				if strings.HasPrefix(fd.Name.Name, prefix) && fd.Name.Name != "TestMain" {
 					tests = append(tests, fd.Name.Name)
 				}
 			}
 		}
 	}
-	imgs := map[string]bool{}
+	imgs, natives := map[string]bool{}, map[string]bool{}
 	for _, name := range tests {
 		kvm := false
-		lits := map[string]bool{}
+		lits, nlits := map[string]bool{}, map[string]bool{}
 		seen := map[string]bool{}
 		var walk func(fd *ast.FuncDecl, top bool)
 		walk = func(fd *ast.FuncDecl, top bool) {
@@ -83,10 +95,14 @@ func findKVMTests(root, pkg string) (kvmTests, error) {
 				if id.Name == "needKVM" && top {
 					kvm = true
 				}
-				if imageHelpers[id.Name] && len(call.Args) >= 2 {
+				if (imageHelpers[id.Name] || nativeHelpers[id.Name]) && len(call.Args) >= 2 {
 					if bl, ok := call.Args[1].(*ast.BasicLit); ok && bl.Kind == token.STRING {
 						if s, err := strconv.Unquote(bl.Value); err == nil {
-							lits[path.Join(pkg, s)] = true
+							if nativeHelpers[id.Name] {
+								nlits[path.Join(pkg, s)] = true
+							} else {
+								lits[path.Join(pkg, s)] = true
+							}
 						}
 					}
 				}
@@ -102,13 +118,20 @@ func findKVMTests(root, pkg string) (kvmTests, error) {
 			for l := range lits {
 				imgs[l] = true
 			}
+			for l := range nlits {
+				natives[l] = true
+			}
 		}
 	}
 	for i := range imgs {
 		kt.Images = append(kt.Images, i)
 	}
+	for n := range natives {
+		kt.Natives = append(kt.Natives, n)
+	}
 	sort.Strings(kt.Tests)
 	sort.Strings(kt.Images)
+	sort.Strings(kt.Natives)
 	return kt, nil
 }
 
@@ -121,6 +144,7 @@ type Options struct {
 	Cache   string // where prepared Linuxes are kept
 	Timeout time.Duration
 	Run     *regexp.Regexp // only the KVM-only tests it matches; nil: all
+	Bench   *regexp.Regexp // run the KVM-only benchmarks it matches (once each) instead of tests
 	Log     io.Writer      // progress and figures
 	Console io.Writer      // the nested Linux's console
 }
@@ -129,6 +153,7 @@ type Options struct {
 type TestResult struct {
 	Pkg, Name, Outcome string // Outcome: PASS, FAIL or SKIP
 	Time               time.Duration
+	Line               string // a benchmark's result line, with its figures
 }
 
 // Report is what a run of the nested stage did and how long it took.
@@ -188,6 +213,11 @@ func prebuild(root, share string, want []kvmTests) error {
 		if err := gocmd("test", "-c", "-o", filepath.Join(share, "test", testBinary(k.Pkg)), "./"+k.Pkg); err != nil {
 			return err
 		}
+		for _, n := range k.Natives {
+			if err := gocmd("build", "-o", filepath.Join(share, "native", n), "./"+n); err != nil {
+				return err
+			}
+		}
 		for _, img := range k.Images {
 			imgs[img] = true
 		}
@@ -224,14 +254,21 @@ func runScript(want []kvmTests) string {
 	for _, k := range want {
 		run := "^(" + strings.Join(k.Tests, "|") + ")$"
 		dir := "/tmp/" + strings.ReplaceAll(k.Pkg, "/", "_")
-		fmt.Fprintf(&b, "echo 'nestkvm: package %s'\nmkdir -p %s && cd %s && /share/test/%s -test.v -test.count=1 -test.timeout=10m -test.run '%s' || status=1\n",
-			k.Pkg, dir, dir, testBinary(k.Pkg), run)
+		flags := "-test.v -test.count=1 -test.timeout=10m -test.run '" + run + "'"
+		if k.Bench {
+			flags = "-test.v -test.timeout=30m -test.run '^$' -test.benchtime 1x -test.bench '" + run + "'"
+		}
+		fmt.Fprintf(&b, "echo 'nestkvm: package %s'\nmkdir -p %s && cd %s && /share/test/%s %s || status=1\n",
+			k.Pkg, dir, dir, testBinary(k.Pkg), flags)
 	}
 	b.WriteString("exit $status\n")
 	return b.String()
 }
 
-var resultLine = regexp.MustCompile(`^\s*--- (PASS|FAIL|SKIP): (\S+) \(([0-9.]+)s\)`)
+var (
+	resultLine = regexp.MustCompile(`^\s*--- (PASS|FAIL|SKIP): (\S+) \(([0-9.]+)s\)`)
+	benchLine  = regexp.MustCompile(`^(Benchmark\S+?)(-\d+)?\s+\d+\s+\d`)
+)
 
 // parseResults reads go test -v output as run.sh prints it.
 func parseResults(out string) []TestResult {
@@ -242,12 +279,16 @@ func parseResults(out string) []TestResult {
 			pkg = strings.TrimSpace(p)
 			continue
 		}
+		if m := benchLine.FindStringSubmatch(line); m != nil {
+			rs = append(rs, TestResult{Pkg: pkg, Name: m[1], Outcome: "PASS", Line: strings.TrimSpace(line)})
+			continue
+		}
 		m := resultLine.FindStringSubmatch(line)
 		if m == nil {
 			continue
 		}
 		d, _ := time.ParseDuration(m[3] + "s")
-		rs = append(rs, TestResult{pkg, m[2], m[1], d})
+		rs = append(rs, TestResult{Pkg: pkg, Name: m[2], Outcome: m[1], Time: d})
 	}
 	return rs
 }
@@ -258,11 +299,13 @@ func Run(ctx context.Context, o Options) (*Report, []kvmTests, error) {
 	start := time.Now()
 	var want []kvmTests
 	for _, p := range kvmPackages {
-		k, err := findKVMTests(o.Root, p)
+		k, err := findKVMTests(o.Root, p, o.Bench != nil)
 		if err != nil {
 			return nil, nil, err
 		}
-		if o.Run != nil {
+		if o.Bench != nil {
+			k.Tests = slices.DeleteFunc(k.Tests, func(t string) bool { return !o.Bench.MatchString(t) })
+		} else if o.Run != nil {
 			k.Tests = slices.DeleteFunc(k.Tests, func(t string) bool { return !o.Run.MatchString(t) })
 		}
 		if len(k.Tests) > 0 {
@@ -324,6 +367,10 @@ func (r *Report) Print(w io.Writer) {
 	fmt.Fprintf(w, "nestkvm: prepare %.1fs, build on the host %.1fs, nested Linux up %.1fs, total %.1fs\n",
 		r.Prepare.Seconds(), r.Build.Seconds(), r.Up.Seconds(), r.Total.Seconds())
 	for _, t := range r.Results {
+		if t.Line != "" {
+			fmt.Fprintf(w, "nestkvm: %s %s\n", t.Pkg, t.Line)
+			continue
+		}
 		fmt.Fprintf(w, "nestkvm: %-4s %-9s %-40s %6.1fs\n", t.Outcome, t.Pkg, t.Name, t.Time.Seconds())
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/amberos/amber/objstore"
 	"github.com/amberos/amber/objstore/filedev"
 	"github.com/amberos/amber/tools/build/outfile"
+	"github.com/amberos/amber/vmm"
 )
 
 // The host's view of a guest's persistent file system (kernel/datafs):
@@ -39,37 +40,77 @@ func splitData(arg string) (file, p string, ok bool) {
 	return arg[:i], datafs.Clean(rest), true
 }
 
-// fixedDev is a disk image: its size is the disk's, so the store in it
-// never grows the file (the guest would see another disk).
-type fixedDev struct{ *filedev.File }
+// fixedDisk is a disk: its size is the disk's, so the store in it never
+// grows it (the guest would see another disk).
+type fixedDisk struct{ vmm.BlockBackend }
 
-func (d fixedDev) Grow(size int64) error {
+func (d fixedDisk) Grow(size int64) error {
 	if size > d.Size() {
-		return fmt.Errorf("the disk image is full (%d bytes): %w", d.Size(), syscall.ENOSPC)
+		return fmt.Errorf("the disk is full (%d bytes): %w", d.Size(), syscall.ENOSPC)
 	}
 	return nil
 }
 
-// openData opens the file system on the disk image file. The disk is
-// the guest's store itself (a raw disk: vmm run --disk FILE). A disk
-// that is an object inside a store (our own VMM's vm.store) will open
-// the same way through an objstore.BlockDevice over that object.
-func (c *cmd) openData(file string, write bool) (*datafs.FS, *filedev.File, error) {
-	dev, err := filedev.Open(file, filedev.Options{ReadOnly: !write})
+// openData opens the file system on FILE's disk: the raw disk image FILE
+// (vmm run --disk FILE), or the disk object vm/disk of the store file
+// FILE (our VMM's vm.store), whose reads and writes go to that object
+// and whose flushes commit the outer store, as the VMM's device does:
+// the nested store's commit protocol then holds on the outer store, and
+// a kill -9 of a put loses nothing a commit covered. The disk's lock
+// (the one vmm run holds) is taken, shared to read, exclusive to write:
+// a running VM's disk is refused rather than read or written under it.
+func (c *cmd) openData(file string, write bool) (*datafs.FS, io.Closer, error) {
+	var disk vmm.BlockBackend
+	var err error
+	if vmm.IsStoreDisk(file) {
+		disk, err = vmm.OpenStoreDisk(file, !write)
+	} else {
+		disk, err = filedev.Open(file, filedev.Options{ReadOnly: !write, Shared: true})
+		err = vmm.InUse(err)
+	}
 	if err != nil {
 		return nil, nil, err
 	}
-	s, err := objstore.Open(fixedDev{dev})
+	dev := fixedDisk{disk}
+	open := objstore.Open
+	if blank, err := isBlank(dev); err != nil {
+		disk.Close()
+		return nil, nil, fmt.Errorf("%s: reading the disk: %w", file, err)
+	} else if blank && write {
+		// A disk no guest has used yet (vmm store create --disk-size, or
+		// a new raw image): made as the guest's first boot would.
+		open = objstore.Create
+	}
+	s, err := open(dev)
 	if err != nil {
-		dev.Close()
+		disk.Close()
 		return nil, nil, fmt.Errorf("%s: %w (not a disk written by a guest's /data?)", file, err)
 	}
 	fs, err := datafs.Open(s, !write)
 	if err != nil {
-		dev.Close()
+		disk.Close()
 		return nil, nil, fmt.Errorf("%s: %w", file, err)
 	}
-	return fs, dev, nil
+	return fs, disk, nil
+}
+
+// isBlank reports whether the disk's first blocks (where a store's
+// superblocks are) are all zeros, as kernel/datafs decides in the guest.
+func isBlank(d fixedDisk) (bool, error) {
+	n := int64(2 * objstore.BlockSize)
+	if d.Size() < n {
+		return false, fmt.Errorf("the disk is too small (%d bytes)", d.Size())
+	}
+	b := make([]byte, n)
+	if _, err := d.ReadAt(b, 0); err != nil {
+		return false, err
+	}
+	for _, c := range b {
+		if c != 0 {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 func pathErr(op, p string, err error) error {
@@ -171,12 +212,10 @@ func (c *cmd) dataPut(file, p, src string) error {
 	}
 	defer dev.Close()
 	// The parent directories are made as needed (mkdir -p).
-	parts := strings.Split(p, "/")
-	for i := 1; i < len(parts); i++ {
-		d := strings.Join(parts[:i], "/")
-		if err := fs.Mkdir(d, 0o755); err != nil && err != syscall.EEXIST {
+	if i := strings.LastIndex(p, "/"); i > 0 {
+		if err := mkdirAll(fs, p[:i]); err != nil {
 			fs.Abort()
-			return pathErr("put", d, err)
+			return err
 		}
 	}
 	if err := fs.WriteFile(p, data, 0o644); err != nil {
@@ -184,6 +223,35 @@ func (c *cmd) dataPut(file, p, src string) error {
 		return pathErr("put", p, err)
 	}
 	return fs.Close()
+}
+
+// MkdirData makes the directory p (and its parents) in the file system
+// on FILE's disk, as put does for a file's; on a blank disk it makes the
+// file system first. vmm test --disk makes the tests' TMPDIR so.
+func MkdirData(file, p string) error {
+	c := &cmd{}
+	fs, dev, err := c.openData(file, true)
+	if err != nil {
+		return err
+	}
+	defer dev.Close()
+	if err := mkdirAll(fs, datafs.Clean(p)); err != nil {
+		fs.Abort()
+		return err
+	}
+	return fs.Close()
+}
+
+// mkdirAll makes d and its parents, as mkdir -p.
+func mkdirAll(fs *datafs.FS, d string) error {
+	parts := strings.Split(d, "/")
+	for i := 1; i <= len(parts); i++ {
+		d := strings.Join(parts[:i], "/")
+		if err := fs.Mkdir(d, 0o755); err != nil && err != syscall.EEXIST {
+			return pathErr("mkdir", d, err)
+		}
+	}
+	return nil
 }
 
 func (c *cmd) dataRm(file string, paths []string) error {

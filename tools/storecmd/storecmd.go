@@ -51,7 +51,10 @@ commands:
   help                        this text
 
 A guest's persistent file system (its /data, on a disk given to vmm run
---disk) is reached with FILE:/data/PATH, while the VM is stopped:
+--disk) is reached with FILE:/data/PATH, while the VM is stopped; FILE is
+the raw disk image or the store file whose object vm/disk is the disk
+(vmm store create --disk-size). A disk a running VM uses is refused; put
+on a blank disk makes the file system, as the guest's first boot does:
   ls FILE:/data[/DIR]         list a directory: mode, size, mtime, name
   get FILE:/data/PATH [DST|-] write a file's contents to DST
   put FILE:/data/PATH [SRC|-] make or replace a file (and its directories)

@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/amberos/amber/objstore/filedev"
 	"github.com/amberos/amber/tools/build"
 	"github.com/amberos/amber/tools/qemu"
 	"github.com/amberos/amber/tools/storecmd"
@@ -403,6 +404,9 @@ func bootImage(o runOptions, stdin io.Reader, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "vmm: %d later marks not kept (the first %d are)\n", n, len(vm.Marks()))
 		}
 		fmt.Fprintf(stderr, "vmm: guest ran %v; exits %v\n", time.Since(start), vm.Exits())
+		if len(o.disks) > 0 {
+			fmt.Fprintf(stderr, "vmm: disk requests %d\n", vm.DiskRequests())
+		}
 	}
 	return status
 }
@@ -438,6 +442,9 @@ func cmdTest(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	accel := fs.String("accel", defaultAccel(), "`accelerator`: kvm or tcg (QEMU's emulator; see vmm help run)")
 	pack := fs.String("pack", "module", "what the guest's file system holds: `module` (the package's module, so ../testdata is there) or package (its directory only)")
 	packMax := fs.String("pack-max", "32M", "the most --pack=module packs (`size`): a larger module packs only the package's directory, with a warning")
+	diskSpec := fs.String("disk", "", "attach `FILE[,readonly]` as the guest's disk, as vmm run --disk does: the tests see its file system at /data, and their temporary directories go to /data/tmp (TMPDIR, made on the disk first) unless --env sets TMPDIR")
+	var env listFlag
+	fs.Var(&env, "env", "environment variable `KEY=VALUE` for the tests (repeatable)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `Usage: vmm test [flags] PACKAGE [-- TESTFLAGS]
 
@@ -467,6 +474,32 @@ Flags:
 	if err != nil {
 		fmt.Fprintf(stderr, "vmm test: --mem: %v\n", err)
 		return exitUsage
+	}
+	tmpdirSet := false
+	for _, e := range env {
+		if !strings.Contains(e, "=") || strings.HasPrefix(e, "=") {
+			fmt.Fprintf(stderr, "vmm test: --env %q: want KEY=VALUE\n", e)
+			return exitUsage
+		}
+		tmpdirSet = tmpdirSet || strings.HasPrefix(e, "TMPDIR=")
+	}
+	var disks []qemu.Disk
+	if *diskSpec != "" {
+		d, err := parseDisk(*diskSpec)
+		if err != nil {
+			fmt.Fprintf(stderr, "vmm test: --disk: %v\n", err)
+			return exitUsage
+		}
+		if !tmpdirSet && !d.ReadOnly {
+			// The guest's os.TempDir must exist: made from the host (on
+			// a blank disk, with the file system) before the boot.
+			if err := storecmd.MkdirData(d.Path, "tmp"); err != nil {
+				fmt.Fprintf(stderr, "vmm test: --disk: making /data/tmp: %v\n", err)
+				return 1
+			}
+			env = append(env, "TMPDIR=/data/tmp")
+		}
+		disks = append(disks, d)
 	}
 	if *pack != "module" && *pack != "package" {
 		fmt.Fprintf(stderr, "vmm test: --pack %q: want module or package\n", *pack)
@@ -530,7 +563,6 @@ Flags:
 	// The time zone database the standard library's time tests load, at
 	// the path Go itself looks for it, with ZONEINFO pointing there.
 	extra := map[string]string{}
-	var env []string
 	if goroot, err := exec.Command("go", "env", "GOROOT").Output(); err == nil {
 		gr := strings.TrimSpace(string(goroot))
 		zi := filepath.Join(gr, "lib", "time", "zoneinfo.zip")
@@ -568,7 +600,7 @@ Flags:
 		return 1
 	}
 	var buf bytes.Buffer
-	code := bootImage(runOptions{image: img, mem: memBytes, env: env, args: testArgs, timeout: *timeout, accel: *accel, boot: "direct"},
+	code := bootImage(runOptions{image: img, mem: memBytes, env: env, args: testArgs, disks: disks, timeout: *timeout, accel: *accel, boot: "direct"},
 		stdin, io.MultiWriter(&buf, verboseWriter(stdout, testArgs)), io.MultiWriter(&buf, verboseWriter(stderr, testArgs)))
 	elapsed := time.Since(start).Seconds()
 	if code != 0 {
@@ -657,6 +689,17 @@ func runTCG(imgPath string, mem uint64, options, env, args []string, disks []qem
 		fmt.Fprintln(stderr, "vmm run: --accel tcg: --mem must be a whole number of MiB")
 		return exitUsage
 	}
+	// QEMU locks its images its own way; the disk lock (filedev's, as
+	// Amber's VMM takes it) keeps vmm store put FILE:/data/... and other
+	// VMs off a disk while QEMU runs on it.
+	for _, d := range disks {
+		f, err := lockDisk(d)
+		if err != nil {
+			fmt.Fprintf(stderr, "vmm run: --disk: %v\n", err)
+			return exitNotStart
+		}
+		defer f.Close()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	argv0 := "amber.argv0=" + strings.TrimSuffix(filepath.Base(imgPath), ".img")
@@ -670,6 +713,24 @@ func runTCG(imgPath string, mem uint64, options, env, args []string, disks []qem
 		return exitNotStart
 	}
 	return status
+}
+
+// lockDisk takes d's disk lock (shared for a read-only disk), held until
+// the returned file is closed.
+func lockDisk(d qemu.Disk) (*os.File, error) {
+	flag := os.O_RDWR
+	if d.ReadOnly {
+		flag = os.O_RDONLY
+	}
+	f, err := os.OpenFile(d.Path, flag, 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := filedev.LockFile(f, !d.ReadOnly); err != nil {
+		f.Close()
+		return nil, vmm.InUse(err)
+	}
+	return f, nil
 }
 
 // openDisks opens the disks' backends for the VMM's virtio-blk devices;

@@ -49,6 +49,31 @@ var Skips = map[string][]string{
 	},
 }
 
+// OnData are the standard-library suites make compat runs a second time
+// with their temporary directories on the persistent file system: vmm
+// test --disk on a fresh raw disk, so TMPDIR is /data/tmp (natively, the
+// host's TMPDIR as in the first row). DataSkips are the tests that fail
+// only there, skipped on both sides, with the reason (docs/kernel.md,
+// "/data", says what /data does not support).
+var OnData = []string{"os", "io/fs"}
+
+// DataSkips: see OnData.
+var DataSkips = map[string][]string{
+	"os": {
+		// no hard links on /data (link: EPERM, as a file system without them)
+		"TestHardLink", "TestRootLinkFrom", "TestLongPath",
+		// no FIFOs on /data (mknod: EPERM)
+		"TestFifoEOF", "TestFIFONonBlockingEOF",
+		// paths longer than objstore's 1,024-byte names: ENAMETOOLONG
+		"TestGetwdDeep", "TestGetwdDeepWithPWDSet", "TestRemoveAllLongPath",
+		// the /data service's allocations count in the program's heap
+		"TestWriteStringAlloc",
+		// a Unix socket bound on /data (its name must be a node of the
+		// in-memory file system): bind fails with EINVAL
+		"TestGetPollFDAndNetwork",
+	},
+}
+
 // Fast are the quickest of Packages; make test runs them in the guest.
 var Fast = []string{"container/heap", "container/list", "errors", "encoding/hex", "encoding/csv",
 	"unicode/utf8", "crypto/aes", "io/fs", "path/filepath", "os"}
@@ -61,6 +86,7 @@ type Suite struct {
 	Run         string   // -run pattern, for a suite too long to run whole under QEMU
 	PackMax     string   // vmm test --pack-max, for modules larger than its default
 	Mem         string   // vmm test --mem, for suites that need more than its default
+	OnData      bool     // the guest runs with a disk and TMPDIR on /data (vmm test --disk)
 }
 
 // ThirdParty are the third-party suites; docs/compat.md has their results.

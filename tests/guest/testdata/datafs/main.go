@@ -7,7 +7,8 @@
 //	datafs cycle START check, then write files from fSTART on until killed
 //	datafs ops         file system calls and their results, "ops ok" at the end
 //	datafs host        prints fromhost's content, writes fromguest
-//	datafs bench MiB   sequential 1 MiB writes and reads, 4 KiB random reads
+//	datafs bench MiB   sequential 1 MiB writes and reads, 4 KiB random reads,
+//	                   the median latency of a 4 KiB write's fsync
 package main
 
 import (
@@ -17,13 +18,16 @@ import (
 	"io"
 	"io/fs"
 	"math/rand"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+	"unsafe"
 )
 
 var dir = "/data"
@@ -316,6 +320,32 @@ func ops() {
 		fail(fmt.Sprintf("read after unlink: %q", b))
 	}
 	f.Close()
+	// os.Root.Chmod: fchmodat2, which refuses a symlink's own mode.
+	check(os.WriteFile(filepath.Join(d, "rc"), []byte("x"), 0o644))
+	check(os.Symlink("rc", filepath.Join(d, "rcl")))
+	root, rerr := os.OpenRoot(d)
+	check(rerr)
+	check(root.Chmod("rc", 0o600))
+	check(root.Chmod("rcl", 0o640)) // follows the link
+	root.Close()
+	st, err = os.Stat(filepath.Join(d, "rc"))
+	check(err)
+	if st.Mode().Perm() != 0o640 {
+		fail(fmt.Sprintf("mode after os.Root.Chmod: %v", st.Mode()))
+	}
+	lp, _ := syscall.BytePtrFromString(filepath.Join(d, "rcl"))
+	_, _, e := syscall.Syscall6(452, uintptr(^uint(99)), uintptr(unsafe.Pointer(lp)), 0o600, 0x100, 0, 0) // fchmodat2(AT_FDCWD, rcl, 0600, AT_SYMLINK_NOFOLLOW)
+	want("fchmodat2 of a symlink", e, syscall.EOPNOTSUPP)
+	// A trailing slash on a file is ENOTDIR; mkdir of "link/" is EEXIST,
+	// the link dangling or not (it never follows it).
+	now := time.Now()
+	want("chtimes file/", os.Chtimes(filepath.Join(d, "rc")+"/", now, now), syscall.ENOTDIR)
+	want("chown file/", os.Chown(filepath.Join(d, "rc")+"/", 0, 0), syscall.ENOTDIR)
+	want("chmod link-to-file/", os.Chmod(filepath.Join(d, "rcl")+"/", 0o600), syscall.ENOTDIR)
+	want("mkdir dangling/", os.Mkdir(filepath.Join(d, "dangling")+"/", 0o755), syscall.EEXIST)
+	if _, err := os.Stat(filepath.Join(d, "nowhere")); !errors.Is(err, fs.ErrNotExist) {
+		fail(fmt.Sprintf("mkdir dangling/ made its target: %v", err))
+	}
 	// Across file systems: EXDEV; no hard or symbolic links.
 	if dir == "/data" {
 		want("rename to /tmp", os.Rename(filepath.Join(d, "w/y/z/f"), "/tmp/f"), syscall.EXDEV)
@@ -323,6 +353,13 @@ func ops() {
 		_, err = os.Stat(filepath.Join(d, "out/t"))
 		want("a symlink leaving /data", err, syscall.EXDEV)
 		want("link", os.Link(filepath.Join(d, "w/y/z/f"), filepath.Join(d, "h")), syscall.EPERM)
+		// No socket nodes either: bind fails as mknod does, connect
+		// finds nothing listening, and /data goes on working after.
+		_, err = net.Listen("unix", filepath.Join(d, "sock"))
+		want("bind on /data", err, syscall.EPERM)
+		_, err = net.Dial("unix", filepath.Join(d, "w/y/z/f"))
+		want("connect on /data", err, syscall.ECONNREFUSED)
+		check(os.WriteFile(filepath.Join(d, "after-bind"), []byte("x"), 0o644))
 	}
 	check(os.RemoveAll(d))
 	_, err = os.Stat(d)
@@ -359,7 +396,18 @@ func bench(mib int) {
 		check(err)
 	}
 	iops := reads / time.Since(t0).Seconds()
+	// fsync latency: a 4 KiB write at a random place, then fsync; the
+	// median of 50.
+	var lat []time.Duration
+	for i := 0; i < 50; i++ {
+		_, err := f.WriteAt(small, rnd.Int63n(int64(mib)<<8)*4096)
+		check(err)
+		t0 = time.Now()
+		check(f.Sync())
+		lat = append(lat, time.Since(t0))
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	f.Close()
 	os.Remove(p)
-	fmt.Printf("bench: write %.1f MB/s read %.1f MB/s randread %.0f IOPS\n", w, r, iops)
+	fmt.Printf("bench: write %.1f MB/s read %.1f MB/s randread %.0f IOPS fsync %.0f us\n", w, r, iops, float64(lat[len(lat)/2].Microseconds()))
 }
