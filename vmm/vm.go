@@ -106,6 +106,9 @@ type VM struct {
 	hcallsBy  [16]int     // hypercalls by number
 
 	tlbFlushes, releasedBytes uint64 // memory the guest gave back (vmm/release.go)
+
+	ctl      vcpuCtl // requests to the vCPU thread: pause, snapshot (vmm/snapshot.go)
+	restored bool    // made by Restore: Run continues the guest instead of booting it
 }
 
 // Mark is a point in guest time reported by kernel.Mark.
@@ -557,13 +560,18 @@ func (vm *VM) Close() error {
 func (vm *VM) Run() (status int, err error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	defer vm.endRequests()
 
-	if vm.bootTSC, err = vm.guestTSC(); err != nil {
-		return 0, err
-	}
-	vm.bootTime = time.Now()
-	if err := vm.writeStartInfo(vm.lstarMode); err != nil {
-		return 0, err
+	if vm.restored {
+		vm.startRestored()
+	} else {
+		if vm.bootTSC, err = vm.guestTSC(); err != nil {
+			return 0, err
+		}
+		vm.bootTime = time.Now()
+		if err := vm.writeStartInfo(vm.lstarMode); err != nil {
+			return 0, err
+		}
 	}
 	if vm.cfg.Timeout > 0 {
 		t := time.AfterFunc(vm.cfg.Timeout, func() {
@@ -582,6 +590,7 @@ func (vm *VM) loop() (int, error) { return vm.vcpu.loop(vm) }
 // (exitHandler).
 
 func (vm *VM) stopping() (int, bool) {
+	vm.serveRequests()
 	if vm.stop.Load() {
 		return ExitInterrupted, true
 	}
