@@ -666,3 +666,5 @@ func (vm *VM) Metrics() Metrics {
 	return m
 }
 
+// ImagePath is the path of the image the VM runs.
+func (vm *VM) ImagePath() string { return vm.img.Path }

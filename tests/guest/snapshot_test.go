@@ -1,0 +1,236 @@
+package guest
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/amberos/amber/objstore"
+	"github.com/amberos/amber/objstore/filedev"
+	"github.com/amberos/amber/snapshot"
+)
+
+// liveVM is a vmm process whose stdout lines arrive on lines.
+type liveVM struct {
+	cmd    *exec.Cmd
+	lines  chan string
+	stderr bytes.Buffer
+	all    []string
+}
+
+func startVM(t *testing.T, args ...string) *liveVM {
+	t.Helper()
+	v := &liveVM{cmd: exec.Command(vmmBin, args...), lines: make(chan string, 1000)}
+	v.cmd.Stderr = &v.stderr
+	out, err := v.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			v.lines <- sc.Text()
+		}
+		close(v.lines)
+	}()
+	t.Cleanup(func() { v.cmd.Process.Kill(); v.cmd.Wait() })
+	return v
+}
+
+// countLine is one line of testdata/snapcount.
+type countLine struct {
+	n          int
+	mono, wall int64
+	rand       string
+}
+
+func parseCount(s string) (countLine, bool) {
+	var c countLine
+	_, err := fmt.Sscanf(s, "count %d mono %d wall %d rand %s", &c.n, &c.mono, &c.wall, &c.rand)
+	return c, err == nil
+}
+
+// waitCount reads lines until count n (or the end), returning the counts.
+func (v *liveVM) waitCount(t *testing.T, n int) []countLine {
+	t.Helper()
+	var cs []countLine
+	timeout := time.After(240 * time.Second)
+	for {
+		select {
+		case l, ok := <-v.lines:
+			if !ok {
+				return cs
+			}
+			v.all = append(v.all, l)
+			if strings.HasPrefix(l, "MISMATCH") {
+				t.Errorf("guest: %s", l)
+			}
+			if c, ok := parseCount(l); ok {
+				cs = append(cs, c)
+				if c.n >= n {
+					return cs
+				}
+			}
+		case <-timeout:
+			t.Fatalf("no count %d within 240s; output:\n%s\nstderr:\n%s", n, strings.Join(v.all, "\n"), v.stderr.String())
+		}
+	}
+}
+
+// rest drains the remaining lines and waits for the process: its status.
+func (v *liveVM) rest(t *testing.T) ([]countLine, int) {
+	t.Helper()
+	cs := v.waitCount(t, 1<<62)
+	err := v.cmd.Wait()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return cs, ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return cs, 0
+}
+
+// A guest counting in memory and appending to a file on /data is
+// snapshotted mid-run and stopped, then restored twice (one after the
+// other): each restored guest continues from the snapshot's count with
+// the disk as of the snapshot (the guest checks its log against its
+// count at every step), its wall clock is the host's, its monotonic clock
+// does not count the time the VM was stopped, and the two restored
+// guests draw different random bytes. Then a snapshot whose format
+// version is not this vmm's is refused.
+func TestSnapshotRestore(t *testing.T) {
+	needKVM(t)
+	img := image(t, "./testdata/snapcount")
+	dir := t.TempDir()
+	store := filepath.Join(dir, "vm.store")
+	if r := run(t, "store", "create", store, "--disk-size", "16M"); r.code != 0 {
+		t.Fatalf("store create: exit %d\n%s", r.code, r.stderr)
+	}
+	sock := filepath.Join(dir, "vm.sock")
+	t.Setenv("XDG_RUNTIME_DIR", dir)
+	vm := startVM(t, "run", "--timeout", "600s", "--disk", store, "--api", sock, img, "--", "1000000")
+	before := vm.waitCount(t, 5)
+	if r := run(t, "ps"); r.code != 0 || !strings.Contains(r.stdout, sock) {
+		t.Errorf("vmm ps: exit %d, stdout %q, stderr %q; want the VM's socket listed", r.code, r.stdout, r.stderr)
+	}
+	r := run(t, "snapshot", "--api", sock, "--stop", "warm")
+	if r.code != 0 || !strings.Contains(r.stdout, "snapshot warm: memory 128.0 MiB") {
+		t.Fatalf("vmm snapshot: exit %d\nstdout %s\nstderr %s", r.code, r.stdout, r.stderr)
+	}
+	t.Logf("vmm snapshot: %s", strings.TrimSpace(r.stdout))
+	after, status := vm.rest(t)
+	stopped := time.Now()
+	if status != 130 {
+		t.Errorf("vmm run after snapshot --stop: exit %d, want 130 (stopped)\nstderr: %s", status, vm.stderr.String())
+	}
+	counts := append(before, after...)
+	last := counts[len(counts)-1]
+	t.Logf("the original guest counted to %d", last.n)
+
+	r = run(t, "snapshots", store)
+	if r.code != 0 || !strings.Contains(r.stdout, "warm") || !strings.Contains(r.stdout, "128.0 MiB") {
+		t.Errorf("vmm snapshots: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := run(t, "store", "fsck", store); r.code != 0 {
+		t.Errorf("store fsck after the snapshot: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	// The host's clock moves on while the VM is stopped.
+	time.Sleep(3 * time.Second)
+
+	var firstRand []string
+	for i := range 2 {
+		sock2 := filepath.Join(dir, fmt.Sprintf("r%d.sock", i))
+		restoreStart := time.Now()
+		rv := startVM(t, "restore", "--timeout", "600s", "--api", sock2, store+"@warm")
+		cs := rv.waitCount(t, last.n+3)
+		if r := run(t, "stop", "--api", sock2); r.code != 0 {
+			t.Errorf("vmm stop: exit %d, %s", r.code, r.stderr)
+		}
+		more, status := rv.rest(t)
+		cs = append(cs, more...)
+		if status != 130 {
+			t.Errorf("restore %d: exit %d after vmm stop, want 130\nstderr: %s", i, status, rv.stderr.String())
+		}
+		if len(cs) == 0 {
+			t.Fatalf("restore %d printed no count; output:\n%s\nstderr:\n%s", i, strings.Join(rv.all, "\n"), rv.stderr.String())
+		}
+		first := cs[0]
+		if first.n != last.n+1 {
+			t.Errorf("restore %d: first count %d, want %d (continuing from the snapshot's)\n%s", i, first.n, last.n+1, strings.Join(rv.all, "\n"))
+		}
+		if first.wall < restoreStart.UnixMilli()-50 {
+			t.Errorf("restore %d: guest wall clock %d ms, but the restore started at host time %d ms: not the host's clock", i, first.wall, restoreStart.UnixMilli())
+		}
+		downtime := restoreStart.Sub(stopped).Milliseconds()
+		if first.mono < last.mono || first.mono-last.mono >= downtime {
+			t.Errorf("restore %d: monotonic clock %d ms after %d ms at the snapshot; the VM was stopped for %d ms, which it must not count", i, first.mono, last.mono, downtime)
+		}
+		firstRand = append(firstRand, first.rand)
+	}
+	if firstRand[0] == firstRand[1] {
+		t.Errorf("the two restored guests drew the same random bytes %s", firstRand[0])
+	}
+	if r := run(t, "store", "fsck", store); r.code != 0 {
+		t.Errorf("store fsck after the restores: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+
+	// A snapshot of another format version is refused, not misread.
+	setSnapshotFormat(t, store, "warm", 99)
+	r = run(t, "restore", store+"@warm")
+	if r.code != 126 || !strings.Contains(r.stderr, "format version 99") {
+		t.Errorf("restoring a version-99 snapshot: exit %d, stderr %q; want 126 and the version named", r.code, r.stderr)
+	}
+	r = run(t, "restore", store+"@nosuch")
+	if r.code != 126 || !strings.Contains(r.stderr, "no such snapshot") {
+		t.Errorf("restoring a missing snapshot: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+// setSnapshotFormat rewrites a snapshot's format version in its meta.
+func setSnapshotFormat(t *testing.T, store, name string, v int) {
+	t.Helper()
+	dev, err := filedev.Open(store, filedev.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	s, err := objstore.Open(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	err = s.Update(func(tx *objstore.Tx) error {
+		obj := snapshot.Object(name, snapshot.ObjMeta)
+		o, err := tx.Open(obj)
+		if err != nil {
+			return err
+		}
+		b := make([]byte, o.Size())
+		if _, err := o.ReadAt(b, 0); err != nil && err != io.EOF {
+			return err
+		}
+		b = bytes.Replace(b, []byte(`"format": `+strconv.Itoa(snapshot.Version)), []byte(`"format": `+strconv.Itoa(v)), 1)
+		if err := tx.Delete(obj); err != nil {
+			return err
+		}
+		o, err = tx.Create(obj)
+		if err != nil {
+			return err
+		}
+		_, err = o.WriteAt(b, 0)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
