@@ -487,6 +487,11 @@ func Restore(rc RestoreConfig) (_ *VM, err error) {
 	if err = vm.restoreDevices(vs.Devices); err != nil {
 		return nil, fmt.Errorf("snapshot %q: %w", rc.Snapshot, err)
 	}
+	// The CPUID the boot gave: the host's supported set (KVM checks XCR0
+	// and MSRs against it).
+	if _, err = vm.cpuidAndSregs(); err != nil {
+		return nil, err
+	}
 	if err = vm.vcpu.RestoreState(&st); err != nil {
 		return nil, fmt.Errorf("snapshot %q: restoring the vCPU: %w", rc.Snapshot, err)
 	}

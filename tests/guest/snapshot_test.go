@@ -125,7 +125,8 @@ func TestSnapshotRestore(t *testing.T) {
 	}
 	r := run(t, "snapshot", "--api", sock, "--stop", "warm")
 	if r.code != 0 || !strings.Contains(r.stdout, "snapshot warm: memory 128.0 MiB") {
-		t.Fatalf("vmm snapshot: exit %d\nstdout %s\nstderr %s", r.code, r.stdout, r.stderr)
+		_, st := vm.rest(t)
+		t.Fatalf("vmm snapshot: exit %d\nstdout %s\nstderr %s\nthe VM: exit %d, stderr:\n%s", r.code, r.stdout, r.stderr, st, vm.stderr.String())
 	}
 	t.Logf("vmm snapshot: %s", strings.TrimSpace(r.stdout))
 	after, status := vm.rest(t)
@@ -175,6 +176,7 @@ func TestSnapshotRestore(t *testing.T) {
 		if first.mono < last.mono || first.mono-last.mono >= downtime {
 			t.Errorf("restore %d: monotonic clock %d ms after %d ms at the snapshot; the VM was stopped for %d ms, which it must not count", i, first.mono, last.mono, downtime)
 		}
+		t.Logf("restore %d: count %d -> %d; monotonic %d -> %d ms over %d ms stopped; guest wall - host wall at restore: %d ms", i, last.n, first.n, last.mono, first.mono, downtime, first.wall-restoreStart.UnixMilli())
 		firstRand = append(firstRand, first.rand)
 	}
 	if firstRand[0] == firstRand[1] {

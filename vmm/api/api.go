@@ -148,8 +148,15 @@ func Listen(path string, c Controller, info Info) (*Server, error) {
 }
 
 // Close stops serving and removes the socket and the run-directory entry.
+// Requests being served get their replies first (a snapshot with stop
+// ends the VM before its reply is written).
 func (s *Server) Close() error {
-	err := s.srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := s.srv.Shutdown(ctx)
+	if err != nil {
+		err = s.srv.Close()
+	}
 	os.Remove(s.path)
 	if s.run != "" {
 		os.Remove(s.run)
