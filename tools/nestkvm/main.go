@@ -63,8 +63,9 @@ func main() {
 	timeout := flag.Duration("timeout", 20*time.Minute, "stop the nested Linux after this long")
 	verbose := flag.Bool("v", false, "copy the nested Linux's console to stdout as it comes")
 	run := flag.String("run", "", "run only the KVM-only tests whose names match this regular expression")
+	bench := flag.String("bench", "", "run the KVM-only benchmarks whose names match this regular expression (-benchtime 1x; no tests unless -run is given too)")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "Usage: go run ./tools/nestkvm [-v] [-run REGEXP] [-timeout D]\n\nRuns the KVM-only tests of ./vmm and ./tests/guest on KVM nested under QEMU's emulator.\n\n")
+		fmt.Fprintf(flag.CommandLine.Output(), "Usage: go run ./tools/nestkvm [-v] [-run REGEXP] [-bench REGEXP] [-timeout D]\n\nRuns the KVM-only tests (and benchmarks) of ./vmm and ./tests/guest on KVM nested under QEMU's emulator.\n\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -85,13 +86,20 @@ func main() {
 			os.Exit(2)
 		}
 	}
+	var benchRE *regexp.Regexp
+	if *bench != "" {
+		if benchRE, err = regexp.Compile(*bench); err != nil {
+			fmt.Fprintln(os.Stderr, "nestkvm: -bench:", err)
+			os.Exit(2)
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	var console io.Writer
 	if *verbose {
 		console = os.Stdout
 	}
-	r, want, err := Run(ctx, Options{Root: root, Cache: cache, Timeout: *timeout, Run: runRE, Log: os.Stderr, Console: console})
+	r, want, err := Run(ctx, Options{Root: root, Cache: cache, Timeout: *timeout, Run: runRE, Bench: benchRE, Log: os.Stderr, Console: console})
 	if r != nil {
 		r.Print(os.Stdout)
 	}

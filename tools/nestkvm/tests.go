@@ -34,6 +34,10 @@ type kvmTests struct {
 	Pkg    string // relative to the module
 	Tests  []string
 	Images []string
+	// Benchmarks are the benchmarks that call needKVM, run only when
+	// asked (-bench); BenchImages the images only they boot.
+	Benchmarks  []string
+	BenchImages []string
 }
 
 // findKVMTests reads the test files of pkg (relative to root) and returns
@@ -57,13 +61,13 @@ func findKVMTests(root, pkg string) (kvmTests, error) {
 		for _, d := range af.Decls {
 			if fd, ok := d.(*ast.FuncDecl); ok && fd.Recv == nil && fd.Body != nil {
 				funcs[fd.Name.Name] = fd
-				if strings.HasPrefix(fd.Name.Name, "Test") && fd.Name.Name != "TestMain" {
+				if strings.HasPrefix(fd.Name.Name, "Test") && fd.Name.Name != "TestMain" || strings.HasPrefix(fd.Name.Name, "Benchmark") {
 					tests = append(tests, fd.Name.Name)
 				}
 			}
 		}
 	}
-	imgs := map[string]bool{}
+	imgs, benchImgs := map[string]bool{}, map[string]bool{}
 	for _, name := range tests {
 		kvm := false
 		lits := map[string]bool{}
@@ -97,7 +101,13 @@ func findKVMTests(root, pkg string) (kvmTests, error) {
 			})
 		}
 		walk(funcs[name], true)
-		if kvm {
+		switch {
+		case kvm && strings.HasPrefix(name, "Benchmark"):
+			kt.Benchmarks = append(kt.Benchmarks, name)
+			for l := range lits {
+				benchImgs[l] = true
+			}
+		case kvm:
 			kt.Tests = append(kt.Tests, name)
 			for l := range lits {
 				imgs[l] = true
@@ -107,8 +117,15 @@ func findKVMTests(root, pkg string) (kvmTests, error) {
 	for i := range imgs {
 		kt.Images = append(kt.Images, i)
 	}
+	for i := range benchImgs {
+		if !imgs[i] {
+			kt.BenchImages = append(kt.BenchImages, i)
+		}
+	}
 	sort.Strings(kt.Tests)
 	sort.Strings(kt.Images)
+	sort.Strings(kt.Benchmarks)
+	sort.Strings(kt.BenchImages)
 	return kt, nil
 }
 
@@ -120,7 +137,8 @@ type Options struct {
 	Root    string // the module's directory
 	Cache   string // where prepared Linuxes are kept
 	Timeout time.Duration
-	Run     *regexp.Regexp // only the KVM-only tests it matches; nil: all
+	Run     *regexp.Regexp // only the KVM-only tests it matches; nil: all (none when Bench is set)
+	Bench   *regexp.Regexp // also the KVM-only benchmarks it matches (-benchtime 1x); nil: none
 	Log     io.Writer      // progress and figures
 	Console io.Writer      // the nested Linux's console
 }
@@ -222,10 +240,17 @@ func runScript(want []kvmTests) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "echo %s\nexport AMBER_TEST_PREBUILT=/share\nstatus=0\n", runMarker)
 	for _, k := range want {
-		run := "^(" + strings.Join(k.Tests, "|") + ")$"
 		dir := "/tmp/" + strings.ReplaceAll(k.Pkg, "/", "_")
-		fmt.Fprintf(&b, "echo 'nestkvm: package %s'\nmkdir -p %s && cd %s && /share/test/%s -test.v -test.count=1 -test.timeout=10m -test.run '%s' || status=1\n",
-			k.Pkg, dir, dir, testBinary(k.Pkg), run)
+		if len(k.Tests) > 0 {
+			run := "^(" + strings.Join(k.Tests, "|") + ")$"
+			fmt.Fprintf(&b, "echo 'nestkvm: package %s'\nmkdir -p %s && cd %s && /share/test/%s -test.v -test.count=1 -test.timeout=10m -test.run '%s' || status=1\n",
+				k.Pkg, dir, dir, testBinary(k.Pkg), run)
+		}
+		if len(k.Benchmarks) > 0 {
+			bench := "^(" + strings.Join(k.Benchmarks, "|") + ")$"
+			fmt.Fprintf(&b, "echo 'nestkvm: package %s'\nmkdir -p %s && cd %s && /share/test/%s -test.run '^$' -test.bench '%s' -test.benchtime 1x -test.timeout=30m || status=1\n",
+				k.Pkg, dir, dir, testBinary(k.Pkg), bench)
+		}
 	}
 	b.WriteString("exit $status\n")
 	return b.String()
@@ -264,8 +289,18 @@ func Run(ctx context.Context, o Options) (*Report, []kvmTests, error) {
 		}
 		if o.Run != nil {
 			k.Tests = slices.DeleteFunc(k.Tests, func(t string) bool { return !o.Run.MatchString(t) })
+		} else if o.Bench != nil {
+			k.Tests = nil
 		}
-		if len(k.Tests) > 0 {
+		if o.Bench != nil {
+			k.Benchmarks = slices.DeleteFunc(k.Benchmarks, func(t string) bool { return !o.Bench.MatchString(t) })
+		} else {
+			k.Benchmarks = nil
+		}
+		if len(k.Benchmarks) > 0 {
+			k.Images = append(k.Images, k.BenchImages...)
+		}
+		if len(k.Tests) > 0 || len(k.Benchmarks) > 0 {
 			want = append(want, k)
 		}
 	}
@@ -325,5 +360,10 @@ func (r *Report) Print(w io.Writer) {
 		r.Prepare.Seconds(), r.Build.Seconds(), r.Up.Seconds(), r.Total.Seconds())
 	for _, t := range r.Results {
 		fmt.Fprintf(w, "nestkvm: %-4s %-9s %-40s %6.1fs\n", t.Outcome, t.Pkg, t.Name, t.Time.Seconds())
+	}
+	for _, l := range strings.Split(r.Console, "\n") {
+		if strings.HasPrefix(l, "Benchmark") {
+			fmt.Fprintf(w, "nestkvm: %s\n", strings.TrimSpace(l))
+		}
 	}
 }
