@@ -122,6 +122,11 @@ type Contents struct {
 	// Memory is guest RAM from guest-physical 0; its length is a
 	// multiple of PageSize.
 	Memory []byte
+	// Touched, when not nil, is a bitmap of the pages of Memory that
+	// may be non-zero (bit i%64 of word i/64: page i); the others are
+	// known to be zero and are not read (reading untouched memory maps
+	// a page for each). nil: every page is read.
+	Touched []uint64
 	// DiskObject is the store object holding the VM's disk ("" for
 	// none): it is cloned into the snapshot.
 	DiskObject string
@@ -156,7 +161,10 @@ func Write(tx *objstore.Tx, c *Contents) error {
 			return err
 		}
 	}
-	stored, err := writeMemory(tx, Object(m.Name, ObjMem), c.Memory)
+	if c.Touched != nil && len(c.Touched) < (len(c.Memory)/PageSize+63)/64 {
+		return fmt.Errorf("a bitmap of %d words for %d pages of memory", len(c.Touched), len(c.Memory)/PageSize)
+	}
+	stored, err := writeMemory(tx, Object(m.Name, ObjMem), c.Memory, c.Touched)
 	if err != nil {
 		return err
 	}
@@ -198,7 +206,7 @@ var zeroPage [PageSize]byte
 // writeMemory writes mem into a new object, each run of non-zero pages
 // in one write and zero pages left as holes (no space; they read, and
 // map, as zeros). It returns the bytes written.
-func writeMemory(tx *objstore.Tx, name string, mem []byte) (int64, error) {
+func writeMemory(tx *objstore.Tx, name string, mem []byte, touched []uint64) (int64, error) {
 	o, err := tx.Create(name)
 	if err != nil {
 		return 0, fmt.Errorf("creating %s: %w", name, err)
@@ -206,14 +214,20 @@ func writeMemory(tx *objstore.Tx, name string, mem []byte) (int64, error) {
 	if err := o.Truncate(int64(len(mem))); err != nil {
 		return 0, err
 	}
+	zero := func(p int) bool {
+		if i := p / PageSize; touched != nil && touched[i/64]&(1<<(i%64)) == 0 {
+			return true
+		}
+		return bytes.Equal(mem[p:p+PageSize], zeroPage[:])
+	}
 	var stored int64
 	for p := 0; p < len(mem); {
-		if bytes.Equal(mem[p:p+PageSize], zeroPage[:]) {
+		if zero(p) {
 			p += PageSize
 			continue
 		}
 		q := p + PageSize
-		for q < len(mem) && !bytes.Equal(mem[q:q+PageSize], zeroPage[:]) {
+		for q < len(mem) && !zero(q) {
 			q += PageSize
 		}
 		if _, err := o.WriteAt(mem[p:q], int64(p)); err != nil {

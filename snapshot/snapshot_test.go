@@ -129,6 +129,36 @@ func TestWriteAndExtents(t *testing.T) {
 	}
 }
 
+// Pages outside the Touched bitmap are taken as zero and not read.
+func TestTouchedBitmap(t *testing.T) {
+	s, dev := newStore(t)
+	mem := guestMemory()
+	touched := make([]uint64, 1)
+	touched[0] = 1<<1 | 1<<2 | 1<<41 // page 3 and the last are left out
+	c := &Contents{Meta: Meta{Name: "t"}, Memory: mem, Touched: touched}
+	if err := s.Update(func(tx *objstore.Tx) error { return Write(tx, c) }); err != nil {
+		t.Fatal(err)
+	}
+	if c.Meta.MemStored != 3*PageSize {
+		t.Errorf("MemStored = %d, want 3 pages", c.Meta.MemStored)
+	}
+	s.View(func(tx *objstore.Tx) error {
+		got := readMem(t, tx, dev.Bytes(), "t")
+		want := append([]byte(nil), mem...)
+		clear(want[3*PageSize : 4*PageSize])
+		clear(want[len(want)-PageSize:])
+		if !bytes.Equal(got, want) {
+			t.Error("memory differs")
+		}
+		return nil
+	})
+	if err := s.Update(func(tx *objstore.Tx) error {
+		return Write(tx, &Contents{Meta: Meta{Name: "short"}, Memory: make([]byte, 65*PageSize), Touched: make([]uint64, 1)})
+	}); err == nil {
+		t.Error("a bitmap shorter than memory accepted")
+	}
+}
+
 func TestRefuseOtherVersion(t *testing.T) {
 	s, _ := newStore(t)
 	c := &Contents{Meta: Meta{Name: "old"}, Memory: make([]byte, PageSize)}

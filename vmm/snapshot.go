@@ -301,11 +301,18 @@ func (vm *VM) snapshotNow(name string) (*snapfmt.Meta, error) {
 	if fi, err := os.Stat(vm.img.Path); err == nil {
 		imgSize = fi.Size()
 	}
+	var touched []uint64
+	if !vm.restored {
+		// Skip the pages never touched (most of a fresh VM's RAM): a
+		// failure only costs time.
+		touched, _ = vm.mem.touchedPages()
+	}
 	c := &snapfmt.Contents{
 		Meta:    snapfmt.Meta{Name: name, Image: img, ImageSize: imgSize, TSCHz: vm.tscHz, BootTSC: vm.bootTSC},
 		VCPU:    vcpuJSON,
 		Devices: devJSON,
 		Memory:  vm.mem.mem,
+		Touched: touched,
 		// The disk as the guest sees it, its cached writes included.
 		DiskObject: StoreDiskObject,
 	}
@@ -357,6 +364,11 @@ type RestoreConfig struct {
 // touches it), vCPU and devices are as they were, and the store's disk
 // object becomes the snapshot's disk (the disk's state since the snapshot
 // is replaced, as loading a qcow2 snapshot does). Run continues the guest.
+//
+// The disk's replacement is the first write in the disk's cache (its open
+// transaction), committed with the guest's first flush or when the VM
+// ends: a restore costs no commit, and a VMM killed before either leaves
+// the store as it was.
 func Restore(rc RestoreConfig) (_ *VM, err error) {
 	dev, err := filedev.Open(rc.Store, filedev.Options{})
 	if err != nil {
@@ -368,8 +380,15 @@ func Restore(rc RestoreConfig) (_ *VM, err error) {
 		return nil, fmt.Errorf("%s: %w", rc.Store, err)
 	}
 	owned := false
+	tx, err := s.Begin(true)
+	if err != nil {
+		s.Close()
+		dev.Close()
+		return nil, fmt.Errorf("%s: %w", rc.Store, err)
+	}
 	defer func() {
 		if !owned {
+			tx.Abort()
 			s.Close()
 			dev.Close()
 		}
@@ -381,7 +400,8 @@ func Restore(rc RestoreConfig) (_ *VM, err error) {
 		extents   []snapfmt.Extent
 		diskBytes int64
 	)
-	err = s.Update(func(tx *objstore.Tx) error {
+	var diskObj *objstore.Object
+	err = func() error {
 		if meta, err = snapfmt.ReadMeta(tx, rc.Snapshot); err != nil {
 			return err
 		}
@@ -400,8 +420,12 @@ func Restore(rc RestoreConfig) (_ *VM, err error) {
 		if err := tx.Delete(StoreDiskObject); err != nil && !errors.Is(err, objstore.ErrNotFound) {
 			return err
 		}
-		return tx.Clone(snapDisk, StoreDiskObject)
-	})
+		if err := tx.Clone(snapDisk, StoreDiskObject); err != nil {
+			return err
+		}
+		diskObj, err = tx.Open(StoreDiskObject)
+		return err
+	}()
 	if err != nil {
 		return nil, fmt.Errorf("%s@%s: %w", rc.Store, rc.Snapshot, err)
 	}
@@ -410,6 +434,11 @@ func Restore(rc RestoreConfig) (_ *VM, err error) {
 		if img, err = OpenImage(meta.Image); err != nil {
 			return nil, fmt.Errorf("snapshot %q was taken of %s: %w", rc.Snapshot, meta.Image, err)
 		}
+		defer func() {
+			if !owned {
+				img.Close()
+			}
+		}()
 	}
 	if fi, err := os.Stat(img.Path); err == nil && meta.ImageSize != 0 && fi.Size() != meta.ImageSize {
 		return nil, fmt.Errorf("%s has %d bytes, but had %d when snapshot %q was taken: not the same image", img.Path, fi.Size(), meta.ImageSize, rc.Snapshot)
@@ -422,7 +451,7 @@ func Restore(rc RestoreConfig) (_ *VM, err error) {
 	if err := json.Unmarshal(vcpuJSON, &st); err != nil {
 		return nil, &snapfmt.FormatError{Name: rc.Snapshot, Format: meta.Format, Reason: fmt.Sprintf("vCPU state: %v", err)}
 	}
-	sd := &storeDisk{dev: dev, s: s, size: diskBytes}
+	sd := &storeDisk{dev: dev, s: s, size: diskBytes, tx: tx, obj: diskObj}
 	owned = true
 	cfg := Config{
 		Image: img, Memory: uint64(meta.MemBytes),
@@ -437,8 +466,12 @@ func Restore(rc RestoreConfig) (_ *VM, err error) {
 	}
 	vm := &VM{cfg: cfg, img: img, restored: true, lstarMode: vs.LSTAR}
 	vm.closers = append(vm.closers, sd.Close)
+	if rc.Image == nil {
+		vm.closers = append(vm.closers, img.Close)
+	}
 	defer func() {
 		if err != nil {
+			sd.dropCache() // a failed restore leaves the store's disk alone
 			vm.Close()
 		}
 	}()
@@ -673,3 +706,13 @@ func (vm *VM) Metrics() Metrics {
 
 // ImagePath is the path of the image the VM runs.
 func (vm *VM) ImagePath() string { return vm.img.Path }
+
+// dropCache aborts the disk's uncommitted writes.
+func (d *storeDisk) dropCache() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.tx != nil {
+		d.tx.Abort()
+		d.tx, d.obj = nil, nil
+	}
+}

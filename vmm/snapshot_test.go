@@ -88,3 +88,33 @@ func TestDeviceStateRoundTrip(t *testing.T) {
 		t.Errorf("a queue outside memory: %v", err)
 	}
 }
+
+// touchedPages sees the pages written and not the others.
+func TestTouchedPages(t *testing.T) {
+	m, err := newGuestMemory(4 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.close()
+	m.mem[5*4096] = 1
+	m.mem[700*4096+17] = 1
+	_ = m.mem[900*4096] // a read maps the zero page: not present in pagemap terms? either is fine
+	bm, err := m.touchedPages()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []int{5, 700} {
+		if bm[p/64]&(1<<(p%64)) == 0 {
+			t.Errorf("page %d written but not in the bitmap", p)
+		}
+	}
+	n := 0
+	for p := 0; p < 1024; p++ {
+		if bm[p/64]&(1<<(p%64)) != 0 {
+			n++
+		}
+	}
+	if n > 3 {
+		t.Errorf("%d pages in the bitmap; 2 (or 3) were touched", n)
+	}
+}
