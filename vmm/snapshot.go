@@ -443,6 +443,9 @@ func Restore(rc RestoreConfig) (_ *VM, err error) {
 	if fi, err := os.Stat(img.Path); err == nil && meta.ImageSize != 0 && fi.Size() != meta.ImageSize {
 		return nil, fmt.Errorf("%s has %d bytes, but had %d when snapshot %q was taken: not the same image", img.Path, fi.Size(), meta.ImageSize, rc.Snapshot)
 	}
+	if meta.MemBytes%(2<<20) != 0 || uint64(meta.MemBytes) > boot.MaxMemory {
+		return nil, &snapfmt.FormatError{Name: rc.Snapshot, Format: meta.Format, Reason: fmt.Sprintf("guest memory of %d bytes: not a multiple of 2 MiB up to %d MiB", meta.MemBytes, boot.MaxMemory>>20)}
+	}
 	var vs vmState
 	if err := json.Unmarshal(devJSON, &vs); err != nil {
 		return nil, &snapfmt.FormatError{Name: rc.Snapshot, Format: meta.Format, Reason: fmt.Sprintf("device state: %v", err)}
@@ -486,6 +489,11 @@ func Restore(rc RestoreConfig) (_ *VM, err error) {
 	}
 	fd := int(dev.Fd())
 	for _, e := range extents {
+		// A page mapped past the end of the file would be SIGBUS for the
+		// VMM when the guest touches it.
+		if e.FileOffset < 0 || e.FileOffset+e.Length > dev.Size() {
+			return nil, fmt.Errorf("snapshot %q: memory extent [%#x, %#x) of the file is past its end (%#x)", rc.Snapshot, e.FileOffset, e.FileOffset+e.Length, dev.Size())
+		}
 		if err := vm.mem.mapFile(uint64(e.GuestAddr), uint64(e.Length), fd, e.FileOffset); err != nil {
 			return nil, fmt.Errorf("mapping snapshot memory [%#x, %#x): %w", e.GuestAddr, e.GuestAddr+e.Length, err)
 		}
