@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"math/rand"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -235,4 +236,72 @@ func setSnapshotFormat(t *testing.T, store, name string, v int) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// kill -9 of the VMM while it takes a snapshot, at random points: the
+// store stays consistent (fsck), the earlier snapshot restores and
+// continues from its count, and the snapshot being taken is either whole
+// (it restores too) or absent.
+func TestSnapshotKill(t *testing.T) {
+	needKVM(t)
+	img := image(t, "./testdata/snapcount")
+	dir := t.TempDir()
+	t.Setenv("XDG_RUNTIME_DIR", dir)
+	store := filepath.Join(dir, "vm.store")
+	if r := run(t, "store", "create", store, "--disk-size", "16M"); r.code != 0 {
+		t.Fatalf("store create: exit %d\n%s", r.code, r.stderr)
+	}
+	sock := filepath.Join(dir, "vm.sock")
+	vm := startVM(t, "run", "--timeout", "600s", "--disk", store, "--api", sock, img, "--", "1000000")
+	vm.waitCount(t, 3)
+	if r := run(t, "snapshot", "--api", sock, "--stop", "a"); r.code != 0 {
+		t.Fatalf("vmm snapshot a: exit %d\n%s", r.code, r.stderr)
+	}
+	cs, _ := vm.rest(t)
+	aCount := cs[len(cs)-1].n
+	seed := time.Now().UnixNano()
+	rng := rand.New(rand.NewSource(seed))
+	t.Logf("snapshot a at count %d; kill delays from seed %d", aCount, seed)
+	for i := range 4 {
+		rv := startVM(t, "restore", "--api", sock, store+"@a")
+		if c := rv.waitCount(t, aCount+1); len(c) == 0 || c[0].n != aCount+1 {
+			t.Fatalf("round %d: restore of a did not continue at %d: %+v\n%s", i, aCount+1, c, rv.stderr.String())
+		}
+		name := fmt.Sprintf("b%d", i)
+		snap := exec.Command(vmmBin, "snapshot", "--api", sock, name)
+		if err := snap.Start(); err != nil {
+			t.Fatal(err)
+		}
+		delay := time.Duration(rng.Intn(800)) * time.Millisecond
+		time.Sleep(delay)
+		rv.cmd.Process.Kill() // SIGKILL
+		rv.cmd.Wait()
+		snap.Wait()
+		if r := run(t, "store", "fsck", store); r.code != 0 {
+			t.Fatalf("round %d (killed %v into snapshot %s): fsck: exit %d\n%s%s", i, delay, name, r.code, r.stdout, r.stderr)
+		}
+		r := run(t, "snapshots", store)
+		if !listed(r.stdout, "a") {
+			t.Fatalf("round %d: snapshot a gone:\n%s%s", i, r.stdout, r.stderr)
+		}
+		t.Logf("round %d: killed %v into snapshot %s; %s present: %v", i, delay, name, name, listed(r.stdout, name))
+		if listed(r.stdout, name) {
+			bv := startVM(t, "restore", "--api", sock, store+"@"+name)
+			if c := bv.waitCount(t, aCount+2); len(c) == 0 {
+				t.Errorf("round %d: snapshot %s is listed but its restore printed nothing\n%s", i, name, bv.stderr.String())
+			}
+			run(t, "stop", "--api", sock)
+			bv.rest(t)
+		}
+	}
+}
+
+// listed reports whether vmm snapshots' output has a line for name.
+func listed(out, name string) bool {
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) > 0 && f[0] == name {
+			return true
+		}
+	}
+	return false
 }
