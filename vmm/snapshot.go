@@ -167,6 +167,9 @@ func (vm *VM) Pause() error {
 	case <-started:
 		return nil
 	case <-vm.exitedChan():
+		vm.ctl.mu.Lock()
+		vm.ctl.resume = nil
+		vm.ctl.mu.Unlock()
 		return ErrNotRunning
 	}
 }
