@@ -3,7 +3,11 @@ package vmm
 import (
 	"encoding/json"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Device state goes through JSON (the snapshot's devices object) and
@@ -116,5 +120,58 @@ func TestTouchedPages(t *testing.T) {
 	}
 	if n > 3 {
 		t.Errorf("%d pages in the bitmap; 2 (or 3) were touched", n)
+	}
+}
+
+// Pause holds the vCPU between two runs until Resume; requests reach a
+// paused vCPU; Stop ends a paused VM; requests after the end fail.
+func TestPauseResume(t *testing.T) {
+	g := newFakeGuest(t, Config{})
+	vm := g.vm
+	var runs atomic.Int64
+	vm.vcpu.enter = func() unix.Errno {
+		runs.Add(1)
+		time.Sleep(time.Millisecond)
+		return unix.EINTR // a signal: the loop goes round
+	}
+	done := make(chan struct{})
+	go func() {
+		vm.loop()
+		vm.endRequests()
+		close(done)
+	}()
+	if err := vm.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	if !vm.Paused() {
+		t.Error("not Paused after Pause")
+	}
+	n := runs.Load()
+	time.Sleep(50 * time.Millisecond)
+	if m := runs.Load(); m != n {
+		t.Errorf("the vCPU ran %d times while paused", m-n)
+	}
+	ran := false
+	if err := vm.onVCPU(func() error { ran = true; return nil }); err != nil || !ran {
+		t.Errorf("a request to the paused vCPU: ran %v, %v", ran, err)
+	}
+	if err := vm.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	if err := vm.Resume(); err == nil {
+		t.Error("a second Resume succeeded")
+	}
+	for runs.Load() == n {
+		time.Sleep(time.Millisecond)
+	}
+	vm.Pause()
+	vm.Stop()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Stop did not end a paused VM")
+	}
+	if err := vm.onVCPU(func() error { return nil }); err != ErrNotRunning {
+		t.Errorf("a request after the end: %v, want ErrNotRunning", err)
 	}
 }
