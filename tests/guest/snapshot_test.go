@@ -272,7 +272,7 @@ func TestSnapshotKill(t *testing.T) {
 		if err := snap.Start(); err != nil {
 			t.Fatal(err)
 		}
-		delay := time.Duration(rng.Intn(800)) * time.Millisecond
+		delay := time.Duration(rng.Intn(3000)) * time.Millisecond
 		time.Sleep(delay)
 		rv.cmd.Process.Kill() // SIGKILL
 		rv.cmd.Wait()
