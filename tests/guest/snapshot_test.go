@@ -294,6 +294,26 @@ func TestSnapshotKill(t *testing.T) {
 			bv.rest(t)
 		}
 	}
+	// A snapshot of a restored VM, not killed, restores and continues.
+	rv := startVM(t, "restore", "--api", sock, store+"@a")
+	c := rv.waitCount(t, aCount+2)
+	r := run(t, "snapshot", "--api", sock, "--stop", "c")
+	if r.code != 0 {
+		t.Fatalf("snapshot c of a restored VM: exit %d\n%s", r.code, r.stderr)
+	}
+	t.Logf("snapshot c of a restored VM: %s", strings.TrimSpace(r.stdout))
+	more, _ := rv.rest(t)
+	c = append(c, more...)
+	cCount := c[len(c)-1].n
+	cv := startVM(t, "restore", "--api", sock, store+"@c")
+	if got := cv.waitCount(t, cCount+1); len(got) == 0 || got[0].n != cCount+1 {
+		t.Errorf("restore of c: %+v, want count %d first\n%s", got, cCount+1, cv.stderr.String())
+	}
+	run(t, "stop", "--api", sock)
+	cv.rest(t)
+	if r := run(t, "store", "fsck", store); r.code != 0 {
+		t.Errorf("fsck at the end: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
 }
 
 // listed reports whether vmm snapshots' output has a line for name.
