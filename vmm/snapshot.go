@@ -305,17 +305,13 @@ func (vm *VM) snapshotNow(name string) (*snapfmt.Meta, error) {
 		imgSize = fi.Size()
 	}
 	// Skip the pages never touched (most of a VM's RAM): anonymous
-	// memory the host never backed is zero. A restored VM's pages mapped
-	// from its snapshot hold the file's data even untouched: they count
-	// as touched. A failure only costs time: every page is read.
+	// memory the host never backed is zero. Pages mapped from a file (the
+	// image's read-only segments, a restored VM's snapshot) hold the
+	// file's data even untouched: touchedPages counts them. A failure
+	// only costs time: every page is read.
 	touched, err := vm.mem.touchedPages()
 	if err != nil {
 		touched = nil
-	}
-	for _, e := range vm.mapped {
-		for p := e.GuestAddr / snapfmt.PageSize; p < (e.GuestAddr+e.Length)/snapfmt.PageSize && touched != nil; p++ {
-			touched[p/64] |= 1 << (p % 64)
-		}
 	}
 	c := &snapfmt.Contents{
 		Meta:    snapfmt.Meta{Name: name, Image: img, ImageSize: imgSize, TSCHz: vm.tscHz, BootTSC: vm.bootTSC},
@@ -508,7 +504,6 @@ func Restore(rc RestoreConfig) (_ *VM, err error) {
 			return nil, fmt.Errorf("mapping snapshot memory [%#x, %#x): %w", e.GuestAddr, e.GuestAddr+e.Length, err)
 		}
 	}
-	vm.mapped = extents
 	if err = vm.setMemoryRegion(0); err != nil {
 		return nil, err
 	}

@@ -1,7 +1,9 @@
 package vmm
 
 import (
+	"bytes"
 	"encoding/json"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -120,6 +122,23 @@ func TestTouchedPages(t *testing.T) {
 	}
 	if n > 3 {
 		t.Errorf("%d pages in the bitmap; 2 (or 3) were touched", n)
+	}
+	// Pages mapped from a file count, untouched: they hold the file's data.
+	f, err := os.CreateTemp(t.TempDir(), "img")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write(bytes.Repeat([]byte{7}, 8*4096))
+	if err := m.mapFile(800*4096, 8*4096, int(f.Fd()), 0); err != nil {
+		t.Fatal(err)
+	}
+	if bm, err = m.touchedPages(); err != nil {
+		t.Fatal(err)
+	}
+	for p := 800; p < 808; p++ {
+		if bm[p/64]&(1<<(p%64)) == 0 {
+			t.Errorf("page %d, mapped from a file, not in the bitmap", p)
+		}
 	}
 }
 

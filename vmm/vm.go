@@ -21,7 +21,6 @@ import (
 	"unsafe"
 
 	"github.com/amberos/amber/boot"
-	snapfmt "github.com/amberos/amber/snapshot"
 	"github.com/bobuhiro11/gokvm/kvm"
 	"golang.org/x/sys/unix"
 )
@@ -108,9 +107,8 @@ type VM struct {
 
 	tlbFlushes, releasedBytes uint64 // memory the guest gave back (vmm/release.go)
 
-	ctl      vcpuCtl          // requests to the vCPU thread: pause, snapshot (vmm/snapshot.go)
-	restored bool             // made by Restore: Run continues the guest instead of booting it
-	mapped   []snapfmt.Extent // guest memory mapped from the snapshot restored
+	ctl      vcpuCtl // requests to the vCPU thread: pause, snapshot (vmm/snapshot.go)
+	restored bool    // made by Restore: Run continues the guest instead of booting it
 }
 
 // Mark is a point in guest time reported by kernel.Mark.
