@@ -125,6 +125,11 @@ type AmberInfo struct {
 	// kernel takes atomically: signals for the guest process, such as
 	// SIGINT on Ctrl-C. The kernel checks it on timer ticks and after idle.
 	HostSignals uint64
+	// Restores counts the times the VM was restored from a snapshot. The
+	// VMM bumps it after writing a new Seed and a BootUnixNs that makes
+	// the wall clock the host's; the kernel reads BootUnixNs on every
+	// clock read and reseeds when it sees the count change.
+	Restores uint64
 }
 
 // AmberInfo flags.

@@ -14,6 +14,8 @@ var (
 	seed         [4]uint64
 	haveRDRAND   bool
 	lstarPC      uintptr
+	amberInfo    uintptr // the VMM's boot.AmberInfo; 0 under other loaders
+	seedRestores uint64  // AmberInfo.Restores when seed was last taken
 )
 
 // kinit runs on the boot stack before the Go runtime exists. It sets up
@@ -34,6 +36,8 @@ func kinit(startInfo uintptr) uintptr {
 		seed = ai.Seed
 		timeInit(ai.TSCHz, ai.BootTSC, ai.BootUnixNs)
 		hostSignals = uintptr(unsafe.Pointer(&ai.HostSignals))
+		amberInfo = uintptr(unsafe.Pointer(ai))
+		seedRestores = ai.Restores
 	} else {
 		// Started by another PVH loader (QEMU, Firecracker, ...): no
 		// hypercalls; RAM, time and TSC come from portable sources.

@@ -83,7 +83,7 @@ func ip(i uint32) *inode {
 }
 
 //go:nosplit
-func fsNow() int64 { return bootUnixNs + nanotime() }
+func fsNow() int64 { return wallBase() + nanotime() }
 
 // ialloc returns a new inode with the given mode and one link, or 0 when
 // the table or memory is full.

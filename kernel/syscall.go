@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/amberos/amber/boot"
@@ -337,7 +338,16 @@ func randomU64() uint64 {
 			}
 		}
 	}
-	// splitmix64 over the VMM's seed and the TSC.
+	// splitmix64 over the VMM's seed and the TSC. A VM restored from a
+	// snapshot has the seed of every other VM restored from it, until it
+	// takes the fresh one the VMM wrote.
+	if amberInfo != 0 {
+		ai := (*boot.AmberInfo)(ptr(amberInfo))
+		if r := atomic.LoadUint64(&ai.Restores); r != seedRestores {
+			seedRestores = r
+			seed = ai.Seed
+		}
+	}
 	seed[0] += 0x9e3779b97f4a7c15 ^ rdtsc()
 	z := seed[0] ^ seed[1]
 	z = (z ^ z>>30) * 0xbf58476d1ce4e5b9

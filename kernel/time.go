@@ -2,7 +2,10 @@ package kernel
 
 import (
 	"math/bits"
+	"sync/atomic"
 	"unsafe"
+
+	"github.com/amberos/amber/boot"
 )
 
 // Time comes from RDTSC (about 9 ns, no exit): nanoseconds since boot are
@@ -49,11 +52,24 @@ const (
 // been up for a while; some programs treat 0 as "unset".
 const monoBase = 1_000_000_000
 
+// wallBase is CLOCK_REALTIME at boot, in ns since the Unix epoch. Under
+// Amber's VMM it is read from the boot information on every call: after a
+// restore from a snapshot the VMM moves it so that the wall clock is the
+// host's while the monotonic clock continues from the snapshot.
+//
+//go:nosplit
+func wallBase() int64 {
+	if amberInfo != 0 {
+		return int64(atomic.LoadUint64(&(*boot.AmberInfo)(ptr(amberInfo)).BootUnixNs))
+	}
+	return bootUnixNs
+}
+
 //go:nosplit
 func clockNow(clk uint64) (int64, bool) {
 	switch clk {
 	case clockRealtime, clockRealtimeCoarse:
-		return bootUnixNs + nanotime(), true
+		return wallBase() + nanotime(), true
 	case clockMonotonic, clockMonotonicRaw, clockMonotonicCoarse, clockBoottime,
 		clockProcessCPU, clockThreadCPU:
 		return monoBase + nanotime(), true
@@ -126,7 +142,7 @@ func sysClockGetres(f *sysFrame) int64 {
 //go:nosplit
 func sysGettimeofday(f *sysFrame) int64 {
 	if f.rdi != 0 {
-		ns := bootUnixNs + nanotime()
+		ns := wallBase() + nanotime()
 		tv := timespec{sec: ns / 1e9, nsec: ns % 1e9 / 1000} // a struct timeval
 		if !copyOut(uintptr(f.rdi), unsafe.Pointer(&tv), unsafe.Sizeof(tv)) {
 			return -eFAULT
@@ -143,7 +159,7 @@ func sysGettimeofday(f *sysFrame) int64 {
 
 //go:nosplit
 func sysTime(f *sysFrame) int64 {
-	s := (bootUnixNs + nanotime()) / 1e9
+	s := (wallBase() + nanotime()) / 1e9
 	if f.rdi != 0 && !copyOut(uintptr(f.rdi), unsafe.Pointer(&s), 8) {
 		return -eFAULT
 	}

@@ -1,7 +1,9 @@
 package vmm
 
 import (
+	"encoding/binary"
 	"fmt"
+	"os"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -13,6 +15,9 @@ import (
 // from the guest.
 type GuestMemory struct {
 	mem []byte
+	// fileRanges are the ranges [pa, pa+n) mapped from a file (mapFile):
+	// their pages hold the file's data before anything touches them.
+	fileRanges [][2]uint64
 }
 
 func newGuestMemory(size uint64) (*GuestMemory, error) {
@@ -65,8 +70,9 @@ func (m *GuestMemory) mapFile(pa, n uint64, fd int, off int64) error {
 	_, _, errno := unix.Syscall6(unix.SYS_MMAP, uintptr(unsafe.Pointer(&s[0])), uintptr(n),
 		unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_FIXED, uintptr(fd), uintptr(off))
 	if errno != 0 {
-		return fmt.Errorf("mapping the image into guest memory: %w", errno)
+		return fmt.Errorf("mapping a file into guest memory: %w", errno)
 	}
+	m.fileRanges = append(m.fileRanges, [2]uint64{pa, n})
 	return nil
 }
 
@@ -77,4 +83,41 @@ func (m *GuestMemory) close() error {
 	err := unix.Munmap(m.mem)
 	m.mem = nil
 	return err
+}
+
+// touchedPages returns a bitmap of the pages of guest memory that may be
+// non-zero: those the host has ever backed (present, or swapped out, from
+// /proc/self/pagemap) and those mapped from a file (mapFile: the image's
+// read-only segments, a restored snapshot), which hold the file's data
+// untouched. Every other page is anonymous memory never touched: zero,
+// and reading it would only map the zero page, one fault per page.
+func (m *GuestMemory) touchedPages() ([]uint64, error) {
+	f, err := os.Open("/proc/self/pagemap")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	pages := len(m.mem) / os.Getpagesize()
+	bitmap := make([]uint64, (pages+63)/64)
+	const chunk = 1 << 16
+	buf := make([]byte, 8*chunk)
+	first := uintptr(unsafe.Pointer(&m.mem[0])) / uintptr(os.Getpagesize())
+	for p := 0; p < pages; p += chunk {
+		n := min(chunk, pages-p)
+		if _, err := f.ReadAt(buf[:8*n], int64(first+uintptr(p))*8); err != nil {
+			return nil, fmt.Errorf("reading /proc/self/pagemap: %w", err)
+		}
+		for i := range n {
+			const present, swapped = 1 << 63, 1 << 62
+			if binary.LittleEndian.Uint64(buf[8*i:])&(present|swapped) != 0 {
+				bitmap[(p+i)/64] |= 1 << ((p + i) % 64)
+			}
+		}
+	}
+	for _, r := range m.fileRanges {
+		for p := r[0] / uint64(os.Getpagesize()); p < (r[0]+r[1])/uint64(os.Getpagesize()); p++ {
+			bitmap[p/64] |= 1 << (p % 64)
+		}
+	}
+	return bitmap, nil
 }

@@ -107,7 +107,9 @@ type VM struct {
 
 	tlbFlushes, releasedBytes uint64 // memory the guest gave back (vmm/release.go)
 
-	blks []*blkDevice // the disks' devices (virtioblk.go), for DiskRequests
+	blks     []*blkDevice // the disks' devices (virtioblk.go), for DiskRequests
+	ctl      vcpuCtl      // requests to the vCPU thread: pause, snapshot (vmm/snapshot.go)
+	restored bool         // made by Restore: Run continues the guest instead of booting it
 }
 
 // Mark is a point in guest time reported by kernel.Mark.
@@ -559,13 +561,18 @@ func (vm *VM) Close() error {
 func (vm *VM) Run() (status int, err error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	defer vm.endRequests()
 
-	if vm.bootTSC, err = vm.guestTSC(); err != nil {
-		return 0, err
-	}
-	vm.bootTime = time.Now()
-	if err := vm.writeStartInfo(vm.lstarMode); err != nil {
-		return 0, err
+	if vm.restored {
+		vm.startRestored()
+	} else {
+		if vm.bootTSC, err = vm.guestTSC(); err != nil {
+			return 0, err
+		}
+		vm.bootTime = time.Now()
+		if err := vm.writeStartInfo(vm.lstarMode); err != nil {
+			return 0, err
+		}
 	}
 	if vm.cfg.Timeout > 0 {
 		t := time.AfterFunc(vm.cfg.Timeout, func() {
@@ -584,6 +591,7 @@ func (vm *VM) loop() (int, error) { return vm.vcpu.loop(vm) }
 // (exitHandler).
 
 func (vm *VM) stopping() (int, bool) {
+	vm.serveRequests()
 	if vm.stop.Load() {
 		return ExitInterrupted, true
 	}

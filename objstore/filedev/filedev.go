@@ -229,3 +229,8 @@ func (d *File) Close() error { return d.f.Close() }
 
 // Name returns the file's path.
 func (d *File) Name() string { return d.f.Name() }
+
+// Fd returns the file's descriptor, valid until Close: data blocks are
+// whole pages at offsets Object.Extents gives, so a caller can mmap them
+// (whole-VM snapshot restore maps guest memory this way).
+func (d *File) Fd() uintptr { return d.f.Fd() }

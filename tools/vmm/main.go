@@ -25,6 +25,7 @@ import (
 	"github.com/amberos/amber/tools/qemu"
 	"github.com/amberos/amber/tools/storecmd"
 	"github.com/amberos/amber/vmm"
+	"github.com/amberos/amber/vmm/api"
 )
 
 // Exit statuses of vmm itself (a guest's own status passes through).
@@ -44,6 +45,12 @@ Usage:
                                       build PACKAGE's tests into an image and run them
                                       in a VM, like go test (testdata included)
   vmm store COMMAND FILE ...          manage an object store file (vmm store help)
+  vmm snapshot --api SOCKET [--stop] NAME
+                                      snapshot a running VM (vmm run --api) into its store
+  vmm snapshots STORE                 list the snapshots in a store
+  vmm restore [flags] STORE@NAME      bring back a snapshot's VM and continue it
+  vmm ps                              list the running VMs that serve a control API
+  vmm pause|resume|stop --api SOCKET  pause, resume or stop a running VM
   vmm help [COMMAND]                  show help
 
 Run 'vmm help run' or 'vmm help build' for their flags.
@@ -71,6 +78,16 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return storecmd.Main([]string{"help"}, stdin, stdout, stderr)
 		}
 		return storecmd.Main(args[1:], stdin, stdout, stderr)
+	case "snapshot":
+		return cmdSnapshot(args[1:], stdout, stderr)
+	case "snapshots":
+		return cmdSnapshots(args[1:], stdout, stderr)
+	case "restore":
+		return cmdRestore(args[1:], stdin, stdout, stderr)
+	case "ps":
+		return cmdPs(args[1:], stdout, stderr)
+	case "pause", "resume", "stop":
+		return cmdControl(args[0], args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		if len(args) > 1 {
 			return Main([]string{args[1], "-h"}, stdin, stdout, stderr)
@@ -213,6 +230,7 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	timeout := fs.Duration("timeout", 0, "stop the guest with a report after this `duration` (0: never)")
 	trap := fs.String("syscall-trap", "", "how stray SYSCALL instructions reach the kernel: lstar or ud (default: lstar on kvm_pvm hosts, ud elsewhere)")
 	bootPath := fs.String("boot", "direct", "boot `path`: direct (the VMM sets up long mode) or pvh (start at the image's 32-bit PVH entry, as QEMU, Firecracker and Cloud Hypervisor do)")
+	apiSock := fs.String("api", "", "serve the VM's control API (pause, resume, snapshot, stop, metrics; docs/api.md) on this unix `socket`; vmm snapshot, pause, resume, stop and ps use it (KVM only)")
 	bootTime := fs.Bool("boot-time", false, "print the guest's kernel.Mark times since vCPU start on stderr")
 	accel := fs.String("accel", defaultAccel(), "`accelerator`: kvm (Amber's VMM on /dev/kvm) or tcg (QEMU's emulator, for hosts without KVM: about 10x slower, stdout and stderr both on stdout, stdin without end-of-file, a short crash message); default $AMBER_ACCEL, else kvm")
 	diskSpec := fs.String("disk", "", "attach `FILE[,readonly]` as a virtio-blk disk, the block device /dev/vda in the guest: a raw image, or a store file made by vmm store create --disk-size (its object vm/disk; flush commits; KVM only). Amber's device under KVM, QEMU's under --accel tcg")
@@ -270,10 +288,10 @@ Flags:
 	}
 	o := runOptions{
 		image: imgPath, mem: memBytes, cmdline: cmdline, env: env, args: guestArgs, disks: disks, net: *netSpec,
-		timeout: *timeout, trap: *trap, boot: *bootPath, bootTime: *bootTime, accel: *accel,
+		timeout: *timeout, trap: *trap, boot: *bootPath, bootTime: *bootTime, accel: *accel, api: *apiSock,
 	}
 	fs.Visit(func(f *flag.Flag) {
-		if f.Name == "syscall-trap" || f.Name == "boot" || f.Name == "boot-time" {
+		if f.Name == "syscall-trap" || f.Name == "boot" || f.Name == "boot-time" || f.Name == "api" {
 			o.kvmOnly = append(o.kvmOnly, "--"+f.Name)
 		}
 	})
@@ -292,6 +310,7 @@ type runOptions struct {
 	bootTime           bool
 	accel              string   // kvm or tcg
 	kvmOnly            []string // flags given that only the KVM path has
+	api                string   // --api: the control API's socket, or ""
 }
 
 // bootImage boots an image as `vmm run` does and returns vmm's exit status.
@@ -354,6 +373,18 @@ func bootImage(o runOptions, stdin io.Reader, stdout, stderr io.Writer) int {
 		return exitNotStart
 	}
 	defer vm.Close()
+	if o.api != "" {
+		info := api.Info{Image: o.image}
+		if len(o.disks) > 0 {
+			info.Disk = o.disks[0].Path
+		}
+		stopAPI, err := serveAPI(vm, o.api, info)
+		if err != nil {
+			fmt.Fprintf(stderr, "vmm run: --api: %v\n", err)
+			return exitNotStart
+		}
+		defer stopAPI()
+	}
 	// A console write to a pipe without readers returns EPIPE, which goes
 	// to the guest (that dies of SIGPIPE as a native program would),
 	// instead of killing vmm.

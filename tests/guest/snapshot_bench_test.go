@@ -1,0 +1,135 @@
+package guest
+
+import (
+	"bytes"
+	"io"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/amberos/amber/vmm"
+)
+
+// readyWriter signals ready when the guest has printed "ready".
+type readyWriter struct {
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	once  sync.Once
+	ready chan struct{}
+}
+
+func (w *readyWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	if strings.Contains(w.buf.String(), "ready\n") {
+		w.once.Do(func() { close(w.ready) })
+	}
+	return len(p), nil
+}
+
+// BenchmarkRestore: a guest waiting for a line on stdin, from nothing to
+// the guest done (it read the line, printed it and exited; VM torn down
+// after the clock stops), restored from a snapshot taken while it waited,
+// against a cold boot of the same image with the same disk and memory, in
+// the same run; with 128 MiB and 512 MiB of guest memory (restore maps
+// memory instead of reading it, so its time should not grow with the
+// size). restore-call-ms is vmm.Restore alone: opening the store,
+// replacing the disk object (one commit), creating the VM, mapping memory,
+// loading vCPU and device state.
+func BenchmarkRestore(b *testing.B) {
+	needKVM(b)
+	img, err := vmm.OpenImage(image(b, "./testdata/snapwait"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer img.Close()
+	const runs = 9
+	for _, mib := range []uint64{128, 512} {
+		dir := b.TempDir()
+		store := filepath.Join(dir, "vm.store")
+		if err := vmm.CreateStoreDisk(store, 16<<20); err != nil {
+			b.Fatal(err)
+		}
+		cfg := func(stdin io.Reader, out io.Writer, disk vmm.BlockBackend) vmm.Config {
+			return vmm.Config{Image: img, Memory: mib << 20, Cmdline: []string{"amber.data=off"}, Stdin: stdin, Stdout: out, Disks: []vmm.Disk{{Backend: disk}}}
+		}
+		// The snapshot, taken while the guest waits for input.
+		disk, err := vmm.OpenStoreDisk(store, false)
+		if err != nil {
+			b.Fatal(err)
+		}
+		pr, pw := io.Pipe()
+		rw := &readyWriter{ready: make(chan struct{})}
+		vm, err := vmm.New(cfg(pr, rw, disk))
+		if err != nil {
+			b.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { _, err := vm.Run(); done <- err }()
+		select {
+		case <-rw.ready:
+		case err := <-done:
+			b.Fatalf("the guest ended before it was ready: %v\n%s", err, rw.buf.String())
+		case <-time.After(120 * time.Second):
+			b.Fatal("the guest was not ready within 120s")
+		}
+		time.Sleep(100 * time.Millisecond) // into its read
+		res, err := vm.Snapshot("warm", true)
+		if err != nil {
+			b.Fatal(err)
+		}
+		<-done
+		vm.Close()
+		pw.Close()
+
+		var cold, restore, restoreCall []time.Duration
+		for r := 0; r < runs; r++ { // interleaved, so drift hits both
+			coldStore := filepath.Join(dir, "cold"+strconv.Itoa(r)+".store")
+			if err := vmm.CreateStoreDisk(coldStore, 16<<20); err != nil {
+				b.Fatal(err)
+			}
+			d, err := vmm.OpenStoreDisk(coldStore, false)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var out bytes.Buffer
+			t0 := time.Now()
+			vm, err := vmm.New(cfg(strings.NewReader("go\n"), &out, d))
+			if err != nil {
+				b.Fatal(err)
+			}
+			status, err := vm.Run()
+			cold = append(cold, time.Since(t0))
+			vm.Close()
+			if err != nil || status != 0 || !strings.Contains(out.String(), "got go") {
+				b.Fatalf("cold boot: status %d, %v\n%s", status, err, out.String())
+			}
+
+			out.Reset()
+			t0 = time.Now()
+			vm, err = vmm.Restore(vmm.RestoreConfig{Store: store, Snapshot: "warm", Image: img, Stdin: strings.NewReader("go\n"), Stdout: &out})
+			if err != nil {
+				b.Fatal(err)
+			}
+			restoreCall = append(restoreCall, time.Since(t0))
+			status, err = vm.Run()
+			restore = append(restore, time.Since(t0))
+			vm.Close()
+			if err != nil || status != 0 || out.String() != "got go\n" {
+				b.Fatalf("restore: status %d, %v, output %q (want only the line read after the snapshot)", status, err, out.String())
+			}
+		}
+		c, r, rc := median(cold), median(restore), median(restoreCall)
+		b.Logf("%d MiB: snapshot paused the guest %v (%.1f MiB stored); cold boot %v, restore %v (vmm.Restore %v): ratio %.2f",
+			mib, res.Pause, float64(res.Meta.MemStored)/(1<<20), c, r, rc, float64(r)/float64(c))
+		unit := "-" + strconv.FormatUint(mib, 10) + "M"
+		b.ReportMetric(float64(c.Microseconds())/1000, "cold-ms"+unit)
+		b.ReportMetric(float64(r.Microseconds())/1000, "restore-ms"+unit)
+		b.ReportMetric(float64(rc.Microseconds())/1000, "restore-call-ms"+unit)
+		b.ReportMetric(float64(r)/float64(c), "ratio"+unit)
+	}
+}

@@ -1,0 +1,327 @@
+package guest
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"math/rand"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/amberos/amber/objstore"
+	"github.com/amberos/amber/objstore/filedev"
+	"github.com/amberos/amber/snapshot"
+)
+
+// liveVM is a vmm process whose stdout lines arrive on lines.
+type liveVM struct {
+	cmd    *exec.Cmd
+	lines  chan string
+	stderr bytes.Buffer
+	all    []string
+}
+
+func startVM(t *testing.T, args ...string) *liveVM {
+	t.Helper()
+	v := &liveVM{cmd: exec.Command(vmmBin, args...), lines: make(chan string, 1000)}
+	v.cmd.Stderr = &v.stderr
+	out, err := v.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			v.lines <- sc.Text()
+		}
+		close(v.lines)
+	}()
+	t.Cleanup(func() { v.cmd.Process.Kill(); v.cmd.Wait() })
+	return v
+}
+
+// countLine is one line of testdata/snapcount.
+type countLine struct {
+	n          int
+	mono, wall int64
+	rand       string
+}
+
+func parseCount(s string) (countLine, bool) {
+	var c countLine
+	_, err := fmt.Sscanf(s, "count %d mono %d wall %d rand %s", &c.n, &c.mono, &c.wall, &c.rand)
+	return c, err == nil
+}
+
+// waitCount reads lines until count n (or the end), returning the counts.
+func (v *liveVM) waitCount(t *testing.T, n int) []countLine {
+	t.Helper()
+	var cs []countLine
+	timeout := time.After(240 * time.Second)
+	for {
+		select {
+		case l, ok := <-v.lines:
+			if !ok {
+				return cs
+			}
+			v.all = append(v.all, l)
+			if strings.HasPrefix(l, "MISMATCH") {
+				t.Errorf("guest: %s", l)
+			}
+			if c, ok := parseCount(l); ok {
+				cs = append(cs, c)
+				if c.n >= n {
+					return cs
+				}
+			}
+		case <-timeout:
+			t.Fatalf("no count %d within 240s; output:\n%s\nstderr:\n%s", n, strings.Join(v.all, "\n"), v.stderr.String())
+		}
+	}
+}
+
+// rest drains the remaining lines and waits for the process: its status.
+func (v *liveVM) rest(t *testing.T) ([]countLine, int) {
+	t.Helper()
+	cs := v.waitCount(t, 1<<62)
+	err := v.cmd.Wait()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return cs, ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return cs, 0
+}
+
+// A guest counting in memory and appending to a file on /data is
+// snapshotted mid-run and stopped, then restored twice (one after the
+// other): each restored guest continues from the snapshot's count with
+// the disk as of the snapshot (the guest checks its log against its
+// count at every step), its wall clock is the host's, its monotonic clock
+// does not count the time the VM was stopped, and the two restored
+// guests draw different random bytes. Then a snapshot whose format
+// version is not this vmm's is refused.
+func TestSnapshotRestore(t *testing.T) {
+	needKVM(t)
+	img := image(t, "./testdata/snapcount")
+	dir := t.TempDir()
+	store := filepath.Join(dir, "vm.store")
+	if r := run(t, "store", "create", store, "--disk-size", "16M"); r.code != 0 {
+		t.Fatalf("store create: exit %d\n%s", r.code, r.stderr)
+	}
+	sock := filepath.Join(dir, "vm.sock")
+	t.Setenv("XDG_RUNTIME_DIR", dir)
+	vm := startVM(t, "run", "--timeout", "600s", "--disk", store, "--api", sock, img, "--", "1000000")
+	before := vm.waitCount(t, 5)
+	if r := run(t, "ps"); r.code != 0 || !strings.Contains(r.stdout, sock) {
+		t.Errorf("vmm ps: exit %d, stdout %q, stderr %q; want the VM's socket listed", r.code, r.stdout, r.stderr)
+	}
+	r := run(t, "snapshot", "--api", sock, "--stop", "warm")
+	if r.code != 0 || !strings.Contains(r.stdout, "snapshot warm: memory 128.0 MiB") {
+		_, st := vm.rest(t)
+		t.Fatalf("vmm snapshot: exit %d\nstdout %s\nstderr %s\nthe VM: exit %d, stderr:\n%s", r.code, r.stdout, r.stderr, st, vm.stderr.String())
+	}
+	t.Logf("vmm snapshot: %s", strings.TrimSpace(r.stdout))
+	after, status := vm.rest(t)
+	stopped := time.Now()
+	if status != 130 {
+		t.Errorf("vmm run after snapshot --stop: exit %d, want 130 (stopped)\nstderr: %s", status, vm.stderr.String())
+	}
+	counts := append(before, after...)
+	last := counts[len(counts)-1]
+	t.Logf("the original guest counted to %d", last.n)
+
+	r = run(t, "snapshots", store)
+	if r.code != 0 || !strings.Contains(r.stdout, "warm") || !strings.Contains(r.stdout, "128.0 MiB") {
+		t.Errorf("vmm snapshots: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := run(t, "store", "fsck", store); r.code != 0 {
+		t.Errorf("store fsck after the snapshot: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	// The host's clock moves on while the VM is stopped.
+	time.Sleep(3 * time.Second)
+
+	var firstRand []string
+	for i := range 2 {
+		sock2 := filepath.Join(dir, fmt.Sprintf("r%d.sock", i))
+		restoreStart := time.Now()
+		rv := startVM(t, "restore", "--timeout", "600s", "--api", sock2, store+"@warm")
+		cs := rv.waitCount(t, last.n+3)
+		if r := run(t, "stop", "--api", sock2); r.code != 0 {
+			t.Errorf("vmm stop: exit %d, %s", r.code, r.stderr)
+		}
+		more, status := rv.rest(t)
+		cs = append(cs, more...)
+		if status != 130 {
+			t.Errorf("restore %d: exit %d after vmm stop, want 130\nstderr: %s", i, status, rv.stderr.String())
+		}
+		if len(cs) == 0 {
+			t.Fatalf("restore %d printed no count; output:\n%s\nstderr:\n%s", i, strings.Join(rv.all, "\n"), rv.stderr.String())
+		}
+		first := cs[0]
+		if first.n != last.n+1 {
+			t.Errorf("restore %d: first count %d, want %d (continuing from the snapshot's)\n%s", i, first.n, last.n+1, strings.Join(rv.all, "\n"))
+		}
+		if first.wall < restoreStart.UnixMilli()-50 {
+			t.Errorf("restore %d: guest wall clock %d ms, but the restore started at host time %d ms: not the host's clock", i, first.wall, restoreStart.UnixMilli())
+		}
+		downtime := restoreStart.Sub(stopped).Milliseconds()
+		if first.mono < last.mono || first.mono-last.mono >= downtime {
+			t.Errorf("restore %d: monotonic clock %d ms after %d ms at the snapshot; the VM was stopped for %d ms, which it must not count", i, first.mono, last.mono, downtime)
+		}
+		t.Logf("restore %d: count %d -> %d; monotonic %d -> %d ms over %d ms stopped; guest wall - host wall at restore: %d ms", i, last.n, first.n, last.mono, first.mono, downtime, first.wall-restoreStart.UnixMilli())
+		firstRand = append(firstRand, first.rand)
+	}
+	if firstRand[0] == firstRand[1] {
+		t.Errorf("the two restored guests drew the same random bytes %s", firstRand[0])
+	}
+	if r := run(t, "store", "fsck", store); r.code != 0 {
+		t.Errorf("store fsck after the restores: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+
+	// A snapshot of another format version is refused, not misread.
+	setSnapshotFormat(t, store, "warm", 99)
+	r = run(t, "restore", store+"@warm")
+	if r.code != 126 || !strings.Contains(r.stderr, "format version 99") {
+		t.Errorf("restoring a version-99 snapshot: exit %d, stderr %q; want 126 and the version named", r.code, r.stderr)
+	}
+	r = run(t, "restore", store+"@nosuch")
+	if r.code != 126 || !strings.Contains(r.stderr, "no such snapshot") {
+		t.Errorf("restoring a missing snapshot: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+// setSnapshotFormat rewrites a snapshot's format version in its meta.
+func setSnapshotFormat(t *testing.T, store, name string, v int) {
+	t.Helper()
+	dev, err := filedev.Open(store, filedev.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	s, err := objstore.Open(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	err = s.Update(func(tx *objstore.Tx) error {
+		obj := snapshot.Object(name, snapshot.ObjMeta)
+		o, err := tx.Open(obj)
+		if err != nil {
+			return err
+		}
+		b := make([]byte, o.Size())
+		if _, err := o.ReadAt(b, 0); err != nil && err != io.EOF {
+			return err
+		}
+		b = bytes.Replace(b, []byte(`"format": `+strconv.Itoa(snapshot.Version)), []byte(`"format": `+strconv.Itoa(v)), 1)
+		if err := tx.Delete(obj); err != nil {
+			return err
+		}
+		o, err = tx.Create(obj)
+		if err != nil {
+			return err
+		}
+		_, err = o.WriteAt(b, 0)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// kill -9 of the VMM while it takes a snapshot, at random points: the
+// store stays consistent (fsck), the earlier snapshot restores and
+// continues from its count, and the snapshot being taken is either whole
+// (it restores too) or absent.
+func TestSnapshotKill(t *testing.T) {
+	needKVM(t)
+	img := image(t, "./testdata/snapcount")
+	dir := t.TempDir()
+	t.Setenv("XDG_RUNTIME_DIR", dir)
+	store := filepath.Join(dir, "vm.store")
+	if r := run(t, "store", "create", store, "--disk-size", "16M"); r.code != 0 {
+		t.Fatalf("store create: exit %d\n%s", r.code, r.stderr)
+	}
+	sock := filepath.Join(dir, "vm.sock")
+	vm := startVM(t, "run", "--timeout", "600s", "--disk", store, "--api", sock, img, "--", "1000000")
+	vm.waitCount(t, 3)
+	if r := run(t, "snapshot", "--api", sock, "--stop", "a"); r.code != 0 {
+		t.Fatalf("vmm snapshot a: exit %d\n%s", r.code, r.stderr)
+	}
+	cs, _ := vm.rest(t)
+	aCount := cs[len(cs)-1].n
+	seed := time.Now().UnixNano()
+	rng := rand.New(rand.NewSource(seed))
+	t.Logf("snapshot a at count %d; kill delays from seed %d", aCount, seed)
+	for i := range 4 {
+		rv := startVM(t, "restore", "--api", sock, store+"@a")
+		if c := rv.waitCount(t, aCount+1); len(c) == 0 || c[0].n != aCount+1 {
+			t.Fatalf("round %d: restore of a did not continue at %d: %+v\n%s", i, aCount+1, c, rv.stderr.String())
+		}
+		name := fmt.Sprintf("b%d", i)
+		snap := exec.Command(vmmBin, "snapshot", "--api", sock, name)
+		if err := snap.Start(); err != nil {
+			t.Fatal(err)
+		}
+		delay := time.Duration(rng.Intn(3000)) * time.Millisecond
+		time.Sleep(delay)
+		rv.cmd.Process.Kill() // SIGKILL
+		rv.cmd.Wait()
+		snap.Wait()
+		if r := run(t, "store", "fsck", store); r.code != 0 {
+			t.Fatalf("round %d (killed %v into snapshot %s): fsck: exit %d\n%s%s", i, delay, name, r.code, r.stdout, r.stderr)
+		}
+		r := run(t, "snapshots", store)
+		if !listed(r.stdout, "a") {
+			t.Fatalf("round %d: snapshot a gone:\n%s%s", i, r.stdout, r.stderr)
+		}
+		t.Logf("round %d: killed %v into snapshot %s; %s present: %v", i, delay, name, name, listed(r.stdout, name))
+		if listed(r.stdout, name) {
+			bv := startVM(t, "restore", "--api", sock, store+"@"+name)
+			if c := bv.waitCount(t, aCount+2); len(c) == 0 {
+				t.Errorf("round %d: snapshot %s is listed but its restore printed nothing\n%s", i, name, bv.stderr.String())
+			}
+			run(t, "stop", "--api", sock)
+			bv.rest(t)
+		}
+	}
+	// A snapshot of a restored VM, not killed, restores and continues.
+	rv := startVM(t, "restore", "--api", sock, store+"@a")
+	c := rv.waitCount(t, aCount+2)
+	r := run(t, "snapshot", "--api", sock, "--stop", "c")
+	if r.code != 0 {
+		t.Fatalf("snapshot c of a restored VM: exit %d\n%s", r.code, r.stderr)
+	}
+	t.Logf("snapshot c of a restored VM: %s", strings.TrimSpace(r.stdout))
+	more, _ := rv.rest(t)
+	c = append(c, more...)
+	cCount := c[len(c)-1].n
+	cv := startVM(t, "restore", "--api", sock, store+"@c")
+	if got := cv.waitCount(t, cCount+1); len(got) == 0 || got[0].n != cCount+1 {
+		t.Errorf("restore of c: %+v, want count %d first\n%s", got, cCount+1, cv.stderr.String())
+	}
+	run(t, "stop", "--api", sock)
+	cv.rest(t)
+	if r := run(t, "store", "fsck", store); r.code != 0 {
+		t.Errorf("fsck at the end: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// listed reports whether vmm snapshots' output has a line for name.
+func listed(out, name string) bool {
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) > 0 && f[0] == name {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,293 @@
+package main
+
+// The snapshot commands and the control API's client commands:
+// vmm snapshot, snapshots, restore, ps, pause, resume, stop
+// (docs/snapshots.md, docs/api.md).
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/amberos/amber/objstore"
+	"github.com/amberos/amber/objstore/filedev"
+	"github.com/amberos/amber/snapshot"
+	"github.com/amberos/amber/vmm"
+	"github.com/amberos/amber/vmm/api"
+)
+
+// vmControl adapts a VM to the control API.
+type vmControl struct{ vm *vmm.VM }
+
+func (c vmControl) Pause() error  { return c.vm.Pause() }
+func (c vmControl) Resume() error { return c.vm.Resume() }
+func (c vmControl) Stop() error   { c.vm.Stop(); return nil }
+func (c vmControl) Metrics() any  { return c.vm.Metrics() }
+
+func (c vmControl) Snapshot(name string, stop bool) (any, error) {
+	r, err := c.vm.Snapshot(name, stop)
+	if err != nil {
+		return nil, err
+	}
+	return snapshotReply{Meta: r.Meta, PauseNs: r.Pause.Nanoseconds()}, nil
+}
+
+// snapshotReply is POST /snapshot's reply.
+type snapshotReply struct {
+	Meta    snapshot.Meta `json:"snapshot"`
+	PauseNs int64         `json:"pauseNs"`
+}
+
+// serveAPI starts the control API of vm at path; the returned function
+// stops it.
+func serveAPI(vm *vmm.VM, path string, info api.Info) (func(), error) {
+	info.PID = os.Getpid()
+	info.Started = time.Now()
+	s, err := api.Listen(path, vmControl{vm}, info)
+	if err != nil {
+		return nil, err
+	}
+	return func() { s.Close() }, nil
+}
+
+const snapshotUsage = `Usage: vmm snapshot --api SOCKET [--stop] NAME
+
+Takes a whole-VM snapshot NAME of the VM serving its control API at SOCKET
+(vmm run --api): vCPU, devices, memory and disk, in one transaction in the
+VM's store (its --disk). The guest pauses for it and continues, or with
+--stop the VM stops once the snapshot is committed. vmm restore STORE@NAME
+brings it back.
+
+Flags:
+`
+
+func cmdSnapshot(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("snapshot", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	sock := fs.String("api", "", "the VM's control API `socket`")
+	stop := fs.Bool("stop", false, "stop the VM after the snapshot")
+	fs.Usage = func() { fmt.Fprint(stderr, snapshotUsage); fs.PrintDefaults() }
+	if err := fs.Parse(args); err != nil {
+		return flagStatus(err)
+	}
+	if *sock == "" || fs.NArg() != 1 {
+		fs.Usage()
+		return exitUsage
+	}
+	name := fs.Arg(0)
+	if err := snapshot.CheckName(name); err != nil {
+		fmt.Fprintf(stderr, "vmm snapshot: %v\n", err)
+		return exitUsage
+	}
+	var r snapshotReply
+	if err := api.NewClient(*sock).Do("POST", "/snapshot", api.SnapshotRequest{Name: name, Stop: *stop}, &r); err != nil {
+		fmt.Fprintf(stderr, "vmm snapshot: %v\n", err)
+		return 1
+	}
+	m := r.Meta
+	fmt.Fprintf(stdout, "snapshot %s: memory %s (%s stored), disk %s, guest paused %v\n",
+		m.Name, mib(m.MemBytes), mib(m.MemStored), mib(m.DiskBytes), time.Duration(r.PauseNs).Round(time.Microsecond))
+	return 0
+}
+
+func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+
+// cmdControl is vmm pause, resume and stop.
+func cmdControl(verb string, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet(verb, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	sock := fs.String("api", "", "the VM's control API `socket`")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: vmm %s --api SOCKET\n\n%s the VM serving its control API at SOCKET (vmm run --api).\n\nFlags:\n", verb, map[string]string{
+			"pause": "Pauses the vCPU of", "resume": "Resumes", "stop": "Stops",
+		}[verb])
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return flagStatus(err)
+	}
+	if *sock == "" || fs.NArg() != 0 {
+		fs.Usage()
+		return exitUsage
+	}
+	if err := api.NewClient(*sock).Do("POST", "/"+verb, nil, nil); err != nil {
+		fmt.Fprintf(stderr, "vmm %s: %v\n", verb, err)
+		return 1
+	}
+	return 0
+}
+
+func cmdPs(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		dir, _ := api.RunDir()
+		fmt.Fprintf(stderr, "Usage: vmm ps\n\nLists the running VMs that serve a control API (vmm run --api), from %s.\n", dir)
+		if args[0] == "-h" || args[0] == "-help" || args[0] == "--help" {
+			return 0
+		}
+		return exitUsage
+	}
+	vms, err := api.Running()
+	if err != nil {
+		fmt.Fprintf(stderr, "vmm ps: %v\n", err)
+		return 1
+	}
+	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "PID\tUP\tIMAGE\tDISK\tAPI")
+	for _, v := range vms {
+		img := v.Image
+		if v.From != "" {
+			img += " (restored from " + v.From + ")"
+		}
+		fmt.Fprintf(w, "%d\t%v\t%s\t%s\t%s\n", v.PID, time.Since(v.Started).Round(time.Second), img, v.Disk, v.API)
+	}
+	w.Flush()
+	return 0
+}
+
+func cmdSnapshots(args []string, stdout, stderr io.Writer) int {
+	if len(args) != 1 || strings.HasPrefix(args[0], "-") {
+		fmt.Fprint(stderr, "Usage: vmm snapshots STORE\n\nLists the whole-VM snapshots in STORE: name, parent, time taken, guest memory,\nthe non-zero memory stored, and disk size.\n")
+		if len(args) == 1 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
+			return 0
+		}
+		return exitUsage
+	}
+	dev, err := filedev.Open(args[0], filedev.Options{ReadOnly: true})
+	if err != nil {
+		fmt.Fprintf(stderr, "vmm snapshots: %v\n", err)
+		return 1
+	}
+	defer dev.Close()
+	s, err := objstore.Open(dev)
+	if err != nil {
+		fmt.Fprintf(stderr, "vmm snapshots: %s: %v\n", args[0], err)
+		return 1
+	}
+	defer s.Close()
+	var list []snapshot.Listed
+	if err := s.View(func(tx *objstore.Tx) error { list, err = snapshot.List(tx); return err }); err != nil {
+		fmt.Fprintf(stderr, "vmm snapshots: %s: %v\n", args[0], err)
+		return 1
+	}
+	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "NAME\tPARENT\tCREATED\tMEMORY\tSTORED\tDISK")
+	for _, l := range list {
+		if l.Err != nil {
+			fmt.Fprintf(w, "%s\t-\t-\t-\t-\t-\t(unusable: %v)\n", l.Name, l.Err)
+			continue
+		}
+		m := l.Meta
+		parent := m.Parent
+		if parent == "" {
+			parent = "-"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, parent, m.Created.Local().Format(time.DateTime), mib(m.MemBytes), mib(m.MemStored), mib(m.DiskBytes))
+	}
+	w.Flush()
+	return 0
+}
+
+const restoreUsage = `Usage: vmm restore [flags] STORE@NAME
+
+Brings back the VM of snapshot NAME in STORE and continues it: memory is
+mapped from the store (read only as the guest touches it), vCPU and devices
+are as at the snapshot, and the store's disk becomes the snapshot's disk
+(writes made to the disk since the snapshot are dropped, as when loading a
+qcow2 snapshot; the snapshot itself is kept). The guest's monotonic clock
+continues from the snapshot; its wall clock is the host's; its random
+source is reseeded. Exit statuses are those of vmm run.
+
+Flags:
+`
+
+func cmdRestore(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("restore", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	imgPath := fs.String("image", "", "the `image` the snapshot's VM booted (default: the path the snapshot records)")
+	sock := fs.String("api", "", "serve the VM's control API on this unix `socket` (docs/api.md)")
+	timeout := fs.Duration("timeout", 0, "stop the guest with a report after this `duration` (0: never)")
+	fs.Usage = func() { fmt.Fprint(stderr, restoreUsage); fs.PrintDefaults() }
+	if err := fs.Parse(args); err != nil {
+		return flagStatus(err)
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return exitUsage
+	}
+	store, name, ok := strings.Cut(fs.Arg(0), "@")
+	if i := strings.LastIndexByte(fs.Arg(0), '@'); i >= 0 {
+		store, name, ok = fs.Arg(0)[:i], fs.Arg(0)[i+1:], true
+	}
+	if !ok || store == "" {
+		fmt.Fprintf(stderr, "vmm restore: %q: want STORE@NAME (vmm snapshots STORE lists the names)\n", fs.Arg(0))
+		return exitUsage
+	}
+	if err := snapshot.CheckName(name); err != nil {
+		fmt.Fprintf(stderr, "vmm restore: %v\n", err)
+		return exitUsage
+	}
+	if _, err := os.Stat(store); err != nil {
+		fmt.Fprintf(stderr, "vmm restore: %v\n", err)
+		return exitNotStart
+	}
+	if err := vmm.KVMAvailable(); err != nil {
+		fmt.Fprintf(stderr, "vmm restore: %v\n", err)
+		return exitNotStart
+	}
+	rc := vmm.RestoreConfig{Store: store, Snapshot: name, Stdin: stdin, Stdout: stdout, Stderr: stderr, Timeout: *timeout}
+	if *imgPath != "" {
+		img, err := vmm.OpenImage(*imgPath)
+		if err != nil {
+			fmt.Fprintf(stderr, "vmm restore: %v\n", err)
+			return exitNotStart
+		}
+		defer img.Close()
+		rc.Image = img
+	}
+	vm, err := vmm.Restore(rc)
+	if err != nil {
+		fmt.Fprintf(stderr, "vmm restore: %v\n", err)
+		return exitNotStart
+	}
+	defer vm.Close()
+	if *sock != "" {
+		stopAPI, err := serveAPI(vm, *sock, api.Info{Image: vm.ImagePath(), Disk: store, From: fs.Arg(0)})
+		if err != nil {
+			fmt.Fprintf(stderr, "vmm restore: --api: %v\n", err)
+			return exitNotStart
+		}
+		defer stopAPI()
+	}
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	pipes := make(chan os.Signal, 1) // EPIPE goes to the guest, as in vmm run
+	signal.Notify(pipes, syscall.SIGPIPE)
+	defer signal.Stop(pipes)
+	go func() {
+		interrupts := 0
+		for s := range sigs {
+			if s == os.Interrupt && interrupts == 0 && vm.Signal(syscall.SIGINT) {
+				interrupts++
+				continue
+			}
+			vm.Stop()
+		}
+	}()
+	status, err := vm.Run()
+	stderr = vm.Stderr()
+	if err != nil {
+		fmt.Fprintf(stderr, "vmm restore: %v\n", err)
+		return exitNotStart
+	}
+	if status == vmm.ExitInterrupted && vm.Stopped() {
+		fmt.Fprintln(stderr, "vmm: guest stopped")
+	}
+	return status
+}

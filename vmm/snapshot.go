@@ -1,0 +1,732 @@
+package vmm
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/amberos/amber/boot"
+	"github.com/amberos/amber/objstore"
+	"github.com/amberos/amber/objstore/filedev"
+	snapfmt "github.com/amberos/amber/snapshot"
+	"github.com/bobuhiro11/gokvm/kvm"
+)
+
+// Whole-VM snapshots (package snapshot has their layout in the store).
+//
+// A snapshot is taken on the vCPU thread, between two KVM_RUNs: a request
+// posted with onVCPU makes the loop leave KVM_RUN (a kick), complete the
+// exit it served last (KVM_RUN with immediate_exit, as the KVM API asks
+// before saving state: a port-I/O IN's data reaches RAX only then), and
+// run the request. The virtio transports' locks are taken for the whole
+// snapshot: a request the device goroutine was serving finishes first,
+// and none starts, so memory, the rings and the disk agree. Chains the
+// driver made available but the device had not taken stay in the ring;
+// after a restore the device is kicked and takes them.
+//
+// The snapshot is one objstore transaction on the store the VM's disk
+// lives in: vCPU and device state, the non-zero pages of RAM, and an O(1)
+// clone of the disk object. The disk's write cache (its open transaction)
+// is committed first, as a flush, so a failed snapshot loses nothing.
+
+// vcpuCtl carries requests to the vCPU thread.
+type vcpuCtl struct {
+	mu      sync.Mutex
+	reqs    []func()
+	pending atomic.Bool
+	resume  chan struct{} // a paused vCPU waits for it; nil when not paused
+	exited  chan struct{} // closed when Run returns
+	notify  chan struct{} // a request was posted (wakes a paused vCPU)
+	once    sync.Once
+}
+
+func (c *vcpuCtl) init() {
+	c.once.Do(func() {
+		c.exited = make(chan struct{})
+		c.notify = make(chan struct{}, 1)
+	})
+}
+
+// ErrNotRunning is returned for a request to a VM whose guest has ended.
+var ErrNotRunning = errors.New("the VM is not running")
+
+// onVCPU runs fn on the vCPU thread with the vCPU out of KVM_RUN and its
+// last exit completed, and returns fn's error.
+func (vm *VM) onVCPU(fn func() error) error {
+	vm.ctl.init()
+	done := make(chan error, 1)
+	vm.ctl.mu.Lock()
+	vm.ctl.reqs = append(vm.ctl.reqs, func() { done <- fn() })
+	vm.ctl.pending.Store(true)
+	vm.ctl.mu.Unlock()
+	select {
+	case vm.ctl.notify <- struct{}{}:
+	default:
+	}
+	vm.closeMu.Lock()
+	if !vm.closed {
+		vm.kick()
+	}
+	vm.closeMu.Unlock()
+	select {
+	case err := <-done:
+		return err
+	case <-vm.ctl.exited:
+		select {
+		case err := <-done:
+			return err
+		default:
+			return ErrNotRunning
+		}
+	}
+}
+
+// serveRequests runs the posted requests; the vCPU loop calls it before
+// entering the guest.
+func (vm *VM) serveRequests() {
+	if !vm.ctl.pending.Load() {
+		return
+	}
+	vm.ctl.mu.Lock()
+	reqs := vm.ctl.reqs
+	vm.ctl.reqs = nil
+	vm.ctl.pending.Store(false)
+	vm.ctl.mu.Unlock()
+	if len(reqs) == 0 {
+		return
+	}
+	vm.completeExit()
+	for _, r := range reqs {
+		r()
+	}
+}
+
+// completeExit lets KVM finish the exit served last (KVM_RUN with
+// immediate_exit set returns EINTR without running the guest).
+func (vm *VM) completeExit() {
+	c := vm.vcpu
+	if c.run == nil || c.enter != nil {
+		return
+	}
+	c.run.ImmediateExit = 1
+	kvmRun(c.fd)
+	c.run.ImmediateExit = 0
+}
+
+// endRequests is called when Run returns: waiting requests fail.
+func (vm *VM) endRequests() {
+	vm.ctl.init()
+	select {
+	case <-vm.ctl.exited:
+	default:
+		close(vm.ctl.exited)
+	}
+}
+
+// Pause stops the vCPU until Resume (or Stop). Device goroutines finish
+// the requests they have; the guest makes no new ones.
+func (vm *VM) Pause() error {
+	started := make(chan struct{})
+	vm.ctl.mu.Lock()
+	if vm.ctl.resume != nil {
+		vm.ctl.mu.Unlock()
+		return nil // already paused
+	}
+	resume := make(chan struct{})
+	vm.ctl.resume = resume
+	vm.ctl.mu.Unlock()
+	vm.ctl.init()
+	go vm.onVCPU(func() error {
+		close(started)
+		tick := time.NewTicker(20 * time.Millisecond) // for Stop and the timeout
+		defer tick.Stop()
+		for {
+			select {
+			case <-resume:
+				return nil
+			case <-vm.ctl.notify:
+				vm.serveRequests() // a snapshot of the paused VM
+			case <-tick.C:
+			}
+			if vm.stop.Load() || vm.timedOut.Load() {
+				return nil
+			}
+		}
+	})
+	select {
+	case <-started:
+		return nil
+	case <-vm.exitedChan():
+		vm.ctl.mu.Lock()
+		vm.ctl.resume = nil
+		vm.ctl.mu.Unlock()
+		return ErrNotRunning
+	}
+}
+
+func (vm *VM) exitedChan() chan struct{} {
+	vm.ctl.init()
+	return vm.ctl.exited
+}
+
+// Resume lets a paused vCPU run again.
+func (vm *VM) Resume() error {
+	vm.ctl.mu.Lock()
+	defer vm.ctl.mu.Unlock()
+	if vm.ctl.resume == nil {
+		return errors.New("the VM is not paused")
+	}
+	close(vm.ctl.resume)
+	vm.ctl.resume = nil
+	return nil
+}
+
+// Paused reports whether the VM is paused.
+func (vm *VM) Paused() bool {
+	vm.ctl.mu.Lock()
+	defer vm.ctl.mu.Unlock()
+	return vm.ctl.resume != nil
+}
+
+// SnapshotResult describes a snapshot taken.
+type SnapshotResult struct {
+	Meta  snapfmt.Meta
+	Pause time.Duration // the vCPU's time out of the guest for it
+}
+
+// Snapshot saves the whole VM as snapshot name in the store its disk is
+// in, and lets the guest continue (unless stop: then the VM stops, as
+// with Stop, once the snapshot is committed).
+func (vm *VM) Snapshot(name string, stop bool) (*SnapshotResult, error) {
+	if err := snapfmt.CheckName(name); err != nil {
+		return nil, err
+	}
+	var res *SnapshotResult
+	err := vm.onVCPU(func() error {
+		t0 := time.Now()
+		m, err := vm.snapshotNow(name)
+		if err != nil {
+			return err
+		}
+		res = &SnapshotResult{Meta: *m, Pause: time.Since(t0)}
+		if stop {
+			vm.stop.Store(true)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %q: %w", name, err)
+	}
+	return res, nil
+}
+
+// vmState is the VM's own part of the devices object: what a restore
+// needs besides the devices' registers.
+type vmState struct {
+	LSTAR   bool                       `json:"lstar"`
+	Devices map[string]json.RawMessage `json:"devices"`
+}
+
+// snapshotDisk returns the VM's store-backed disk: a snapshot needs one,
+// and only one disk, to keep everything in one store.
+func (vm *VM) snapshotDisk() (*storeDisk, error) {
+	if len(vm.cfg.Disks) != 1 {
+		return nil, fmt.Errorf("a snapshot needs the VM to have exactly one disk, a store (vmm run --disk vm.store); it has %d", len(vm.cfg.Disks))
+	}
+	sd, ok := vm.cfg.Disks[0].Backend.(*storeDisk)
+	if !ok || sd.ro || vm.cfg.Disks[0].ReadOnly {
+		return nil, errors.New("a snapshot needs the VM's disk to be a writable store (vmm store create --disk-size; vmm run --disk vm.store), where it is kept")
+	}
+	if vm.cfg.DebugDevice {
+		return nil, errors.New("a VM with the debug device cannot be snapshotted")
+	}
+	return sd, nil
+}
+
+// transports returns the VM's virtio transports.
+func (vm *VM) transports() []*virtioMMIO {
+	var ts []*virtioMMIO
+	for _, r := range vm.mmioBus.ranges {
+		if t, ok := r.dev.(*virtioMMIO); ok {
+			ts = append(ts, t)
+		}
+	}
+	return ts
+}
+
+// snapshotNow takes the snapshot; the vCPU is out of KVM_RUN.
+func (vm *VM) snapshotNow(name string) (*snapfmt.Meta, error) {
+	sd, err := vm.snapshotDisk()
+	if err != nil {
+		return nil, err
+	}
+	ts := vm.transports()
+	for _, t := range ts {
+		t.mu.Lock()
+	}
+	defer func() {
+		for _, t := range ts {
+			t.mu.Unlock()
+		}
+	}()
+	st, err := vm.vcpu.SaveState()
+	if err != nil {
+		return nil, err
+	}
+	vcpuJSON, err := json.Marshal(st)
+	if err != nil {
+		return nil, err
+	}
+	vs := vmState{LSTAR: vm.lstarMode, Devices: map[string]json.RawMessage{}}
+	for n, s := range vm.DeviceStates() {
+		b, err := json.Marshal(s)
+		if err != nil {
+			return nil, fmt.Errorf("encoding the state of %s: %w", n, err)
+		}
+		vs.Devices[n] = b
+	}
+	devJSON, err := json.Marshal(&vs)
+	if err != nil {
+		return nil, err
+	}
+	img, _ := filepath.Abs(vm.img.Path)
+	var imgSize int64
+	if fi, err := os.Stat(vm.img.Path); err == nil {
+		imgSize = fi.Size()
+	}
+	// Skip the pages never touched (most of a VM's RAM): anonymous
+	// memory the host never backed is zero. Pages mapped from a file (the
+	// image's read-only segments, a restored VM's snapshot) hold the
+	// file's data even untouched: touchedPages counts them. A failure
+	// only costs time: every page is read.
+	touched, err := vm.mem.touchedPages()
+	if err != nil {
+		touched = nil
+	}
+	c := &snapfmt.Contents{
+		Meta:    snapfmt.Meta{Name: name, Image: img, ImageSize: imgSize, TSCHz: vm.tscHz, BootTSC: vm.bootTSC},
+		VCPU:    vcpuJSON,
+		Devices: devJSON,
+		Memory:  vm.mem.mem,
+		Touched: touched,
+		// The disk as the guest sees it, its cached writes included.
+		DiskObject: StoreDiskObject,
+	}
+	if err := sd.inSnapshotTx(func(tx *objstore.Tx) error { return snapfmt.Write(tx, c) }); err != nil {
+		return nil, err
+	}
+	return &c.Meta, nil
+}
+
+// inSnapshotTx commits the disk's cached writes, then runs fn in a new
+// write transaction and commits it: the snapshot is in the store whole
+// or not at all, and the disk's writes survive a failed snapshot.
+func (d *storeDisk) inSnapshotTx(fn func(tx *objstore.Tx) error) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.tx != nil {
+		tx := d.tx
+		d.tx, d.obj = nil, nil
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("committing the disk's writes: %w", err)
+		}
+	}
+	tx, err := d.s.Begin(true)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		tx.Abort()
+		return err
+	}
+	return tx.Commit()
+}
+
+// RestoreConfig describes a VM brought back from a snapshot.
+type RestoreConfig struct {
+	Store    string // the store file holding the snapshot (and then the VM's disk)
+	Snapshot string // its name
+	// Image is the image the snapshot's VM booted; nil opens the path
+	// the snapshot records.
+	Image   *Image
+	Stdin   io.Reader
+	Stdout  io.Writer
+	Stderr  io.Writer
+	Timeout time.Duration
+}
+
+// Restore creates a VM from a snapshot: guest memory is the snapshot's,
+// mapped copy-on-write from the store file (read only as the guest
+// touches it), vCPU and devices are as they were, and the store's disk
+// object becomes the snapshot's disk (the disk's state since the snapshot
+// is replaced, as loading a qcow2 snapshot does). Run continues the guest.
+//
+// The disk's replacement is the first write in the disk's cache (its open
+// transaction), committed with the guest's first flush or when the VM
+// ends: a restore costs no commit, and a VMM killed before either leaves
+// the store as it was.
+func Restore(rc RestoreConfig) (_ *VM, err error) {
+	dev, err := filedev.Open(rc.Store, filedev.Options{})
+	if err != nil {
+		return nil, err
+	}
+	s, err := objstore.Open(dev)
+	if err != nil {
+		dev.Close()
+		return nil, fmt.Errorf("%s: %w", rc.Store, err)
+	}
+	owned := false
+	tx, err := s.Begin(true)
+	if err != nil {
+		s.Close()
+		dev.Close()
+		return nil, fmt.Errorf("%s: %w", rc.Store, err)
+	}
+	defer func() {
+		if !owned {
+			tx.Abort()
+			s.Close()
+			dev.Close()
+		}
+	}()
+	var (
+		meta      *snapfmt.Meta
+		vcpuJSON  []byte
+		devJSON   []byte
+		extents   []snapfmt.Extent
+		diskBytes int64
+	)
+	var diskObj *objstore.Object
+	err = func() error {
+		if meta, err = snapfmt.ReadMeta(tx, rc.Snapshot); err != nil {
+			return err
+		}
+		if vcpuJSON, devJSON, err = snapfmt.ReadState(tx, rc.Snapshot); err != nil {
+			return err
+		}
+		if extents, err = snapfmt.MemoryExtents(tx, meta); err != nil {
+			return err
+		}
+		snapDisk := snapfmt.Object(rc.Snapshot, snapfmt.ObjDisk)
+		info, err := tx.Stat(snapDisk)
+		if err != nil {
+			return fmt.Errorf("snapshot %q has no disk: %w", rc.Snapshot, err)
+		}
+		diskBytes = info.Size
+		if err := tx.Delete(StoreDiskObject); err != nil && !errors.Is(err, objstore.ErrNotFound) {
+			return err
+		}
+		if err := tx.Clone(snapDisk, StoreDiskObject); err != nil {
+			return err
+		}
+		diskObj, err = tx.Open(StoreDiskObject)
+		return err
+	}()
+	if err != nil {
+		return nil, fmt.Errorf("%s@%s: %w", rc.Store, rc.Snapshot, err)
+	}
+	img := rc.Image
+	if img == nil {
+		if img, err = OpenImage(meta.Image); err != nil {
+			return nil, fmt.Errorf("snapshot %q was taken of %s: %w", rc.Snapshot, meta.Image, err)
+		}
+		defer func() {
+			if !owned {
+				img.Close()
+			}
+		}()
+	}
+	if fi, err := os.Stat(img.Path); err == nil && meta.ImageSize != 0 && fi.Size() != meta.ImageSize {
+		return nil, fmt.Errorf("%s has %d bytes, but had %d when snapshot %q was taken: not the same image", img.Path, fi.Size(), meta.ImageSize, rc.Snapshot)
+	}
+	if meta.MemBytes%(2<<20) != 0 || uint64(meta.MemBytes) > boot.MaxMemory {
+		return nil, &snapfmt.FormatError{Name: rc.Snapshot, Format: meta.Format, Reason: fmt.Sprintf("guest memory of %d bytes: not a multiple of 2 MiB up to %d MiB", meta.MemBytes, boot.MaxMemory>>20)}
+	}
+	var vs vmState
+	if err := json.Unmarshal(devJSON, &vs); err != nil {
+		return nil, &snapfmt.FormatError{Name: rc.Snapshot, Format: meta.Format, Reason: fmt.Sprintf("device state: %v", err)}
+	}
+	var st VCPUState
+	if err := json.Unmarshal(vcpuJSON, &st); err != nil {
+		return nil, &snapfmt.FormatError{Name: rc.Snapshot, Format: meta.Format, Reason: fmt.Sprintf("vCPU state: %v", err)}
+	}
+	sd := &storeDisk{dev: dev, s: s, size: diskBytes, tx: tx, obj: diskObj}
+	owned = true
+	cfg := Config{
+		Image: img, Memory: uint64(meta.MemBytes),
+		Stdin: rc.Stdin, Stdout: rc.Stdout, Stderr: rc.Stderr, Timeout: rc.Timeout,
+		Disks: []Disk{{Backend: sd}},
+	}
+	if cfg.Stdout == nil {
+		cfg.Stdout = io.Discard
+	}
+	if cfg.Stderr == nil {
+		cfg.Stderr = io.Discard
+	}
+	vm := &VM{cfg: cfg, img: img, restored: true, lstarMode: vs.LSTAR}
+	vm.closers = append(vm.closers, sd.Close)
+	if rc.Image == nil {
+		vm.closers = append(vm.closers, img.Close)
+	}
+	defer func() {
+		if err != nil {
+			sd.dropCache() // a failed restore leaves the store's disk alone
+			vm.Close()
+		}
+	}()
+	if vm.kvmFd, err = openKVM(); err != nil {
+		return nil, err
+	}
+	if vm.vmFd, err = kvm.CreateVM(vm.kvmFd); err != nil {
+		return nil, fmt.Errorf("KVM_CREATE_VM: %w", err)
+	}
+	if vm.mem, err = newGuestMemory(uint64(meta.MemBytes)); err != nil {
+		return nil, err
+	}
+	fd := int(dev.Fd())
+	for _, e := range extents {
+		// A page mapped past the end of the file would be SIGBUS for the
+		// VMM when the guest touches it.
+		if e.FileOffset < 0 || e.FileOffset+e.Length > dev.Size() {
+			return nil, fmt.Errorf("snapshot %q: memory extent [%#x, %#x) of the file is past its end (%#x)", rc.Snapshot, e.FileOffset, e.FileOffset+e.Length, dev.Size())
+		}
+		if err := vm.mem.mapFile(uint64(e.GuestAddr), uint64(e.Length), fd, e.FileOffset); err != nil {
+			return nil, fmt.Errorf("mapping snapshot memory [%#x, %#x): %w", e.GuestAddr, e.GuestAddr+e.Length, err)
+		}
+	}
+	if err = vm.setMemoryRegion(0); err != nil {
+		return nil, err
+	}
+	if err = enableSplitIRQChip(vm.vmFd); err != nil {
+		return nil, fmt.Errorf("KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP): %w", err)
+	}
+	vm.irqs.vmFd = vm.vmFd
+	if vm.vcpu, err = newVCPU(vm.kvmFd, vm.vmFd, 0); err != nil {
+		return nil, err
+	}
+	khz, err := kvm.GetTSCKHz(vm.vcpu.fd)
+	if err != nil || khz == 0 {
+		return nil, fmt.Errorf("KVM_GET_TSC_KHZ: %v", err)
+	}
+	vm.tscHz = khz * 1000
+	if vm.tscHz != meta.TSCHz {
+		return nil, fmt.Errorf("this host's TSC runs at %d kHz, the snapshot's at %d kHz: the guest's clocks would be wrong", khz, meta.TSCHz/1000)
+	}
+	if err = vm.initConsole(); err != nil {
+		return nil, err
+	}
+	if err = vm.addDevices(); err != nil {
+		return nil, err
+	}
+	if err = vm.addDisk(0, cfg.Disks[0]); err != nil {
+		return nil, err
+	}
+	if err = vm.restoreDevices(vs.Devices); err != nil {
+		return nil, fmt.Errorf("snapshot %q: %w", rc.Snapshot, err)
+	}
+	// The CPUID the boot gave: the host's supported set (KVM checks XCR0
+	// and MSRs against it).
+	if _, err = vm.cpuidAndSregs(); err != nil {
+		return nil, err
+	}
+	if err = vm.vcpu.RestoreState(&st); err != nil {
+		return nil, fmt.Errorf("snapshot %q: restoring the vCPU: %w", rc.Snapshot, err)
+	}
+	// The guest's monotonic clock continues from the snapshot's TSC (KVM
+	// set it with the MSR); the wall clock is the host's: the kernel adds
+	// BootUnixNs, which is moved so that boot + elapsed = now.
+	tsc := meta.BootTSC
+	for _, m := range st.MSRs {
+		if m.Index == msrTSC {
+			tsc = m.Data
+		}
+	}
+	vm.bootTSC = meta.BootTSC
+	vm.bootTime = time.Now().Add(-vm.tscToDuration(tsc - meta.BootTSC))
+	if err = vm.writeRestoreInfo(); err != nil {
+		return nil, err
+	}
+	return vm, nil
+}
+
+// restoreDevices loads each device's saved state, decoded into the type
+// the device's own SaveState returns.
+func (vm *VM) restoreDevices(states map[string]json.RawMessage) error {
+	seen := map[string]bool{}
+	for _, b := range []*Bus{&vm.pioBus, &vm.mmioBus} {
+		for _, r := range b.ranges {
+			s, ok := r.dev.(Snapshotter)
+			if !ok {
+				continue
+			}
+			name := b.name + "/" + r.name
+			raw, ok := states[name]
+			if !ok {
+				return fmt.Errorf("no state for device %s", name)
+			}
+			seen[name] = true
+			p := reflect.New(reflect.TypeOf(s.SaveState()))
+			if err := json.Unmarshal(raw, p.Interface()); err != nil {
+				return fmt.Errorf("device %s: %w", name, err)
+			}
+			if err := s.RestoreState(p.Elem().Interface()); err != nil {
+				return fmt.Errorf("device %s: %w", name, err)
+			}
+		}
+	}
+	for name := range states {
+		if !seen[name] {
+			return fmt.Errorf("state for device %s, which this VM does not have", name)
+		}
+	}
+	return nil
+}
+
+// writeRestoreInfo tells the restored guest's kernel the new wall-clock
+// base and gives it a fresh random seed (clones must not share one),
+// bumping AmberInfo.Restores so it notices.
+func (vm *VM) writeRestoreInfo() error {
+	area, err := vm.mem.Slice(boot.StartInfoPA+boot.AmberInfoOffset, uint64(unsafe.Sizeof(boot.AmberInfo{})))
+	if err != nil {
+		return err
+	}
+	ai := (*boot.AmberInfo)(unsafe.Pointer(&area[0]))
+	if ai.Magic != boot.AmberInfoMagic {
+		return errors.New("the snapshot's guest memory has no Amber boot information")
+	}
+	var seed [32]byte
+	rand.Read(seed[:])
+	for i := range ai.Seed {
+		atomic.StoreUint64(&ai.Seed[i], binary.LittleEndian.Uint64(seed[i*8:]))
+	}
+	atomic.StoreUint64(&ai.BootUnixNs, uint64(vm.bootTime.UnixNano()))
+	atomic.AddUint64(&ai.Restores, 1)
+	return nil
+}
+
+// startRestored is Run's start for a restored VM: the devices take the
+// requests the driver made available before the snapshot.
+func (vm *VM) startRestored() {
+	for _, t := range vm.transports() {
+		if t.kick != nil {
+			t.kick()
+		}
+	}
+}
+
+// virtioState is a transport's state: its registers and its queue's
+// configuration and position.
+type virtioState struct {
+	Status, DevFeatSel, DrvFeatSel, QueueSel uint32
+	DrvFeatures                              uint64
+	QueueSize                                uint16
+	Desc, Avail, Used                        uint64
+	LastAvail, UsedIdx                       uint16
+	QueueReady                               bool
+	IntStatus                                uint32
+	Broken                                   string
+}
+
+// SaveState is called with the device quiesced: the snapshot holds t.mu.
+func (t *virtioMMIO) SaveState() any {
+	s := virtioState{
+		Status: t.status, DevFeatSel: t.devFeatSel, DrvFeatSel: t.drvFeatSel, QueueSel: t.queueSel,
+		DrvFeatures: t.drvFeatures,
+		QueueSize:   t.q.size, Desc: t.q.desc, Avail: t.q.avail, Used: t.q.used,
+		LastAvail: t.q.lastAvail, UsedIdx: t.q.usedIdx, QueueReady: t.qReady,
+		IntStatus: t.intStatus.Load(),
+	}
+	if t.broken != nil {
+		s.Broken = t.broken.Error()
+	}
+	return s
+}
+
+// RestoreState loads a state into a transport not yet running; a ready
+// queue's layout is checked against guest memory as when the driver sets
+// it up.
+func (t *virtioMMIO) RestoreState(v any) error {
+	s, ok := v.(virtioState)
+	if !ok {
+		return errStateType(t, v)
+	}
+	if s.QueueReady {
+		if err := checkQueueLayout(t.q.mem, s.QueueSize, s.Desc, s.Avail, s.Used); err != nil {
+			return err
+		}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.status, t.devFeatSel, t.drvFeatSel, t.queueSel = s.Status, s.DevFeatSel, s.DrvFeatSel, s.QueueSel
+	t.drvFeatures = s.DrvFeatures
+	t.q.size, t.q.desc, t.q.avail, t.q.used = s.QueueSize, s.Desc, s.Avail, s.Used
+	t.q.lastAvail, t.q.usedIdx, t.qReady = s.LastAvail, s.UsedIdx, s.QueueReady
+	t.intStatus.Store(s.IntStatus)
+	t.broken = nil
+	if s.Broken != "" {
+		t.broken = errors.New(s.Broken)
+	}
+	return nil
+}
+
+// Metrics is a running VM's counters, for the control API.
+type Metrics struct {
+	Uptime      time.Duration  `json:"uptimeNs"`
+	Paused      bool           `json:"paused"`
+	Exits       map[string]int `json:"exits"`
+	ResidentRAM int64          `json:"residentBytes"` // the VMM process's resident memory (guest pages touched included)
+	Devices     map[string]any `json:"devices"`
+}
+
+// Metrics returns the VM's counters. It may be called while the VM runs:
+// the exit counts are read without stopping the vCPU, so they are
+// approximate.
+func (vm *VM) Metrics() Metrics {
+	m := Metrics{Paused: vm.Paused(), Exits: map[string]int{}, Devices: map[string]any{}}
+	if !vm.bootTime.IsZero() {
+		m.Uptime = time.Since(vm.bootTime)
+	}
+	for r := range vm.vcpu.exits {
+		if n := atomic.LoadInt64((*int64)(unsafe.Pointer(&vm.vcpu.exits[r]))); n > 0 {
+			m.Exits[kvm.ExitType(r).String()] = int(n)
+		}
+	}
+	if b, err := os.ReadFile("/proc/self/statm"); err == nil {
+		var size, rss int64
+		fmt.Sscan(string(b), &size, &rss)
+		m.ResidentRAM = rss * int64(os.Getpagesize())
+	}
+	for _, r := range vm.mmioBus.ranges {
+		if t, ok := r.dev.(*virtioMMIO); ok {
+			d := map[string]uint64{"served": t.served.Load()}
+			if b, ok := t.dev.(*blkDevice); ok {
+				d["reads"], d["writes"], d["flushes"], d["errors"] = b.reads.Load(), b.writes.Load(), b.flushes.Load(), b.errors.Load()
+			}
+			m.Devices[r.name] = d
+		}
+	}
+	return m
+}
+
+// ImagePath is the path of the image the VM runs.
+func (vm *VM) ImagePath() string { return vm.img.Path }
+
+// dropCache aborts the disk's uncommitted writes.
+func (d *storeDisk) dropCache() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.tx != nil {
+		d.tx.Abort()
+		d.tx, d.obj = nil, nil
+	}
+}
