@@ -197,8 +197,8 @@ func dhcpDiscover(xid uint32) []byte {
 	binary.BigEndian.PutUint16(b[10:], 0x8000) // broadcast reply
 	copy(b[28:], testMAC)
 	binary.BigEndian.PutUint32(b[236:], 0x63825363) // magic cookie
-	b = append(b, 53, 1, 1)                          // DHCPDISCOVER
-	b = append(b, 55, 3, 1, 3, 6)                    // ask: mask, router, DNS
+	b = append(b, 53, 1, 1)                         // DHCPDISCOVER
+	b = append(b, 55, 3, 1, 3, 6)                   // ask: mask, router, DNS
 	return append(b, 255)
 }
 
