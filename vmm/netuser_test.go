@@ -150,7 +150,7 @@ func arpReply(to tcpip.LinkAddress, toIP tcpip.Address) []byte {
 }
 
 // ipv4 wraps an L4 payload (its checksum done by the caller) in IPv4.
-func ipv4(src, dst tcpip.Address, proto tcpip.TransportProtocolNumber, l4 []byte) []byte {
+func ipv4Packet(src, dst tcpip.Address, proto tcpip.TransportProtocolNumber, l4 []byte) []byte {
 	b := make([]byte, header.IPv4MinimumSize+len(l4))
 	ip := header.IPv4(b)
 	ip.Encode(&header.IPv4Fields{TotalLength: uint16(len(b)), TTL: 64, Protocol: uint8(proto), SrcAddr: src, DstAddr: dst})
@@ -165,7 +165,7 @@ func udpPacket(src, dst tcpip.Address, sport, dport uint16, payload []byte) []by
 	copy(u.Payload(), payload)
 	xsum := header.PseudoHeaderChecksum(header.UDPProtocolNumber, src, dst, uint16(len(u)))
 	u.SetChecksum(^checksum(u, uint32(xsum)))
-	return ipv4(src, dst, header.UDPProtocolNumber, u)
+	return ipv4Packet(src, dst, header.UDPProtocolNumber, u)
 }
 
 func tcpPacket(src, dst tcpip.Address, sport, dport uint16, seq, ack uint32, flags header.TCPFlags) []byte {
@@ -173,7 +173,7 @@ func tcpPacket(src, dst tcpip.Address, sport, dport uint16, seq, ack uint32, fla
 	tc.Encode(&header.TCPFields{SrcPort: sport, DstPort: dport, SeqNum: seq, AckNum: ack, DataOffset: header.TCPMinimumSize, Flags: flags, WindowSize: 65535})
 	xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, src, dst, uint16(len(tc)))
 	tc.SetChecksum(^checksum(tc, uint32(xsum)))
-	return ipv4(src, dst, header.TCPProtocolNumber, tc)
+	return ipv4Packet(src, dst, header.TCPProtocolNumber, tc)
 }
 
 // parseIPv4 returns the IPv4 packet of an Ethernet frame, or nil.
@@ -279,6 +279,30 @@ func TestUserNet(t *testing.T) {
 	}
 	if r := dhcpOption(offer, 3); !net.IP(r).Equal(net.ParseIP(UserNetGateway)) {
 		t.Errorf("router %v", net.IP(r))
+	}
+	if r := dhcpOption(offer, 6); !net.IP(r).Equal(net.ParseIP(UserNetDNS)) {
+		t.Errorf("DNS server %v", net.IP(r))
+	}
+	// Another MAC gets no answer; a REQUEST from ours an ACK.
+	other := dhcpDiscover(0x5678)
+	other[28] ^= 2
+	w.send(ethFrame(header.EthernetBroadcastAddress, header.IPv4ProtocolNumber, udpPacket(zero, bcast, 68, 67, other)))
+	req := dhcpDiscover(0x9abc)
+	req[242] = 3 // REQUEST
+	w.send(ethFrame(header.EthernetBroadcastAddress, header.IPv4ProtocolNumber, udpPacket(zero, bcast, 68, 67, req)))
+	f = w.expect("DHCP ack", func(f []byte) bool {
+		ip := parseIPv4(f)
+		if ip == nil || ip.TransportProtocol() != header.UDPProtocolNumber {
+			return false
+		}
+		p := header.UDP(ip.Payload()).Payload()
+		if len(p) >= 240 && binary.BigEndian.Uint32(p[4:]) == 0x5678 {
+			t.Error("DHCP answered a MAC that is not the guest's")
+		}
+		return len(p) >= 240 && binary.BigEndian.Uint32(p[4:]) == 0x9abc
+	})
+	if mt := dhcpOption(header.UDP(parseIPv4(f).Payload()).Payload(), 53); len(mt) != 1 || mt[0] != 5 {
+		t.Errorf("DHCP message type %v, want ACK (5)", mt)
 	}
 
 	// NAT: a SYN to the gateway's address reaches a host listener on
