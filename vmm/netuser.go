@@ -228,8 +228,16 @@ func NewUserNet(mac net.HardwareAddr, forwards []HostFwd) (_ NetBackend, err err
 			s.Close()
 		}
 	}()
+	// SACK, and buffers that grow with the flow (gVisor's defaults stop
+	// at 4 MiB, a bulk flow's window at this MTU wants more).
 	sack := tcpip.TCPSACKEnabled(true)
 	s.SetTransportProtocolOption(tcp.ProtocolNumber, &sack)
+	moderate := tcpip.TCPModerateReceiveBufferOption(true)
+	s.SetTransportProtocolOption(tcp.ProtocolNumber, &moderate)
+	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: 4 << 10, Default: 1 << 20, Max: 16 << 20}
+	s.SetTransportProtocolOption(tcp.ProtocolNumber, &rcv)
+	snd := tcpip.TCPSendBufferSizeRangeOption{Min: 4 << 10, Default: 1 << 20, Max: 16 << 20}
+	s.SetTransportProtocolOption(tcp.ProtocolNumber, &snd)
 	link := channel.New(userNetQueue, UserNetMTU+ethHeaderSize, userNetGatewayMAC)
 	if e := s.CreateNIC(1, ethernet.New(link)); e != nil {
 		return nil, fmt.Errorf("user-mode network: %s", e)
