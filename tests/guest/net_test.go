@@ -98,6 +98,14 @@ func TestNetFlag(t *testing.T) {
 func TestNetUserKVM(t *testing.T) {
 	needKVM(t)
 	img := image(t, "../../apps/httpd")
+	// vmm runs the user-mode network as vmm-net, found next to itself
+	// (tools/nestkvm builds it there).
+	if prebuilt == "" {
+		helper := filepath.Join(filepath.Dir(vmmBin), "vmm-net")
+		if out, err := exec.Command("go", "build", "-o", helper, "../../tools/vmmnet").CombinedOutput(); err != nil {
+			t.Fatalf("building vmm-net: %v\n%s", err, out)
+		}
+	}
 	hostSrv, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -691,8 +691,9 @@ func runTCG(imgPath string, mem uint64, options, env, args []string, disks []qem
 	return status
 }
 
-// openNet opens the network device's backend: the user-mode network (its
-// host forwards listen from here on) or the tap device.
+// openNet opens the network device's backend: the user-mode network (the
+// vmm-net process; its host forwards listen from here on) or the tap
+// device.
 func openNet(ns vmm.NetSpec) (*vmm.Net, error) {
 	mac := ns.MAC
 	if mac == nil {
@@ -701,7 +702,7 @@ func openNet(ns vmm.NetSpec) (*vmm.Net, error) {
 	var be vmm.NetBackend
 	var err error
 	if ns.User {
-		be, err = vmm.NewUserNet(mac, ns.Forwards)
+		be, err = vmm.StartUserNet(mac, ns.Forwards)
 	} else {
 		be, err = vmm.OpenTap(ns.Tap)
 	}

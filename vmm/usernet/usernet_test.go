@@ -1,4 +1,4 @@
-package vmm
+package usernet
 
 import (
 	"bytes"
@@ -7,13 +7,14 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"strings"
 	"testing"
 	"time"
 
+	"github.com/amberos/amber/vmm"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	gvchecksum "gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 	"gvisor.dev/gvisor/pkg/tcpip/link/ethernet"
@@ -23,53 +24,26 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 )
 
-// The user-mode network end to end on the host, without a guest: the
+// The user-mode network end to end, without a guest, without a guest: the
 // test plays the guest's side of the wire, sending frames built with
 // gVisor's header package to the backend and checking what the network
 // answers (ARP, DHCP, a TCP connection NATed to a host listener, a host
 // connection through hostfwd arriving as a SYN).
 
-func TestParseNetSpec(t *testing.T) {
-	for _, c := range []struct {
-		spec string
-		want string // fmt of the result, or the error's text
-	}{
-		{"user", "user [] mac="},
-		{"user,hostfwd=tcp:127.0.0.1:8080-:80", "user [{false 127.0.0.1 8080  80}] mac="},
-		{"user,hostfwd=tcp::8080-:80,hostfwd=udp:127.0.0.1:5353-10.0.2.15:53", "user [{false  8080  80} {true 127.0.0.1 5353 10.0.2.15 53}] mac="},
-		{"user,hostfwd=127.0.0.1:8080-:80", "user [{false 127.0.0.1 8080  80}] mac="},
-		{"user,mac=52:54:00:aa:bb:cc", "user [] mac=52:54:00:aa:bb:cc"},
-		{"tap=tap0", "tap tap0 mac="},
-		{"tap=tap0,mac=52:54:00:aa:bb:cc", "tap tap0 mac=52:54:00:aa:bb:cc"},
-		{"", "want user"},
-		{"tap", "want user"},
-		{"tap=", "interface name"},
-		{"tap=averyveryverylongname", "interface name"},
-		{"tap=tap0,hostfwd=tcp::1-:2", "unknown option"},
-		{"user,hostfwd=sctp:127.0.0.1:1-:2", "neither tcp nor udp"},
-		{"user,hostfwd=tcp:127.0.0.1:8080", "no '-'"},
-		{"user,hostfwd=tcp:127.0.0.1:0-:80", "not a port number"},
-		{"user,hostfwd=tcp:127.0.0.1:8080-:65536", "not a port number"},
-		{"user,hostfwd=tcp:localhost:8080-:80", "not an IPv4 address"},
-		{"user,hostfwd=tcp:127.0.0.1:8080-:80,hostfwd=tcp:127.0.0.1:8080-:81", "forwarded twice"},
-		{"user,mac=01:00:5e:00:00:01", "multicast"},
-		{"user,mac=xyz", "six hex bytes"},
-		{"user,restrict=on", "unknown option"},
-	} {
-		s, err := ParseNetSpec(c.spec)
-		got := ""
-		switch {
-		case err != nil:
-			got = err.Error()
-		case s.User:
-			got = fmt.Sprintf("user %v mac=%v", s.Forwards, s.MAC)
-		default:
-			got = fmt.Sprintf("tap %s mac=%v", s.Tap, s.MAC)
-		}
-		if (err == nil && got != c.want) || (err != nil && !strings.Contains(got, c.want)) {
-			t.Errorf("ParseNetSpec(%q) = %q, want %q", c.spec, got, c.want)
-		}
-	}
+var testMAC = net.HardwareAddr{0x52, 0x54, 0x00, 0x12, 0x34, 0x56}
+
+// backend is what the tests use of a Net (and of the fake guest's end).
+type backend interface {
+	Send([]byte) error
+	Recv([]byte) (int, error)
+	MTU() int
+	Close() error
+}
+
+// checksum is the Internet checksum's one's-complement sum of b added to
+// initial, not complemented.
+func checksum(b []byte, initial uint32) uint16 {
+	return gvchecksum.Checksum(b, uint16(initial))
 }
 
 var (
@@ -82,14 +56,14 @@ var (
 // a channel by a goroutine.
 type wire struct {
 	t      *testing.T
-	be     NetBackend
+	be     backend
 	frames chan []byte
 }
 
-func newWire(t *testing.T, be NetBackend) *wire {
+func newWire(t *testing.T, be backend) *wire {
 	w := &wire{t: t, be: be, frames: make(chan []byte, 1024)}
 	go func() {
-		buf := make([]byte, be.MTU()+netMaxFrameOverhead)
+		buf := make([]byte, be.MTU()+maxFrameOverhead)
 		for {
 			n, err := be.Recv(buf)
 			if err != nil {
@@ -239,7 +213,7 @@ func TestUserNet(t *testing.T) {
 	}
 	fwdPort := probe.Addr().(*net.TCPAddr).Port
 	probe.Close()
-	be, err := NewUserNet(testMAC, []HostFwd{{HostAddr: "127.0.0.1", HostPort: fwdPort, GuestPort: 80}})
+	be, err := New(testMAC, []vmm.HostFwd{{HostAddr: "127.0.0.1", HostPort: fwdPort, GuestPort: 80}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,10 +260,10 @@ func TestUserNet(t *testing.T) {
 	if mt := dhcpOption(offer, 53); len(mt) != 1 || mt[0] != 2 {
 		t.Errorf("DHCP message type %v, want OFFER (2)", mt)
 	}
-	if r := dhcpOption(offer, 3); !net.IP(r).Equal(net.ParseIP(UserNetGateway)) {
+	if r := dhcpOption(offer, 3); !net.IP(r).Equal(net.ParseIP(vmm.UserNetGateway)) {
 		t.Errorf("router %v", net.IP(r))
 	}
-	if r := dhcpOption(offer, 6); !net.IP(r).Equal(net.ParseIP(UserNetDNS)) {
+	if r := dhcpOption(offer, 6); !net.IP(r).Equal(net.ParseIP(vmm.UserNetDNS)) {
 		t.Errorf("DNS server %v", net.IP(r))
 	}
 	// Another MAC gets no answer; a REQUEST from ours an ACK.
@@ -389,22 +363,9 @@ func TestUserNet(t *testing.T) {
 
 // A forward on a host address that cannot be bound fails NewUserNet.
 func TestUserNetBadForward(t *testing.T) {
-	_, err := NewUserNet(testMAC, []HostFwd{{HostAddr: "192.0.2.1", HostPort: 8080, GuestPort: 80}})
+	_, err := New(testMAC, []vmm.HostFwd{{HostAddr: "192.0.2.1", HostPort: 8080, GuestPort: 80}})
 	if err == nil {
 		t.Fatal("forward on an address this host does not have was accepted")
-	}
-}
-
-// OpenTap's errors say what is missing.
-func TestOpenTapErrors(t *testing.T) {
-	old := tunDevice
-	defer func() { tunDevice = old }()
-	tunDevice = "/nonexistent/tun"
-	if _, err := OpenTap("tap0"); err == nil || !strings.Contains(err.Error(), "modprobe tun") {
-		t.Errorf("missing device: %v", err)
-	}
-	if _, err := OpenTap("averyveryverylongname"); err == nil || !strings.Contains(err.Error(), "1 to 15") {
-		t.Errorf("long name: %v", err)
 	}
 }
 
@@ -412,7 +373,7 @@ func TestOpenTapErrors(t *testing.T) {
 // back: a UDP datagram from the "guest" to a host socket through the NAT,
 // echoed back to the guest. Reports frames per second each way.
 func BenchmarkUserNetFrames(b *testing.B) {
-	be, err := NewUserNet(testMAC, nil)
+	be, err := New(testMAC, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -435,7 +396,7 @@ func BenchmarkUserNetFrames(b *testing.B) {
 	port := uint16(host.LocalAddr().(*net.UDPAddr).Port)
 	// Learn the gateway's MAC.
 	be.Send(arpRequest(gatewayIP))
-	buf := make([]byte, be.MTU()+netMaxFrameOverhead)
+	buf := make([]byte, be.MTU()+maxFrameOverhead)
 	var gwMAC tcpip.LinkAddress
 	for gwMAC == "" {
 		n, err := be.Recv(buf)
@@ -470,7 +431,7 @@ func BenchmarkUserNetFrames(b *testing.B) {
 // guestStack is a gVisor stack standing in for the guest on the other
 // end of a backend's frames (its address 10.0.2.15, gateway 10.0.2.2),
 // for streams through the user-mode network without a VM.
-func guestStack(tb testing.TB, be NetBackend, mtu int) *stack.Stack {
+func guestStack(tb testing.TB, be backend, mtu int) *stack.Stack {
 	s := stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, arp.NewProtocol},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol},
@@ -483,7 +444,7 @@ func guestStack(tb testing.TB, be NetBackend, mtu int) *stack.Stack {
 	s.SetRouteTable([]tcpip.Route{{Destination: header.IPv4EmptySubnet, Gateway: gatewayIP, NIC: 1}})
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { // guest -> network
-		buf := make([]byte, mtu+netMaxFrameOverhead)
+		buf := make([]byte, mtu+maxFrameOverhead)
 		for {
 			pkt := link.ReadContext(ctx)
 			if pkt == nil {
@@ -498,7 +459,7 @@ func guestStack(tb testing.TB, be NetBackend, mtu int) *stack.Stack {
 		}
 	}()
 	go func() { // network -> guest
-		buf := make([]byte, be.MTU()+netMaxFrameOverhead)
+		buf := make([]byte, be.MTU()+maxFrameOverhead)
 		for {
 			n, err := be.Recv(buf)
 			if err != nil {
@@ -520,7 +481,7 @@ func guestStack(tb testing.TB, be NetBackend, mtu int) *stack.Stack {
 // A TCP stream each way between a "guest" stack and a host socket
 // through the NAT (10.0.2.2 = the host's 127.0.0.1), every byte checked.
 func TestUserNetTCPStream(t *testing.T) {
-	be, err := NewUserNet(testMAC, nil)
+	be, err := New(testMAC, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -625,7 +586,7 @@ func BenchmarkUserNetTCP(b *testing.B) {
 	}
 	guest := func(b *testing.B) func() net.Conn {
 		return func() net.Conn {
-			be, err := NewUserNet(testMAC, nil)
+			be, err := New(testMAC, nil)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -1,4 +1,28 @@
-package vmm
+// Package usernet is the user-mode network behind vmm run --net user: a
+// rootless network with QEMU's user-network addresses. It runs in its own
+// process, vmm-net (tools/vmmnet), which the VMM starts only for --net
+// user and talks to over a socket pair (vmm/netproc.go): gVisor's stack
+// and the forwarders cost every start of a process that links them a
+// few milliseconds of package initialisation, which vmm run without
+// --net must not pay.
+//
+// The guest's frames go into a gVisor TCP/IP stack that is the gateway
+// (10.0.2.2, and 10.0.2.3 for DNS): it answers ARP, this package's DHCP
+// server answers DHCP, and gvisor-tap-vsock's forwarders (the NAT of
+// podman machine's gvproxy) turn the guest's TCP and UDP flows into host
+// sockets (10.0.2.2 is the host's 127.0.0.1, 10.0.2.3 the host's name
+// server, as under QEMU), and its port forwarder listens on host
+// addresses for hostfwd and connects through the stack to the guest. The
+// stack's link is a channel endpoint: a frame is handed to the stack on
+// the caller's goroutine, and frames for the guest are read from the
+// channel.
+//
+// gvisor-tap-vsock's own VirtualNetwork (its switch and services) is not
+// used: its switch links github.com/google/gopacket/layers, whose package
+// initialisation alone took tens of milliseconds; its DHCP server is in
+// the same package. Why this and not passt or hand-written NAT:
+// docs/architecture.md.
+package usernet
 
 import (
 	"bufio"
@@ -14,6 +38,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/amberos/amber/vmm"
 	"github.com/containers/gvisor-tap-vsock/pkg/services/forwarder"
 	"github.com/containers/gvisor-tap-vsock/pkg/types"
 	"github.com/sirupsen/logrus"
@@ -31,168 +56,20 @@ import (
 	"gvisor.dev/gvisor/pkg/waiter"
 )
 
-// The user-mode network: a rootless network in this process, with QEMU's
-// user-network addresses. The guest's frames go into a gVisor TCP/IP
-// stack on the host that is the gateway (10.0.2.2, and 10.0.2.3 for DNS):
-// it answers ARP, this file's DHCP server answers DHCP, and
-// gvisor-tap-vsock's forwarders (the NAT of podman machine's gvproxy) turn
-// the guest's TCP and UDP flows into host sockets (10.0.2.2 is the
-// host's 127.0.0.1, 10.0.2.3 the host's name server, as under QEMU), and
-// its port forwarder listens on host addresses for hostfwd and connects
-// through the stack to the guest. The stack's link is a channel endpoint:
-// a frame from the guest is handed to the stack on the device's transmit
-// goroutine, with no socket, process or goroutine hop; frames for the
-// guest are read from the channel by the receive goroutine.
-//
-// gvisor-tap-vsock's own VirtualNetwork (its switch and services) is not
-// used: its switch links github.com/google/gopacket/layers, whose package
-// initialisation took tens of milliseconds at every start of vmm, with or
-// without --net; its DHCP server is in the same package. The forwarders,
-// the part worth not writing, link only what is cheap to initialise.
-// Why this and not passt or hand-written NAT: docs/architecture.md.
-
-// QEMU's user-network addresses, which the guest gets on its command line
-// (UserNetCmdline) or by DHCP.
 const (
-	UserNetSubnet  = "10.0.2.0/24"
-	UserNetGateway = "10.0.2.2" // the gateway, and the host's 127.0.0.1 through NAT
-	UserNetDNS     = "10.0.2.3" // forwarded to the host's resolver
-	UserNetGuest   = "10.0.2.15"
-	// UserNetMTU is the user network's MTU: large, so TCP moves 64 KiB
-	// segments without segmentation offloads (the stack on the host side
-	// segments to the guest's MSS, which is the guest's choice).
-	UserNetMTU = 65520
+	ethHeaderSize    = 14
+	maxFrameOverhead = ethHeaderSize + 4 // and a VLAN tag
+	UserNetMTU       = vmm.UserNetMTU
+	UserNetGuest     = vmm.UserNetGuest
 )
 
-// UserNetCmdline is what the guest is told of the user network: its
-// address, gateway and DNS server (kernel options).
-func UserNetCmdline() []string {
-	return []string{"amber.ip=" + UserNetGuest + "/24", "amber.gw=" + UserNetGateway, "amber.dns=" + UserNetDNS}
-}
-
-// HostFwd is one port forward from the host to the guest (QEMU's
-// hostfwd=PROTO:HOSTADDR:HOSTPORT-GUESTADDR:GUESTPORT).
-type HostFwd struct {
-	UDP       bool
-	HostAddr  string // "" is every address (QEMU's default)
-	HostPort  int
-	GuestAddr string // "" is the guest's address, 10.0.2.15
-	GuestPort int
-}
-
-// NetSpec is a parsed --net option.
-type NetSpec struct {
-	User     bool
-	Forwards []HostFwd // User only
-	Tap      string    // tap=NAME
-	MAC      net.HardwareAddr
-}
-
-// ParseNetSpec reads the --net option: user[,hostfwd=...][,mac=...] (QEMU's
-// -netdev user spelling, several hostfwd allowed) or tap=NAME[,mac=...].
-func ParseNetSpec(spec string) (NetSpec, error) {
-	var s NetSpec
-	parts := strings.Split(spec, ",")
-	switch {
-	case parts[0] == "user":
-		s.User = true
-	case strings.HasPrefix(parts[0], "tap="):
-		s.Tap = strings.TrimPrefix(parts[0], "tap=")
-		if s.Tap == "" || len(s.Tap) >= 16 || strings.ContainsAny(s.Tap, "/ \t") {
-			return s, fmt.Errorf("%q: tap=NAME wants an interface name of 1 to 15 characters", parts[0])
-		}
-	default:
-		return s, fmt.Errorf("%q: want user[,hostfwd=tcp:HOSTADDR:PORT-:GUESTPORT,...] or tap=NAME", spec)
-	}
-	for _, p := range parts[1:] {
-		k, v, _ := strings.Cut(p, "=")
-		switch {
-		case k == "hostfwd" && s.User:
-			f, err := parseHostFwd(v)
-			if err != nil {
-				return s, err
-			}
-			s.Forwards = append(s.Forwards, f)
-		case k == "mac":
-			m, err := net.ParseMAC(v)
-			if err != nil || len(m) != 6 {
-				return s, fmt.Errorf("mac=%s: want six hex bytes like 52:54:00:12:34:56", v)
-			}
-			if m[0]&1 != 0 {
-				return s, fmt.Errorf("mac=%s is a multicast address", v)
-			}
-			s.MAC = m
-		default:
-			return s, fmt.Errorf("%q: unknown option %q (user takes hostfwd= and mac=, tap= takes mac=)", spec, p)
-		}
-	}
-	seen := map[string]bool{}
-	for _, f := range s.Forwards {
-		k := fmt.Sprintf("%v/%s/%d", f.UDP, f.HostAddr, f.HostPort)
-		if seen[k] {
-			return s, fmt.Errorf("hostfwd: host port %d forwarded twice", f.HostPort)
-		}
-		seen[k] = true
-	}
-	return s, nil
-}
-
-// parseHostFwd reads [tcp|udp]:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT.
-func parseHostFwd(v string) (HostFwd, error) {
-	var f HostFwd
-	bad := func(why string) (HostFwd, error) {
-		return f, fmt.Errorf("hostfwd=%s: %s (want tcp:HOSTADDR:HOSTPORT-:GUESTPORT, e.g. tcp:127.0.0.1:8080-:80)", v, why)
-	}
-	rest := v
-	if p, r, ok := strings.Cut(v, ":"); ok && (p == "tcp" || p == "udp") {
-		f.UDP, rest = p == "udp", r
-	} else if ok && p != "" && strings.Contains(r, "-") && !strings.Contains(p, ".") {
-		return bad("protocol " + p + " is neither tcp nor udp")
-	}
-	host, guest, ok := strings.Cut(rest, "-")
-	if !ok {
-		return bad("no '-' between the host and guest sides")
-	}
-	port := func(s string) (int, bool) {
-		n, err := strconv.Atoi(s)
-		return n, err == nil && n > 0 && n < 65536
-	}
-	addr := func(s string) (string, bool) {
-		if s == "" {
-			return "", true
-		}
-		ip := net.ParseIP(s)
-		return s, ip != nil && ip.To4() != nil
-	}
-	ha, hp, ok := strings.Cut(host, ":")
-	if !ok {
-		return bad("the host side is not HOSTADDR:PORT")
-	}
-	if f.HostAddr, ok = addr(ha); !ok {
-		return bad("host address " + ha + " is not an IPv4 address")
-	}
-	if f.HostPort, ok = port(hp); !ok {
-		return bad("host port " + hp + " is not a port number")
-	}
-	ga, gp, ok := strings.Cut(guest, ":")
-	if !ok {
-		ga, gp = "", guest
-	}
-	if f.GuestAddr, ok = addr(ga); !ok {
-		return bad("guest address " + ga + " is not an IPv4 address")
-	}
-	if f.GuestPort, ok = port(gp); !ok {
-		return bad("guest port " + gp + " is not a port number")
-	}
-	return f, nil
-}
-
-// userNet is the user-mode network's end of the device.
-type userNet struct {
+// Net is a user-mode network for one guest: frames in (Send), frames
+// out (Recv).
+type Net struct {
 	stack    *stack.Stack
 	link     *channel.Endpoint
 	ports    *forwarder.PortsForwarder
-	forwards []HostFwd
+	forwards []vmm.HostFwd
 	mac      net.HardwareAddr
 	dhcp     *gonet.UDPConn
 	ctx      context.Context
@@ -212,10 +89,10 @@ var (
 	userNetGuestIP    = tcpip.AddrFrom4([4]byte{10, 0, 2, 15})
 )
 
-// NewUserNet starts a user-mode network for a guest with the given MAC
+// New starts a user-mode network for a guest with the given MAC
 // (which gets 10.0.2.15 by DHCP) and host forwards. A forward whose host
 // address cannot be listened on is an error here.
-func NewUserNet(mac net.HardwareAddr, forwards []HostFwd) (_ NetBackend, err error) {
+func New(mac net.HardwareAddr, forwards []vmm.HostFwd) (_ *Net, err error) {
 	// gvisor-tap-vsock logs through logrus to stderr, which is the
 	// guest's; its messages are for gvproxy's operators.
 	logrus.SetOutput(io.Discard)
@@ -262,7 +139,7 @@ func NewUserNet(mac net.HardwareAddr, forwards []HostFwd) (_ NetBackend, err err
 	s.SetTransportProtocolHandler(udp.ProtocolNumber, forwarder.UDP(s, nat, &natLock, false).HandlePacket)
 
 	ctx, cancel := context.WithCancel(context.Background())
-	u := &userNet{stack: s, link: link, ports: forwarder.NewPortsForwarder(s), mac: mac, ctx: ctx, cancel: cancel}
+	u := &Net{stack: s, link: link, ports: forwarder.NewPortsForwarder(s), mac: mac, ctx: ctx, cancel: cancel}
 	if u.dhcp, err = u.listenDHCP(); err != nil {
 		cancel()
 		return nil, err
@@ -280,7 +157,7 @@ func NewUserNet(mac net.HardwareAddr, forwards []HostFwd) (_ NetBackend, err err
 }
 
 // forwardAddrs is a forward in the port forwarder's terms.
-func (u *userNet) forwardAddrs(f HostFwd) (types.TransportProtocol, string, string) {
+func (u *Net) forwardAddrs(f vmm.HostFwd) (types.TransportProtocol, string, string) {
 	ha, ga := f.HostAddr, f.GuestAddr
 	if ha == "" {
 		ha = "0.0.0.0"
@@ -313,17 +190,17 @@ func hostNameserver() string {
 	return "127.0.0.1"
 }
 
-func (u *userNet) MTU() int       { return UserNetMTU }
-func (u *userNet) Verified() bool { return true }
+func (u *Net) MTU() int       { return UserNetMTU }
+func (u *Net) Verified() bool { return true }
 
 var errNetClosed = errors.New("network closed")
 
 // Send hands the frame to the stack on the caller's goroutine.
-func (u *userNet) Send(frame []byte) error {
+func (u *Net) Send(frame []byte) error {
 	if u.ctx.Err() != nil {
 		return errNetClosed
 	}
-	if len(frame) < ethHeaderSize || len(frame) > UserNetMTU+netMaxFrameOverhead {
+	if len(frame) < ethHeaderSize || len(frame) > UserNetMTU+maxFrameOverhead {
 		return fmt.Errorf("frame of %d bytes", len(frame))
 	}
 	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(frame)})
@@ -332,7 +209,7 @@ func (u *userNet) Send(frame []byte) error {
 	return nil
 }
 
-func (u *userNet) Recv(buf []byte) (int, error) {
+func (u *Net) Recv(buf []byte) (int, error) {
 	pkt := u.link.ReadContext(u.ctx)
 	if pkt == nil {
 		return 0, errNetClosed
@@ -347,7 +224,7 @@ func (u *userNet) Recv(buf []byte) (int, error) {
 
 // Close stops the port forwards (their host listeners), the DHCP server
 // and the stack.
-func (u *userNet) Close() error {
+func (u *Net) Close() error {
 	u.once.Do(func() {
 		u.cancel()
 		for _, f := range u.forwards {
@@ -363,7 +240,7 @@ func (u *userNet) Close() error {
 
 // listenDHCP binds the DHCP server's port on the stack, broadcasts
 // allowed (a client without an address is answered by broadcast).
-func (u *userNet) listenDHCP() (*gonet.UDPConn, error) {
+func (u *Net) listenDHCP() (*gonet.UDPConn, error) {
 	var wq waiter.Queue
 	ep, e := u.stack.NewEndpoint(udp.ProtocolNumber, ipv4.ProtocolNumber, &wq)
 	if e != nil {
@@ -380,7 +257,7 @@ func (u *userNet) listenDHCP() (*gonet.UDPConn, error) {
 // serveDHCP answers DISCOVER with an OFFER and REQUEST with an ACK of
 // 10.0.2.15 for the VM's MAC (other clients get nothing: the network has
 // one guest).
-func (u *userNet) serveDHCP() {
+func (u *Net) serveDHCP() {
 	buf := make([]byte, 1500)
 	for {
 		n, _, err := u.dhcp.ReadFrom(buf)
