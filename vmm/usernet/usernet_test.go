@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -522,7 +525,8 @@ func TestUserNetTCPStream(t *testing.T) {
 
 // BenchmarkUserNetTCP: bulk TCP from a "guest" stack to a host socket and
 // back through the user-mode network's NAT (frames through the backend,
-// no VM), against the same transfer over the host's loopback.
+// no VM), in process and through vmm-net's socket pair, against the same
+// transfer over the host's loopback.
 func BenchmarkUserNetTCP(b *testing.B) {
 	const chunk = 1 << 20
 	host, err := net.Listen("tcp", "127.0.0.1:0")
@@ -598,8 +602,31 @@ func BenchmarkUserNetTCP(b *testing.B) {
 			return c
 		}
 	}
+	// Through vmm-net, as vmm run --net user does: the same stacks with
+	// the socket pair between them.
+	viaHelper := func(b *testing.B) func() net.Conn {
+		return func() net.Conn {
+			dir := b.TempDir()
+			if out, err := exec.Command("go", "build", "-o", filepath.Join(dir, vmm.NetHelper), "../../tools/vmmnet").CombinedOutput(); err != nil {
+				b.Fatalf("building vmm-net: %v\n%s", err, out)
+			}
+			b.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+			be, err := vmm.StartUserNet(testMAC, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			gs := guestStack(b, be, UserNetMTU)
+			c, err := gonet.DialTCP(gs, tcpip.FullAddress{NIC: 1, Addr: gatewayIP, Port: uint16(port)}, ipv4.ProtocolNumber)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return c
+		}
+	}
 	b.Run("guest-to-host", func(b *testing.B) { run(b, guest(b), 'r') })
 	b.Run("host-to-guest", func(b *testing.B) { run(b, guest(b), 'w') })
+	b.Run("vmm-net-guest-to-host", func(b *testing.B) { run(b, viaHelper(b), 'r') })
+	b.Run("vmm-net-host-to-guest", func(b *testing.B) { run(b, viaHelper(b), 'w') })
 	b.Run("native-to-host", func(b *testing.B) { run(b, native, 'r') })
 	b.Run("native-from-host", func(b *testing.B) { run(b, native, 'w') })
 }
