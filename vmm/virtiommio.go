@@ -319,6 +319,7 @@ func (t *virtioMMIO) Write(off uint64, data []byte) {
 			return
 		}
 		q.lastAvail, q.usedIdx = 0, 0
+		q.eventIdx = t.drvFeatures&vioFEventIdx != 0
 		vq.ready = true
 	case vioStatus:
 		t.setStatus(v)
@@ -403,14 +404,17 @@ func (t *virtioMMIO) processQueue(qi int, serve func(*chain) (uint32, error)) (m
 		return false, nil // a notify before the device is live is ignored
 	}
 	q := &vq.q
-	done := 0
+	done, old := 0, q.usedIdx
 	defer func() {
-		if done > 0 && q.availFlags()&vringAvailNoInterrupt == 0 {
+		if done > 0 && q.needInterrupt(old) {
 			t.interrupt(vioIntUsedBuffer)
 		}
 	}()
 	for done < int(q.size) {
 		head, ok, err := q.pop()
+		if err == nil && !ok && q.armDoorbell() {
+			head, ok, err = q.pop() // entries came while the doorbell was armed
+		}
 		if err == nil && ok {
 			err = q.resolve(head, &vq.c)
 		}

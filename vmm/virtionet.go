@@ -36,8 +36,10 @@ import (
 // not verify them), MRG_RXBUF (a frame may span several receive buffers,
 // so small buffers serve a large MTU), MTU (the backend's: 65520 on the
 // user-mode network, in place of TSO: a large MTU gives large segments
-// without the VMM segmenting anything). Not offered: TSO/UFO (the VMM
-// would segment), EVENT_IDX, control queue, multiqueue.
+// without the VMM segmenting anything), EVENT_IDX (the driver may ask
+// for fewer interrupts, the device asks for doorbells only when it has
+// run out of work). Not offered: TSO/UFO (the VMM would segment), the
+// control queue, multiqueue.
 
 // Net device features (§5.1.3).
 const (
@@ -136,7 +138,7 @@ func (d *netDevice) numQueues() int   { return 2 }
 func (d *netDevice) config() []byte   { return d.cfg[:] }
 
 func (d *netDevice) features() uint64 {
-	f := uint64(vioFVersion1 | netFCsum | netFMAC | netFMrgRxbuf | netFStatus | netFMTU)
+	f := uint64(vioFVersion1 | vioFEventIdx | netFCsum | netFMAC | netFMrgRxbuf | netFStatus | netFMTU)
 	if d.backend.Verified() {
 		f |= netFGuestCsum
 	}
@@ -257,6 +259,9 @@ func (d *netDevice) receive(frame []byte) error {
 			t.needReset(err)
 			return err
 		}
+		if !ok && q.armDoorbell() {
+			continue // buffers came while the doorbell was armed
+		}
 		if !ok {
 			q.lastAvail = start
 			if avail, _ := q.load16(q.avail + 2); avail-start == q.size {
@@ -318,7 +323,7 @@ func (d *netDevice) receive(frame []byte) error {
 	}
 	vq.served.Add(uint64(nb))
 	d.rxFrames.Add(1)
-	if q.availFlags()&vringAvailNoInterrupt == 0 {
+	if q.needInterrupt(q.usedIdx - uint16(nb)) {
 		t.interrupt(vioIntUsedBuffer)
 	}
 	return nil
@@ -384,9 +389,8 @@ func (r *netRunner) runRx() {
 				break // delivered, dropped, or the device is broken (dropped)
 			}
 			// Wait for the driver to post buffers. Its kick after posting
-			// them (it never suppresses kicks: the device never sets
-			// NO_NOTIFY) is counted by the eventfd even when it came
-			// before this wait.
+			// them (always, or with EVENT_IDX the one receive armed) is
+			// counted by the eventfd even when it came before this wait.
 			if _, err := r.rxBell.wait(); err != nil || r.stop.Load() {
 				return
 			}

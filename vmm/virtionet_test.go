@@ -263,7 +263,7 @@ func TestVirtioNetRegisters(t *testing.T) {
 		t.Fatalf("device id %d", g.r32(vioDeviceID))
 	}
 	g.w32(vioDeviceFeatSel, 0)
-	if f := g.r32(vioDeviceFeatures); f != netFCsum|netFGuestCsum|netFMTU|netFMAC|netFMrgRxbuf|netFStatus {
+	if f := g.r32(vioDeviceFeatures); f != netFCsum|netFGuestCsum|netFMTU|netFMAC|netFMrgRxbuf|netFStatus|vioFEventIdx {
 		t.Errorf("features %#x", f)
 	}
 	var cfg [12]byte
@@ -283,8 +283,8 @@ func TestVirtioNetRegisters(t *testing.T) {
 	if g.start(netFMAC) {
 		t.Error("FEATURES_OK without VERSION_1")
 	}
-	if g.start(ngFeatures | 1<<29) {
-		t.Error("FEATURES_OK with EVENT_IDX, not offered")
+	if g.start(ngFeatures | 1<<28) {
+		t.Error("FEATURES_OK with INDIRECT_DESC, not offered")
 	}
 	if !g.start(ngFeatures | netFMrgRxbuf) {
 		t.Fatal("handshake")
@@ -447,6 +447,65 @@ func TestVirtioNetMergeable(t *testing.T) {
 	}
 }
 
+// EVENT_IDX: the device interrupts only when the used index passes
+// used_event, and when it runs out of work it sets avail_event to the
+// available index, so the driver's next entry rings the doorbell.
+func TestVirtioNetEventIdx(t *testing.T) {
+	g := newNetGuest(t)
+	if !g.start(ngFeatures | vioFEventIdx) {
+		t.Fatal("handshake")
+	}
+	availEvent := func(qi int) uint16 {
+		return binary.LittleEndian.Uint16(g.mem.mem[g.q[qi].used+4+8*ngQSize:])
+	}
+	setUsedEvent := func(qi int, v uint16) { g.put(g.q[qi].avail+4+2*ngQSize, v) }
+	frame, _, _ := udpFrame([]byte("x"))
+	// used_event 0: the first completion (used index 0 -> 1) interrupts.
+	g.transmit(ngBuf, [netHdrSize]byte{}, frame)
+	if g.irqs != 1 || availEvent(netTxQueue) != 1 {
+		t.Fatalf("irqs %d, avail_event %d after one frame", g.irqs, availEvent(netTxQueue))
+	}
+	g.w32(vioInterruptACK, vioIntUsedBuffer)
+	// used_event 5: completions 2 to 5 do not interrupt, 6 does.
+	setUsedEvent(netTxQueue, 5)
+	for i := 2; i <= 6; i++ {
+		g.transmit(ngBuf, [netHdrSize]byte{}, frame)
+		if want := 1 + btoi(i == 6); g.irqs != want {
+			t.Fatalf("after completion %d: irqs %d, want %d", i, g.irqs, want)
+		}
+		if availEvent(netTxQueue) != uint16(i) {
+			t.Fatalf("avail_event %d after %d frames", availEvent(netTxQueue), i)
+		}
+	}
+	g.w32(vioInterruptACK, vioIntUsedBuffer)
+	// Receive: waiting for buffers arms the doorbell at the available
+	// index; a frame delivered interrupts per used_event too.
+	if err := g.dev.receive(frame); err != errNoRxBuffers || availEvent(netRxQueue) != 0 {
+		t.Fatalf("receive without buffers: %v, avail_event %d", err, availEvent(netRxQueue))
+	}
+	g.postRx(ngBuf, 2, 2048)
+	setUsedEvent(netRxQueue, 1) // interrupt after the second frame
+	before := g.irqs
+	g.dev.receive(frame)
+	if g.irqs != before {
+		t.Error("interrupt before used_event")
+	}
+	g.dev.receive(frame)
+	if g.irqs != before+1 {
+		t.Error("no interrupt past used_event")
+	}
+	if err := g.dev.receive(frame); err != errNoRxBuffers || availEvent(netRxQueue) != 2 {
+		t.Fatalf("receive with the ring used up: %v, avail_event %d", err, availEvent(netRxQueue))
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // Bad queues on either side break the device; a reset repairs it.
 func TestVirtioNetBadQueues(t *testing.T) {
 	for _, c := range []struct {
@@ -565,7 +624,8 @@ func TestChecksum(t *testing.T) {
 }
 
 // FuzzVirtioNet hands the device arbitrary rings on both queues and
-// arbitrary frames to receive. The device must not panic, hang, or touch
+// arbitrary frames to receive, with and without MRG_RXBUF and EVENT_IDX
+// (logSize's top bit). The device must not panic, hang, or touch
 // memory outside the guest's, and must either work or mark itself broken.
 func FuzzVirtioNet(f *testing.F) {
 	le := binary.LittleEndian
@@ -591,12 +651,16 @@ func FuzzVirtioNet(f *testing.F) {
 	le.PutUint16(loop[30:], 0)
 	le.PutUint16(loop[28:], vringDescNext)
 	f.Add(uint8(3), true, loop, avail, loop, avail, []byte{}, uint16(60))
+	f.Add(uint8(0x84), true, tx, avail, rx, avail, []byte{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3}, uint16(1400)) // EVENT_IDX
 	f.Fuzz(func(t *testing.T, logSize uint8, mergeable bool, txDescs, txAvail, rxDescs, rxAvail, data []byte, frameLen uint16) {
 		g := newNetGuest(t)
 		size := uint32(1) << (logSize % 9)
 		feat := uint64(ngFeatures)
 		if mergeable {
 			feat |= netFMrgRxbuf
+		}
+		if logSize&0x80 != 0 {
+			feat |= vioFEventIdx
 		}
 		g.w32(vioStatus, vioStatusAcknowledge|vioStatusDriver)
 		g.w32(vioDriverFeatures, uint32(feat))
