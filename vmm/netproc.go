@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -125,12 +126,20 @@ func (s *sockNet) Recv(buf []byte) (int, error) {
 	return n, err
 }
 
-// Close ends a Recv in progress and vmm-net (its end of the socket reads
-// end of file).
+// Close ends a Recv in progress and vmm-net: its end of the socket reads
+// end of file and it exits; one that does not within a second is killed,
+// so that vmm never waits on it.
 func (s *sockNet) Close() error {
 	s.once.Do(func() {
 		s.f.Close()
-		s.cmd.Wait()
+		done := make(chan struct{})
+		go func() { s.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(time.Second):
+			s.cmd.Process.Kill()
+			<-done
+		}
 	})
 	return nil
 }
