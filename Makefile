@@ -15,8 +15,11 @@ check-go:
 	@v=$$($(GO) env GOVERSION | sed 's/^go//'); \
 	 printf '%s\n%s\n' "$(GO_MIN)" "$$v" | sort -V -C || { echo "make: Go $$v is too old: Amber needs Go $(GO_MIN) or newer" >&2; exit 1; }
 
+# vmm-net is the user-mode network of vmm run --net user, a process of its
+# own (vmm/netproc.go); vmm looks for it next to itself.
 vmm: check-go
 	$(GO) build -o bin/vmm ./tools/vmm
+	$(GO) build -o bin/vmm-net ./tools/vmmnet
 
 # Without a usable /dev/kvm the image boots under QEMU's emulator instead.
 run: vmm

@@ -86,16 +86,22 @@ type doorbell struct {
 // newDoorbell makes a guest write of length bytes at addr (a port with
 // pio) signal a new eventfd.
 func (vm *VM) newDoorbell(addr uint64, length uint32, pio bool) (*doorbell, error) {
+	return vm.newDoorbellMatch(addr, length, pio, -1)
+}
+
+// newDoorbellMatch is newDoorbell for writes of the value match only
+// (match < 0: any).
+func (vm *VM) newDoorbellMatch(addr uint64, length uint32, pio bool, match int64) (*doorbell, error) {
 	fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("eventfd: %w", err)
 	}
-	if err := setIOEventFD(vm.vmFd, fd, addr, length, pio, false); err != nil {
+	if err := setIOEventFDMatch(vm.vmFd, fd, addr, length, pio, false, match); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("KVM_IOEVENTFD at %#x: %w", addr, err)
 	}
 	vm.closers = append(vm.closers, func() error {
-		return errors.Join(setIOEventFD(vm.vmFd, fd, addr, length, pio, true), unix.Close(fd))
+		return errors.Join(setIOEventFDMatch(vm.vmFd, fd, addr, length, pio, true, match), unix.Close(fd))
 	})
 	return &doorbell{fd: fd}, nil
 }

@@ -91,7 +91,17 @@ const (
 // signal the eventfd fd inside KVM, without an exit to this process; with
 // deassign it removes that again.
 func setIOEventFD(vmFd uintptr, fd int, addr uint64, length uint32, pio, deassign bool) error {
+	return setIOEventFDMatch(vmFd, fd, addr, length, pio, deassign, -1)
+}
+
+// setIOEventFDMatch is setIOEventFD for writes of the value match only
+// (match < 0: any value): one doorbell register, one eventfd per queue.
+func setIOEventFDMatch(vmFd uintptr, fd int, addr uint64, length uint32, pio, deassign bool, match int64) error {
 	e := ioEventFD{Addr: addr, Len: length, FD: int32(fd)}
+	if match >= 0 {
+		e.Flags |= ioEventFDDataMatch
+		e.DataMatch = uint64(match)
+	}
 	if pio {
 		e.Flags |= ioEventFDPIO
 	}

@@ -272,11 +272,11 @@ func (vm *VM) snapshotNow(name string) (*snapfmt.Meta, error) {
 	}
 	ts := vm.transports()
 	for _, t := range ts {
-		t.mu.Lock()
+		t.lockAll()
 	}
 	defer func() {
 		for _, t := range ts {
-			t.mu.Unlock()
+			t.unlockAll()
 		}
 	}()
 	st, err := vm.vcpu.SaveState()
@@ -624,32 +624,61 @@ func (vm *VM) startRestored() {
 	}
 }
 
-// virtioState is a transport's state: its registers and its queue's
+// virtioState is a transport's state: its registers and each queue's
 // configuration and position.
 type virtioState struct {
 	Status, DevFeatSel, DrvFeatSel, QueueSel uint32
 	DrvFeatures                              uint64
-	QueueSize                                uint16
-	Desc, Avail, Used                        uint64
-	LastAvail, UsedIdx                       uint16
-	QueueReady                               bool
+	Queues                                   []queueState
 	IntStatus                                uint32
 	Broken                                   string
 }
 
-// SaveState is called with the device quiesced: the snapshot holds t.mu.
+// queueState is one queue of a transport.
+type queueState struct {
+	Size               uint16
+	Desc, Avail, Used  uint64
+	LastAvail, UsedIdx uint16
+	Ready              bool
+}
+
+// SaveState is called with the device quiesced: the snapshot holds t.mu
+// and every queue's lock (lockAll).
 func (t *virtioMMIO) SaveState() any {
 	s := virtioState{
 		Status: t.status, DevFeatSel: t.devFeatSel, DrvFeatSel: t.drvFeatSel, QueueSel: t.queueSel,
 		DrvFeatures: t.drvFeatures,
-		QueueSize:   t.q.size, Desc: t.q.desc, Avail: t.q.avail, Used: t.q.used,
-		LastAvail: t.q.lastAvail, UsedIdx: t.q.usedIdx, QueueReady: t.qReady,
-		IntStatus: t.intStatus.Load(),
+		IntStatus:   t.intStatus.Load(),
 	}
+	for i := 0; i < t.nq; i++ {
+		q := &t.qs[i].q
+		s.Queues = append(s.Queues, queueState{
+			Size: q.size, Desc: q.desc, Avail: q.avail, Used: q.used,
+			LastAvail: q.lastAvail, UsedIdx: q.usedIdx, Ready: t.qs[i].ready,
+		})
+	}
+	t.errMu.Lock()
 	if t.broken != nil {
 		s.Broken = t.broken.Error()
 	}
+	t.errMu.Unlock()
 	return s
+}
+
+// lockAll takes the transport's lock and then its queues' (the order the
+// register writes use), so no request is half served while it is held.
+func (t *virtioMMIO) lockAll() {
+	t.mu.Lock()
+	for i := 0; i < t.nq; i++ {
+		t.qs[i].mu.Lock()
+	}
+}
+
+func (t *virtioMMIO) unlockAll() {
+	for i := t.nq - 1; i >= 0; i-- {
+		t.qs[i].mu.Unlock()
+	}
+	t.mu.Unlock()
 }
 
 // RestoreState loads a state into a transport not yet running; a ready
@@ -660,22 +689,37 @@ func (t *virtioMMIO) RestoreState(v any) error {
 	if !ok {
 		return errStateType(t, v)
 	}
-	if s.QueueReady {
-		if err := checkQueueLayout(t.q.mem, s.QueueSize, s.Desc, s.Avail, s.Used); err != nil {
-			return err
+	if len(s.Queues) != t.nq {
+		return fmt.Errorf("the snapshot's device has %d queues, this one %d", len(s.Queues), t.nq)
+	}
+	for _, q := range s.Queues {
+		if q.Ready {
+			if err := checkQueueLayout(t.q.mem, q.Size, q.Desc, q.Avail, q.Used); err != nil {
+				return err
+			}
 		}
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	t.lockAll()
+	defer t.unlockAll()
 	t.status, t.devFeatSel, t.drvFeatSel, t.queueSel = s.Status, s.DevFeatSel, s.DrvFeatSel, s.QueueSel
 	t.drvFeatures = s.DrvFeatures
-	t.q.size, t.q.desc, t.q.avail, t.q.used = s.QueueSize, s.Desc, s.Avail, s.Used
-	t.q.lastAvail, t.q.usedIdx, t.qReady = s.LastAvail, s.UsedIdx, s.QueueReady
+	for i, qs := range s.Queues {
+		q := &t.qs[i].q
+		q.size, q.desc, q.avail, q.used = qs.Size, qs.Desc, qs.Avail, qs.Used
+		q.lastAvail, q.usedIdx = qs.LastAvail, qs.UsedIdx
+		q.eventIdx = s.DrvFeatures&vioFEventIdx != 0
+		t.qs[i].ready = qs.Ready
+	}
+	t.acked.Store(t.drvFeatures)
+	t.live.Store(t.status&vioStatusDriverOK != 0 && t.status&vioStatusFeaturesOK != 0)
 	t.intStatus.Store(s.IntStatus)
+	t.errMu.Lock()
 	t.broken = nil
 	if s.Broken != "" {
 		t.broken = errors.New(s.Broken)
 	}
+	t.errMu.Unlock()
+	t.needsReset.Store(s.Broken != "")
 	return nil
 }
 

@@ -89,9 +89,13 @@ func TestDeviceStateRoundTrip(t *testing.T) {
 		t.Errorf("extra state: %v", err)
 	}
 	delete(raw, "mmio/virtio-blk9")
-	raw["mmio/virtio-blk0"] = json.RawMessage(`{"QueueReady": true, "QueueSize": 16, "Desc": 1099511627776}`)
+	raw["mmio/virtio-blk0"] = json.RawMessage(`{"Queues": [{"Ready": true, "Size": 16, "Desc": 1099511627776}]}`)
 	if err := vm2.restoreDevices(raw); err == nil || !strings.Contains(err.Error(), "outside guest memory") {
 		t.Errorf("a queue outside memory: %v", err)
+	}
+	raw["mmio/virtio-blk0"] = json.RawMessage(`{"Queues": [{}, {}]}`)
+	if err := vm2.restoreDevices(raw); err == nil || !strings.Contains(err.Error(), "queues") {
+		t.Errorf("a device with another number of queues: %v", err)
 	}
 }
 

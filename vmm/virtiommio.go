@@ -70,45 +70,100 @@ type virtioDevice interface {
 	features() uint64
 	// config returns the device-specific configuration space.
 	config() []byte
-	// serve handles one available chain and returns the bytes it wrote
-	// into the chain's device-writable buffers. An error breaks the
-	// queue: the device then needs a reset.
+	// serve handles one available chain of queue 0 and returns the bytes
+	// it wrote into the chain's device-writable buffers. An error breaks
+	// the queue: the device then needs a reset.
 	serve(c *chain) (uint32, error)
 }
 
-// virtioMMIO is one transport with one queue (all the block device
-// needs).
+// multiQueue is a device with more than one queue (virtio-net: receive
+// and transmit); a device without it has one.
+type multiQueue interface {
+	numQueues() int
+}
+
+// maxQueues bounds a transport's queues.
+const maxQueues = 2
+
+// vqueue is one queue of a transport with its own lock: a device's
+// queues are served by different goroutines (virtio-net's receive and
+// transmit) that must not wait for each other.
+type vqueue struct {
+	mu     sync.Mutex // the ring state, against the register writes
+	q      virtqueue
+	ready  bool
+	c      chain // scratch, reused per request
+	served atomic.Uint64
+}
+
+// virtioMMIO is one transport: its registers and its queues.
 type virtioMMIO struct {
 	dev   virtioDevice
 	raise func() // sends the interrupt (an irqfd MSI)
 	kick  func() // wakes the device goroutine; nil: serve on the caller
+	// kickQueue, when set, wakes the goroutine of queue i instead.
+	kickQueue func(i int)
+	nq        int
 
-	mu          sync.Mutex // the registers and the queue, against the device goroutine
+	// mu guards the registers; a queue's own lock is taken after it, never
+	// before (a queue's server reports a broken queue through the atomics
+	// below, not through mu).
+	mu          sync.Mutex
 	status      uint32
 	devFeatSel  uint32
 	drvFeatSel  uint32
 	drvFeatures uint64
 	queueSel    uint32
-	q           virtqueue
-	qReady      bool
-	broken      error // why the device needs a reset
-	c           chain // scratch, reused per request
-	intStatus   atomic.Uint32
-	served      atomic.Uint64 // chains completed (tests, statistics)
+	qs          [maxQueues]vqueue
+	q           *virtqueue // queue 0 (the block device's only one)
+
+	needsReset atomic.Bool   // DEVICE_NEEDS_RESET, ORed into the status
+	live       atomic.Bool   // DRIVER_OK set and FEATURES_OK kept
+	acked      atomic.Uint64 // drvFeatures, for the queues' servers
+	errMu      sync.Mutex
+	broken     error // why the device needs a reset
+	intStatus  atomic.Uint32
+	served     atomic.Uint64 // chains completed (tests, statistics)
 }
 
 func newVirtioMMIO(mem *GuestMemory, dev virtioDevice, raise func()) *virtioMMIO {
-	return &virtioMMIO{dev: dev, raise: raise, q: virtqueue{mem: mem}}
+	t := &virtioMMIO{dev: dev, raise: raise, nq: 1}
+	if m, ok := dev.(multiQueue); ok {
+		t.nq = min(m.numQueues(), maxQueues)
+	}
+	for i := range t.qs {
+		t.qs[i].q.mem = mem
+	}
+	t.q = &t.qs[0].q
+	return t
 }
 
-// reset returns the transport to its state at power-on (status 0).
+// reset returns the transport to its state at power-on (status 0). Called
+// with mu held; it takes each queue's lock.
 func (t *virtioMMIO) reset() {
-	mem := t.q.mem
 	t.status, t.devFeatSel, t.drvFeatSel, t.drvFeatures, t.queueSel = 0, 0, 0, 0, 0
-	t.q = virtqueue{mem: mem}
-	t.qReady = false
+	t.live.Store(false)
+	t.acked.Store(0)
+	for i := range t.qs {
+		vq := &t.qs[i]
+		vq.mu.Lock()
+		vq.q = virtqueue{mem: vq.q.mem}
+		vq.ready = false
+		vq.mu.Unlock()
+	}
+	t.errMu.Lock()
 	t.broken = nil
+	t.errMu.Unlock()
+	t.needsReset.Store(false)
 	t.intStatus.Store(0)
+}
+
+// selected returns the queue QueueSel names, or nil.
+func (t *virtioMMIO) selected() *vqueue {
+	if t.queueSel < uint32(t.nq) {
+		return &t.qs[t.queueSel]
+	}
+	return nil
 }
 
 func (t *virtioMMIO) Read(off uint64, data []byte) {
@@ -148,19 +203,28 @@ func (t *virtioMMIO) Read(off uint64, data []byte) {
 			v = uint32(t.dev.features() >> (32 * t.devFeatSel))
 		}
 	case vioQueueNumMax:
-		if t.queueSel == 0 {
+		if t.selected() != nil {
 			v = maxQueueSize
 		}
 	case vioQueueNum:
-		if t.queueSel == 0 {
-			v = uint32(t.q.size)
+		if vq := t.selected(); vq != nil {
+			vq.mu.Lock()
+			v = uint32(vq.q.size)
+			vq.mu.Unlock()
 		}
 	case vioQueueReady:
-		if t.queueSel == 0 && t.qReady {
-			v = 1
+		if vq := t.selected(); vq != nil {
+			vq.mu.Lock()
+			if vq.ready {
+				v = 1
+			}
+			vq.mu.Unlock()
 		}
 	case vioStatus:
 		v = t.status
+		if t.needsReset.Load() {
+			v |= vioStatusNeedsReset
+		}
 	case vioConfigGeneration:
 		v = 0 // the configuration never changes
 	}
@@ -170,7 +234,7 @@ func (t *virtioMMIO) Read(off uint64, data []byte) {
 
 func (t *virtioMMIO) Write(off uint64, data []byte) {
 	if len(data) != 4 || off%4 != 0 || off >= vioConfig {
-		return // the configuration space is read-only for the block device
+		return // the configuration space is read-only for our devices
 	}
 	v := binary.LittleEndian.Uint32(data)
 	if off == vioInterruptACK {
@@ -184,12 +248,15 @@ func (t *virtioMMIO) Write(off uint64, data []byte) {
 	if off == vioQueueNotify {
 		// Only when the ioeventfd did not take it (another access size)
 		// or without one (tests): the goroutine, if any, serves it.
-		if v != 0 {
+		if v >= uint32(t.nq) {
 			return
 		}
-		if t.kick != nil {
+		switch {
+		case t.kickQueue != nil:
+			t.kickQueue(int(v))
+		case t.kick != nil:
 			t.kick()
-		} else {
+		default:
 			t.process()
 		}
 		return
@@ -197,9 +264,13 @@ func (t *virtioMMIO) Write(off uint64, data []byte) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	// Queue registers may change only while the queue is not ready.
-	queueReg := func(set func()) {
-		if t.queueSel == 0 && !t.qReady {
-			set()
+	queueReg := func(set func(q *virtqueue)) {
+		if vq := t.selected(); vq != nil {
+			vq.mu.Lock()
+			if !vq.ready {
+				set(&vq.q)
+			}
+			vq.mu.Unlock()
 		}
 	}
 	switch off {
@@ -215,37 +286,41 @@ func (t *virtioMMIO) Write(off uint64, data []byte) {
 	case vioQueueSel:
 		t.queueSel = v
 	case vioQueueNum:
-		queueReg(func() { t.q.size = uint16(min(v, 0xffff)) })
+		queueReg(func(q *virtqueue) { q.size = uint16(min(v, 0xffff)) })
 	case vioQueueDescLow:
-		queueReg(func() { t.q.desc = t.q.desc&^0xffffffff | uint64(v) })
+		queueReg(func(q *virtqueue) { q.desc = q.desc&^0xffffffff | uint64(v) })
 	case vioQueueDescHigh:
-		queueReg(func() { t.q.desc = t.q.desc&0xffffffff | uint64(v)<<32 })
+		queueReg(func(q *virtqueue) { q.desc = q.desc&0xffffffff | uint64(v)<<32 })
 	case vioQueueDriverLow:
-		queueReg(func() { t.q.avail = t.q.avail&^0xffffffff | uint64(v) })
+		queueReg(func(q *virtqueue) { q.avail = q.avail&^0xffffffff | uint64(v) })
 	case vioQueueDriverHigh:
-		queueReg(func() { t.q.avail = t.q.avail&0xffffffff | uint64(v)<<32 })
+		queueReg(func(q *virtqueue) { q.avail = q.avail&0xffffffff | uint64(v)<<32 })
 	case vioQueueDeviceLow:
-		queueReg(func() { t.q.used = t.q.used&^0xffffffff | uint64(v) })
+		queueReg(func(q *virtqueue) { q.used = q.used&^0xffffffff | uint64(v) })
 	case vioQueueDeviceHigh:
-		queueReg(func() { t.q.used = t.q.used&0xffffffff | uint64(v)<<32 })
+		queueReg(func(q *virtqueue) { q.used = q.used&0xffffffff | uint64(v)<<32 })
 	case vioQueueReady:
-		if t.queueSel != 0 {
+		vq := t.selected()
+		if vq == nil {
 			return
 		}
+		vq.mu.Lock()
+		defer vq.mu.Unlock()
 		if v == 0 {
-			t.qReady = false
+			vq.ready = false
 			return
 		}
-		if t.qReady {
+		if vq.ready {
 			return
 		}
-		q := &t.q
+		q := &vq.q
 		if err := checkQueueLayout(q.mem, q.size, q.desc, q.avail, q.used); err != nil {
 			t.needReset(err)
 			return
 		}
 		q.lastAvail, q.usedIdx = 0, 0
-		t.qReady = true
+		q.eventIdx = t.drvFeatures&vioFEventIdx != 0
+		vq.ready = true
 	case vioStatus:
 		t.setStatus(v)
 	}
@@ -265,16 +340,25 @@ func (t *virtioMMIO) setStatus(v uint32) {
 			v &^= vioStatusFeaturesOK
 		}
 	}
-	t.status = v | t.status&vioStatusNeedsReset
+	t.status = v &^ vioStatusNeedsReset
+	t.acked.Store(t.drvFeatures)
+	t.live.Store(t.status&vioStatusDriverOK != 0 && t.status&vioStatusFeaturesOK != 0)
 }
 
+// negotiated returns the features the driver took (valid once live; a
+// queue's server reads it without mu).
+func (t *virtioMMIO) negotiated() uint64 { return t.acked.Load() }
+
 // needReset marks the device broken (§2.1.2) and tells the driver with a
-// configuration-change interrupt. Called with mu held.
+// configuration-change interrupt. It may be called with or without mu
+// and a queue's lock.
 func (t *virtioMMIO) needReset(err error) {
+	t.errMu.Lock()
 	if t.broken == nil {
 		t.broken = err
 	}
-	t.status |= vioStatusNeedsReset
+	t.errMu.Unlock()
+	t.needsReset.Store(true)
 	t.interrupt(vioIntConfig)
 }
 
@@ -293,37 +377,46 @@ func (t *virtioMMIO) interrupt(cause uint32) {
 // errNeedsReset is what process reports once the device is broken.
 var errNeedsReset = errors.New("virtio device needs a reset")
 
-// process serves the chains the driver has made available, at most a
-// queue's worth, then interrupts the driver unless it asked not to be. It
-// is the device goroutine's work on every doorbell; more reports that
-// chains are left (the goroutine calls again), err the error that broke
-// the device, if one did. The bound keeps a call finite even when the
-// requests' data rewrites the ring itself.
+// process serves the chains the driver has made available on queue 0, at
+// most a queue's worth, then interrupts the driver unless it asked not to
+// be. It is the device goroutine's work on every doorbell; more reports
+// that chains are left (the goroutine calls again), err the error that
+// broke the device, if one did. The bound keeps a call finite even when
+// the requests' data rewrites the ring itself.
 func (t *virtioMMIO) process() error {
 	_, err := t.processSome()
 	return err
 }
 
 func (t *virtioMMIO) processSome() (more bool, err error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.broken != nil {
+	return t.processQueue(0, t.dev.serve)
+}
+
+// processQueue is processSome for queue qi with the server serve.
+func (t *virtioMMIO) processQueue(qi int, serve func(*chain) (uint32, error)) (more bool, err error) {
+	vq := &t.qs[qi]
+	vq.mu.Lock()
+	defer vq.mu.Unlock()
+	if t.needsReset.Load() {
 		return false, errNeedsReset
 	}
-	if t.status&vioStatusDriverOK == 0 || !t.qReady {
+	if !t.live.Load() || !vq.ready {
 		return false, nil // a notify before the device is live is ignored
 	}
-	q := &t.q
-	done := 0
+	q := &vq.q
+	done, old := 0, q.usedIdx
 	defer func() {
-		if done > 0 && q.availFlags()&vringAvailNoInterrupt == 0 {
+		if done > 0 && q.needInterrupt(old) {
 			t.interrupt(vioIntUsedBuffer)
 		}
 	}()
 	for done < int(q.size) {
 		head, ok, err := q.pop()
+		if err == nil && !ok && q.armDoorbell() {
+			head, ok, err = q.pop() // entries came while the doorbell was armed
+		}
 		if err == nil && ok {
-			err = q.resolve(head, &t.c)
+			err = q.resolve(head, &vq.c)
 		}
 		if err != nil {
 			t.needReset(err)
@@ -332,7 +425,7 @@ func (t *virtioMMIO) processSome() (more bool, err error) {
 		if !ok {
 			return false, nil
 		}
-		n, err := t.dev.serve(&t.c)
+		n, err := serve(&vq.c)
 		if err == nil {
 			err = q.push(head, n)
 		}
@@ -342,13 +435,14 @@ func (t *virtioMMIO) processSome() (more bool, err error) {
 		}
 		done++
 		t.served.Add(1)
+		vq.served.Add(1)
 	}
 	return true, nil
 }
 
 // brokenReason returns why the device needs a reset, or nil.
 func (t *virtioMMIO) brokenReason() error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	t.errMu.Lock()
+	defer t.errMu.Unlock()
 	return t.broken
 }

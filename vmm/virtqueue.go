@@ -49,6 +49,56 @@ type virtqueue struct {
 	desc, avail, used uint64 // guest-physical addresses of the three areas
 	lastAvail         uint16 // the next available entry to take
 	usedIdx           uint16 // the device's copy of used.idx
+	eventIdx          bool   // VIRTIO_F_EVENT_IDX negotiated (§2.7.10)
+}
+
+// vioFEventIdx is VIRTIO_F_EVENT_IDX: the driver says after which used
+// index it wants an interrupt (used_event, after the available ring), the
+// device after which available index it wants a doorbell (avail_event,
+// after the used ring).
+const vioFEventIdx = 1 << 29
+
+// needInterrupt reports whether the driver wants an interrupt for the
+// used entries from old to the current index: with EVENT_IDX when they
+// pass used_event (vring_need_event, §2.7.10), without it unless
+// avail.flags says NO_INTERRUPT.
+func (q *virtqueue) needInterrupt(old uint16) bool {
+	if !q.eventIdx {
+		return q.availFlags()&vringAvailNoInterrupt == 0
+	}
+	ev, err := q.load16(q.avail + 4 + 2*uint64(q.size))
+	if err != nil {
+		return true
+	}
+	return q.usedIdx-ev-1 < q.usedIdx-old
+}
+
+// fence orders the device's earlier stores before its later loads (x86
+// reorders a load before an older store to another address; a locked
+// instruction does not let it).
+var fence uint32
+
+// armDoorbell, with EVENT_IDX, asks the driver for a doorbell on its next
+// available entry (avail_event = the available index now) and reports
+// whether entries came meanwhile (the caller then serves them instead of
+// waiting). Without EVENT_IDX the driver always rings: it reports false.
+func (q *virtqueue) armDoorbell() bool {
+	if !q.eventIdx {
+		return false
+	}
+	idx, err := q.load16(q.avail + 2)
+	if err != nil {
+		return false
+	}
+	w, err := q.mem.Slice(q.used+4+8*uint64(q.size), 2)
+	if err != nil {
+		return false
+	}
+	// A plain 16-bit store: the word around it is not all the device's.
+	*(*uint16)(unsafe.Pointer(&w[0])) = idx
+	atomic.AddUint32(&fence, 0)
+	now, err := q.load16(q.avail + 2)
+	return err == nil && now != idx
 }
 
 // checkQueueLayout validates a queue's size and areas as the driver

@@ -54,6 +54,10 @@ type Config struct {
 	// New takes their backends: they are closed with the VM, or by New
 	// when it fails.
 	Disks []Disk
+	// Net is a virtio-net device (vmm/virtionet.go), the transport after
+	// the disks; nil: none. Its backend is closed with the VM, or by New
+	// when it fails.
+	Net *Net
 }
 
 // Disk is one virtio-blk device: its backend, and whether the guest may
@@ -167,6 +171,9 @@ func New(cfg Config) (_ *VM, err error) {
 					d.Backend.Close()
 				}
 			}
+			if cfg.Net != nil && cfg.Net.Backend != nil {
+				cfg.Net.Backend.Close()
+			}
 		}
 	}()
 	if cfg.Image == nil {
@@ -195,9 +202,15 @@ func New(cfg Config) (_ *VM, err error) {
 			return nil, fmt.Errorf("disk %d has no backend", i)
 		}
 	}
+	if cfg.Net != nil && cfg.Net.Backend == nil {
+		return nil, errors.New("the network device has no backend")
+	}
 	vm := &VM{cfg: cfg, img: img}
 	for _, d := range cfg.Disks {
 		vm.closers = append(vm.closers, d.Backend.Close)
+	}
+	if cfg.Net != nil {
+		vm.closers = append(vm.closers, cfg.Net.Backend.Close)
 	}
 	owned = true
 	defer func() {
@@ -291,6 +304,11 @@ func New(cfg Config) (_ *VM, err error) {
 	}
 	for i, d := range cfg.Disks {
 		if err = vm.addDisk(i, d); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Net != nil {
+		if err = vm.addNet(len(cfg.Disks), *cfg.Net); err != nil {
 			return nil, err
 		}
 	}

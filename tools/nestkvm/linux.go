@@ -32,8 +32,9 @@ const (
 // share over virtio-pci. Ones built into the kernel are skipped.
 var wantModules = []string{"kvm_amd", "virtio_pci", "9pnet_virtio", "9p"}
 
-// initScript is the nested Linux's /init: the modules, the share, the
-// share's run.sh, and the status line the host reads before the power-off.
+// initScript is the nested Linux's /init: the modules, the loopback
+// interface (the network tests' host side listens on 127.0.0.1), the
+// share, the share's run.sh, and the status line the host reads before the power-off.
 const initScript = `#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/bin
@@ -41,6 +42,7 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 mount -t tmpfs tmp /tmp
+ip link set lo up
 for m in /lib/modules/*.ko; do insmod "$m" || echo "nestkvm: insmod $m failed"; done
 if [ ! -c /dev/kvm ]; then echo "nestkvm: no /dev/kvm in the nested Linux"; fi
 if mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 host0 /share; then

@@ -208,6 +208,10 @@ func prebuild(root, share string, want []kvmTests) error {
 	if err := gocmd("build", "-o", vmmBin, "./tools/vmm"); err != nil {
 		return err
 	}
+	// The user-mode network's process, which vmm finds next to itself.
+	if err := gocmd("build", "-o", filepath.Join(share, "bin", "vmm-net"), "./tools/vmmnet"); err != nil {
+		return err
+	}
 	imgs := map[string]bool{}
 	for _, k := range want {
 		if err := gocmd("test", "-c", "-o", filepath.Join(share, "test", testBinary(k.Pkg)), "./"+k.Pkg); err != nil {

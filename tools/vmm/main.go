@@ -234,7 +234,7 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	bootTime := fs.Bool("boot-time", false, "print the guest's kernel.Mark times since vCPU start on stderr")
 	accel := fs.String("accel", defaultAccel(), "`accelerator`: kvm (Amber's VMM on /dev/kvm) or tcg (QEMU's emulator, for hosts without KVM: about 10x slower, stdout and stderr both on stdout, stdin without end-of-file, a short crash message); default $AMBER_ACCEL, else kvm")
 	diskSpec := fs.String("disk", "", "attach `FILE[,readonly]` as a virtio-blk disk, the block device /dev/vda in the guest: a raw image, or a store file made by vmm store create --disk-size (its object vm/disk; flush commits; KVM only). Amber's device under KVM, QEMU's under --accel tcg")
-	netSpec := fs.String("net", "", "attach a virtio-net device on QEMU's user-mode network: `user[,hostfwd=tcp:HOSTADDR:PORT-:GUESTPORT,...]` (QEMU's -netdev user options; --accel tcg only for now). The guest gets QEMU's defaults, amber.ip=10.0.2.15/24 amber.gw=10.0.2.2 amber.dns=10.0.2.3, unless --cmdline sets amber.ip= (amber.ip=dhcp leases)")
+	netSpec := fs.String("net", "", "attach a virtio-net device: `user[,hostfwd=tcp:HOSTADDR:PORT-:GUESTPORT,...][,mac=MAC]` is a user-mode network without root, QEMU's addresses (guest 10.0.2.15, gateway 10.0.2.2 = the host's 127.0.0.1, DNS 10.0.2.3), NAT to the host, hostfwd as QEMU's (tcp: or udp:, several allowed); tap=NAME[,mac=MAC] attaches to a host tap device (needs CAP_NET_ADMIN or a tap your user owns; KVM only). Amber's device under KVM, QEMU's under --accel tcg")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `Usage: vmm run [flags] IMAGE [-- ARGS...]
 
@@ -282,12 +282,17 @@ Flags:
 		}
 		disks = append(disks, d)
 	}
-	if *netSpec != "" && *netSpec != "user" && !strings.HasPrefix(*netSpec, "user,") {
-		fmt.Fprintf(stderr, "vmm run: --net %q: want user[,OPTIONS] (QEMU's user-mode network)\n", *netSpec)
-		return exitUsage
+	var netSpecParsed *vmm.NetSpec
+	if *netSpec != "" {
+		ns, err := vmm.ParseNetSpec(*netSpec)
+		if err != nil {
+			fmt.Fprintf(stderr, "vmm run: --net: %v\n", err)
+			return exitUsage
+		}
+		netSpecParsed = &ns
 	}
 	o := runOptions{
-		image: imgPath, mem: memBytes, cmdline: cmdline, env: env, args: guestArgs, disks: disks, net: *netSpec,
+		image: imgPath, mem: memBytes, cmdline: cmdline, env: env, args: guestArgs, disks: disks, net: *netSpec, netSpec: netSpecParsed,
 		timeout: *timeout, trap: *trap, boot: *bootPath, bootTime: *bootTime, accel: *accel, api: *apiSock,
 	}
 	fs.Visit(func(f *flag.Flag) {
@@ -304,7 +309,8 @@ type runOptions struct {
 	mem                uint64
 	cmdline, env, args []string
 	disks              []qemu.Disk
-	net                string // --net: "user[,OPTIONS]" or ""
+	net                string // --net as given: "user[,OPTIONS]", "tap=NAME" or ""
+	netSpec            *vmm.NetSpec
 	timeout            time.Duration
 	trap, boot         string
 	bootTime           bool
@@ -329,10 +335,6 @@ func bootImage(o runOptions, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	switch o.accel {
 	case "kvm":
-		if o.net != "" {
-			fmt.Fprintln(stderr, "vmm run: --net: the KVM virtio-net device is not built yet; --accel tcg attaches the network under QEMU")
-			return exitNotStart
-		}
 		if err := vmm.KVMAvailable(); err != nil {
 			fmt.Fprintf(stderr, "vmm run: %v\n(on a host without KVM, --accel tcg runs the image under QEMU's emulator)\n", err)
 			return exitNotStart
@@ -340,6 +342,10 @@ func bootImage(o runOptions, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "tcg":
 		if len(o.kvmOnly) > 0 {
 			fmt.Fprintf(stderr, "vmm run: %s: not available with --accel tcg (QEMU boots the PVH entry and has no Amber hypercalls)\n", strings.Join(o.kvmOnly, ", "))
+			return exitUsage
+		}
+		if ns := o.netSpec; ns != nil && (ns.Tap != "" || ns.MAC != nil) {
+			fmt.Fprintln(stderr, "vmm run: --net: tap= and mac= are Amber's device's (--accel kvm); under --accel tcg --net takes QEMU's user network options")
 			return exitUsage
 		}
 		for _, d := range o.disks {
@@ -363,10 +369,23 @@ func bootImage(o runOptions, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "vmm run: --disk: %v\n", err)
 		return exitNotStart
 	}
+	var nic *vmm.Net
+	if o.netSpec != nil {
+		if nic, err = openNet(*o.netSpec); err != nil {
+			for _, d := range disks {
+				d.Backend.Close()
+			}
+			fmt.Fprintf(stderr, "vmm run: --net: %v\n", err)
+			return exitNotStart
+		}
+		if o.netSpec.User && !hasOption(o.cmdline, "amber.ip") {
+			o.cmdline = append(vmm.UserNetCmdline(), o.cmdline...)
+		}
+	}
 	vm, err := vmm.New(vmm.Config{
 		Image: img, Memory: o.mem, Cmdline: o.cmdline, Env: o.env, Args: o.args,
 		Stdin: stdin, Stdout: stdout, Stderr: stderr, SyscallTrap: o.trap, Timeout: o.timeout, Boot: o.boot,
-		Disks: disks,
+		Disks: disks, Net: nic,
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "vmm run: %v\n", err)
@@ -762,6 +781,37 @@ func lockDisk(d qemu.Disk) (*os.File, error) {
 		return nil, vmm.InUse(err)
 	}
 	return f, nil
+}
+
+// openNet opens the network device's backend: the user-mode network (the
+// vmm-net process; its host forwards listen from here on) or the tap
+// device.
+func openNet(ns vmm.NetSpec) (*vmm.Net, error) {
+	mac := ns.MAC
+	if mac == nil {
+		mac = vmm.RandomMAC()
+	}
+	var be vmm.NetBackend
+	var err error
+	if ns.User {
+		be, err = vmm.StartUserNet(mac, ns.Forwards)
+	} else {
+		be, err = vmm.OpenTap(ns.Tap)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &vmm.Net{Backend: be, MAC: mac}, nil
+}
+
+// hasOption reports whether the kernel options set key (KEY=VALUE).
+func hasOption(opts []string, key string) bool {
+	for _, o := range opts {
+		if k, _, _ := strings.Cut(o, "="); k == key {
+			return true
+		}
+	}
+	return false
 }
 
 // openDisks opens the disks' backends for the VMM's virtio-blk devices;
