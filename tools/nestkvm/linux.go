@@ -14,6 +14,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/u-root/u-root/pkg/cpio"
 	"github.com/ulikunitz/xz"
@@ -185,6 +186,8 @@ func Prepare(dir string, log io.Writer) (*Linux, error) {
 	key := filepath.Join(dir, cacheKey(pkgs))
 	l := &Linux{Kernel: filepath.Join(key, "vmlinuz"), Initramfs: filepath.Join(key, "initramfs.cpio"), Packages: names}
 	if _, err := os.Stat(l.Initramfs); err == nil {
+		now := time.Now()
+		os.Chtimes(key, now, now) // in use: not removed by a run preparing another version
 		return l, nil
 	}
 	fmt.Fprintf(log, "nestkvm: preparing the nested Linux from %s in %s\n", strings.Join(names, " "), key)
@@ -229,10 +232,15 @@ func Prepare(dir string, log io.Writer) (*Linux, error) {
 		os.Remove(d)
 	}
 	os.Chmod(tmp, 0o755)
-	// Earlier versions are of no more use: the archive moved on.
+	// Earlier versions are of no more use once the archive moved on, but
+	// another run (another checkout, or one that started before the
+	// archive moved) may still be booting one: only those unused for a day
+	// go, and never the one this run wants.
 	old, _ := filepath.Glob(filepath.Join(dir, "*+*"))
 	for _, o := range old {
-		os.RemoveAll(o)
+		if fi, err := os.Stat(o); err == nil && o != key && time.Since(fi.ModTime()) > 24*time.Hour {
+			os.RemoveAll(o)
+		}
 	}
 	if err := os.Rename(tmp, key); err != nil {
 		// Another run prepared the same one meanwhile.
