@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -58,6 +59,12 @@ func TestPackedFiles(t *testing.T) {
 // the guest and is the tests' working directory.
 func stdTest(t *testing.T, pkg string, args ...string) result {
 	t.Helper()
+	return stdTestWith(t, []string{"--mem", "512M"}, pkg, args...)
+}
+
+// stdTestWith is stdTest with vmm test's own flags (--disk, --mem).
+func stdTestWith(t *testing.T, flags []string, pkg string, args ...string) result {
+	t.Helper()
 	if guestReason != nil {
 		t.Skip(guestReason)
 	}
@@ -66,7 +73,8 @@ func stdTest(t *testing.T, pkg string, args ...string) result {
 	if guestAccel == guestrun.TCG {
 		timeout = "600s"
 	}
-	return run(t, append([]string{"test", "--accel", string(guestAccel), "--timeout", timeout, "--mem", "512M", pkg, "--", "-test.short"}, args...)...)
+	cmd := append([]string{"test", "--accel", string(guestAccel), "--timeout", timeout}, flags...)
+	return run(t, append(append(cmd, pkg, "--", "-test.short"), args...)...)
 }
 
 func TestStdlibSuites(t *testing.T) {
@@ -83,6 +91,28 @@ func TestStdlibSuites(t *testing.T) {
 				args = append(args, "-test.skip", "^("+strings.Join(suites.Skips[pkg], "|")+")$")
 			}
 			r := stdTest(t, pkg, args...)
+			if r.code != 0 || !strings.Contains(r.stdout, "ok  \t"+pkg) {
+				t.Errorf("exit status %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+			}
+		})
+	}
+}
+
+// TestStdlibSuitesOnData runs the suites of suites.OnData (os, io/fs)
+// with their temporary directories on the persistent /data: vmm test
+// --disk on a fresh raw disk makes TMPDIR /data/tmp. What /data does not
+// support (suites.DataSkips, each with its reason) is skipped.
+func TestStdlibSuitesOnData(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds standard-library test binaries")
+	}
+	for _, pkg := range suites.OnData {
+		t.Run(strings.ReplaceAll(pkg, "/", "_"), func(t *testing.T) {
+			var args []string
+			if skips := append(slices.Clone(suites.Skips[pkg]), suites.DataSkips[pkg]...); len(skips) > 0 {
+				args = append(args, "-test.skip", "^("+strings.Join(skips, "|")+")$")
+			}
+			r := stdTestWith(t, []string{"--mem", "1G", "--disk", newDataDisk(t)}, pkg, args...)
 			if r.code != 0 || !strings.Contains(r.stdout, "ok  \t"+pkg) {
 				t.Errorf("exit status %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
 			}
