@@ -325,7 +325,13 @@ func mmapAnon(f *sysFrame) int64 {
 	// Linux's overcommit does not account it: programs reserve address
 	// space that way (starlark maps 4 GiB PROT_READ for its small
 	// integers) and only the pages they touch are filled.
-	if flags&mapFixed == 0 && length >= lazyMin && nlazy < maxLazy && (length <= freeBytes() || prot&protWrite == 0) {
+	//
+	// The runtime maps its 32 MiB heap index while it starts (no thread
+	// cloned yet) and touches a page of it per 64 MiB arena: taken as
+	// lazy whatever the free memory, it lets a VM smaller than the index
+	// boot.
+	starting := nextTid == 2
+	if flags&mapFixed == 0 && length >= lazyMin && nlazy < maxLazy && (length <= freeBytes() || prot&protWrite == 0 || starting) {
 		lazy[nlazy].start, lazy[nlazy].end = addr, addr+length
 		nlazy++
 		return int64(addr)

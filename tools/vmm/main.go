@@ -302,6 +302,12 @@ func bootImage(o runOptions, stdin io.Reader, stdout, stderr io.Writer) int {
 		return exitNotStart
 	}
 	defer img.Close()
+	// Both accelerators: below this the runtime dies of out of memory
+	// before main, which says nothing about --mem.
+	if o.mem < img.MinMemory() {
+		fmt.Fprintf(stderr, "vmm run: %s needs at least %d MiB of memory, but --mem gives %d MiB (raise --mem)\n", o.image, img.MinMemory()>>20, o.mem>>20)
+		return exitNotStart
+	}
 	if o.accel == "tcg" {
 		// QEMU's serial console carries the guest's stderr to its stdout.
 		o.cmdline = append(stdioOptions(stdin, stdout, stdout), o.cmdline...)
