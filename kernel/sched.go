@@ -311,6 +311,9 @@ func sysClone(f *sysFrame) int64 {
 			break
 		}
 	}
+	if nextTid == 2 {
+		chargeStart() // mem.go: the runtime's start is over
+	}
 	if i < 0 || i >= nkstacks && !kstackGrow() {
 		return -eAGAIN // as Linux's clone when out of memory for the task
 	}

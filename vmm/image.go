@@ -265,13 +265,14 @@ func (img *Image) segmentData(p *elf.Prog) ([]byte, bool) {
 }
 
 // MinMemory is the least guest RAM this image can boot with: the image
-// (with the 2 MiB below it), plus what the Go runtime commits while it
+// (with the 2 MiB below it) plus what the Go runtime touches while it
 // starts, measured with hello (docs/benchmarks.md, "Least memory"): its
-// first 4 MiB heap chunk, taken whole by mmap, and some 3.5 MiB of
-// stacks, span and GC metadata, page tables and the first kernel stack.
-// The result is a multiple of 2 MiB, as --mem must be.
+// 4 MiB first heap chunk and its metadata are mapped lazily while it
+// starts (kernel/mem.go), so what counts is the ~1.5 MiB of them it
+// touches, the page tables and the first kernel stack. The result is a
+// multiple of 2 MiB, as --mem must be.
 func (img *Image) MinMemory() uint64 {
-	const headroom = 8 << 20
+	const headroom = 2 << 20
 	return (img.End + headroom + (2<<20 - 1)) &^ (2<<20 - 1)
 }
 

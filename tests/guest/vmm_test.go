@@ -610,8 +610,8 @@ func TestLeastMemory(t *testing.T) {
 	}
 	least := im.MinMemory()
 	im.Close()
-	if least > 16<<20 {
-		t.Errorf("hello needs %d MiB, want at most 16", least>>20)
+	if least > 8<<20 {
+		t.Errorf("hello needs %d MiB, want at most 8 (issue 14)", least>>20)
 	}
 	r := run(t, "run", "--mem", fmt.Sprintf("%dM", least>>20), img)
 	if r.code != 0 || !strings.Contains(r.stdout, "Hello from Amber!") {
