@@ -49,6 +49,11 @@ Usage:
 Run 'vmm help run' or 'vmm help build' for their flags.
 `
 
+// started is when the process got to its own code (package variables
+// are set after the runtime's and the imported packages' inits): vmm run
+// --boot-time measures its phases from here.
+var started = time.Now()
+
 func main() {
 	os.Exit(Main(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
@@ -213,7 +218,7 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	timeout := fs.Duration("timeout", 0, "stop the guest with a report after this `duration` (0: never)")
 	trap := fs.String("syscall-trap", "", "how stray SYSCALL instructions reach the kernel: lstar or ud (default: lstar on kvm_pvm hosts, ud elsewhere)")
 	bootPath := fs.String("boot", "direct", "boot `path`: direct (the VMM sets up long mode) or pvh (start at the image's 32-bit PVH entry, as QEMU, Firecracker and Cloud Hypervisor do)")
-	bootTime := fs.Bool("boot-time", false, "print the guest's kernel.Mark times since vCPU start on stderr")
+	bootTime := fs.Bool("boot-time", false, "print on stderr the guest's kernel.Mark times since vCPU start, the VM's exits, the phases of this run (flags, opening the image, creating the VM, running it) and its memory (peak RSS, the guest RAM resident, the VMM's own)")
 	accel := fs.String("accel", defaultAccel(), "`accelerator`: kvm (Amber's VMM on /dev/kvm) or tcg (QEMU's emulator, for hosts without KVM: about 10x slower, stdout and stderr both on stdout, stdin without end-of-file, a short crash message); default $AMBER_ACCEL, else kvm")
 	diskSpec := fs.String("disk", "", "attach `FILE[,readonly]` as a virtio-blk disk, the block device /dev/vda in the guest: a raw image, or a store file made by vmm store create --disk-size (its object vm/disk; flush commits; KVM only). Amber's device under KVM, QEMU's under --accel tcg")
 	netSpec := fs.String("net", "", "attach a virtio-net device on QEMU's user-mode network: `user[,hostfwd=tcp:HOSTADDR:PORT-:GUESTPORT,...]` (QEMU's -netdev user options; --accel tcg only for now). The guest gets QEMU's defaults, amber.ip=10.0.2.15/24 amber.gw=10.0.2.2 amber.dns=10.0.2.3, unless --cmdline sets amber.ip= (amber.ip=dhcp leases)")
@@ -296,6 +301,7 @@ type runOptions struct {
 
 // bootImage boots an image as `vmm run` does and returns vmm's exit status.
 func bootImage(o runOptions, stdin io.Reader, stdout, stderr io.Writer) int {
+	tMain := time.Now()
 	img, err := vmm.OpenImage(o.image)
 	if err != nil {
 		fmt.Fprintf(stderr, "vmm run: %v\n", err)
@@ -350,6 +356,7 @@ func bootImage(o runOptions, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "vmm run: --disk: %v\n", err)
 		return exitNotStart
 	}
+	tOpen := time.Now()
 	vm, err := vmm.New(vmm.Config{
 		Image: img, Memory: o.mem, Cmdline: o.cmdline, Env: o.env, Args: o.args,
 		Stdin: stdin, Stdout: stdout, Stderr: stderr, SyscallTrap: o.trap, Timeout: o.timeout, Boot: o.boot,
@@ -391,6 +398,7 @@ func bootImage(o runOptions, stdin io.Reader, stdout, stderr io.Writer) int {
 	}()
 	start := time.Now()
 	status, err := vm.Run()
+	tRun := time.Now()
 	// From here on, messages go through the VM's stderr stream: in order
 	// with the guest's output, and never blocked by a full pipe once the
 	// VM was stopped.
@@ -409,12 +417,38 @@ func bootImage(o runOptions, stdin io.Reader, stdout, stderr io.Writer) int {
 		if n := vm.DroppedMarks(); n > 0 {
 			fmt.Fprintf(stderr, "vmm: %d later marks not kept (the first %d are)\n", n, len(vm.Marks()))
 		}
-		fmt.Fprintf(stderr, "vmm: guest ran %v; exits %v\n", time.Since(start), vm.Exits())
+		fmt.Fprintf(stderr, "vmm: guest ran %v; exits %v\n", tRun.Sub(start), vm.Exits())
+		// The phases of this run; exec, the runtime's start and the
+		// package inits come before "started", the VM's teardown and the
+		// process's exit after this line (a benchmark times them from
+		// outside: BenchmarkHelloWall).
+		fmt.Fprintf(stderr, "vmm: phases: to-run %v, open-image %v, create-vm %v, run %v, since-start %v, started-unix-ns %d\n",
+			tMain.Sub(started), tOpen.Sub(tMain), start.Sub(tOpen), tRun.Sub(start), time.Since(started), started.UnixNano())
+		if guest, err := vm.GuestResident(); err == nil {
+			if peak, err := peakRSS(); err == nil {
+				fmt.Fprintf(stderr, "vmm: memory: peak RSS %d KiB, guest RAM resident %d KiB, the VMM's own %d KiB\n", peak>>10, guest>>10, (peak-min(peak, guest))>>10)
+			}
+		}
 		if len(o.disks) > 0 {
 			fmt.Fprintf(stderr, "vmm: disk requests %d\n", vm.DiskRequests())
 		}
 	}
 	return status
+}
+
+// peakRSS is this process's peak resident set (VmHWM).
+func peakRSS() (uint64, error) {
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, errors.New("no VmHWM in /proc/self/status")
 }
 
 // operandAndArgs splits "OPERAND [--] [ARGS...]" after the flags; without
