@@ -156,7 +156,7 @@ func unmappedPages(start, end uintptr) uintptr {
 // chargeStart ends the runtime's start (the first clone: the runtime
 // starts sysmon before main.main): the untouched pages of the mappings
 // made lazy for it are charged to bootCharge, up to half the free memory.
-// A VM big enough for them (anything above ~24 MiB for hello) is thus
+// A VM big enough for them (the OOM tests' 48 and 128 MiB) is thus
 // accounted strictly, as before; a smaller one runs on the other half and
 // could, in a program that ends up using all of its start-up heap, meet a
 // fault where it would have met ENOMEM.
