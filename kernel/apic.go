@@ -2,7 +2,6 @@ package kernel
 
 import (
 	"sync/atomic"
-	"unsafe"
 
 	"github.com/amberos/amber/boot"
 )
@@ -162,8 +161,7 @@ func timerMask(masked bool) {
 //
 //go:nosplit
 func kernelContext(sp uint64) bool {
-	ks := uint64(uintptr(unsafe.Pointer(&kstacks[0])))
-	if sp >= ks && sp <= ks+uint64(unsafe.Sizeof(kstacks)) {
+	if sp >= uint64(kstackLow) && sp <= uint64(ramEnd) {
 		return true
 	}
 	return sp >= boot.ISTPA && sp <= boot.BootStackTop

@@ -10,8 +10,7 @@ const (
 	asmISTBottom     = boot.ISTPA        // [ISTBottom, BootStackTop): the exception and boot stacks
 	asmBootStackTop  = boot.BootStackTop //
 	asmHypercallPort = boot.HypercallPort
-	asmKstacksSize   = maxThreads * kstackSize // all of kstacks
-	asmLapicEOI      = lapicBase + lapicEOI    // the LAPIC's end-of-interrupt register
+	asmLapicEOI      = lapicBase + lapicEOI // the LAPIC's end-of-interrupt register
 	asmIRQDrain      = irqDrainVector
 	xsaveRoom        = 4096 // room for an XSAVE image of every component this CPU may enable (xsaveSize is checked against it at boot)
 )

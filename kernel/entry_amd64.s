@@ -237,10 +237,10 @@ TEXT ·timerEntry(SB),NOSPLIT|NOFRAME,$0
 	JNE	nested
 	MOVQ	$1, CPU_INTICK(GS)
 	MOVQ	40(SP), AX
-	MOVQ	$·kstacks(SB), BX
+	MOVQ	·kstackLow(SB), BX	// the kernel stacks: [kstackLow, ramEnd)
 	CMPQ	AX, BX
 	JCS	notkstack
-	ADDQ	$const_asmKstacksSize, BX
+	MOVQ	·ramEnd(SB), BX
 	CMPQ	AX, BX
 	JCS	onkernel
 notkstack:
@@ -310,10 +310,10 @@ TEXT ·irqEntry(SB),NOSPLIT|NOFRAME,$0
 	MOVQ	BX, CPU_IRQBX(GS)
 	// 0(SP) vector, 8 error code, 16 RIP, 24 CS, 32 RFLAGS, 40 RSP, 48 SS
 	MOVQ	40(SP), AX
-	MOVQ	$·kstacks(SB), BX
+	MOVQ	·kstackLow(SB), BX	// the kernel stacks: [kstackLow, ramEnd)
 	CMPQ	AX, BX
 	JCS	notkstack
-	ADDQ	$const_asmKstacksSize, BX
+	MOVQ	·ramEnd(SB), BX
 	CMPQ	AX, BX
 	JCS	onkernel
 notkstack:

@@ -31,11 +31,25 @@ const (
 var (
 	physNext, physEnd uintptr // bump allocator over free RAM
 	mmapNext          uintptr = mmapBase
-	lazy              [maxLazy]struct{ start, end uintptr }
+	lazy              [maxLazy]lazyRange
 	freeList          uintptr // the top chunk of the free pages (freePage)
 	nfree             uintptr
 	nlazy             int
 )
+
+// lazyRange is a mapping filled on first touch. boot marks one made lazy
+// only because the runtime was starting (startCommit): its untouched
+// pages are charged to bootCharge at the first clone.
+type lazyRange struct {
+	start, end uintptr
+	boot       bool
+}
+
+// bootCharge is the memory the untouched pages of the runtime's start-up
+// mappings may still take (chargeStart): ordinary mmaps are checked
+// against the free memory less this, so a program that runs out later
+// gets ENOMEM from mmap, not a fault on one of those pages.
+var bootCharge uintptr
 
 // memInit hands the RAM after the image to the page allocator.
 //
@@ -114,6 +128,52 @@ func freePage(p uintptr) bool {
 
 //go:nosplit
 func freeBytes() uintptr { return physEnd - physNext + nfree*boot.PageSize }
+
+// availBytes is the free memory an mmap may commit: freeBytes less what
+// the runtime's start-up mappings are still owed (bootCharge).
+//
+//go:nosplit
+func availBytes() uintptr {
+	if f := freeBytes(); f > bootCharge {
+		return f - bootCharge
+	}
+	return 0
+}
+
+// unmappedPages counts the pages of [start, end) not mapped yet.
+//
+//go:nosplit
+func unmappedPages(start, end uintptr) uintptr {
+	n := uintptr(0)
+	for a := start; a < end; a += boot.PageSize {
+		if _, ok := pageSpan(a); !ok {
+			n++
+		}
+	}
+	return n
+}
+
+// chargeStart ends the runtime's start (the first clone: the runtime
+// starts sysmon before main.main): the untouched pages of the mappings
+// made lazy for it are charged to bootCharge, up to half the free memory.
+// A VM big enough for them (the OOM tests' 48 and 128 MiB) is thus
+// accounted strictly, as before; a smaller one runs on the other half and
+// could, in a program that ends up using all of its start-up heap, meet a
+// fault where it would have met ENOMEM.
+//
+//go:nosplit
+func chargeStart() {
+	owed := uintptr(0)
+	for i := 0; i < nlazy; i++ {
+		if l := &lazy[i]; l.boot {
+			owed += unmappedPages(l.start, l.end) * boot.PageSize
+		}
+	}
+	if half := freeBytes() / 2; owed > half {
+		owed = half
+	}
+	bootCharge = owed
+}
 
 // pte returns the address of the page-table entry for va, creating the
 // intermediate tables. 0 means out of memory, 1 that va lies in a
@@ -325,14 +385,30 @@ func mmapAnon(f *sysFrame) int64 {
 	// Linux's overcommit does not account it: programs reserve address
 	// space that way (starlark maps 4 GiB PROT_READ for its small
 	// integers) and only the pages they touch are filled.
-	if flags&mapFixed == 0 && length >= lazyMin && nlazy < maxLazy && (length <= freeBytes() || prot&protWrite == 0) {
-		lazy[nlazy].start, lazy[nlazy].end = addr, addr+length
+	//
+	// The runtime maps its 32 MiB heap index while it starts (no thread
+	// cloned yet) and touches a page of it per 64 MiB arena: taken as
+	// lazy whatever the free memory, it lets a VM smaller than the index
+	// boot.
+	//
+	// While it starts, the runtime also commits a 4 MiB heap chunk, span
+	// and GC metadata of which hello touches a fraction: those mappings
+	// (MAP_FIXED or not, from 64 KiB) are lazy too, and charged at the
+	// first clone (chargeStart), which is what lets hello boot in 8 MiB.
+	starting := nextTid == 2
+	if flags&mapFixed == 0 && length >= lazyMin && nlazy < maxLazy && (length <= availBytes() || prot&protWrite == 0 || starting) {
+		lazy[nlazy] = lazyRange{start: addr, end: addr + length}
+		nlazy++
+		return int64(addr)
+	}
+	if starting && length >= lazyChunk && nlazy < maxLazy && (fresh || canFlush()) {
+		lazy[nlazy] = lazyRange{start: addr, end: addr + length, boot: true}
 		nlazy++
 		return int64(addr)
 	}
 	// Refuse a mapping the free memory cannot back before taking any of
 	// it (mapRange would map what it could and keep it).
-	if (fresh || canFlush()) && length > freeBytes() {
+	if (fresh || canFlush()) && length > availBytes() {
 		return -eNOMEM
 	}
 	// clearOld matters only under a VMM that cannot flush, where
@@ -373,7 +449,8 @@ func lazyRemove(start, end uintptr) {
 		case end >= l.end:
 			l.end = start
 		case nlazy < maxLazy:
-			lazy[nlazy].start, lazy[nlazy].end = end, l.end
+			lazy[nlazy] = *l
+			lazy[nlazy].start = end
 			nlazy++
 			l.end = start
 		default:
@@ -402,6 +479,13 @@ func lazyFault(addr uintptr) bool {
 			n := uintptr(lazyChunk)
 			if a+n > l.end {
 				n = l.end - a
+			}
+			if l.boot && bootCharge > 0 {
+				got := unmappedPages(a, a+n) * boot.PageSize
+				if got > bootCharge {
+					got = bootCharge
+				}
+				bootCharge -= got
 			}
 			return mapRange(a, n, false)
 		}

@@ -58,18 +58,46 @@ type thread struct {
 
 var (
 	threads [maxThreads]thread
-	kstacks [maxThreads][kstackSize]byte
 	nextTid int64 = 2 // the main thread is tid 1 = pid
 	nlive   int
+
+	// Kernel stacks are taken from the top of RAM on demand, one per
+	// thread slot ever used (slot i's is the i-th below ramEnd), so the
+	// stacks stay one range, [kstackLow, ramEnd), that the interrupt
+	// entries tell kernel from user stacks by (timerEntry, irqEntry,
+	// kernelContext). A program of 5 threads has 160 KiB of them, not
+	// the 4 MiB of maxThreads stacks in the image. A slot keeps its stack
+	// when its thread exits: the next thread in the slot reuses it.
+	kstackLow uintptr
+	nkstacks  int
 )
 
 //go:nosplit
 func kstackTop(i int) uintptr {
-	return uintptr(unsafe.Pointer(&kstacks[i])) + kstackSize
+	return ramEnd - uintptr(i)*kstackSize
+}
+
+// kstackGrow gives thread slot nkstacks its kernel stack from the top of
+// the page pool, or reports false when the pool has no room for it.
+// Pages below physEnd only ever come from the bump allocator, so the
+// stacks' range never meets a page handed out or freed.
+//
+//go:nosplit
+func kstackGrow() bool {
+	if nkstacks == maxThreads || physEnd < physNext+kstackSize {
+		return false
+	}
+	physEnd -= kstackSize
+	kstackLow = physEnd
+	nkstacks++
+	return true
 }
 
 //go:nosplit
 func threadsInit() {
+	if !kstackGrow() {
+		kfatal("boot: no memory for the first kernel stack")
+	}
 	t := &threads[0]
 	t.state = tRunnable
 	t.tid = 1
@@ -283,8 +311,11 @@ func sysClone(f *sysFrame) int64 {
 			break
 		}
 	}
-	if i < 0 {
-		return -eAGAIN
+	if nextTid == 2 {
+		chargeStart() // mem.go: the runtime's start is over
+	}
+	if i < 0 || i >= nkstacks && !kstackGrow() {
+		return -eAGAIN // as Linux's clone when out of memory for the task
 	}
 	t := &threads[i]
 	*t = thread{}

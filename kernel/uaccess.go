@@ -114,8 +114,8 @@ func clip(addr, cut, s, e uintptr) uintptr {
 // call may touch for the program, or end. These ranges are mapped (the
 // kernel needs them at CPL3) but are the kernel's alone: the boot
 // structures, exception and boot stacks below the process stack, the page
-// pool reachable through the identity mapping above the image, the
-// threads' kernel stacks and the LAPIC's registers. The kernel's other
+// pool reachable through the identity mapping above the image (the
+// threads' kernel stacks at its top, sched.go) and the LAPIC's registers. The kernel's other
 // variables share the image with the program's and are not told apart.
 //
 //go:nosplit
@@ -125,8 +125,6 @@ func kernelOnlyCut(addr, end uintptr) uintptr {
 	if poolStart != 0 {
 		cut = clip(addr, cut, poolStart, ramEnd)
 	}
-	ks := uintptr(unsafe.Pointer(&kstacks[0]))
-	cut = clip(addr, cut, ks, ks+unsafe.Sizeof(kstacks))
 	lapic := uintptr(lapicBase) &^ (boot.HugePageSize - 1)
 	return clip(addr, cut, lapic, lapic+boot.HugePageSize)
 }

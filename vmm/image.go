@@ -264,11 +264,16 @@ func (img *Image) segmentData(p *elf.Prog) ([]byte, bool) {
 	return img.raw[p.Off : p.Off+p.Filesz : p.Off+p.Filesz], true
 }
 
-// MinMemory is the least guest RAM this image can boot with: the image,
-// plus room for the runtime's first heap arena chunks and stacks.
+// MinMemory is the least guest RAM this image can boot with: the image
+// (with the 2 MiB below it) plus what the Go runtime touches while it
+// starts, measured with hello (docs/benchmarks.md, "Least memory"): its
+// 4 MiB first heap chunk and its metadata are mapped lazily while it
+// starts (kernel/mem.go), so what counts is the ~1.5 MiB of them it
+// touches, the page tables and the first kernel stack. The result is a
+// multiple of 2 MiB, as --mem must be.
 func (img *Image) MinMemory() uint64 {
-	const headroom = 24 << 20
-	return (img.End + headroom + (1<<20 - 1)) &^ (1<<20 - 1)
+	const headroom = 2 << 20
+	return (img.End + headroom + (2<<20 - 1)) &^ (2<<20 - 1)
 }
 
 // Close releases the image's file mapping.

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -121,3 +123,51 @@ func (m *GuestMemory) touchedPages() ([]uint64, error) {
 	}
 	return bitmap, nil
 }
+
+// Resident reports how much of the guest's RAM is resident in this
+// process (the Rss of its mapping in /proc/self/smaps: pages the guest
+// touched and the image's file pages it mapped), so that the VMM's own
+// memory can be told apart from the guest's (vmm run --boot-time).
+func (m *GuestMemory) Resident() (uint64, error) {
+	smaps, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		return 0, err
+	}
+	lo := uint64(uintptr(unsafe.Pointer(unsafe.SliceData(m.mem))))
+	hi := lo + uint64(len(m.mem))
+	var total uint64
+	in := false
+	for _, line := range strings.Split(string(smaps), "\n") {
+		if start, end, ok := smapsRange(line); ok {
+			in = start >= lo && end <= hi
+			continue
+		}
+		if kb, ok := strings.CutPrefix(line, "Rss:"); in && ok {
+			n, err := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(kb), "kB")), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("/proc/self/smaps: %q: %w", line, err)
+			}
+			total += n << 10
+		}
+	}
+	return total, nil
+}
+
+// smapsRange parses the address range of a mapping's first line in
+// /proc/self/smaps ("7f00-7f10 rw-p ...").
+func smapsRange(line string) (start, end uint64, ok bool) {
+	r, _, found := strings.Cut(line, " ")
+	if !found {
+		return 0, 0, false
+	}
+	s, e, found := strings.Cut(r, "-")
+	if !found {
+		return 0, 0, false
+	}
+	start, err1 := strconv.ParseUint(s, 16, 64)
+	end, err2 := strconv.ParseUint(e, 16, 64)
+	return start, end, err1 == nil && err2 == nil
+}
+
+// GuestResident is Resident of the VM's RAM.
+func (vm *VM) GuestResident() (uint64, error) { return vm.mem.Resident() }

@@ -598,11 +598,29 @@ func TestBadImages(t *testing.T) {
 	})
 }
 
-func TestMemoryTooSmall(t *testing.T) {
-	needKVM(t)
-	r := run(t, "run", "--mem", "16M", image(t, "../../apps/hello"))
-	if r.code != exitNotStart || !strings.Contains(r.stderr, "needs at least") {
-		t.Errorf("exit %d, stderr %q", r.code, r.stderr)
+// TestLeastMemory: hello boots and exits 0 with exactly the memory its
+// image says it needs (MinMemory), and 2 MiB less is refused with an
+// error that names the amount, before anything boots.
+func TestLeastMemory(t *testing.T) {
+	needGuest(t)
+	img := image(t, "../../apps/hello")
+	im, err := vmm.OpenImage(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	least := im.MinMemory()
+	im.Close()
+	if least > 8<<20 {
+		t.Errorf("hello needs %d MiB, want at most 8 (issue 14)", least>>20)
+	}
+	r := run(t, "run", "--mem", fmt.Sprintf("%dM", least>>20), img)
+	if r.code != 0 || !strings.Contains(r.stdout, "Hello from Amber!") {
+		t.Errorf("--mem %dM: exit %d, stdout %q, stderr %q", least>>20, r.code, r.stdout, r.stderr)
+	}
+	want := fmt.Sprintf("needs at least %d MiB", least>>20)
+	r = run(t, "run", "--mem", fmt.Sprintf("%dM", least>>20-2), img)
+	if r.code != exitNotStart || !strings.Contains(r.stderr, want) {
+		t.Errorf("--mem %dM: exit %d, stderr %q, want %q", least>>20-2, r.code, r.stderr, want)
 	}
 }
 

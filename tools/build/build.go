@@ -30,7 +30,6 @@ import (
 	"github.com/amberos/amber/boot"
 	"github.com/amberos/amber/tools/build/elfpatch"
 	"github.com/amberos/amber/tools/build/outfile"
-	"github.com/u-root/u-root/pkg/cpio"
 )
 
 // TextAddress is where the image's text starts; the ELF header page is
@@ -901,14 +900,14 @@ func filesSource(dir, at, workDir string, skip []string, extra map[string]string
 		return "", fmt.Errorf("--files: %s is not a directory", dir)
 	}
 	var buf bytes.Buffer
-	w := cpio.Newc.Writer(&buf)
+	w := cpioWriter{&buf}
 	ino := uint64(1)
 	if at != "" {
 		parts := strings.Split(at, "/")
 		for i := range parts {
 			ino++
-			info := cpio.Info{Name: strings.Join(parts[:i+1], "/"), Ino: ino, NLink: 2, Mode: cpio.S_IFDIR | 0o755}
-			if err := w.WriteRecord(cpio.StaticRecord(nil, info)); err != nil {
+			info := cpioInfo{Name: strings.Join(parts[:i+1], "/"), Ino: ino, NLink: 2, Mode: cpioDir | 0o755}
+			if err := w.write(info, nil); err != nil {
 				return "", err
 			}
 		}
@@ -929,7 +928,7 @@ func filesSource(dir, at, workDir string, skip []string, extra map[string]string
 			return err
 		}
 		ino++
-		info := cpio.Info{Name: path.Join(at, filepath.ToSlash(rel)), Ino: ino, NLink: 1, MTime: uint64(fi.ModTime().Unix()), Mode: uint64(fi.Mode().Perm())}
+		info := cpioInfo{Name: path.Join(at, filepath.ToSlash(rel)), Ino: ino, NLink: 1, MTime: uint64(fi.ModTime().Unix()), Mode: uint64(fi.Mode().Perm())}
 		if fi.Mode()&fs.ModeSetuid != 0 {
 			info.Mode |= 0o4000
 		}
@@ -942,23 +941,23 @@ func filesSource(dir, at, workDir string, skip []string, extra map[string]string
 		var data []byte
 		switch {
 		case fi.IsDir():
-			info.Mode |= cpio.S_IFDIR
+			info.Mode |= cpioDir
 		case fi.Mode()&fs.ModeSymlink != 0:
-			info.Mode |= cpio.S_IFLNK
+			info.Mode |= cpioSymlink
 			t, err := os.Readlink(p)
 			if err != nil {
 				return err
 			}
 			data = []byte(t)
 		case fi.Mode().IsRegular():
-			info.Mode |= cpio.S_IFREG
+			info.Mode |= cpioRegular
 			if data, err = os.ReadFile(p); err != nil {
 				return err
 			}
 		default:
 			return nil // devices, fifos and sockets are not packed
 		}
-		return w.WriteRecord(cpio.StaticRecord(data, info))
+		return w.write(info, data)
 	})
 	if err != nil {
 		return "", fmt.Errorf("--files: %w", err)
@@ -976,18 +975,18 @@ func filesSource(dir, at, workDir string, skip []string, extra map[string]string
 		parts := strings.Split(strings.Trim(path.Clean("/"+g), "/"), "/")
 		for i := 1; i < len(parts); i++ {
 			ino++
-			info := cpio.Info{Name: strings.Join(parts[:i], "/"), Ino: ino, NLink: 2, Mode: cpio.S_IFDIR | 0o755}
-			if err := w.WriteRecord(cpio.StaticRecord(nil, info)); err != nil {
+			info := cpioInfo{Name: strings.Join(parts[:i], "/"), Ino: ino, NLink: 2, Mode: cpioDir | 0o755}
+			if err := w.write(info, nil); err != nil {
 				return "", err
 			}
 		}
 		ino++
-		info := cpio.Info{Name: strings.Join(parts, "/"), Ino: ino, NLink: 1, Mode: cpio.S_IFREG | 0o644}
-		if err := w.WriteRecord(cpio.StaticRecord(data, info)); err != nil {
+		info := cpioInfo{Name: strings.Join(parts, "/"), Ino: ino, NLink: 1, Mode: cpioRegular | 0o644}
+		if err := w.write(info, data); err != nil {
 			return "", err
 		}
 	}
-	if err := cpio.WriteTrailer(w); err != nil {
+	if err := w.trailer(); err != nil {
 		return "", err
 	}
 	var src strings.Builder

@@ -56,6 +56,11 @@ Usage:
 Run 'vmm help run' or 'vmm help build' for their flags.
 `
 
+// started is when the process got to its own code (package variables
+// are set after the runtime's and the imported packages' inits): vmm run
+// --boot-time measures its phases from here.
+var started = time.Now()
+
 func main() {
 	os.Exit(Main(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
@@ -231,7 +236,7 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	trap := fs.String("syscall-trap", "", "how stray SYSCALL instructions reach the kernel: lstar or ud (default: lstar on kvm_pvm hosts, ud elsewhere)")
 	bootPath := fs.String("boot", "direct", "boot `path`: direct (the VMM sets up long mode) or pvh (start at the image's 32-bit PVH entry, as QEMU, Firecracker and Cloud Hypervisor do)")
 	apiSock := fs.String("api", "", "serve the VM's control API (pause, resume, snapshot, stop, metrics; docs/api.md) on this unix `socket`; vmm snapshot, pause, resume, stop and ps use it (KVM only)")
-	bootTime := fs.Bool("boot-time", false, "print the guest's kernel.Mark times since vCPU start on stderr")
+	bootTime := fs.Bool("boot-time", false, "print on stderr the guest's kernel.Mark times since vCPU start, the VM's exits, the phases of this run (flags, opening the image, creating the VM, running it) and its memory (peak RSS, the guest RAM resident, the VMM's own)")
 	accel := fs.String("accel", defaultAccel(), "`accelerator`: kvm (Amber's VMM on /dev/kvm) or tcg (QEMU's emulator, for hosts without KVM: about 10x slower, stdout and stderr both on stdout, stdin without end-of-file, a short crash message); default $AMBER_ACCEL, else kvm")
 	diskSpec := fs.String("disk", "", "attach `FILE[,readonly]` as a virtio-blk disk, the block device /dev/vda in the guest: a raw image, or a store file made by vmm store create --disk-size (its object vm/disk; flush commits; KVM only). Amber's device under KVM, QEMU's under --accel tcg")
 	netSpec := fs.String("net", "", "attach a virtio-net device: `user[,hostfwd=tcp:HOSTADDR:PORT-:GUESTPORT,...][,mac=MAC]` is a user-mode network without root, QEMU's addresses (guest 10.0.2.15, gateway 10.0.2.2 = the host's 127.0.0.1, DNS 10.0.2.3), NAT to the host, hostfwd as QEMU's (tcp: or udp:, several allowed); tap=NAME[,mac=MAC] attaches to a host tap device (needs CAP_NET_ADMIN or a tap your user owns; KVM only). Amber's device under KVM, QEMU's under --accel tcg")
@@ -321,12 +326,19 @@ type runOptions struct {
 
 // bootImage boots an image as `vmm run` does and returns vmm's exit status.
 func bootImage(o runOptions, stdin io.Reader, stdout, stderr io.Writer) int {
+	tMain := time.Now()
 	img, err := vmm.OpenImage(o.image)
 	if err != nil {
 		fmt.Fprintf(stderr, "vmm run: %v\n", err)
 		return exitNotStart
 	}
 	defer img.Close()
+	// Both accelerators: below this the runtime dies of out of memory
+	// before main, which says nothing about --mem.
+	if o.mem < img.MinMemory() {
+		fmt.Fprintf(stderr, "vmm run: %s needs at least %d MiB of memory, but --mem gives %d MiB (raise --mem)\n", o.image, img.MinMemory()>>20, o.mem>>20)
+		return exitNotStart
+	}
 	if o.accel == "tcg" {
 		// QEMU's serial console carries the guest's stderr to its stdout.
 		o.cmdline = append(stdioOptions(stdin, stdout, stdout), o.cmdline...)
@@ -369,6 +381,7 @@ func bootImage(o runOptions, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "vmm run: --disk: %v\n", err)
 		return exitNotStart
 	}
+	tOpen := time.Now()
 	var nic *vmm.Net
 	if o.netSpec != nil {
 		if nic, err = openNet(*o.netSpec); err != nil {
@@ -435,6 +448,7 @@ func bootImage(o runOptions, stdin io.Reader, stdout, stderr io.Writer) int {
 	}()
 	start := time.Now()
 	status, err := vm.Run()
+	tRun := time.Now()
 	// From here on, messages go through the VM's stderr stream: in order
 	// with the guest's output, and never blocked by a full pipe once the
 	// VM was stopped.
@@ -453,12 +467,38 @@ func bootImage(o runOptions, stdin io.Reader, stdout, stderr io.Writer) int {
 		if n := vm.DroppedMarks(); n > 0 {
 			fmt.Fprintf(stderr, "vmm: %d later marks not kept (the first %d are)\n", n, len(vm.Marks()))
 		}
-		fmt.Fprintf(stderr, "vmm: guest ran %v; exits %v\n", time.Since(start), vm.Exits())
+		fmt.Fprintf(stderr, "vmm: guest ran %v; exits %v\n", tRun.Sub(start), vm.Exits())
+		// The phases of this run; exec, the runtime's start and the
+		// package inits come before "started", the VM's teardown and the
+		// process's exit after this line (a benchmark times them from
+		// outside: BenchmarkHelloWall).
+		fmt.Fprintf(stderr, "vmm: phases: to-run %v, open-image %v, create-vm %v, run %v, since-start %v, started-unix-ns %d\n",
+			tMain.Sub(started), tOpen.Sub(tMain), start.Sub(tOpen), tRun.Sub(start), time.Since(started), started.UnixNano())
+		if guest, err := vm.GuestResident(); err == nil {
+			if peak, err := peakRSS(); err == nil {
+				fmt.Fprintf(stderr, "vmm: memory: peak RSS %d KiB, guest RAM resident %d KiB, the VMM's own %d KiB\n", peak>>10, guest>>10, (peak-min(peak, guest))>>10)
+			}
+		}
 		if len(o.disks) > 0 {
 			fmt.Fprintf(stderr, "vmm: disk requests %d\n", vm.DiskRequests())
 		}
 	}
 	return status
+}
+
+// peakRSS is this process's peak resident set (VmHWM).
+func peakRSS() (uint64, error) {
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, errors.New("no VmHWM in /proc/self/status")
 }
 
 // operandAndArgs splits "OPERAND [--] [ARGS...]" after the flags; without
