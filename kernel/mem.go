@@ -466,6 +466,7 @@ func lazyRemove(start, end uintptr) {
 //
 //go:nosplit
 func lazyFault(addr uintptr) bool {
+	lazyOOM = false
 	if zeroFault(addr) || fileMapFault(addr) {
 		return true
 	}
@@ -487,11 +488,19 @@ func lazyFault(addr uintptr) bool {
 				}
 				bootCharge -= got
 			}
-			return mapRange(a, n, false)
+			if !mapRange(a, n, false) {
+				lazyOOM = true // trap ends the program the way Linux's OOM killer does
+				return false
+			}
+			return true
 		}
 	}
 	return false
 }
+
+// lazyOOM says the last lazyFault was in a lazy mapping but found no free
+// page to fill it with.
+var lazyOOM bool
 
 // recorded reports whether all of [addr, end) is mapped for the program:
 // handed out by mmap (recorded in regions or below mmapNext) or in RAM's

@@ -32,6 +32,12 @@ func trap(tf *boot.TrapFrame, xsave uintptr) uintptr {
 		if tf.ErrorCode&1 == 0 && lazyFault(uintptr(cr2)) {
 			return 0
 		}
+		if lazyOOM && !kernelContext(tf.RSP) {
+			// Memory promised to a lazy mapping ran out: no fault the
+			// program could handle, so it is killed as Linux's OOM killer
+			// would (SIGKILL), with a message saying why.
+			crash(tf, "out of memory: no free page for memory the program touched (raise --mem)", 128+9)
+		}
 	case vecUD:
 		if userMapped(uintptr(tf.RIP), 2) && *(*uint16)(ptr(uintptr(tf.RIP))) == 0x050f { // SYSCALL
 			return syscallFromTrap(tf)

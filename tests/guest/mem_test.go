@@ -48,6 +48,18 @@ func TestAllocUntilOutOfMemory(t *testing.T) {
 	}
 }
 
+// A lazy mapping's page touched when memory has run out ends the program
+// as Linux's OOM killer would (SIGKILL's 137, under QEMU too: the kernel
+// hands the whole status over on COM2) with the kernel's message,
+// not a SIGSEGV the program cannot make sense of.
+func TestLazyOutOfMemory(t *testing.T) {
+	r := runGuest(t, "./testdata/lazyoom", guestrun.Config{Mem: "64M"})
+	out := r.stdout + r.stderr
+	if r.code != 137 || !strings.Contains(out, "mapped 2 x 48 MiB") || !strings.Contains(out, "out of memory: no free page") || strings.Contains(out, "both touched") {
+		t.Errorf("exit %d, want 137 with the kernel's out-of-memory message:\n%s", r.code, tailLines(out, 30))
+	}
+}
+
 const (
 	sqliteModule  = "modernc.org/sqlite"
 	sqliteVersion = "v1.62.0"

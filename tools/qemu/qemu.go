@@ -5,7 +5,8 @@
 // VMM, about ten times slower and with less around it: no Amber
 // hypercalls (the console is the 16550 UART, which carries stdout and
 // stderr both; stdin arrives on it but has no end-of-file), the exit
-// status comes back through QEMU's isa-debug-exit device, and a crash is
+// status comes back through QEMU's isa-debug-exit device (its low 7 bits;
+// the whole byte through a second 16550 at 0x2f8), and a crash is
 // reported by the kernel's own short message rather than the VMM's
 // register dump and backtrace.
 package qemu
@@ -16,7 +17,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -52,6 +55,8 @@ type Config struct {
 	// set: none) on a virtio-net device.
 	Net     string
 	Network bool
+
+	statusFile string // Run's side channel for the exit status (COM2)
 }
 
 // Disk is a raw disk image attached as a virtio-blk device on the
@@ -83,6 +88,11 @@ func Args(c Config) []string {
 		"-chardev", "stdio,id=console", "-serial", "chardev:console",
 		"-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
 		"-no-reboot",
+	}
+	if c.statusFile != "" {
+		// COM2: the kernel writes its whole exit status there before
+		// isa-debug-exit, whose host exit status keeps 7 bits of it.
+		args = append(args, "-chardev", "file,id=status,path="+strings.ReplaceAll(c.statusFile, ",", ",,"), "-device", "isa-serial,chardev=status,iobase=0x2f8,irq=3")
 	}
 	if len(c.Disks) > 0 || c.Network {
 		// microvm's virtio-mmio transports are legacy (version 1) unless
@@ -140,6 +150,12 @@ func Run(ctx context.Context, c Config) (status int, err error) {
 		defer t.Stop()
 		timedOut = t.C
 	}
+	dir, err := os.MkdirTemp("", "amber-qemu-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	c.statusFile = filepath.Join(dir, "status")
 	cmd := exec.CommandContext(runCtx, Binary, Args(c)...)
 	cmd.Stdin, cmd.Stdout = c.Stdin, c.Stdout
 	var qerr bytes.Buffer
@@ -177,9 +193,14 @@ func Run(ctx context.Context, c Config) (status int, err error) {
 		fmt.Fprintln(c.Stderr, "vmm: the guest reset (a triple fault); stopped")
 		return ExitCrash, nil
 	case errors.As(err, &ee) && ee.ExitCode() > 0 && ee.ExitCode()&1 == 1 && !strings.Contains(qerr.String(), Binary+":"):
-		// isa-debug-exit: QEMU exits with (v<<1)|1 for the guest's v.
+		// isa-debug-exit: QEMU exits with (v<<1)|1 for the guest's v,
+		// of which 7 bits survive; the kernel wrote all of v to COM2.
 		// QEMU's own failures exit 1 too, but say so on stderr first.
-		return ee.ExitCode() >> 1, nil
+		v := ee.ExitCode() >> 1
+		if b, _ := os.ReadFile(c.statusFile); len(b) > 0 && int(b[len(b)-1])&0x7f == v {
+			v = int(b[len(b)-1])
+		}
+		return v, nil
 	}
 	return 0, fmt.Errorf("%s failed: %v: %s", Binary, err, strings.TrimSpace(qerr.String()))
 }
