@@ -78,3 +78,19 @@ func TestLoopbackStack(t *testing.T) {
 		t.Fatal("no loopback interface")
 	}
 }
+
+// A datagram longer than the buffer is truncated, not an error: a
+// zero-length buffer takes the datagram and reads 0, as on Linux.
+func TestTruncWriter(t *testing.T) {
+	for _, n := range []int{0, 3, 10} {
+		buf := make([]byte, n)
+		w := truncWriter(buf)
+		got, err := w.Write([]byte("datagram"))
+		if got != 8 || err != nil {
+			t.Errorf("buffer %d: Write = %d, %v; want 8, nil", n, got, err)
+		}
+		if want := "datagram"[:min(n, 8)]; string(buf[:min(n, 8)]) != want {
+			t.Errorf("buffer %d: holds %q, want %q", n, buf, want)
+		}
+	}
+}
