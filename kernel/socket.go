@@ -850,7 +850,7 @@ func sockArgs(domain, typ, proto uint64) (uint8, int64) {
 
 //go:nosplit
 func sysSocket(f *sysFrame) int64 {
-	if f.rdi == afInet || f.rdi == afInet6 {
+	if f.rdi == afInet || f.rdi == afInet6 || f.rdi == afNetlink {
 		return netSocket(f.rdi, f.rsi, f.rdx)
 	}
 	t, r := sockArgs(f.rdi, f.rsi, f.rdx)

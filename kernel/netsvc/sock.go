@@ -44,6 +44,8 @@ type sock struct {
 	readCh  chan struct{} // the program waits for data
 	writeCh chan struct{} // the program wrote
 	ctlCh   chan ctl      // shutdown and close, in order with the data
+
+	nl *nlSock // an AF_NETLINK socket (netlink.go); ep is nil then
 }
 
 // ctl is a request for the write pump: shutdown(how) or, with close set,
@@ -55,6 +57,9 @@ type ctl struct {
 }
 
 func (s *Service) newSock(h service.Handle, family, typ, proto int) int64 {
+	if family == syscall.AF_NETLINK {
+		return s.newNetlink(h, typ, proto)
+	}
 	k := &sock{s: s, h: h, family: family, readCh: make(chan struct{}, 1), writeCh: make(chan struct{}, 1), ctlCh: make(chan ctl, 4)}
 	netProto := ipv4.ProtocolNumber
 	if family == syscall.AF_INET6 {
@@ -150,6 +155,9 @@ func mem(addr, n uint64) []byte {
 }
 
 func (k *sock) call(r *service.Request) int64 {
+	if k.nl != nil {
+		return k.nlCall(r)
+	}
 	a := r.Args
 	switch r.Sub() {
 	case nsBind:
@@ -479,6 +487,10 @@ func (k *sock) close() {
 	k.s.mu.Lock()
 	delete(k.s.socks, k.h)
 	k.s.mu.Unlock()
+	if k.nl != nil {
+		k.s.q.Drop(k.h)
+		return
+	}
 	k.unwatch()
 	k.mu.Lock()
 	k.closed = true

@@ -81,8 +81,37 @@ func reset() {
 	fmt.Println("netedge: reset ok")
 }
 
+// interfaces: net.Interfaces and the interfaces' addresses come from
+// netlink (NETLINK_ROUTE dumps; socket(AF_NETLINK) failed).
+func interfaces() {
+	ift, err := net.Interfaces()
+	if err != nil {
+		fail("interfaces: %v", err)
+	}
+	lo, err := net.InterfaceByName("lo")
+	if err != nil {
+		fail("interface lo: %v (interfaces %v)", err, ift)
+	}
+	if lo.Flags&net.FlagLoopback == 0 || lo.Flags&net.FlagUp == 0 {
+		fail("lo: flags %v", lo.Flags)
+	}
+	addrs, err := lo.Addrs()
+	if err != nil {
+		fail("lo's addresses: %v", err)
+	}
+	got := map[string]bool{}
+	for _, a := range addrs {
+		got[a.String()] = true
+	}
+	if !got["127.0.0.1/8"] || !got["::1/128"] {
+		fail("lo's addresses %v, want 127.0.0.1/8 and ::1/128", addrs)
+	}
+	fmt.Println("netedge: interfaces ok")
+}
+
 func main() {
 	udpZeroBuffer()
 	reset()
+	interfaces()
 	fmt.Println("netedge: ok")
 }
