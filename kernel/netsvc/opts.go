@@ -3,6 +3,7 @@ package netsvc
 import (
 	"encoding/binary"
 	"errors"
+	"net"
 	"syscall"
 	"time"
 
@@ -15,11 +16,25 @@ func errnoOf(err tcpip.Error) syscall.Errno {
 	return syscall.Errno(syserr.TranslateNetstackError(err).ToLinux())
 }
 
-// errnoOfConn is the errno behind a gonet connection's error.
+// connErrs are the netstack errors a connection's read or write can end
+// with; gonet passes on only their text.
+var connErrs = []tcpip.Error{&tcpip.ErrConnectionReset{}, &tcpip.ErrTimeout{}, &tcpip.ErrConnectionAborted{},
+	&tcpip.ErrConnectionRefused{}, &tcpip.ErrNetworkUnreachable{}, &tcpip.ErrHostUnreachable{}}
+
+// errnoOfConn is the errno behind a gonet connection's error
+// (ECONNRESET when it is none of connErrs).
 func errnoOfConn(err error) syscall.Errno {
 	var ne interface{ Timeout() bool }
 	if errors.As(err, &ne) && ne.Timeout() {
 		return syscall.ETIMEDOUT
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Err != nil {
+		for _, e := range connErrs {
+			if oe.Err.Error() == e.String() {
+				return errnoOf(e)
+			}
+		}
 	}
 	return syscall.ECONNRESET
 }
