@@ -9,11 +9,12 @@ import (
 
 // TestNetEdges runs testdata/netedge: socket behaviours the standard
 // library's net suite found wrong in the guest (a zero-length UDP read,
-// ECONNRESET after a reset, net.Interfaces through netlink), each of which the program checks as Linux
+// ECONNRESET after a reset, net.Interfaces through netlink, SCM_RIGHTS on
+// a Unix socket), each of which the program checks as Linux
 // answers it.
 func TestNetEdges(t *testing.T) {
 	r := runGuest(t, "./testdata/netedge", guestrun.Config{})
-	expect(t, r, 0, "netedge: udp zero-length read ok", "netedge: reset ok", "netedge: interfaces ok", "netedge: ok")
+	expect(t, r, 0, "netedge: udp zero-length read ok", "netedge: reset ok", "netedge: interfaces ok", "netedge: rights ok", "netedge: ok")
 }
 
 // TestVmmTestNet: vmm test --net gives the tests the NIC vmm run --net

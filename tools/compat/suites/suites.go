@@ -45,8 +45,6 @@ var Skips = map[string][]string{
 		// count allocations: the network service's goroutines allocate
 		// in the program's own heap (a stream's pumps, a datagram's call)
 		"TestTCPReadWriteAllocs", "TestAllocs",
-		// descriptor passing (SCM_RIGHTS) on Unix sockets
-		"TestUnixConnReadMsgUnixSCMRightsCloseOnExec",
 	},
 	// net/http passes whole in the guest (-test.short): no skips.
 	"runtime/debug": {

@@ -109,9 +109,85 @@ func interfaces() {
 	fmt.Println("netedge: interfaces ok")
 }
 
+// rights: descriptors passed over a Unix stream socket (SCM_RIGHTS; sendmsg
+// with control data failed with EOPNOTSUPP) arrive with the data they
+// came with, close-on-exec with MSG_CMSG_CLOEXEC.
+func rights() {
+	sp, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		fail("socketpair: %v", err)
+	}
+	defer syscall.Close(sp[0])
+	defer syscall.Close(sp[1])
+	f, err := os.CreateTemp("", "rights")
+	if err != nil {
+		fail("create: %v", err)
+	}
+	defer os.Remove(f.Name())
+	f.WriteString("passed file")
+	if err := syscall.Sendmsg(sp[0], []byte("ab"), nil, nil, 0); err != nil {
+		fail("sendmsg: %v", err)
+	}
+	if err := syscall.Sendmsg(sp[0], []byte("c"), syscall.UnixRights(int(f.Fd())), nil, 0); err != nil {
+		fail("sendmsg with SCM_RIGHTS: %v", err)
+	}
+	f.Close() // the description lives on in flight
+	// The descriptor comes with the read that takes "c" (Linux merges
+	// "ab" into it; a read that stops before "c" gets none).
+	var data string
+	buf, oob := make([]byte, 16), make([]byte, 64)
+	oobn := 0
+	for len(data) < 3 {
+		n, on, flags, _, err := syscall.Recvmsg(sp[1], buf, oob, syscall.MSG_CMSG_CLOEXEC)
+		if err != nil || n == 0 || flags&syscall.MSG_CTRUNC != 0 {
+			fail("recvmsg after %q: %q, flags %#x, %v", data, buf[:n], flags, err)
+		}
+		data += string(buf[:n])
+		if on > 0 && data != "abc" {
+			fail("the descriptor came with %q, before \"c\"", data)
+		}
+		oobn = on
+	}
+	if data != "abc" {
+		fail("received %q, want \"abc\"", data)
+	}
+	msgs, err := syscall.ParseSocketControlMessage(oob[:oobn])
+	if err != nil || len(msgs) != 1 {
+		fail("control messages: %v, %v", msgs, err)
+	}
+	fds, err := syscall.ParseUnixRights(&msgs[0])
+	if err != nil || len(fds) != 1 {
+		fail("rights: %v, %v", fds, err)
+	}
+	fl, err := unixFcntl(fds[0], syscall.F_GETFD)
+	if err != nil || fl&syscall.FD_CLOEXEC == 0 {
+		fail("received descriptor's flags %#x, %v; want FD_CLOEXEC", fl, err)
+	}
+	got := make([]byte, 32)
+	n, err := syscall.Pread(fds[0], got, 0)
+	if err != nil || string(got[:n]) != "passed file" {
+		fail("read from the received descriptor: %q, %v", got[:n], err)
+	}
+	syscall.Close(fds[0])
+	// Descriptors nobody receives are closed with the socket.
+	if err := syscall.Sendmsg(sp[0], []byte("d"), syscall.UnixRights(1), nil, 0); err != nil {
+		fail("sendmsg: %v", err)
+	}
+	fmt.Println("netedge: rights ok")
+}
+
+func unixFcntl(fd, cmd int) (int, error) {
+	r, _, e := syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd), uintptr(cmd), 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
+}
+
 func main() {
 	udpZeroBuffer()
 	reset()
 	interfaces()
+	rights()
 	fmt.Println("netedge: ok")
 }
