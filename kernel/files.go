@@ -162,6 +162,7 @@ func closeFD(fd uint64) int64 {
 		}
 	}
 	putOFD(o)
+	rightsGC() // descriptors in flight to a socket it freed
 	return 0
 }
 

@@ -17,8 +17,10 @@ import "unsafe"
 // docs/kernel.md, "Network", has the design.
 
 const (
-	afInet  = 2
-	afInet6 = 10
+	afInet    = 2
+	afInet6   = 10
+	afNetlink = 16 // NETLINK_ROUTE only: the service answers net.Interfaces' dumps
+	sockRaw   = 3
 
 	netNameMax = 28 // sizeof(struct sockaddr_in6)
 )
@@ -89,13 +91,22 @@ func netSocket(domain, typ, proto uint64) int64 {
 	if typ&^(0xf|sockNonblock|sockCloexec) != 0 {
 		return -eINVAL
 	}
-	switch typ & 0xf {
-	case sockStream, sockDgram:
-	default:
-		return -eSOCKTNOSUPPORT
-	}
-	if proto != 0 && !(typ&0xf == sockStream && proto == 6) && !(typ&0xf == sockDgram && proto == 17) {
-		return -ePROTONOSUPPORT
+	if domain == afNetlink {
+		if typ&0xf != sockRaw && typ&0xf != sockDgram {
+			return -eSOCKTNOSUPPORT
+		}
+		if proto != 0 { // NETLINK_ROUTE
+			return -ePROTONOSUPPORT
+		}
+	} else {
+		switch typ & 0xf {
+		case sockStream, sockDgram:
+		default:
+			return -eSOCKTNOSUPPORT
+		}
+		if proto != 0 && !(typ&0xf == sockStream && proto == 6) && !(typ&0xf == sockDgram && proto == 17) {
+			return -ePROTONOSUPPORT
+		}
 	}
 	fd := svcNewObject(netSvc, 0, typ&(oNonblock|oCloexec), 0)
 	if fd < 0 {
@@ -107,7 +118,7 @@ func netSocket(domain, typ, proto uint64) int64 {
 	// the object, so the service has the socket before its first call.
 	o := getFile(uint64(fd))
 	ob := &svcObjects[o.pipe]
-	ob.inet, ob.dgram, ob.family = true, typ&0xf == sockDgram, uint16(domain)
+	ob.inet, ob.dgram, ob.family = true, typ&0xf != sockStream, uint16(domain)
 	if ob.dgram {
 		ob.evOff = epollIn // datagrams do not go through the rings
 	} else {
@@ -140,6 +151,8 @@ func netName(o *ofile, peer int, addr, alenp uint64) int64 {
 		n = 16
 		if ob.family == afInet6 {
 			n = 28
+		} else if ob.family == afNetlink {
+			n = 12
 		}
 		buf[0] = byte(ob.family)
 	} else {

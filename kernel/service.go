@@ -38,7 +38,7 @@ const (
 const (
 	svcOpen     = iota // (flags) -> queue fd
 	svcObject          // (queue fd, cookie, flags, *handle) -> object fd
-	svcPush            // (queue fd, handle, buf, n) -> bytes taken; n == 0: end of data
+	svcPush            // (queue fd, handle, buf, n, errno) -> bytes taken; n == 0: end of data, errno != 0: its read fails so once (a reset)
 	svcPull            // (queue fd, handle, buf, n) -> bytes given; 0: the program closed
 	svcComplete        // (queue fd, handle, seq, result) -> 0
 	svcDrop            // (queue fd, handle) -> 0: the service is done with the object
@@ -95,8 +95,9 @@ type svcObjectT struct {
 	// TCP socket that is not connected yet is not writable).
 	evOn, evOff uint32
 	evGen       uint32
-	inet, dgram bool // an AF_INET or AF_INET6 socket (netsock.go); a datagram one
-	wrShut      bool // shut down for writing: writes fail with EPIPE
+	inet, dgram bool  // an AF_INET or AF_INET6 socket (netsock.go); a datagram one
+	wrShut      bool  // shut down for writing: writes fail with EPIPE
+	rdErr       int32 // the errno the read at the end of data gives once (ECONNRESET), then end of file
 	family      uint16
 	names       [2][netNameMax]byte // local and peer address (svcName)
 	nameLen     [2]uint8
@@ -203,6 +204,12 @@ func sysAmberService(f *sysFrame) int64 {
 	}
 	switch f.rdi {
 	case svcPush:
+		if f.r8 == 0 && f.r9 != 0 {
+			if f.r9 > 4095 {
+				return -eINVAL
+			}
+			ob.rdErr = int32(f.r9)
+		}
 		return svcPushData(i, ob, uintptr(f.r10), uintptr(f.r8))
 	case svcPull:
 		return svcPullData(i, ob, uintptr(f.r10), uintptr(f.r8))
@@ -534,7 +541,13 @@ func (*svcObjectFile) read(o *ofile, buf, n uintptr, pos int64) int64 {
 	if ob.svc >= 0 {
 		svc = int(o.pipe)
 	}
-	return pipeReadFrom(o, &pipes[ob.rx], buf, n, svc)
+	r := pipeReadFrom(o, &pipes[ob.rx], buf, n, svc)
+	if r == 0 && n > 0 && ob.rdErr != 0 {
+		// The stream ended in a reset: the read that reaches its end
+		// fails with it once, as on Linux; later reads see end of file.
+		r, ob.rdErr = -int64(ob.rdErr), 0
+	}
+	return r
 }
 
 //go:nosplit

@@ -189,6 +189,7 @@ func sockFreeOne(si int32) {
 			}
 		}
 	}
+	rightsOrphan(si)
 	s.rx.free()
 	if s.ino != 0 {
 		ip(s.ino).opens--
@@ -395,6 +396,23 @@ var (
 //
 //go:nosplit
 func sockSend(o *ofile, uv uio, flags uint64, addr uintptr, alen uint64) int64 {
+	rt := sendRights // sysSendmsg's descriptors, before anything blocks
+	sendRights = -1
+	r := sockSendRightsFn(o, uv, flags, addr, alen, rt)
+	if rt >= 0 && !rights[rt].attached { // not sent: the references go back
+		rightsAbort(int64(rt))
+	}
+	return r
+}
+
+// sockSendRightsFn: indirect, as sockSendFn.
+var sockSendRightsFn = sockSendRights
+
+// sockSendRights is sockSend, with rt the descriptors (rights entry) to
+// attach to the data, or -1.
+//
+//go:nosplit
+func sockSendRights(o *ofile, uv uio, flags uint64, addr uintptr, alen uint64, rt int32) int64 {
 	u := &uv
 	s := &socks[o.sock]
 	total := u.total()
@@ -409,7 +427,7 @@ func sockSend(o *ofile, uv uio, flags uint64, addr uintptr, alen uint64) int64 {
 			}
 			return -eOPNOTSUPP
 		}
-		return streamSend(o, u, total, nonblock)
+		return streamSend(o, u, total, nonblock, rt)
 	}
 	// Records: find the receiver.
 	var t int32 = -1
@@ -485,6 +503,13 @@ func sockSend(o *ofile, uv uio, flags uint64, addr uintptr, alen uint64) int64 {
 			}
 			at += v.len
 		}
+		if rt >= 0 {
+			pi := t
+			if pi < 0 {
+				pi = s.peer
+			}
+			rightsAttach(rt, pi, pos)
+		}
 		rx.wpos += uint64(need)
 		sockChanged(p)
 		return total
@@ -492,7 +517,7 @@ func sockSend(o *ofile, uv uio, flags uint64, addr uintptr, alen uint64) int64 {
 }
 
 //go:nosplit
-func streamSend(o *ofile, u *uio, total int64, nonblock bool) int64 {
+func streamSend(o *ofile, u *uio, total int64, nonblock bool, rt int32) int64 {
 	done := int64(0)
 	for i := 0; i < u.count(); i++ {
 		v, ok := u.seg(i)
@@ -537,6 +562,9 @@ func streamSend(o *ofile, u *uio, total int64, nonblock bool) int64 {
 				return -eNOMEM
 			}
 			c := rx.user(rx.wpos, uintptr(v.base+off), k, true)
+			if c > 0 && rt >= 0 && !rights[rt].attached {
+				rightsAttach(rt, s.peer, rx.wpos) // with the first byte
+			}
 			rx.wpos += uint64(c)
 			if c > 0 {
 				sockChanged(p)
@@ -560,6 +588,14 @@ func streamSend(o *ofile, u *uio, total int64, nonblock bool) int64 {
 //go:nosplit
 func sockRecv(o *ofile, uv uio, flags uint64, addr, alenp uintptr) (r int64, flagsOut uint32) {
 	u := &uv
+	// sysRecvmsg's control buffer, before anything blocks.
+	var cbuf, clen uint64
+	var ccloexec bool
+	if recvCtl.set {
+		cbuf, clen, ccloexec = recvCtl.buf, recvCtl.len, recvCtl.cloexec
+		recvCtl.set = false
+	}
+	recvCtl.out = 0
 	if t := u.total(); t < 0 {
 		return t, 0
 	}
@@ -578,10 +614,23 @@ func sockRecv(o *ofile, uv uio, flags uint64, addr, alenp uintptr) (r int64, fla
 					return -eFAULT, 0
 				}
 			}
+			si, at := o.sock, rx.rpos
+			var r int64
+			var fo uint32
 			if s.typ == sockStream {
-				return streamRecv(s, u, flags), 0
+				r = streamRecv(s, u, flags, rightsLimit(si, at, uint64(u.total())))
+			} else {
+				r, fo = recordRecv(s, u, flags, addr, alenp)
 			}
-			return recordRecv(s, u, flags, addr, alenp)
+			if r >= 0 && flags&msgPeek == 0 {
+				recvCtl.buf, recvCtl.len, recvCtl.cloexec, recvCtl.out = cbuf, clen, ccloexec, 0
+				end := at + 1 // a record's rights are at its start
+				if s.typ == sockStream {
+					end = at + uint64(r)
+				}
+				fo |= rightsDeliver(si, at, end)
+			}
+			return r, fo
 		}
 		if s.shut&shutRd != 0 {
 			return 0, 0
@@ -599,11 +648,11 @@ func sockRecv(o *ofile, uv uio, flags uint64, addr, alenp uintptr) (r int64, fla
 }
 
 //go:nosplit
-func streamRecv(s *sockT, u *uio, flags uint64) int64 {
+func streamRecv(s *sockT, u *uio, flags uint64, lim uint64) int64 {
 	rx := &s.rx
 	pos := rx.rpos
 	done := uintptr(0)
-	for i := 0; i < u.count() && pos != rx.wpos; i++ {
+	for i := 0; i < u.count() && pos != rx.wpos && uint64(done) < lim; i++ {
 		v, ok := u.seg(i)
 		if !ok {
 			break
@@ -611,6 +660,9 @@ func streamRecv(s *sockT, u *uio, flags uint64) int64 {
 		k := uintptr(v.len)
 		if avail := uintptr(rx.wpos - pos); k > avail {
 			k = avail
+		}
+		if k > uintptr(lim)-done {
+			k = uintptr(lim) - done // the next descriptors come with the next read
 		}
 		c := rx.user(pos, uintptr(v.base), k, false)
 		pos += uint64(c)
@@ -850,7 +902,7 @@ func sockArgs(domain, typ, proto uint64) (uint8, int64) {
 
 //go:nosplit
 func sysSocket(f *sysFrame) int64 {
-	if f.rdi == afInet || f.rdi == afInet6 {
+	if f.rdi == afInet || f.rdi == afInet6 || f.rdi == afNetlink {
 		return netSocket(f.rdi, f.rsi, f.rdx)
 	}
 	t, r := sockArgs(f.rdi, f.rsi, f.rdx)
@@ -1262,9 +1314,6 @@ func sysSendmsg(f *sysFrame) int64 {
 	if m.iovlen > 1024 {
 		return -eMSGSIZE
 	}
-	if m.controllen != 0 {
-		return -eOPNOTSUPP // descriptor passing and credentials are not supported
-	}
 	u := uio{iov: uintptr(m.iov), cnt: int(m.iovlen)}
 	if m.iovlen > 0 && !userOK(u.iov, uintptr(m.iovlen)*16) {
 		return -eFAULT
@@ -1272,6 +1321,15 @@ func sysSendmsg(f *sysFrame) int64 {
 	var addr uintptr
 	if m.name != 0 && m.namelen != 0 {
 		addr = uintptr(m.name)
+	}
+	if m.controllen != 0 {
+		// Descriptors (SCM_RIGHTS; scmrights.go); credentials are
+		// not supported (EOPNOTSUPP).
+		ri := rightsParse(m.control, m.controllen)
+		if ri < -1 {
+			return ri
+		}
+		sendRights = int32(ri)
 	}
 	return sockSendFn(o, u, f.rdx, addr, uint64(m.namelen))
 }
@@ -1301,7 +1359,9 @@ func sysRecvmsg(f *sysFrame) int64 {
 	if m.name != 0 {
 		addr, alenp = uintptr(m.name), mp+8
 	}
+	recvCtl.set, recvCtl.buf, recvCtl.len, recvCtl.cloexec = true, m.control, m.controllen, f.rdx&msgCmsgCloexec != 0
 	r, fo := sockRecvFn(o, u, f.rdx, addr, alenp)
+	recvCtl.set = false
 	if r < 0 {
 		return r
 	}
@@ -1309,7 +1369,7 @@ func sysRecvmsg(f *sysFrame) int64 {
 		var z uint32
 		copyOut(mp+8, unsafe.Pointer(&z), 4)
 	}
-	var z uint64
+	z := recvCtl.out // written right before sockRecv returned
 	fl := int32(fo)
 	if !copyOut(mp+40, unsafe.Pointer(&z), 8) || !copyOut(mp+48, unsafe.Pointer(&fl), 4) {
 		return -eFAULT

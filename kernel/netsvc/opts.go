@@ -3,6 +3,7 @@ package netsvc
 import (
 	"encoding/binary"
 	"errors"
+	"net"
 	"syscall"
 	"time"
 
@@ -15,11 +16,25 @@ func errnoOf(err tcpip.Error) syscall.Errno {
 	return syscall.Errno(syserr.TranslateNetstackError(err).ToLinux())
 }
 
-// errnoOfConn is the errno behind a gonet connection's error.
+// connErrs are the netstack errors a connection's read or write can end
+// with; gonet passes on only their text.
+var connErrs = []tcpip.Error{&tcpip.ErrConnectionReset{}, &tcpip.ErrTimeout{}, &tcpip.ErrConnectionAborted{},
+	&tcpip.ErrConnectionRefused{}, &tcpip.ErrNetworkUnreachable{}, &tcpip.ErrHostUnreachable{}}
+
+// errnoOfConn is the errno behind a gonet connection's error
+// (ECONNRESET when it is none of connErrs).
 func errnoOfConn(err error) syscall.Errno {
 	var ne interface{ Timeout() bool }
 	if errors.As(err, &ne) && ne.Timeout() {
 		return syscall.ETIMEDOUT
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Err != nil {
+		for _, e := range connErrs {
+			if oe.Err.Error() == e.String() {
+				return errnoOf(e)
+			}
+		}
 	}
 	return syscall.ECONNRESET
 }
@@ -37,6 +52,14 @@ func (k *sock) getsockopt(level, name int, val, lenp uint64) int64 {
 	v := int32(0)
 	so := k.ep.SocketOptions()
 	switch {
+	case level == syscall.SOL_SOCKET && name == syscall.SO_LINGER:
+		// struct linger, two ints: l_onoff, l_linger (seconds).
+		l := so.GetLinger()
+		var b [8]byte
+		binary.LittleEndian.PutUint32(b[:], uint32(b2i(l.Enabled)))
+		binary.LittleEndian.PutUint32(b[4:], uint32(l.Timeout/time.Second))
+		putOpt(b[:], val, lenp)
+		return 0
 	case level == syscall.SOL_SOCKET && name == syscall.SO_ERROR:
 		k.mu.Lock()
 		v, k.soErr = int32(k.soErr), 0
@@ -86,14 +109,20 @@ func (k *sock) getsockopt(level, name int, val, lenp uint64) int64 {
 	}
 	var b [4]byte
 	binary.LittleEndian.PutUint32(b[:], uint32(v))
+	putOpt(b[:], val, lenp)
+	return 0
+}
+
+// putOpt writes an option's value b to val, at most *lenp bytes, and the
+// count written to *lenp (the core checked both).
+func putOpt(b []byte, val, lenp uint64) {
 	l := mem(lenp, 4)
 	n := int(int32(binary.LittleEndian.Uint32(l)))
-	if n > 4 {
-		n = 4
+	if n > len(b) {
+		n = len(b)
 	}
 	copy(mem(val, uint64(n)), b[:n])
 	binary.LittleEndian.PutUint32(l, uint32(n))
-	return 0
 }
 
 func b2i(b bool) int32 {
@@ -104,6 +133,20 @@ func b2i(b bool) int32 {
 }
 
 func (k *sock) setsockopt(level, name int, val []byte) int64 {
+	if level == syscall.SOL_SOCKET && name == syscall.SO_LINGER {
+		// A close with l_onoff set and l_linger 0 resets the
+		// connection (gVisor's close sends RST then), as on Linux.
+		if len(val) < 8 {
+			return -int64(syscall.EINVAL)
+		}
+		on := int32(binary.LittleEndian.Uint32(val))
+		secs := int32(binary.LittleEndian.Uint32(val[4:]))
+		if secs < 0 {
+			secs = 0
+		}
+		k.ep.SocketOptions().SetLinger(tcpip.LingerOption{Enabled: on != 0, Timeout: time.Duration(secs) * time.Second})
+		return 0
+	}
 	if len(val) < 4 {
 		if len(val) == 0 {
 			return -int64(syscall.EINVAL)

@@ -44,6 +44,8 @@ type sock struct {
 	readCh  chan struct{} // the program waits for data
 	writeCh chan struct{} // the program wrote
 	ctlCh   chan ctl      // shutdown and close, in order with the data
+
+	nl *nlSock // an AF_NETLINK socket (netlink.go); ep is nil then
 }
 
 // ctl is a request for the write pump: shutdown(how) or, with close set,
@@ -55,6 +57,9 @@ type ctl struct {
 }
 
 func (s *Service) newSock(h service.Handle, family, typ, proto int) int64 {
+	if family == syscall.AF_NETLINK {
+		return s.newNetlink(h, typ, proto)
+	}
 	k := &sock{s: s, h: h, family: family, readCh: make(chan struct{}, 1), writeCh: make(chan struct{}, 1), ctlCh: make(chan ctl, 4)}
 	netProto := ipv4.ProtocolNumber
 	if family == syscall.AF_INET6 {
@@ -150,6 +155,9 @@ func mem(addr, n uint64) []byte {
 }
 
 func (k *sock) call(r *service.Request) int64 {
+	if k.nl != nil {
+		return k.nlCall(r)
+	}
 	a := r.Args
 	switch r.Sub() {
 	case nsBind:
@@ -400,9 +408,11 @@ func (k *sock) readPump() {
 		}
 		if err != nil {
 			if err != io.EOF {
-				k.mu.Lock()
-				k.soErr = errnoOfConn(err)
-				k.mu.Unlock()
+				// A reset (or a keepalive timeout): the program's
+				// read at the end of the data fails with it once.
+				errno := errnoOfConn(err)
+				k.s.q.End(k.h, errno)
+				return
 			}
 			k.s.q.Push(k.h, nil) // end of data
 			return
@@ -477,6 +487,10 @@ func (k *sock) close() {
 	k.s.mu.Lock()
 	delete(k.s.socks, k.h)
 	k.s.mu.Unlock()
+	if k.nl != nil {
+		k.s.q.Drop(k.h)
+		return
+	}
 	k.unwatch()
 	k.mu.Lock()
 	k.closed = true
@@ -515,8 +529,7 @@ func (k *sock) sendto(r *service.Request, a [5]uint64) int64 {
 func (k *sock) recvfrom(r *service.Request, a [5]uint64) int64 {
 	const msgDontwait, msgPeek, msgTrunc = 0x40, 0x2, 0x20
 	try := func() (int64, bool) {
-		buf := mem(a[0], a[1])
-		w := tcpip.SliceWriter(buf)
+		w := truncWriter(mem(a[0], a[1]))
 		res, err := k.ep.Read(&w, tcpip.ReadOptions{NeedRemoteAddr: a[3] != 0, Peek: a[2]&msgPeek != 0})
 		if err != nil {
 			if _, ok := err.(*tcpip.ErrWouldBlock); ok {
@@ -530,7 +543,7 @@ func (k *sock) recvfrom(r *service.Request, a [5]uint64) int64 {
 		if a[2]&msgTrunc != 0 {
 			return int64(res.Total), true
 		}
-		return int64(res.Count), true
+		return int64(min(uint64(res.Count), a[1])), true // truncWriter counted it all
 	}
 	n, ok := try()
 	k.dgramEvents()
@@ -555,6 +568,18 @@ func (k *sock) recvfrom(r *service.Request, a [5]uint64) int64 {
 		}
 	}()
 	return pending
+}
+
+// truncWriter takes what fits of a datagram and drops the rest, as
+// recvfrom does on Linux (a zero-length buffer consumes the datagram and
+// returns 0). gVisor's SliceWriter reports a short write instead, which
+// its UDP endpoint turns into EFAULT when nothing fit.
+type truncWriter []byte
+
+func (w *truncWriter) Write(b []byte) (int, error) {
+	n := copy(*w, b)
+	*w = (*w)[n:]
+	return len(b), nil
 }
 
 // parseAddr reads a sockaddr_in or sockaddr_in6.

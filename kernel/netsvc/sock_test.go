@@ -2,6 +2,8 @@ package netsvc
 
 import (
 	"bytes"
+	"errors"
+	"net"
 	"syscall"
 	"testing"
 
@@ -76,5 +78,44 @@ func TestLoopbackStack(t *testing.T) {
 	defer st.Close()
 	if !st.CheckNIC(loopNIC) {
 		t.Fatal("no loopback interface")
+	}
+}
+
+// A datagram longer than the buffer is truncated, not an error: a
+// zero-length buffer takes the datagram and reads 0, as on Linux.
+func TestTruncWriter(t *testing.T) {
+	for _, n := range []int{0, 3, 10} {
+		buf := make([]byte, n)
+		w := truncWriter(buf)
+		got, err := w.Write([]byte("datagram"))
+		if got != 8 || err != nil {
+			t.Errorf("buffer %d: Write = %d, %v; want 8, nil", n, got, err)
+		}
+		if want := "datagram"[:min(n, 8)]; string(buf[:min(n, 8)]) != want {
+			t.Errorf("buffer %d: holds %q, want %q", n, buf, want)
+		}
+	}
+}
+
+// A connection's end reaches the program as the errno Linux gives: a
+// keepalive timeout is ETIMEDOUT, not a reset.
+func TestErrnoOfConn(t *testing.T) {
+	for _, c := range []struct {
+		err  tcpip.Error
+		want syscall.Errno
+	}{
+		{&tcpip.ErrConnectionReset{}, syscall.ECONNRESET},
+		{&tcpip.ErrTimeout{}, syscall.ETIMEDOUT},
+		{&tcpip.ErrConnectionAborted{}, syscall.ECONNABORTED},
+		{&tcpip.ErrHostUnreachable{}, syscall.EHOSTUNREACH},
+	} {
+		// As gonet reports it: the netstack error's text in an OpError.
+		err := &net.OpError{Op: "read", Net: "tcp", Err: errors.New(c.err.String())}
+		if got := errnoOfConn(err); got != c.want {
+			t.Errorf("%v: %v, want %v", c.err, got, c.want)
+		}
+	}
+	if got := errnoOfConn(errors.New("something else")); got != syscall.ECONNRESET {
+		t.Errorf("an unknown error: %v, want ECONNRESET", got)
 	}
 }

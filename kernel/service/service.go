@@ -192,6 +192,14 @@ func (q *Queue) Push(h Handle, p []byte) (int, error) {
 	return int(r), err
 }
 
+// End ends the stream as Push(nil) does, but the program's read that
+// reaches its end fails with errno once (ECONNRESET after a reset; 0 is
+// plain end of file).
+func (q *Queue) End(h Handle, errno syscall.Errno) error {
+	_, err := q.call(opPush, uintptr(h), 0, 0, uintptr(errno))
+	return err
+}
+
 // Pull takes data the program wrote: the count, 0 once the program has
 // closed, EAGAIN when there is none (a Write request comes with the next).
 func (q *Queue) Pull(h Handle, p []byte) (int, error) {

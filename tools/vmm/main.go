@@ -533,6 +533,7 @@ func cmdTest(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	pack := fs.String("pack", "module", "what the guest's file system holds: `module` (the package's module, so ../testdata is there) or package (its directory only)")
 	packMax := fs.String("pack-max", "32M", "the most --pack=module packs (`size`): a larger module packs only the package's directory, with a warning")
 	diskSpec := fs.String("disk", "", "attach `FILE[,readonly]` as the guest's disk, as vmm run --disk does: the tests see its file system at /data, and their temporary directories go to /data/tmp (TMPDIR, made on the disk first) unless --env sets TMPDIR")
+	netSpec := fs.String("net", "", "attach a virtio-net device as vmm run --net does: `user[,OPTIONS]` (QEMU's user-mode network; --accel tcg only for now)")
 	var env listFlag
 	fs.Var(&env, "env", "environment variable `KEY=VALUE` for the tests (repeatable)")
 	fs.Usage = func() {
@@ -590,6 +591,10 @@ Flags:
 			env = append(env, "TMPDIR=/data/tmp")
 		}
 		disks = append(disks, d)
+	}
+	if *netSpec != "" && *netSpec != "user" && !strings.HasPrefix(*netSpec, "user,") {
+		fmt.Fprintf(stderr, "vmm test: --net %q: want user[,OPTIONS] (QEMU's user-mode network)\n", *netSpec)
+		return exitUsage
 	}
 	if *pack != "module" && *pack != "package" {
 		fmt.Fprintf(stderr, "vmm test: --pack %q: want module or package\n", *pack)
@@ -690,7 +695,7 @@ Flags:
 		return 1
 	}
 	var buf bytes.Buffer
-	code := bootImage(runOptions{image: img, mem: memBytes, env: env, args: testArgs, disks: disks, timeout: *timeout, accel: *accel, boot: "direct"},
+	code := bootImage(runOptions{image: img, mem: memBytes, env: env, args: testArgs, disks: disks, net: *netSpec, timeout: *timeout, accel: *accel, boot: "direct"},
 		stdin, io.MultiWriter(&buf, verboseWriter(stdout, testArgs)), io.MultiWriter(&buf, verboseWriter(stderr, testArgs)))
 	elapsed := time.Since(start).Seconds()
 	if code != 0 {
