@@ -612,3 +612,28 @@ func TestDataMountPointAndReadOnly(t *testing.T) {
 	}
 	fsckDisk(t, disk)
 }
+
+// What a program wrote on /data without fsync survives its exit, as on
+// Linux: datafs.AtExit commits when main returns and in os.Exit (the
+// runtime's exit hook) before the VM powers off. The files are written
+// well within the five seconds of the periodic commit, so without the
+// exit's commit the next boot finds none.
+func TestDataExitCommits(t *testing.T) {
+	for _, c := range []struct {
+		how  string
+		code int
+	}{{"return", 0}, {"exit3", 3}} {
+		t.Run(c.how, func(t *testing.T) {
+			disk := newDataDisk(t)
+			r := runData(t, disk, "nosync", "6", c.how)
+			if r.code != c.code || !strings.Contains(r.stdout, "written without fsync") {
+				t.Fatalf("exit %d, want %d\n%s", r.code, c.code, r.stdout)
+			}
+			fsckDisk(t, disk)
+			r = runData(t, disk, "check")
+			if r.code != 0 || !strings.Contains(r.stdout, "checked 6\n") {
+				t.Fatalf("after the exit: exit %d\n%s", r.code, r.stdout)
+			}
+		})
+	}
+}
