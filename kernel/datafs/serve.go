@@ -92,7 +92,7 @@ type server struct {
 	nodes map[uint64]*node
 	next  uint64
 	ro    bool
-	down  bool // unmounted at exit (AtExit): calls fail with EIO
+	down  bool   // unmounted at exit (AtExit): calls fail with EIO
 	mount string // the mount point: an absolute symlink target under it stays on /data
 	trace bool   // DATAFS_TRACE set: every call on stderr
 }
