@@ -304,6 +304,11 @@ func (s *server) serve() {
 				if !s.down {
 					s.close(r.Args[0])
 				}
+			case service.DataSync:
+				if !s.down && s.fs.Dirty() {
+					s.commit()
+				}
+				s.q.DataSynced()
 			}
 			s.mu.Unlock()
 		}

@@ -2,6 +2,7 @@ package guest
 
 import (
 	"bufio"
+	"bytes"
 	"io"
 	"math/rand"
 	"os"
@@ -635,5 +636,37 @@ func TestDataExitCommits(t *testing.T) {
 				t.Fatalf("after the exit: exit %d\n%s", r.code, r.stdout)
 			}
 		})
+	}
+}
+
+// Ctrl-C (vmm run's SIGINT) kills a program that does not handle it, and
+// what it wrote on /data without fsync survives: the kernel holds the
+// host's signal until the service has committed (kernel/datafile.go,
+// dataHoldSignals). Amber's VMM delivers host signals, so KVM only.
+func TestDataCtrlCCommits(t *testing.T) {
+	needKVM(t)
+	img := image(t, "./testdata/datafs")
+	store := filepath.Join(t.TempDir(), "vm.store")
+	if r := run(t, "store", "create", store, "--disk-size", "64M"); r.code != 0 {
+		t.Fatalf("store create: exit %d\n%s", r.code, r.stderr)
+	}
+	cmd := exec.Command(vmmBin, "run", "--timeout", "300s", "--disk", store, img, "--", "nosync", "6", "wait")
+	var out bytes.Buffer
+	cmd.Stdout = &syncWriter{b: &out}
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < maxPolls && !strings.Contains(cmd.Stdout.(*syncWriter).String(), "written without fsync"); i++ {
+		time.Sleep(25 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGINT)
+	if code := waitExit(t, cmd); code != exitInterrupted {
+		t.Fatalf("exit %d, want %d\n%s", code, exitInterrupted, cmd.Stdout.(*syncWriter).String())
+	}
+	fsckStoreDisk(t, store)
+	r := run(t, "run", "--timeout", "300s", "--disk", store, img, "--", "check")
+	if r.code != 0 || !strings.Contains(r.stdout, "checked 6\n") {
+		t.Fatalf("after Ctrl-C: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 }

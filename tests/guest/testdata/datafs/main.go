@@ -5,7 +5,8 @@
 //	datafs write N     N files with fsync each, "synced NAME" after each fsync
 //	datafs check       every fNNN file holds its content: "checked N"
 //	datafs nosync N HOW N files without fsync, then ends by HOW: return
-//	                   (from main), exit3 (os.Exit(3)) or panic
+//	                   (from main), exit3 (os.Exit(3)), panic, or wait (for
+//	                   a signal that kills it)
 //	datafs cycle START check, then write files from fSTART on until killed
 //	datafs ops         file system calls and their results, "ops ok" at the end
 //	datafs host        prints fromhost's content, writes fromguest
@@ -68,6 +69,8 @@ func main() {
 			os.Exit(3)
 		case "panic":
 			panic("after writing without fsync")
+		case "wait":
+			time.Sleep(time.Hour)
 		}
 		fail("unknown ending " + os.Args[3])
 	case "check":
