@@ -214,14 +214,19 @@ func AtExit() {
 		return
 	}
 	done := make(chan struct{})
+	start := time.Now()
 	go func() {
 		s.mu.Lock()
 		if !s.down {
-			if s.fs.Dirty() {
+			dirty := s.fs.Dirty()
+			if dirty {
 				s.commit()
 			}
 			s.fs.Close()
 			s.down = true
+			if s.trace {
+				fmt.Fprintf(os.Stderr, "datafs: exit: commit (dirty %v) and unmount in %v\n", dirty, time.Since(start))
+			}
 		}
 		s.mu.Unlock()
 		close(done)
