@@ -38,7 +38,7 @@ const (
 	svcDataMount    = 6  // amber_service op: (queue fd) -> address of dataArgs
 	svcDataDone     = 7  // amber_service op: (queue fd, seq, result)
 	svcReqDataSync  = 8  // commit /data, then svcDataSynced: a host signal waits for it
-	svcDataSynced   = 12 // amber_service op: (queue fd) -> 0: the commit is done
+	svcDataSynced   = 12 // amber_service op: (queue fd, seq) -> 0: the commit is done
 
 	dataMountMax = 255
 )
@@ -347,8 +347,8 @@ func dataService(op uint64, q int32, seq uint64, res int64) int64 {
 		return int64(uintptr(unsafe.Pointer(&dataArgs)))
 	}
 	if op == svcDataSynced {
-		if q != dataSvc {
-			return -eINVAL
+		if q != dataSvc || seq != dataSyncSeq {
+			return -eINVAL // a late answer to a wait that timed out
 		}
 		deliverHostSignals(dataSyncEnd())
 		return 0
@@ -392,6 +392,7 @@ var (
 	dataSyncing   bool
 	dataSigsHeld  uint64 // host signals waiting for the commit (bit sig-1)
 	dataSyncUntil int64
+	dataSyncSeq   uint64
 )
 
 // dataHoldSignals takes the host signals just posted and returns those
@@ -417,7 +418,8 @@ func dataHoldSignals(bits uint64) uint64 {
 	if !ends || q < 0 || q >= len(services) || !services[q].used {
 		return bits
 	}
-	r := svcRequest{op: svcReqDataSync}
+	dataSyncSeq++
+	r := svcRequest{op: svcReqDataSync, seq: dataSyncSeq}
 	if !svcPost(&services[q], &r) {
 		return bits
 	}

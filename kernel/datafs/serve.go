@@ -313,7 +313,7 @@ func (s *server) serve() {
 				if !s.down && s.fs.Dirty() {
 					s.commit()
 				}
-				s.q.DataSynced()
+				s.q.DataSynced(r.Seq)
 			}
 			s.mu.Unlock()
 		}

@@ -68,7 +68,7 @@ const (
 	Sock
 	// DataSync: the program is about to get a signal from the host
 	// (Ctrl-C) that may end it; commit the persistent file system, then
-	// DataSynced, and the core delivers the signal.
+	// DataSynced(Seq), and the core delivers the signal.
 	DataSync
 )
 
@@ -241,10 +241,10 @@ func (q *Queue) DataDone(seq uint64, result int64) error {
 	return err
 }
 
-// DataSynced tells the core a DataSync's commit is done (or failed): it
-// delivers the signals it held.
-func (q *Queue) DataSynced() error {
-	_, err := q.call(opDataSynced, 0, 0, 0, 0)
+// DataSynced tells the core DataSync request seq's commit is done (or
+// failed): it delivers the signals it held.
+func (q *Queue) DataSynced(seq uint64) error {
+	_, err := q.call(opDataSynced, uintptr(seq), 0, 0, 0)
 	return err
 }
 
