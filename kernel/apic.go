@@ -175,8 +175,8 @@ func kernelContext(sp uint64) bool {
 //go:nosplit
 func timerInterrupt(tf *boot.TrapFrame, fp uintptr) uintptr {
 	ticks++
-	if hostSignals != 0 && atomic.LoadUint64(u64at(hostSignals)) != 0 {
-		sigWork |= workHostSigs
+	if hostSignals != 0 && (atomic.LoadUint64(u64at(hostSignals)) != 0 || dataSyncing) {
+		sigWork |= workHostSigs // dataSyncing: the wait's deadline is checked there
 	}
 	if kernelContext(tf.RSP) {
 		sigWork |= workResched
@@ -218,7 +218,13 @@ func takeHostSignals() {
 	if hostSignals == 0 {
 		return
 	}
-	bits := atomic.SwapUint64(u64at(hostSignals), 0)
+	deliverHostSignals(dataHoldSignals(atomic.SwapUint64(u64at(hostSignals), 0)))
+}
+
+// deliverHostSignals delivers host signals (bit sig-1 of bits).
+//
+//go:nosplit
+func deliverHostSignals(bits uint64) {
 	for sig := uint64(1); sig < nsig; sig++ {
 		if bits&(1<<(sig-1)) != 0 {
 			processSignal(sig)

@@ -33,10 +33,12 @@ const (
 	walkData = -0x10000
 	inoData  = 1 << 40
 
-	svcReqData      = 5 // a call on /data: dataArgs holds it; answer with svcDataDone
-	svcReqDataClose = 6 // the program closed node args[0]
-	svcDataMount    = 6 // amber_service op: (queue fd) -> address of dataArgs
-	svcDataDone     = 7 // amber_service op: (queue fd, seq, result)
+	svcReqData      = 5  // a call on /data: dataArgs holds it; answer with svcDataDone
+	svcReqDataClose = 6  // the program closed node args[0]
+	svcDataMount    = 6  // amber_service op: (queue fd) -> address of dataArgs
+	svcDataDone     = 7  // amber_service op: (queue fd, seq, result)
+	svcReqDataSync  = 8  // commit /data, then svcDataSynced: a host signal waits for it
+	svcDataSynced   = 12 // amber_service op: (queue fd, seq) -> 0: the commit is done
 
 	dataMountMax = 255
 )
@@ -344,6 +346,13 @@ func dataService(op uint64, q int32, seq uint64, res int64) int64 {
 		dataArgs.plen = uint32(copy(dataArgs.path[:], dataMount[:dataMountLen]))
 		return int64(uintptr(unsafe.Pointer(&dataArgs)))
 	}
+	if op == svcDataSynced {
+		if q != dataSvc || seq != dataSyncSeq {
+			return -eINVAL // a late answer to a wait that timed out
+		}
+		deliverHostSignals(dataSyncEnd())
+		return 0
+	}
 	if q != dataSvc || seq != dataSeq || dataDone {
 		return -eINVAL
 	}
@@ -365,6 +374,66 @@ func dataServiceGone(q int32) {
 	if !dataDone {
 		dataRes, dataDone = -eIO, true
 	}
+	deliverHostSignals(dataSyncEnd())
+}
+
+// Signals from the host (Ctrl-C's SIGINT, a SIGTERM) usually end the
+// program: Go's handler kills the process unless it asked for them. That
+// is a power-off of the VM, and with the runtime's only P held by the
+// dying thread the service could not commit then. So a host signal whose
+// default action ends the program is held while the service commits
+// /data (svcReqDataSync), and delivered when it answers (svcDataSynced)
+// or after dataSyncWait: everything written before the signal survives
+// it, as on Linux. A program that handles the signal gets it a commit
+// later. Without /data nothing is held.
+const dataSyncWait = 30_000_000_000 // ns
+
+var (
+	dataSyncing   bool
+	dataSigsHeld  uint64 // host signals waiting for the commit (bit sig-1)
+	dataSyncUntil int64
+	dataSyncSeq   uint64
+)
+
+// dataHoldSignals takes the host signals just posted and returns those
+// to deliver now; the others wait for the commit.
+//
+//go:nosplit
+func dataHoldSignals(bits uint64) uint64 {
+	if dataSyncing {
+		dataSigsHeld |= bits
+		if nanotime() < dataSyncUntil {
+			return 0
+		}
+		kprint("amber: /data: the commit before a signal from the host did not finish in 30 s; delivering the signal without it\n")
+		return dataSyncEnd()
+	}
+	ends := false
+	for sig := uint64(1); sig < nsig; sig++ {
+		if bits&(1<<(sig-1)) != 0 && defaultTerminates(sig) {
+			ends = true
+		}
+	}
+	q := int(dataSvc)
+	if !ends || q < 0 || q >= len(services) || !services[q].used {
+		return bits
+	}
+	dataSyncSeq++
+	r := svcRequest{op: svcReqDataSync, seq: dataSyncSeq}
+	if !svcPost(&services[q], &r) {
+		return bits
+	}
+	dataSyncing, dataSigsHeld, dataSyncUntil = true, bits, nanotime()+dataSyncWait
+	return 0
+}
+
+// dataSyncEnd ends the wait: the signals held.
+//
+//go:nosplit
+func dataSyncEnd() uint64 {
+	b := dataSigsHeld
+	dataSyncing, dataSigsHeld = false, 0
+	return b
 }
 
 // vdaClaimed: /dev/vda belongs to the persistent file system; the

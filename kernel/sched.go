@@ -259,7 +259,7 @@ func idle() {
 		wakeAll(waitInput)
 		wakeAll(waitPoll)
 	}
-	if hostSignals != 0 && *u64at(hostSignals) != 0 {
+	if hostSignals != 0 && (*u64at(hostSignals) != 0 || dataSyncing) {
 		takeHostSignals()
 	}
 }

@@ -48,6 +48,7 @@ const (
 	svcEvents // (queue fd, handle, on, off) -> 0: readiness the service asserts or masks
 	svcName   // (queue fd, handle, which, addr, len) -> 0: a socket's local (0) or peer (1) address
 	svcNetDev // (queue fd, flags) -> NIC fd: the network interface's frames (netdev.go)
+	_         // 12: svcDataSynced (datafile.go)
 )
 
 // Requests the core posts (svcRequest.op).
@@ -59,6 +60,7 @@ const (
 	_                      // 5, 6: svcReqData, svcReqDataClose (datafile.go)
 	_
 	svcReqSock // a socket call (netsock.go): op | sub-operation<<16
+	_          // 8: svcReqDataSync (datafile.go)
 )
 
 // svcRequest is one record read from a service queue: 64 bytes, the
@@ -185,7 +187,7 @@ func sysAmberService(f *sysFrame) int64 {
 		return -eINVAL
 	}
 	q := o.pipe
-	if f.rdi == svcDataMount || f.rdi == svcDataDone {
+	if f.rdi == svcDataMount || f.rdi == svcDataDone || f.rdi == svcDataSynced {
 		return dataService(f.rdi, q, f.rdx, int64(f.r10)) // datafile.go
 	}
 	if f.rdi == svcObject {

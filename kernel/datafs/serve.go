@@ -92,6 +92,7 @@ type server struct {
 	nodes map[uint64]*node
 	next  uint64
 	ro    bool
+	down  bool   // unmounted at exit (AtExit): calls fail with EIO
 	mount string // the mount point: an absolute symlink target under it stays on /data
 	trace bool   // DATAFS_TRACE set: every call on stderr
 }
@@ -186,6 +187,56 @@ func Start() {
 	go s.serve()
 	if !ro {
 		go s.committer()
+		mounted = s
+	}
+}
+
+// mounted is the server of a writable /data, for AtExit.
+var mounted *server
+
+// exitWait bounds the commit at exit: a service that hangs (a disk that
+// stopped answering) must not keep the VM from powering off.
+const exitWait = 30 * time.Second
+
+// AtExit commits /data and unmounts it: what the program wrote without
+// fsync survives its exit, as a process's writes outlive it on Linux
+// (the page cache reaches the disk) and an orderly shutdown syncs its file
+// systems. Package kernel/datafs/mount registers it as an exit hook, which
+// the runtime runs when main returns and in os.Exit, before the exit
+// system call powers the VM off. The commit runs under the server's lock,
+// so a call the service is serving finishes first; calls made after it
+// fail with EIO (the file system is unmounted). It waits at most
+// exitWait, then says so and lets the exit go on. A read-only /data, or
+// none, costs nothing.
+func AtExit() {
+	s := mounted
+	if s == nil {
+		return
+	}
+	done := make(chan struct{})
+	start := time.Now()
+	go func() {
+		s.mu.Lock()
+		if !s.down {
+			dirty := s.fs.Dirty()
+			if dirty {
+				s.commit()
+			}
+			s.fs.Close()
+			s.down = true
+			if s.trace {
+				fmt.Fprintf(os.Stderr, "datafs: exit: commit (dirty %v) and unmount in %v\n", dirty, time.Since(start))
+			}
+		}
+		s.mu.Unlock()
+		close(done)
+	}()
+	t := time.NewTimer(exitWait)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		fmt.Fprintf(os.Stderr, "amber: /data: the commit at exit did not finish in %v; exiting without it (what was written since the last commit is lost)\n", exitWait)
 	}
 }
 
@@ -213,7 +264,7 @@ func isBlank(d *vdaDev) (bool, error) {
 func (s *server) committer() {
 	for range time.Tick(5 * time.Second) {
 		s.mu.Lock()
-		if s.fs.Dirty() {
+		if !s.down && s.fs.Dirty() {
 			s.commit()
 		}
 		s.mu.Unlock()
@@ -246,13 +297,23 @@ func (s *server) serve() {
 			s.mu.Lock()
 			switch r.Op {
 			case service.Data:
-				res := s.call(s.args)
+				res := -int64(syscall.EIO)
+				if !s.down {
+					res = s.call(s.args)
+				}
 				if s.trace {
 					fmt.Fprintf(os.Stderr, "datafs: op %d node %d path %q flags %#x off %d n %d -> %d\n", s.args.Op, s.args.Node, s.args.Path[:s.args.Plen], s.args.Flags, s.args.Off, s.args.N, res)
 				}
 				s.q.DataDone(r.Seq, res)
 			case service.DataClose:
-				s.close(r.Args[0])
+				if !s.down {
+					s.close(r.Args[0])
+				}
+			case service.DataSync:
+				if !s.down && s.fs.Dirty() {
+					s.commit()
+				}
+				s.q.DataSynced(r.Seq)
 			}
 			s.mu.Unlock()
 		}

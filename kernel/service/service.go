@@ -41,6 +41,7 @@ const (
 	opEvents
 	opName
 	opNetDev // the network interface (kernel/netdev.go)
+	opDataSynced
 )
 
 // Op is what the core asks of the service.
@@ -65,6 +66,10 @@ const (
 	// Sub is the operation, Args the system call's arguments after the
 	// descriptor; Complete it.
 	Sock
+	// DataSync: the program is about to get a signal from the host
+	// (Ctrl-C) that may end it; commit the persistent file system, then
+	// DataSynced(Seq), and the core delivers the signal.
+	DataSync
 )
 
 // Kind is the request's kind without its sub-operation.
@@ -89,6 +94,8 @@ func (o Op) String() string {
 		return "data-close"
 	case Sock:
 		return "sock"
+	case DataSync:
+		return "data-sync"
 	}
 	return fmt.Sprintf("op(%d)", uint32(o))
 }
@@ -239,6 +246,13 @@ func (q *Queue) MountData() (unsafe.Pointer, error) {
 // it).
 func (q *Queue) DataDone(seq uint64, result int64) error {
 	_, err := q.call(opDataDone, uintptr(seq), uintptr(result), 0, 0)
+	return err
+}
+
+// DataSynced tells the core DataSync request seq's commit is done (or
+// failed): it delivers the signals it held.
+func (q *Queue) DataSynced(seq uint64) error {
+	_, err := q.call(opDataSynced, uintptr(seq), 0, 0, 0)
 	return err
 }
 

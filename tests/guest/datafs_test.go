@@ -2,6 +2,7 @@ package guest
 
 import (
 	"bufio"
+	"bytes"
 	"io"
 	"math/rand"
 	"os"
@@ -611,4 +612,64 @@ func TestDataMountPointAndReadOnly(t *testing.T) {
 		t.Fatalf("write on a read-only disk: exit %d\n%s", r.code, r.stdout)
 	}
 	fsckDisk(t, disk)
+}
+
+// What a program wrote on /data without fsync survives its exit, as on
+// Linux: datafs.AtExit commits when main returns and in os.Exit (the
+// runtime's exit hook) before the VM powers off. The files are written
+// well within the five seconds of the periodic commit, so without the
+// exit's commit the next boot finds none. A panic is not committed (the
+// runtime stops every goroutine first, docs/kernel.md, "Durability"):
+// the store is the last commit's, clean, every file in it intact.
+func TestDataExitCommits(t *testing.T) {
+	for _, c := range []struct {
+		how  string
+		code int
+		want string // the check's count; "" for any
+	}{{"return", 0, "checked 6\n"}, {"exit3", 3, "checked 6\n"}, {"panic", 2, ""}} {
+		t.Run(c.how, func(t *testing.T) {
+			disk := newDataDisk(t)
+			r := runData(t, disk, "nosync", "6", c.how)
+			if r.code != c.code || !strings.Contains(r.stdout, "written without fsync") {
+				t.Fatalf("exit %d, want %d\n%s", r.code, c.code, r.stdout)
+			}
+			fsckDisk(t, disk)
+			r = runData(t, disk, "check")
+			if r.code != 0 || !strings.Contains(r.stdout, "checked ") || !strings.Contains(r.stdout, c.want) {
+				t.Fatalf("after the exit: exit %d\n%s", r.code, r.stdout)
+			}
+		})
+	}
+}
+
+// Ctrl-C (vmm run's SIGINT) kills a program that does not handle it, and
+// what it wrote on /data without fsync survives: the kernel holds the
+// host's signal until the service has committed (kernel/datafile.go,
+// dataHoldSignals). Amber's VMM delivers host signals, so KVM only.
+func TestDataCtrlCCommits(t *testing.T) {
+	needKVM(t)
+	img := image(t, "./testdata/datafs")
+	store := filepath.Join(t.TempDir(), "vm.store")
+	if r := run(t, "store", "create", store, "--disk-size", "64M"); r.code != 0 {
+		t.Fatalf("store create: exit %d\n%s", r.code, r.stderr)
+	}
+	cmd := exec.Command(vmmBin, "run", "--timeout", "300s", "--disk", store, img, "--", "nosync", "6", "wait")
+	var out bytes.Buffer
+	cmd.Stdout = &syncWriter{b: &out}
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < maxPolls && !strings.Contains(cmd.Stdout.(*syncWriter).String(), "written without fsync"); i++ {
+		time.Sleep(25 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGINT)
+	if code := waitExit(t, cmd); code != exitInterrupted {
+		t.Fatalf("exit %d, want %d\n%s", code, exitInterrupted, cmd.Stdout.(*syncWriter).String())
+	}
+	fsckStoreDisk(t, store)
+	r := run(t, "run", "--timeout", "300s", "--disk", store, img, "--", "check")
+	if r.code != 0 || !strings.Contains(r.stdout, "checked 6\n") {
+		t.Fatalf("after Ctrl-C: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
 }

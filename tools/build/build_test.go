@@ -62,9 +62,15 @@ func TestOverlayFromGOROOT(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(replace) != len(syscallFiles) {
-		t.Fatalf("overlay replaces %d files, want %d", len(replace), len(syscallFiles))
+	// The rewritten files, and the file added to exithook.
+	if len(replace) != len(syscallFiles)+1 {
+		t.Fatalf("overlay replaces %d files, want %d", len(replace), len(syscallFiles)+1)
 	}
+	added := filepath.Join(runtime.GOROOT(), "src", "internal", "runtime", "exithook", "amber_linkname.go")
+	if b, err := os.ReadFile(replace[added]); err != nil || !strings.Contains(string(b), "//go:linkname Add\n") {
+		t.Fatalf("the exithook file: %v %q", err, b)
+	}
+	delete(replace, added)
 	calls := 0
 	for orig, repl := range replace {
 		if _, err := os.Stat(orig); err != nil {

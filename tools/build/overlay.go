@@ -139,11 +139,31 @@ func writeOverlay(goroot, goVersion, dir string) (map[string]string, error) {
 		}
 		replace[filepath.Join(goroot, "src", rel)] = dst
 	}
+	// The exit hook's registration, made reachable by linkname.
+	hook := filepath.Join(dir, "exithook_amber.go")
+	if err := writeIfChanged(hook, []byte(exitHookLinkname)); err != nil {
+		return nil, err
+	}
+	replace[filepath.Join(goroot, "src", "internal", "runtime", "exithook", "amber_linkname.go")] = hook
 	if total != want {
 		return nil, fmt.Errorf("found %d SYSCALL sites in the runtime of Go %s (GOROOT %s), expected %d: the runtime changed; refusing to build an image that might make real system calls", total, goVersion, goroot, want)
 	}
 	return replace, nil
 }
+
+// exitHookLinkname is a file the overlay adds to internal/runtime/exithook:
+// it marks Add as reachable by linkname (Go's linker refuses a linkname to
+// a standard-library symbol its package does not mark). Package
+// kernel/datafs/mount registers the hook that commits /data when the
+// program exits (return from main, os.Exit): a process's writes outlive
+// it on Linux, and a unikernel's exit is a power-off. It adds no code and
+// changes no behaviour of the package.
+const exitHookLinkname = `package exithook
+
+import _ "unsafe"
+
+//go:linkname Add
+`
 
 // writeIfChanged keeps a file's modification time when its content is the
 // same, so repeated builds stay cached.

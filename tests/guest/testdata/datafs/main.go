@@ -4,6 +4,9 @@
 //
 //	datafs write N     N files with fsync each, "synced NAME" after each fsync
 //	datafs check       every fNNN file holds its content: "checked N"
+//	datafs nosync N HOW N files without fsync, then ends by HOW: return
+//	                   (from main), exit3 (os.Exit(3)), panic, or wait (for
+//	                   a signal that kills it)
 //	datafs cycle START check, then write files from fSTART on until killed
 //	datafs ops         file system calls and their results, "ops ok" at the end
 //	datafs host        prints fromhost's content, writes fromguest
@@ -52,6 +55,24 @@ func main() {
 		n, _ := strconv.Atoi(os.Args[2])
 		write(0, n)
 		fmt.Println("write done")
+	case "nosync":
+		n, _ := strconv.Atoi(os.Args[2])
+		for i := 0; i < n; i++ {
+			name := fmt.Sprintf("f%03d", i)
+			check(os.WriteFile(filepath.Join(dir, name), content(name), 0o644))
+		}
+		fmt.Println("written without fsync")
+		switch os.Args[3] {
+		case "return":
+			return
+		case "exit3":
+			os.Exit(3)
+		case "panic":
+			panic("after writing without fsync")
+		case "wait":
+			time.Sleep(time.Hour)
+		}
+		fail("unknown ending " + os.Args[3])
 	case "check":
 		checkFiles()
 	case "cycle":
