@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -56,7 +57,7 @@ func startHTTPDVM(t testing.TB) *httpdVM {
 	port := freePort(t)
 	sock := filepath.Join(t.TempDir(), "api.sock")
 	v := &httpdVM{base: fmt.Sprintf("http://127.0.0.1:%d", port), api: api.NewClient(sock), out: &syncBuf{}, done: make(chan error, 1)}
-	v.cmd = exec.Command(vmmBin, "run", "--timeout", "1800s", "--api", sock,
+	v.cmd = exec.Command(vmmBin, "run", "--boot-time", "--timeout", "1800s", "--api", sock,
 		"--net", fmt.Sprintf("user,hostfwd=tcp:127.0.0.1:%d-:80", port), img)
 	v.cmd.Stdout, v.cmd.Stderr = v.out, v.out
 	start := time.Now()
@@ -316,6 +317,9 @@ func bulk(t testing.TB, base string, n int64, up bool) float64 {
 	return float64(n) / 1e6 / time.Since(start).Seconds()
 }
 
+// netUpRE is vmm run --boot-time's line for the user-mode network's start.
+var netUpRE = regexp.MustCompile(`vmm: network up (\S+) after vmm's start`)
+
 // BenchmarkNetKVM: apps/httpd in a VM on Amber's virtio-net device and
 // user-mode network (vmm run --net user,hostfwd=...), under KVM, against
 // the same program as a native process on the host's loopback, in the
@@ -324,7 +328,8 @@ func bulk(t testing.TB, base string, n int64, up bool) float64 {
 // moves NET_BENCH_MIB MiB (default 64: nested KVM is slow) each way over
 // one connection (POST /sink, GET /bytes); first-answer is from the
 // start of vmm run (or of the native process) to the first answered
-// request, polled every 2 ms; exits/request are the VM's exits to the
+// request, polled every 2 ms, and vmm-net-up is when vmm-net's forwards
+// listened (it starts while the guest boots); exits/request are the VM's exits to the
 // VMM over the timed requests, from the control API's metrics. Run
 // nested: go run ./tools/nestkvm -bench NetKVM.
 func BenchmarkNetKVM(b *testing.B) {
@@ -344,6 +349,11 @@ func BenchmarkNetKVM(b *testing.B) {
 		b.ReportMetric(float64(vm.first.Microseconds())/1000, "guest-first-answer-ms")
 		b.ReportMetric(float64(nfirst.Microseconds())/1000, "native-first-answer-ms")
 		b.ReportMetric(float64(vm.first)/float64(nfirst), "first-answer-ratio")
+		if m := netUpRE.FindStringSubmatch(vm.out.String()); m != nil {
+			if d, err := time.ParseDuration(m[1]); err == nil {
+				b.ReportMetric(float64(d.Microseconds())/1000, "vmm-net-up-ms")
+			}
+		}
 		for _, c := range []int{1, 32} {
 			e0, m0 := vm.exits(b)
 			g := httpLoad(b, vm.base, c, perClient[c][0])
