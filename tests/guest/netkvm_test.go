@@ -106,26 +106,47 @@ func startHTTPDNative(t testing.TB) (base string, first time.Duration) {
 	return base, first
 }
 
-// firstAnswer polls base with GET / on fresh connections, a new attempt
-// every 2 ms with a few in flight (an attempt made before the guest's
-// network is up may wait for a retransmission), and returns how long
-// after start the first correct answer came. It gives up when exited
-// delivers (the server died) or after five minutes, which only bounds a
-// failing run.
+// firstAnswer polls base with GET / on fresh connections and returns
+// how long after start the first correct answer came. Attempts follow
+// each other as fast as they fail (a refused connection, or the forward
+// closing it while the guest does not listen yet); one that hangs (its
+// SYN went out before the guest's network was up and waits for a
+// retransmission) gets company every 100 ms, at most 8 at a time, so
+// the figure is late by at most that much and the guest is not flooded
+// with dials while it boots. It gives up when exited delivers (the
+// server died) or after five minutes, which only bounds a failing run.
 func firstAnswer(base string, start time.Time, exited chan error) (time.Duration, error) {
 	tr := &http.Transport{DisableKeepAlives: true}
 	defer tr.CloseIdleConnections()
-	hc := &http.Client{Transport: tr, Timeout: 2 * time.Second}
+	hc := &http.Client{Transport: tr, Timeout: 3 * time.Second}
 	type answer struct {
 		at  time.Duration
 		err error
 	}
 	answers := make(chan answer, 64)
 	inflight := 0
-	tick := time.NewTicker(2 * time.Millisecond)
+	var newest time.Time
+	attempt := func() {
+		inflight++
+		newest = time.Now()
+		go func() {
+			resp, err := hc.Get(base + "/")
+			if err == nil {
+				var b []byte
+				b, err = io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err == nil && !strings.HasPrefix(string(b), "hello from amber httpd: GET /") {
+					err = fmt.Errorf("GET /: %q", b)
+				}
+			}
+			answers <- answer{time.Since(start), err}
+		}()
+	}
+	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	deadline := time.After(5 * time.Minute)
 	var last error
+	attempt()
 	for {
 		select {
 		case a := <-answers:
@@ -134,23 +155,14 @@ func firstAnswer(base string, start time.Time, exited chan error) (time.Duration
 				return a.at, nil
 			}
 			last = a.err
-		case <-tick.C:
-			if inflight >= 32 {
-				continue
+			if inflight == 0 {
+				time.Sleep(time.Millisecond)
+				attempt()
 			}
-			inflight++
-			go func() {
-				resp, err := hc.Get(base + "/")
-				if err == nil {
-					var b []byte
-					b, err = io.ReadAll(resp.Body)
-					resp.Body.Close()
-					if err == nil && !strings.HasPrefix(string(b), "hello from amber httpd: GET /") {
-						err = fmt.Errorf("GET /: %q", b)
-					}
-				}
-				answers <- answer{time.Since(start), err}
-			}()
+		case <-tick.C:
+			if inflight < 8 && time.Since(newest) >= 100*time.Millisecond {
+				attempt()
+			}
 		case err := <-exited:
 			exited <- err
 			return 0, fmt.Errorf("the server exited (%v) before answering", err)
