@@ -55,13 +55,31 @@ func findNetHelper() (string, error) {
 // forwards, and returns its end of the frames. It returns once the
 // network is up: a forward that cannot listen is an error here.
 func StartUserNet(mac net.HardwareAddr, forwards []HostFwd) (NetBackend, error) {
-	helper, err := findNetHelper()
+	be, ready, err := StartUserNetAsync(mac, forwards)
 	if err != nil {
 		return nil, err
 	}
+	if err := ready(); err != nil {
+		return nil, err
+	}
+	return be, nil
+}
+
+// StartUserNetAsync is StartUserNet without the wait: it returns as soon
+// as vmm-net runs, and ready waits until its network is up (the host
+// forwards listen) or reports why it failed (the backend is then
+// closed). The backend is usable at once: frames the guest sends wait
+// in the socket pair until vmm-net reads them, so vmm can boot the guest
+// while vmm-net's start (its package initialisation, tens of
+// milliseconds) goes on.
+func StartUserNetAsync(mac net.HardwareAddr, forwards []HostFwd) (be NetBackend, ready func() error, err error) {
+	helper, err := findNetHelper()
+	if err != nil {
+		return nil, nil, err
+	}
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("socketpair: %w", err)
+		return nil, nil, fmt.Errorf("socketpair: %w", err)
 	}
 	// Room for a few full frames each way.
 	for _, fd := range fds {
@@ -77,30 +95,40 @@ func StartUserNet(mac net.HardwareAddr, forwards []HostFwd) (NetBackend, error) 
 	cmd := exec.Command(helper, args...)
 	cmd.ExtraFiles = []*os.File{child} // fd 3
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	ready, err := cmd.StdoutPipe()
+	out, err := cmd.StdoutPipe()
 	if err != nil {
 		unix.Close(fds[0])
-		return nil, err
+		return nil, nil, err
 	}
 	msg := &capWriter{}
 	cmd.Stderr = msg
 	if err := cmd.Start(); err != nil {
 		unix.Close(fds[0])
-		return nil, fmt.Errorf("starting %s: %w", helper, err)
+		return nil, nil, fmt.Errorf("starting %s: %w", helper, err)
 	}
-	line, _ := bufio.NewReader(ready).ReadString('\n')
-	if line != "ready\n" {
-		unix.Close(fds[0])
-		cmd.Process.Kill()
-		cmd.Wait()
+	unix.SetNonblock(fds[0], true)
+	s := &sockNet{f: os.NewFile(uintptr(fds[0]), "vmm-net"), cmd: cmd}
+	done := make(chan error, 1)
+	go func() {
+		line, _ := bufio.NewReader(out).ReadString('\n')
+		if line == "ready\n" {
+			done <- nil
+			return
+		}
+		s.Close()
 		m := strings.TrimSpace(strings.TrimPrefix(msg.String(), NetHelper+": "))
 		if m == "" {
 			m = "it exited without a word"
 		}
-		return nil, errors.New(m)
+		done <- errors.New(m)
+	}()
+	var once sync.Once
+	var rerr error
+	ready = func() error {
+		once.Do(func() { rerr = <-done })
+		return rerr
 	}
-	unix.SetNonblock(fds[0], true)
-	return &sockNet{f: os.NewFile(uintptr(fds[0]), "vmm-net"), cmd: cmd}, nil
+	return s, ready, nil
 }
 
 // sockNet is the VMM's end of vmm-net.

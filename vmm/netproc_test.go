@@ -33,6 +33,18 @@ func TestStartUserNet(t *testing.T) {
 	if _, err := StartUserNet(testMAC, []HostFwd{{HostAddr: "192.0.2.1", HostPort: 8080, GuestPort: 80}}); err == nil || !strings.Contains(err.Error(), "192.0.2.1") {
 		t.Errorf("forward on an address this host lacks: %v", err)
 	}
+	// Started without the wait: the backend comes at once, the failure
+	// through ready, and the backend is closed then.
+	abe, ready, err := StartUserNetAsync(testMAC, []HostFwd{{HostAddr: "192.0.2.1", HostPort: 8080, GuestPort: 80}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ready(); err == nil || !strings.Contains(err.Error(), "192.0.2.1") {
+		t.Errorf("ready of a forward on an address this host lacks: %v", err)
+	}
+	if _, err := abe.Recv(make([]byte, 2048)); err == nil {
+		t.Error("Recv on a network that failed to start returned a frame")
+	}
 	be, err := StartUserNet(testMAC, []HostFwd{{HostAddr: "127.0.0.1", HostPort: freePort(t), GuestPort: 80}})
 	if err != nil {
 		t.Fatal(err)

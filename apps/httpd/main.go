@@ -1,5 +1,6 @@
 // Command httpd is a small net/http server: it answers / with a greeting,
-// /echo with the request's body, /bytes?n=N with N bytes, /get?url=U by
+// /echo with the request's body, /sink with the number of bytes of the
+// request's body (which it discards), /bytes?n=N with N bytes, /get?url=U by
 // fetching U itself (the guest as a client) and /lookup?host=H with H's
 // addresses (the resolver: /etc/hosts, DNS). Amber's network tests and
 // benchmarks boot it.
@@ -29,9 +30,17 @@ func main() {
 		http.NewResponseController(w).EnableFullDuplex()
 		io.Copy(w, r.Body)
 	})
+	mux.HandleFunc("/sink", func(w http.ResponseWriter, r *http.Request) {
+		n, err := io.Copy(io.Discard, r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		fmt.Fprintln(w, n)
+	})
 	mux.HandleFunc("/bytes", func(w http.ResponseWriter, r *http.Request) {
 		n, err := strconv.Atoi(r.URL.Query().Get("n"))
-		if err != nil || n < 0 || n > 64<<20 {
+		if err != nil || n < 0 || n > 1<<30 {
 			http.Error(w, "bad n", http.StatusBadRequest)
 			return
 		}

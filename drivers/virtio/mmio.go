@@ -85,6 +85,10 @@ const (
 // FeatureVersion1 marks a virtio 1.x device (§6); the driver requires it.
 const FeatureVersion1 = 1 << 32
 
+// FeatureEventIdx is VIRTIO_F_EVENT_IDX (§6): used_event and avail_event
+// suppress interrupts and doorbells in place of the rings' flags.
+const FeatureEventIdx = 1 << 29
+
 // Device IDs (§5).
 const DeviceBlock = 2
 

@@ -13,6 +13,15 @@ import "sync/atomic"
 // The receive queue is kept full: a buffer taken by Recv goes back to
 // the device at once (Release). Transmit buffers are reclaimed when a
 // new one is wanted (TxBuf), so the transmit queue never interrupts.
+//
+// EVENT_IDX is taken when offered: the device then asks for a doorbell
+// only when it has run out of buffers (receive) or of work (transmit),
+// so a steady stream costs no doorbells; and the receive queue's
+// interrupt is one-shot: after one, the device stays quiet while the
+// driver drains the ring, until the reader finds it empty and re-arms it
+// (ArmInterrupt). Without EVENT_IDX the interrupt handler turns the
+// interrupt off with the ring's flag (DisarmInterrupt) and the reader
+// turns it on the same way.
 
 // Network device features.
 const (
@@ -68,7 +77,7 @@ func (d *Net[R]) Init(t Transport[R], rings *[4]uintptr, bufs *[NetBufPages]uint
 	if t.DeviceID != DeviceNet {
 		return "not a network device"
 	}
-	if why := d.T.Negotiate(NetFMAC); why != "" {
+	if why := d.T.Negotiate(NetFMAC | FeatureEventIdx); why != "" {
 		return why
 	}
 	d.HasMAC = d.T.Features&NetFMAC != 0
@@ -89,6 +98,10 @@ func (d *Net[R]) Init(t Transport[R], rings *[4]uintptr, bufs *[NetBufPages]uint
 	if why := d.T.SetupQueue(netTXQ, &d.TX, MaxQueue, rings[2], rings[3]); why != "" {
 		d.T.Fail()
 		return why
+	}
+	if d.T.Features&FeatureEventIdx != 0 {
+		d.RX.UseEventIdx()
+		d.TX.UseEventIdx()
 	}
 	d.RX.SetPolling(!irq)
 	d.TX.SetPolling(true)
@@ -243,10 +256,19 @@ func (d *Net[R]) Send(n int) bool {
 //go:nosplit
 func (q *Queue) UsedIdx() uint16 { return uint16(atomic.LoadUint32(u32at(q.Used)) >> 16) }
 
-// NeedNotify reports whether the device wants a notification for new
-// buffers: it sets VIRTQ_USED_F_NO_NOTIFY while it is working through
-// the ring anyway. Add's index store is a locked instruction, so this
-// load is not hoisted above it.
+// NeedNotify reports whether the device wants a notification for the
+// buffers added since the last call: under EVENT_IDX when the available
+// index passed the avail_event it asked for (the device asks only when it
+// has run out of work), else unless it set VIRTQ_USED_F_NO_NOTIFY. Add's
+// index store is a locked instruction, so these loads are not hoisted
+// above it.
 //
 //go:nosplit
-func (q *Queue) NeedNotify() bool { return atomic.LoadUint32(u32at(q.Used))&1 == 0 }
+func (q *Queue) NeedNotify() bool {
+	old := q.kicked
+	q.kicked = q.availIdx
+	if q.eventIdx {
+		return q.availIdx-*q.availEvent()-1 < q.availIdx-old
+	}
+	return atomic.LoadUint32(u32at(q.Used))&1 == 0
+}

@@ -439,3 +439,84 @@ func TestNetInterruptAck(t *testing.T) {
 		t.Errorf("transmit avail flags %d", f)
 	}
 }
+
+// TestNetEventIdx: with EVENT_IDX offered the driver takes it, notifies
+// only when the device's avail_event asks, keeps the transmit queue's
+// used_event out of reach, and ArmInterrupt writes used_event and
+// reports a frame that came before it. Without it, the ring's flag does
+// the same.
+func TestNetEventIdx(t *testing.T) {
+	d := newFakeNet(t)
+	d.features |= FeatureEventIdx
+	n := newNet(t, d)
+	if d.driverFeat != FeatureVersion1|NetFMAC|FeatureEventIdx {
+		t.Fatalf("driver features %#x, want VERSION_1|MAC|EVENT_IDX", d.driverFeat)
+	}
+	le := binary.LittleEndian
+	usedEvent := func(i int) uint16 { return le.Uint16(view(d.q[i].driver+4+2*uint64(d.q[i].num), 2)) }
+	availEvent := func(i int, v uint16) { le.PutUint16(view(d.q[i].device+4+8*uint64(d.q[i].num), 2), v) }
+	availIdx := func(i int) uint16 { return le.Uint16(view(d.q[i].driver+2, 2)) }
+	if ue := usedEvent(0); ue != 0 {
+		t.Errorf("receive used_event %d, want 0 (interrupt on the first frame)", ue)
+	}
+	// The device has buffers enough: it asks for a doorbell far ahead.
+	availEvent(0, availIdx(0)+0x100)
+	for i := 0; i < 10; i++ {
+		d.deliver(frame(i, 100), 0, -1)
+		recv(t, n)
+	}
+	if d.q[0].notifies != 1 {
+		t.Errorf("%d receive notifies with avail_event out of reach, want 1 (Init's)", d.q[0].notifies)
+	}
+	// It ran out: it asks for the next one.
+	availEvent(0, availIdx(0))
+	d.deliver(frame(10, 100), 0, -1)
+	recv(t, n)
+	if d.q[0].notifies != 2 {
+		t.Errorf("%d receive notifies after avail_event asked, want 2", d.q[0].notifies)
+	}
+	if n.RX.ArmInterrupt() {
+		t.Error("ArmInterrupt reports a frame on an empty ring")
+	}
+	if ue := usedEvent(0); ue != 11 {
+		t.Errorf("used_event %d after 11 frames taken, want 11", ue)
+	}
+	d.deliver(frame(11, 100), 0, -1)
+	n.RX.DisarmInterrupt() // nothing to do under EVENT_IDX
+	if !n.RX.ArmInterrupt() {
+		t.Error("ArmInterrupt misses the frame that came before it")
+	}
+	recv(t, n)
+	// Transmit: used_event stays half the index space ahead.
+	availEvent(1, 0x7fff)
+	for i := 0; i < 300; i++ {
+		a, ok := n.TxBuf()
+		if !ok {
+			t.Fatal("no transmit buffer")
+		}
+		copy(view(uint64(a), 60), frame(i, 60))
+		if !n.Send(60) {
+			t.Fatal("Send failed")
+		}
+		d.transmit(-1)
+	}
+	n.TxBuf()
+	if ue, want := usedEvent(1), n.TX.lastUsed+0x8000; ue != want {
+		t.Errorf("transmit used_event %d, want %d", ue, want)
+	}
+	if d.q[1].notifies != 0 {
+		t.Errorf("%d transmit notifies with avail_event out of reach, want 0", d.q[1].notifies)
+	}
+
+	// Without EVENT_IDX: the flag.
+	d = newFakeNet(t)
+	n = newNet(t, d)
+	flags := func() uint16 { return le.Uint16(view(d.q[0].driver, 2)) }
+	n.RX.DisarmInterrupt()
+	if flags() != AvailNoInterrupt {
+		t.Errorf("flags %d after DisarmInterrupt", flags())
+	}
+	if n.RX.ArmInterrupt() || flags() != 0 {
+		t.Errorf("ArmInterrupt on an empty ring: flags %d", flags())
+	}
+}

@@ -43,6 +43,9 @@ type Queue struct {
 	nfree      uint16
 	availIdx   uint16 // the driver's copy of avail.idx
 	lastUsed   uint16 // used.idx up to which completions were taken
+	kicked     uint16 // avail.idx when NeedNotify last looked
+	eventIdx   bool   // EVENT_IDX: used_event and avail_event, not the flags
+	polling    bool   // SetPolling(true): no interrupts wanted at all
 	Broken     bool   // the device returned an impossible entry
 	chainLen   [MaxQueue]uint16
 }
@@ -63,9 +66,72 @@ func (q *Queue) Init(size uint16, descAvail, used uintptr) {
 		*u16at(q.desc(i) + 14) = i + 1
 	}
 	q.freeHead, q.nfree = 0, size
-	q.availIdx, q.lastUsed = 0, 0
+	q.availIdx, q.lastUsed, q.kicked = 0, 0, 0
 	q.availFlags = 0
+	q.eventIdx, q.polling = false, false
 	q.Broken = false
+}
+
+// UseEventIdx switches the queue to VIRTIO_F_EVENT_IDX's suppression
+// (§2.7.10), once the feature is negotiated and before the queue is
+// used: the driver asks for an interrupt at a given used index and the
+// device for a doorbell at a given available index, in place of the
+// flags.
+//
+//go:nosplit
+func (q *Queue) UseEventIdx() {
+	q.eventIdx = true
+	q.SetPolling(q.polling)
+}
+
+// usedEvent is where the driver writes used_event: after the available
+// ring. availEvent is where the device writes avail_event: after the used
+// ring.
+//
+//go:nosplit
+func (q *Queue) usedEvent() *uint16 { return u16at(q.Avail + 4 + 2*uintptr(q.Size)) }
+
+//go:nosplit
+func (q *Queue) availEvent() *uint16 { return u16at(q.Used + 4 + 8*uintptr(q.Size)) }
+
+// noEvent is a used_event the device does not reach: half the index
+// space ahead of what the driver has taken, so no completion the device
+// can make (at most a queue's worth ahead) crosses it.
+//
+//go:nosplit
+func (q *Queue) noEvent() { *q.usedEvent() = q.lastUsed + 0x8000 }
+
+// fenceWord is the target of the locked instruction that orders the
+// driver's store of used_event before its next load of used.idx.
+var fenceWord uint32
+
+// ArmInterrupt asks the device to interrupt on the next completion and
+// reports whether one came already (the caller then takes it instead of
+// waiting: the device may have looked before the request). Interrupts
+// off again is DisarmInterrupt; under EVENT_IDX one interrupt disarms by
+// itself, since the device interrupts only on crossing used_event.
+//
+//go:nosplit
+func (q *Queue) ArmInterrupt() bool {
+	if q.eventIdx {
+		*q.usedEvent() = q.lastUsed
+		atomic.AddUint32(&fenceWord, 0)
+	} else {
+		q.availFlags = 0
+		atomic.StoreUint32(u32at(q.Avail), uint32(q.availIdx)<<16)
+	}
+	return q.Pending()
+}
+
+// DisarmInterrupt asks the device not to interrupt on completions (the
+// flags; under EVENT_IDX nothing is needed until ArmInterrupt).
+//
+//go:nosplit
+func (q *Queue) DisarmInterrupt() {
+	if !q.eventIdx && q.availFlags == 0 {
+		q.availFlags = AvailNoInterrupt
+		atomic.StoreUint32(u32at(q.Avail), uint32(q.availIdx)<<16|uint32(q.availFlags))
+	}
 }
 
 // SetPolling turns the device's interrupts for this queue off (true) or
@@ -73,9 +139,17 @@ func (q *Queue) Init(size uint16, descAvail, used uintptr) {
 //
 //go:nosplit
 func (q *Queue) SetPolling(on bool) {
+	q.polling = on
 	q.availFlags = 0
 	if on {
 		q.availFlags = AvailNoInterrupt
+	}
+	if q.eventIdx {
+		if on {
+			q.noEvent()
+		} else {
+			*q.usedEvent() = q.lastUsed
+		}
 	}
 	atomic.StoreUint32(u32at(q.Avail), uint32(q.availIdx)<<16|uint32(q.availFlags))
 }
@@ -156,6 +230,9 @@ func (q *Queue) Next() (head uint16, n uint32, ok bool) {
 		return 0, 0, false
 	}
 	q.lastUsed++
+	if q.polling && q.eventIdx {
+		q.noEvent() // keep it out of the device's reach
+	}
 	head = uint16(id)
 	// Free the chain by the length the driver recorded, not by walking
 	// the device-visible flags.

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -27,6 +28,9 @@ import (
 	"github.com/amberos/amber/vmm"
 	"github.com/amberos/amber/vmm/api"
 )
+
+// procStart is when vmm started, for --boot-time's figures.
+var procStart = time.Now()
 
 // Exit statuses of vmm itself (a guest's own status passes through).
 const (
@@ -383,8 +387,9 @@ func bootImage(o runOptions, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	tOpen := time.Now()
 	var nic *vmm.Net
+	netReady := func() error { return nil }
 	if o.netSpec != nil {
-		if nic, err = openNet(*o.netSpec); err != nil {
+		if nic, netReady, err = openNet(*o.netSpec); err != nil {
 			for _, d := range disks {
 				d.Backend.Close()
 			}
@@ -401,10 +406,27 @@ func bootImage(o runOptions, stdin io.Reader, stdout, stderr io.Writer) int {
 		Disks: disks, Net: nic,
 	})
 	if err != nil {
+		if nic != nil {
+			nic.Backend.Close()
+		}
 		fmt.Fprintf(stderr, "vmm run: %v\n", err)
 		return exitNotStart
 	}
 	defer vm.Close()
+	// The user-mode network comes up while the guest boots: if it fails
+	// (a forward cannot listen), the VM stops and vmm run fails as if it
+	// had not started.
+	var netErr atomic.Pointer[error]
+	go func() {
+		if err := netReady(); err != nil {
+			netErr.Store(&err)
+			vm.Stop()
+			return
+		}
+		if o.bootTime && nic != nil {
+			fmt.Fprintf(vm.Stderr(), "vmm: network up %v after vmm's start\n", time.Since(procStart))
+		}
+	}()
 	if o.api != "" {
 		info := api.Info{Image: o.image}
 		if len(o.disks) > 0 {
@@ -455,6 +477,10 @@ func bootImage(o runOptions, stdin io.Reader, stdout, stderr io.Writer) int {
 	stderr = vm.Stderr()
 	if err != nil {
 		fmt.Fprintf(stderr, "vmm run: %v\n", err)
+		return exitNotStart
+	}
+	if e := netErr.Load(); e != nil {
+		fmt.Fprintf(stderr, "vmm run: --net: %v\n", *e)
 		return exitNotStart
 	}
 	if status == vmm.ExitInterrupted && vm.Stopped() {
@@ -831,22 +857,24 @@ func lockDisk(d qemu.Disk) (*os.File, error) {
 // openNet opens the network device's backend: the user-mode network (the
 // vmm-net process; its host forwards listen from here on) or the tap
 // device.
-func openNet(ns vmm.NetSpec) (*vmm.Net, error) {
+func openNet(ns vmm.NetSpec) (nic *vmm.Net, ready func() error, err error) {
 	mac := ns.MAC
 	if mac == nil {
 		mac = vmm.RandomMAC()
 	}
 	var be vmm.NetBackend
-	var err error
+	ready = func() error { return nil }
 	if ns.User {
-		be, err = vmm.StartUserNet(mac, ns.Forwards)
+		// vmm-net starts while the VM is made and boots (ready reports
+		// how its start went).
+		be, ready, err = vmm.StartUserNetAsync(mac, ns.Forwards)
 	} else {
 		be, err = vmm.OpenTap(ns.Tap)
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return &vmm.Net{Backend: be, MAC: mac}, nil
+	return &vmm.Net{Backend: be, MAC: mac}, ready, nil
 }
 
 // hasOption reports whether the kernel options set key (KEY=VALUE).
