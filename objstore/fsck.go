@@ -65,6 +65,12 @@ func fsck(dev BlockDevice) (*FsckReport, map[uint64]uint32) {
 		return r, nil
 	}
 	for i := 0; i < 2; i++ {
+		if errs[i] != nil && i == 1 && m.txid == 0 && zeroBlock(dev, 1) {
+			// Create was cut between its two superblock writes: the
+			// store is empty at txid 0, as Open takes it, and the first
+			// commit writes slot 1.
+			continue
+		}
 		if errs[i] != nil {
 			r.add("superblock %d invalid: %v", i, errs[i])
 		} else if ms[i].txid != m.txid && ms[i].txid+1 != m.txid {
@@ -75,6 +81,20 @@ func fsck(dev BlockDevice) (*FsckReport, map[uint64]uint32) {
 	c := &checker{r: r, tx: &Tx{s: s, m: m}, m: m, refs: map[uint64]uint32{}, kind: map[uint64]byte{}}
 	c.check()
 	return r, c.refs
+}
+
+// zeroBlock reports whether block b of dev reads as zeros (never written).
+func zeroBlock(dev BlockDevice, b int64) bool {
+	buf := make([]byte, BlockSize)
+	if _, err := dev.ReadAt(buf, b*BlockSize); err != nil {
+		return false
+	}
+	for _, c := range buf {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // Fsck checks the store's latest committed state; see the function Fsck.
