@@ -158,6 +158,27 @@ func TestOverlay(t *testing.T) {
 		}
 		cd.Close()
 	}
+	// A clone of a clone: reads through both, writes only its own file.
+	cc := filepath.Join(dir, "cc.store")
+	if err := filedev.CreateOverlay(cc, clones[1]); err != nil {
+		t.Fatal(err)
+	}
+	c2before, err := os.ReadFile(clones[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	ccd, ccs := openStore(t, cc, filedev.Options{})
+	put(t, ccs, "other", []byte("mine"), 0)
+	if g := get(t, ccs, "obj"); g[4096] != '2' || g[0] != 'b' {
+		t.Errorf("clone of a clone: obj starts %q, block 1 %q", g[:1], g[4096:4097])
+	}
+	if r := objstore.Fsck(ccd); !r.OK() {
+		t.Fatalf("clone of a clone: fsck: %s", r)
+	}
+	ccd.Close()
+	if c2after, _ := os.ReadFile(clones[1]); !bytes.Equal(c2before, c2after) {
+		t.Error("the clone of a clone wrote into its base clone")
+	}
 	after, err := os.ReadFile(basePath)
 	if err != nil {
 		t.Fatal(err)
