@@ -43,10 +43,6 @@ func TestSnapshotClone(t *testing.T) {
 	for i, c := range clones {
 		vms = append(vms, startVM(t, "restore", "--timeout", "600s", "--api", filepath.Join(dir, fmt.Sprintf("c%d.sock", i+1)), "--clone", c, store+"@warm"))
 	}
-	// Both run at once; the base cannot be written meanwhile.
-	if r := run(t, "restore", "--timeout", "5s", store+"@warm"); r.code == 0 || !strings.Contains(r.stderr, "locked") {
-		t.Errorf("restoring the base while its clones run: exit %d, stderr %q; want it refused (locked)", r.code, r.stderr)
-	}
 	var firsts []countLine
 	for i, v := range vms {
 		// The clones count to different numbers: their disks diverge.
@@ -55,6 +51,10 @@ func TestSnapshotClone(t *testing.T) {
 			t.Fatalf("clone %d: counts %+v, want %d first\nstderr:\n%s", i+1, got, last+1, v.stderr.String())
 		}
 		firsts = append(firsts, got[0])
+	}
+	// Both run at once; the base cannot be written meanwhile.
+	if r := run(t, "restore", "--timeout", "5s", store+"@warm"); r.code == 0 || !strings.Contains(r.stderr, "locked") {
+		t.Errorf("restoring the base while its clones run: exit %d, stderr %q; want it refused (locked)", r.code, r.stderr)
 	}
 	if firsts[0].rand == firsts[1].rand {
 		t.Errorf("the two clones drew the same random bytes %s", firsts[0].rand)
