@@ -1,6 +1,7 @@
 package objstore
 
 import (
+	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -10,8 +11,11 @@ import (
 // crash at any point can be rebuilt.
 type recDev struct {
 	MemDevice
-	log []recOp
+	log  []recOp
+	base uint64 // blocks [2, base) are a read-only base's (LayeredDevice)
 }
+
+func (d *recDev) BaseBlocks() uint64 { return d.base }
 
 type recOp struct {
 	flush bool
@@ -21,6 +25,9 @@ type recOp struct {
 }
 
 func (d *recDev) WriteAt(p []byte, off int64) (int, error) {
+	if b := uint64(off / BlockSize); b >= firstBlock && b < d.base {
+		return 0, fmt.Errorf("write to block %d of the read-only base", b)
+	}
 	d.log = append(d.log, recOp{off: off, data: append([]byte(nil), p...)})
 	return d.MemDevice.WriteAt(p, off)
 }
@@ -62,15 +69,31 @@ func TestCrash(t *testing.T) {
 }
 
 func crashWorkload(t *testing.T, seed uint64, txns, perPoint int) int {
+	return crashWorkloadOn(t, seed, txns, perPoint, nil, map[string][]byte{})
+}
+
+// crashWorkloadOn runs the workload on a new store or, when base is not
+// nil, on a clone store layered over base (a store image holding
+// baseModel): the clone's device starts as base, whose blocks past the
+// superblocks it must never write.
+func crashWorkloadOn(t *testing.T, seed uint64, txns, perPoint int, base []byte, baseModel map[string][]byte) int {
 	rng := rand.New(rand.NewPCG(seed, 7))
 	dev := &recDev{}
-	s, err := Create(dev)
+	var s *Store
+	var err error
+	if base == nil {
+		s, err = Create(dev)
+	} else {
+		dev.data = append([]byte(nil), base...)
+		dev.base = uint64(len(base) / BlockSize)
+		s, err = Open(dev)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
 	start := len(dev.log)
-	commits := []commitRec{{before: start, after: start, state: map[string][]byte{}}}
-	model := map[string][]byte{}
+	model := copyModel(baseModel)
+	commits := []commitRec{{before: start, after: start, state: copyModel(model)}}
 	for i := 0; i < txns; i++ {
 		tx, err := s.Begin(true)
 		if err != nil {
@@ -110,7 +133,7 @@ func crashWorkload(t *testing.T, seed uint64, txns, perPoint int) int {
 	}
 
 	// Replay.
-	image := make([]byte, 0)
+	image := append([]byte(nil), base...)
 	var pending []recOp
 	apply := func(op recOp) {
 		switch {
@@ -167,6 +190,9 @@ func crashWorkload(t *testing.T, seed uint64, txns, perPoint int) int {
 					undo = append(undo, saved{off, append([]byte(nil), image[off:off+int64(end-sec)]...)})
 					copy(image[off:], w.data[sec:end])
 				}
+			}
+			if base != nil && !bytes.Equal(image[firstBlock*BlockSize:len(base)], base[firstBlock*BlockSize:]) {
+				t.Fatalf("seed %d: the clone changed its base's blocks", seed)
 			}
 			if err := checkCrashImage(image, ok); err != nil {
 				t.Fatalf("seed %d, crash before op %d of %d (variant %d, %d pending writes): %v", seed, k, len(dev.log), r, len(pending), err)

@@ -24,6 +24,19 @@ type BlockDevice interface {
 	Grow(size int64) error
 }
 
+// LayeredDevice is a BlockDevice whose blocks [2, BaseBlocks()) belong to
+// a read-only base store: a clone store (filedev's overlay) starts as a
+// copy of the base's superblocks, so it sees every object of the base, and
+// each change it makes is copy-on-write into its own blocks past the
+// base. The store never allocates, and so never writes, a block below
+// BaseBlocks: blocks of the base it frees stay unused. Refcounts and Fsck
+// need nothing else (the base's refcount tree is the clone's to begin
+// with).
+type LayeredDevice interface {
+	BlockDevice
+	BaseBlocks() uint64
+}
+
 // MemDevice is a BlockDevice in memory. It is useful for tests and for a
 // guest that keeps a store in RAM.
 type MemDevice struct {

@@ -22,6 +22,7 @@ type Store struct {
 	pending   map[uint64][]uint64 // txid that freed -> blocks not yet reusable
 	pendingB  map[uint64]uint64   // block -> txid that freed it
 	allocHint uint64
+	floor     uint64   // the first block the allocator may use (LayeredDevice)
 	free      []uint64 // blocks released lately, a hint for the allocator (LIFO)
 	closed    bool
 	failed    bool
@@ -174,8 +175,12 @@ func Open(dev BlockDevice) (*Store, error) {
 		allocHint: m.freeHint,
 		cache:     map[uint64]cacheEntry{},
 	}
-	if s.allocHint < firstBlock {
-		s.allocHint = firstBlock
+	s.floor = firstBlock
+	if l, ok := dev.(LayeredDevice); ok && l.BaseBlocks() > s.floor {
+		s.floor = l.BaseBlocks()
+	}
+	if s.allocHint < s.floor {
+		s.allocHint = s.floor
 	}
 	return s, nil
 }

@@ -234,7 +234,7 @@ func (tx *Tx) alloc() (uint64, error) {
 	for n := len(tx.free); n > 0; n = len(tx.free) {
 		b := tx.free[n-1]
 		tx.free = tx.free[:n-1]
-		if b < firstBlock || b >= tx.m.nblocks || tx.isPending(b) {
+		if b < tx.s.floor || b >= tx.m.nblocks || tx.isPending(b) {
 			continue
 		}
 		rc, err := tx.rcGet(b)
@@ -247,15 +247,15 @@ func (tx *Tx) alloc() (uint64, error) {
 	}
 	for {
 		b := tx.cursor
-		if b < firstBlock {
-			b = firstBlock
+		if b < tx.s.floor {
+			b = tx.s.floor
 		}
 		if b >= tx.m.nblocks {
 			need := int64(b+1) * BlockSize
 			size := tx.s.dev.Size()
-			if need > size && !tx.wrapped && tx.m.nblocks > firstBlock {
+			if need > size && !tx.wrapped && tx.m.nblocks > tx.s.floor {
 				tx.wrapped = true
-				tx.cursor = firstBlock
+				tx.cursor = tx.s.floor
 				continue
 			}
 			if need > size {

@@ -17,7 +17,6 @@ import (
 
 	"github.com/amberos/amber/boot"
 	"github.com/amberos/amber/objstore"
-	"github.com/amberos/amber/objstore/filedev"
 	snapfmt "github.com/amberos/amber/snapshot"
 	"github.com/bobuhiro11/gokvm/kvm"
 )
@@ -356,6 +355,10 @@ func (d *storeDisk) inSnapshotTx(fn func(tx *objstore.Tx) error) error {
 type RestoreConfig struct {
 	Store    string // the store file holding the snapshot (and then the VM's disk)
 	Snapshot string // its name
+	// Clone, when set, is a new clone store to make of Store
+	// (vmm/clone.go): the VM's disk and its snapshots go there, and Store
+	// is only read.
+	Clone string
 	// Image is the image the snapshot's VM booted; nil opens the path
 	// the snapshot records.
 	Image   *Image
@@ -376,10 +379,15 @@ type RestoreConfig struct {
 // ends: a restore costs no commit, and a VMM killed before either leaves
 // the store as it was.
 func Restore(rc RestoreConfig) (_ *VM, err error) {
-	dev, err := filedev.Open(rc.Store, filedev.Options{})
+	dev, made, err := openRestoreStore(&rc)
 	if err != nil {
 		return nil, err
 	}
+	defer func() {
+		if err != nil && made != "" {
+			os.Remove(made) // the clone this failed restore made
+		}
+	}()
 	s, err := objstore.Open(dev)
 	if err != nil {
 		dev.Close()
@@ -493,14 +501,13 @@ func Restore(rc RestoreConfig) (_ *VM, err error) {
 	if vm.mem, err = newGuestMemory(uint64(meta.MemBytes)); err != nil {
 		return nil, err
 	}
-	fd := int(dev.Fd())
 	for _, e := range extents {
 		// A page mapped past the end of the file would be SIGBUS for the
 		// VMM when the guest touches it.
 		if e.FileOffset < 0 || e.FileOffset+e.Length > dev.Size() {
 			return nil, fmt.Errorf("snapshot %q: memory extent [%#x, %#x) of the file is past its end (%#x)", rc.Snapshot, e.FileOffset, e.FileOffset+e.Length, dev.Size())
 		}
-		if err := vm.mem.mapFile(uint64(e.GuestAddr), uint64(e.Length), fd, e.FileOffset); err != nil {
+		if err := mapExtent(vm.mem, dev, e); err != nil {
 			return nil, fmt.Errorf("mapping snapshot memory [%#x, %#x): %w", e.GuestAddr, e.GuestAddr+e.Length, err)
 		}
 	}

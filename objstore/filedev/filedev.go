@@ -20,7 +20,10 @@ type File struct {
 	f        *os.File
 	size     atomic.Int64
 	readOnly bool
-	block    bool         // a block device: its size is fixed
+	block    bool  // a block device: its size is fixed
+	base     *File // a clone store's base (overlay.go), nil otherwise
+	basePath string
+	floor    int64        // a clone's device bytes below it (but the superblocks) are base's
 	Flushes  atomic.Int64 // number of Flush calls
 }
 
@@ -144,6 +147,11 @@ func Open(path string, o Options) (*File, error) {
 		}
 	}
 	d.size.Store(size)
+	if !d.block && !o.Create && isOverlay(f, size) {
+		if err := d.openOverlay(path, size); err != nil {
+			return fail(err)
+		}
+	}
 	return d, nil
 }
 
@@ -184,12 +192,20 @@ func lockFile(f *os.File, path string, exclusive bool) error {
 }
 
 // ReadAt implements objstore.BlockDevice.
-func (d *File) ReadAt(p []byte, off int64) (int, error) { return d.f.ReadAt(p, off) }
+func (d *File) ReadAt(p []byte, off int64) (int, error) {
+	if d.base != nil {
+		return d.rw(p, off, false)
+	}
+	return d.f.ReadAt(p, off)
+}
 
 // WriteAt implements objstore.BlockDevice.
 func (d *File) WriteAt(p []byte, off int64) (int, error) {
 	if d.readOnly {
 		return 0, errors.New("filedev: read-only")
+	}
+	if d.base != nil {
+		return d.rw(p, off, true)
 	}
 	return d.f.WriteAt(p, off)
 }
@@ -217,7 +233,11 @@ func (d *File) Grow(size int64) error {
 	if d.block {
 		return fmt.Errorf("%s: the block device is full (%d bytes; the store needs %d)", d.f.Name(), d.size.Load(), size)
 	}
-	if err := d.f.Truncate(size); err != nil {
+	fileSize := size
+	if d.base != nil {
+		fileSize = size - d.floor + headerBlocks*blockSize
+	}
+	if err := d.f.Truncate(fileSize); err != nil {
 		return err
 	}
 	d.size.Store(size)
@@ -225,12 +245,19 @@ func (d *File) Grow(size int64) error {
 }
 
 // Close closes the file, releasing the writer lock.
-func (d *File) Close() error { return d.f.Close() }
+func (d *File) Close() error {
+	err := d.f.Close()
+	if berr := d.closeBase(); err == nil {
+		err = berr
+	}
+	return err
+}
 
 // Name returns the file's path.
 func (d *File) Name() string { return d.f.Name() }
 
 // Fd returns the file's descriptor, valid until Close: data blocks are
 // whole pages at offsets Object.Extents gives, so a caller can mmap them
-// (whole-VM snapshot restore maps guest memory this way).
+// (whole-VM snapshot restore maps guest memory this way). For a clone
+// store device offsets are not file offsets: use MapRange.
 func (d *File) Fd() uintptr { return d.f.Fd() }

@@ -203,6 +203,13 @@ qcow2 snapshot; the snapshot itself is kept). The guest's monotonic clock
 continues from the snapshot; its wall clock is the host's; its random
 source is reseeded. Exit statuses are those of vmm run.
 
+With --clone CLONE, STORE is only read: CLONE is made a new clone store of
+it (a small file naming STORE), which gets the VM's disk writes and its
+snapshots; memory is mapped from STORE, so clones of one snapshot share
+its pages. Any number of clones of one store run at once; STORE cannot be
+opened for writing meanwhile, and a clone refuses to open once STORE has
+changed. vmm restore CLONE@NAME restores a clone's snapshot.
+
 Flags:
 `
 
@@ -212,6 +219,7 @@ func cmdRestore(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	imgPath := fs.String("image", "", "the `image` the snapshot's VM booted (default: the path the snapshot records)")
 	sock := fs.String("api", "", "serve the VM's control API on this unix `socket` (docs/api.md)")
 	timeout := fs.Duration("timeout", 0, "stop the guest with a report after this `duration` (0: never)")
+	clone := fs.String("clone", "", "make `CLONE` a new clone store of STORE and run the VM on it (STORE is only read)")
 	fs.Usage = func() { fmt.Fprint(stderr, restoreUsage); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
 		return flagStatus(err)
@@ -236,11 +244,17 @@ func cmdRestore(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "vmm restore: %v\n", err)
 		return exitNotStart
 	}
+	if *clone != "" {
+		if _, err := os.Lstat(*clone); err == nil {
+			fmt.Fprintf(stderr, "vmm restore: --clone %s: the file exists (a clone store is made new; vmm restore %s@NAME restores one)\n", *clone, *clone)
+			return exitUsage
+		}
+	}
 	if err := vmm.KVMAvailable(); err != nil {
 		fmt.Fprintf(stderr, "vmm restore: %v\n", err)
 		return exitNotStart
 	}
-	rc := vmm.RestoreConfig{Store: store, Snapshot: name, Stdin: stdin, Stdout: stdout, Stderr: stderr, Timeout: *timeout}
+	rc := vmm.RestoreConfig{Store: store, Snapshot: name, Clone: *clone, Stdin: stdin, Stdout: stdout, Stderr: stderr, Timeout: *timeout}
 	if *imgPath != "" {
 		img, err := vmm.OpenImage(*imgPath)
 		if err != nil {
@@ -257,7 +271,11 @@ func cmdRestore(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	defer vm.Close()
 	if *sock != "" {
-		stopAPI, err := serveAPI(vm, *sock, api.Info{Image: vm.ImagePath(), Disk: store, From: fs.Arg(0)})
+		disk := store
+		if *clone != "" {
+			disk = *clone
+		}
+		stopAPI, err := serveAPI(vm, *sock, api.Info{Image: vm.ImagePath(), Disk: disk, From: fs.Arg(0)})
 		if err != nil {
 			fmt.Fprintf(stderr, "vmm restore: --api: %v\n", err)
 			return exitNotStart

@@ -37,6 +37,7 @@ func TestSnapshotCommands(t *testing.T) {
 		{[]string{"snapshots"}, exitUsage, "Usage: vmm snapshots STORE"},
 		{[]string{"snapshots", filepath.Join(dir, "none.store")}, 1, "no such file"},
 		{[]string{"ps", "x"}, exitUsage, "Usage: vmm ps"},
+		{[]string{"restore", "--clone", store, store + "@warm"}, exitUsage, "the file exists"},
 	} {
 		var stdout, stderr bytes.Buffer
 		if st := Main(c.args, nil, &stdout, &stderr); st != c.status || !strings.Contains(stderr.String(), c.stderr) {
@@ -64,6 +65,15 @@ func TestSnapshotCommands(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	if st := Main([]string{"snapshots", store}, nil, &stdout, &stderr); st != 0 || !strings.Contains(stdout.String(), "warm") || !strings.Contains(stdout.String(), "2.0 MiB") {
 		t.Errorf("vmm snapshots: status %d\n%s%s", st, stdout.String(), stderr.String())
+	}
+	// A clone store lists its base's snapshots.
+	clone := filepath.Join(dir, "c1.store")
+	if err := filedev.CreateOverlay(clone, store); err != nil {
+		t.Fatal(err)
+	}
+	stdout.Reset()
+	if st := Main([]string{"snapshots", clone}, nil, &stdout, &stderr); st != 0 || !strings.Contains(stdout.String(), "warm") {
+		t.Errorf("vmm snapshots of a clone: status %d\n%s%s", st, stdout.String(), stderr.String())
 	}
 	stdout.Reset()
 	if st := Main([]string{"ps"}, nil, &stdout, &stderr); st != 0 || !strings.HasPrefix(stdout.String(), "PID") {
