@@ -230,6 +230,75 @@ func (vm *VM) Snapshot(name string, stop bool) (*SnapshotResult, error) {
 	return res, nil
 }
 
+// GuestSnapshot is called with each snapshot the guest asked for
+// (guest.Snapshot), on the vCPU thread, after it is committed or failed;
+// nil: none. tools/vmm reports them.
+type GuestSnapshot func(res *SnapshotResult, err error)
+
+// OnGuestSnapshot sets the function told of snapshots the guest takes.
+func (vm *VM) OnGuestSnapshot(fn GuestSnapshot) { vm.guestSnap = fn }
+
+// Errors the guest's snapshot call returns (boot.HCSnapshot).
+const (
+	errInval      = -22 // EINVAL
+	errExist      = -17 // EEXIST
+	errIO         = -5  // EIO
+	errNotSupport = -95 // EOPNOTSUPP
+)
+
+// hcSnapshot serves guest.Snapshot. The snapshot cannot be taken inside
+// the exit (KVM has not finished the OUT: RIP still points at it), so it
+// is a request the loop serves before it enters the guest again, after
+// completing the exit. The block's Ret is 1 while the snapshot is taken,
+// so that a VM restored from it returns from the call with 1; this VM
+// then gets 0 or the error.
+func hcSnapshot(vm *VM, h *boot.Hypercall) (int64, bool) {
+	b, err := vm.mem.Slice(h.A0, h.A1)
+	if err != nil || h.A1 > 128 {
+		return errInval, true
+	}
+	name := string(b)
+	if err := snapfmt.CheckName(name); err != nil {
+		return errInval, true
+	}
+	if _, err := vm.snapshotDisk(); err != nil {
+		fmt.Fprintf(vm.Stderr(), "vmm: the guest asked for snapshot %q: %v\n", name, err)
+		return errNotSupport, true
+	}
+	ret := vm.hcBlock[40:48]
+	vm.atNextEntry(func() {
+		binary.LittleEndian.PutUint64(ret, 1)
+		t0 := time.Now()
+		m, err := vm.snapshotNow(name)
+		var res *SnapshotResult
+		code := int64(0)
+		switch {
+		case err == nil:
+			res = &SnapshotResult{Meta: *m, Pause: time.Since(t0)}
+		case errors.Is(err, snapfmt.ErrExists):
+			code = errExist
+		default:
+			code = errIO
+			fmt.Fprintf(vm.Stderr(), "vmm: the guest asked for snapshot %q: %v\n", name, err)
+		}
+		binary.LittleEndian.PutUint64(ret, uint64(code))
+		if vm.guestSnap != nil {
+			vm.guestSnap(res, err)
+		}
+	})
+	return 0, false
+}
+
+// atNextEntry runs fn on the vCPU thread before it enters the guest
+// again, after KVM completed the exit being served; it is called on the
+// vCPU thread (no kick needed).
+func (vm *VM) atNextEntry(fn func()) {
+	vm.ctl.mu.Lock()
+	vm.ctl.reqs = append(vm.ctl.reqs, fn)
+	vm.ctl.pending.Store(true)
+	vm.ctl.mu.Unlock()
+}
+
 // vmState is the VM's own part of the devices object: what a restore
 // needs besides the devices' registers.
 type vmState struct {

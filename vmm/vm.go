@@ -108,6 +108,8 @@ type VM struct {
 	marks     []Mark      // the first maxMarks
 	lostMarks int         // marks after those
 	hcallsBy  [16]int     // hypercalls by number
+	hcBlock   []byte      // the request block of the hypercall being served
+	guestSnap GuestSnapshot
 
 	tlbFlushes, releasedBytes uint64 // memory the guest gave back (vmm/release.go)
 

@@ -325,3 +325,45 @@ func listed(out, name string) bool {
 	}
 	return false
 }
+
+// guest.Snapshot, "initialise once, serve many": the call returns in the
+// VM that made it (false) once the snapshot is committed, and again
+// (true) in a VM restored from it, with the state built before the call;
+// a second snapshot of the same name is refused in the guest.
+func TestGuestSnapshot(t *testing.T) {
+	needKVM(t)
+	img := image(t, "./testdata/snaponce")
+	dir := t.TempDir()
+	t.Setenv("XDG_RUNTIME_DIR", dir)
+	store := filepath.Join(dir, "vm.store")
+	if r := run(t, "store", "create", store, "--disk-size", "16M"); r.code != 0 {
+		t.Fatalf("store create: exit %d\n%s", r.code, r.stderr)
+	}
+	r := run(t, "run", "--timeout", "300s", "--disk", store, img)
+	if r.code != 0 || !strings.Contains(r.stdout, "restored false state 500500\n") || !strings.Contains(r.stdout, "again: true") {
+		t.Fatalf("vmm run: exit %d; want the call to return false, then a second snapshot refused as existing\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	if r := run(t, "snapshots", store); r.code != 0 || !strings.Contains(r.stdout, "ready") {
+		t.Errorf("vmm snapshots: exit %d; want snapshot ready listed\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	for i := range 2 {
+		r = run(t, "restore", "--timeout", "300s", store+"@ready")
+		if r.code != 0 || r.stdout != "restored true state 500500\n" {
+			t.Errorf("restore %d: exit %d; want the call to return true, once\nstdout:\n%s\nstderr:\n%s", i, r.code, r.stdout, r.stderr)
+		}
+	}
+	if r := run(t, "store", "fsck", store); r.code != 0 {
+		t.Errorf("store fsck: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// A VM without a store for a disk cannot be snapshotted: the guest's
+// call fails with an error saying why (under TCG, that it is not on
+// Amber's VMM), and the program goes on.
+func TestGuestSnapshotRefused(t *testing.T) {
+	r := runImage(t, "./testdata/snaponce")
+	if r.code != 1 || !strings.Contains(r.stdout, "snapshot error: guest.Snapshot \"ready\": ") ||
+		!(strings.Contains(r.stdout, "cannot be snapshotted") || strings.Contains(r.stdout, "not running on Amber")) {
+		t.Fatalf("exit %d; want 1 and the call's error\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+}
