@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"sort"
 	"strings"
 	"time"
@@ -55,16 +56,17 @@ const (
 type Meta struct {
 	Format  int       `json:"format"` // Version when written
 	Name    string    `json:"name"`
-	Parent  string    `json:"parent,omitempty"` // the snapshot this one's memory is relative to; "" for a full one
+	Parent  string    `json:"parent,omitempty"` // the snapshot this one's memory is incremental to; "" for a full one
 	Created time.Time `json:"created"`
 	// Image is the path of the image the VM booted (for crash-report
 	// symbols and to check a restore runs the same kernel), ImageSize
 	// its size then.
 	Image     string `json:"image"`
 	ImageSize int64  `json:"imageSize"`
-	MemBytes  int64  `json:"memBytes"`  // guest RAM size
-	MemStored int64  `json:"memStored"` // bytes of non-zero pages written by this snapshot
-	DiskBytes int64  `json:"diskBytes"` // size of the disk object; 0: no disk
+	MemBytes  int64  `json:"memBytes"`           // guest RAM size
+	MemStored int64  `json:"memStored"`          // bytes of pages written by this snapshot (an incremental one shares the rest with its parent)
+	MemDirty  int64  `json:"memDirty,omitempty"` // an incremental snapshot's pages written since its parent, in bytes
+	DiskBytes int64  `json:"diskBytes"`          // size of the disk object; 0: no disk
 	// TSCHz and BootTSC are the guest's time base: the TSC frequency the
 	// guest computes with, and the guest TSC at its boot.
 	TSCHz   uint64 `json:"tscHz"`
@@ -173,6 +175,10 @@ func Write(tx *objstore.Tx, c *Contents) error {
 	var err error
 	if m.Parent != "" {
 		stored, err = writeIncremental(tx, m.Parent, Object(m.Name, ObjMem), c.Memory, c.Dirty)
+		m.MemDirty = 0
+		for _, w := range c.Dirty {
+			m.MemDirty += int64(bits.OnesCount64(w)) * PageSize
+		}
 	} else {
 		stored, err = writeMemory(tx, Object(m.Name, ObjMem), c.Memory, c.Touched)
 	}

@@ -311,8 +311,8 @@ func TestIncremental(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if m.Parent != "full" {
-			t.Errorf("Parent = %q", m.Parent)
+		if m.Parent != "full" || m.MemDirty != 4*PageSize {
+			t.Errorf("Parent = %q, MemDirty = %d; want full and 4 pages", m.Parent, m.MemDirty)
 		}
 		if got := readSnapMem(t, tx, "inc", len(mem2)); !bytes.Equal(got, mem2) {
 			t.Error("the incremental snapshot's memory differs from the memory it was taken of")

@@ -391,8 +391,48 @@ func (vm *VM) snapshotNow(name string) (*snapfmt.Meta, error) {
 		// The disk as the guest sees it, its cached writes included.
 		DiskObject: StoreDiskObject,
 	}
-	if err := sd.inSnapshotTx(func(tx *objstore.Tx) error { return snapfmt.Write(tx, c) }); err != nil {
+	// Incremental: the pages written since the parent, by the guest
+	// (KVM's dirty log) or by the VMM (GuestMemory's). Taking the logs
+	// clears them, so a failed snapshot makes the next one full.
+	parent := vm.snapParent
+	vm.snapParent = ""
+	if vm.dirtyLog {
+		dirty, err := vm.DirtyPages()
+		if err != nil {
+			parent = ""
+		} else {
+			vm.mem.takeWritten(dirty)
+			c.Dirty = dirty
+		}
+	} else {
+		parent = ""
+	}
+	err = sd.inSnapshotTx(func(tx *objstore.Tx) error {
+		if parent != "" {
+			// A parent deleted since (or in another store) makes a
+			// full snapshot.
+			if ok, err := snapfmt.Exists(tx, parent); err != nil {
+				return err
+			} else if ok {
+				c.Meta.Parent = parent
+			}
+		}
+		return snapfmt.Write(tx, c)
+	})
+	if err != nil {
 		return nil, err
+	}
+	vm.snapParent = name
+	if !vm.dirtyLog {
+		// From now on KVM logs the guest's writes (the first write to
+		// each page after a snapshot costs a fault, and the guest's
+		// memory is mapped with 4 KiB pages): the next snapshot writes
+		// only what changed. The devices are stopped and the vCPU is
+		// out, so no write falls between the snapshot and the log.
+		if err := vm.LogDirtyPages(); err == nil {
+			vm.mem.logWrites()
+			vm.dirtyLog = true
+		}
 	}
 	return &c.Meta, nil
 }
@@ -573,9 +613,13 @@ func Restore(rc RestoreConfig) (_ *VM, err error) {
 			return nil, fmt.Errorf("mapping snapshot memory [%#x, %#x): %w", e.GuestAddr, e.GuestAddr+e.Length, err)
 		}
 	}
-	if err = vm.setMemoryRegion(0); err != nil {
+	// The dirty log from the start: the VM's first snapshot is
+	// incremental to the one it was restored from.
+	if err = vm.setMemoryRegion(memLogDirtyPages); err != nil {
 		return nil, err
 	}
+	vm.mem.logWrites()
+	vm.dirtyLog, vm.snapParent = true, rc.Snapshot
 	if err = enableSplitIRQChip(vm.vmFd); err != nil {
 		return nil, fmt.Errorf("KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP): %w", err)
 	}
