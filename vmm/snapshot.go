@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -304,6 +305,69 @@ func (vm *VM) atNextEntry(fn func()) {
 type vmState struct {
 	LSTAR   bool                       `json:"lstar"`
 	Devices map[string]json.RawMessage `json:"devices"`
+	Net     *netRecord                 `json:"net,omitempty"`
+}
+
+// netRecord is the network device's backend as a snapshot records it: a
+// restore starts a new one (a new vmm-net process with the same
+// forwards, or the same tap device). The guest's open TCP connections do
+// not survive: the user network's connection state is not saved.
+type netRecord struct {
+	MAC      string    `json:"mac"`
+	User     bool      `json:"user,omitempty"`
+	Forwards []HostFwd `json:"forwards,omitempty"`
+	Tap      string    `json:"tap,omitempty"`
+	Unknown  bool      `json:"unknown,omitempty"` // a backend given without a Spec
+}
+
+// netRecordOf describes the VM's network device for a snapshot.
+func (vm *VM) netRecordOf() *netRecord {
+	n := vm.cfg.Net
+	if n == nil {
+		return nil
+	}
+	r := &netRecord{Unknown: n.Spec == nil}
+	for _, t := range vm.transports() {
+		if d, ok := t.dev.(*netDevice); ok {
+			r.MAC = net.HardwareAddr(d.cfg[0:6]).String()
+		}
+	}
+	if n.Spec != nil {
+		r.User, r.Forwards, r.Tap = n.Spec.User, n.Spec.Forwards, n.Spec.Tap
+	}
+	return r
+}
+
+// openNet makes the network device of a restored VM: rc.Net, or a new
+// backend like the recorded one.
+func (r *netRecord) open(given *Net) (*Net, error) {
+	mac, err := net.ParseMAC(r.MAC)
+	if err != nil {
+		return nil, fmt.Errorf("the network device's MAC address %q: %v", r.MAC, err)
+	}
+	if given != nil {
+		n := *given
+		if n.MAC == nil {
+			n.MAC = mac
+		}
+		return &n, nil
+	}
+	spec := &NetSpec{User: r.User, Forwards: r.Forwards, Tap: r.Tap, MAC: mac}
+	var be NetBackend
+	switch {
+	case r.Unknown:
+		return nil, errors.New("the snapshot's VM had a network backend the snapshot does not describe: give one (RestoreConfig.Net)")
+	case r.User:
+		be, err = StartUserNet(mac, r.Forwards)
+	case r.Tap != "":
+		be, err = OpenTap(r.Tap)
+	default:
+		return nil, errors.New("the snapshot's network device has no backend recorded")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("starting the network backend: %w", err)
+	}
+	return &Net{Backend: be, MAC: mac, Spec: spec}, nil
 }
 
 // snapshotDisk returns the VM's store-backed disk: a snapshot needs one,
@@ -356,7 +420,7 @@ func (vm *VM) snapshotNow(name string) (*snapfmt.Meta, error) {
 	if err != nil {
 		return nil, err
 	}
-	vs := vmState{LSTAR: vm.lstarMode, Devices: map[string]json.RawMessage{}}
+	vs := vmState{LSTAR: vm.lstarMode, Devices: map[string]json.RawMessage{}, Net: vm.netRecordOf()}
 	for n, s := range vm.DeviceStates() {
 		b, err := json.Marshal(s)
 		if err != nil {
@@ -472,6 +536,10 @@ type RestoreConfig struct {
 	Stdout  io.Writer
 	Stderr  io.Writer
 	Timeout time.Duration
+	// Net, for a snapshot of a VM with a network device, is its backend;
+	// nil starts one like the snapshot records (the user network with
+	// the same forwards, or the same tap device). Restore closes it.
+	Net *Net
 }
 
 // Restore creates a VM from a snapshot: guest memory is the snapshot's,
@@ -643,6 +711,20 @@ func Restore(rc RestoreConfig) (_ *VM, err error) {
 	}
 	if err = vm.addDisk(0, cfg.Disks[0]); err != nil {
 		return nil, err
+	}
+	if vs.Net != nil {
+		n, err := vs.Net.open(rc.Net)
+		if err != nil {
+			return nil, fmt.Errorf("snapshot %q: %w", rc.Snapshot, err)
+		}
+		vm.closers = append(vm.closers, n.Backend.Close)
+		vm.cfg.Net = n
+		if err = vm.addNet(1, *n); err != nil {
+			return nil, err
+		}
+	} else if rc.Net != nil {
+		rc.Net.Backend.Close()
+		return nil, fmt.Errorf("snapshot %q is of a VM without a network device", rc.Snapshot)
 	}
 	if err = vm.restoreDevices(vs.Devices); err != nil {
 		return nil, fmt.Errorf("snapshot %q: %w", rc.Snapshot, err)

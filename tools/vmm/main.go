@@ -801,7 +801,8 @@ func openNet(ns vmm.NetSpec) (*vmm.Net, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &vmm.Net{Backend: be, MAC: mac}, nil
+	ns.MAC = mac
+	return &vmm.Net{Backend: be, MAC: mac, Spec: &ns}, nil
 }
 
 // hasOption reports whether the kernel options set key (KEY=VALUE).
