@@ -5,14 +5,15 @@ package amber
 
 import "embed"
 
-// GuestSource holds the packages linked into every image. The kernel
+// GuestSource holds the packages linked into every image, and package
+// guest, which programs import to talk to their VM. The kernel
 // imports only the standard library and the other guest packages
 // (TestGuestImportsOnlyStd); the network service (kernel/netsvc), linked
 // into programs that use net, also needs gVisor's TCP/IP stack, so the
 // module vmm build makes of this source requires the modules in
 // GuestRequires at this module's versions (go.mod, go.sum).
 //
-//go:embed boot/*.go kernel/*.go kernel/*.s kernel/*/*.go kernel/*/*/*.go objstore/*.go drivers/*/*.go drivers/*/*.s go.mod go.sum
+//go:embed boot/*.go kernel/*.go kernel/*.s kernel/*/*.go kernel/*/*/*.go guest/*.go objstore/*.go drivers/*/*.go drivers/*/*.s go.mod go.sum
 var GuestSource embed.FS
 
 // GuestRequires are the modules the guest packages need beyond the

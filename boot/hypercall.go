@@ -65,6 +65,21 @@ const (
 	HCRelease = 9
 )
 
+// HCSnapshot: the guest asks for a whole-VM snapshot (guest.Snapshot).
+// A0 = PA of the snapshot's name, A1 = its length. The VMM takes the
+// snapshot with the vCPU stopped at this call, having first set Ret = 1,
+// so that every VM restored from it sees 1; the VM that asked sees 0, or
+// -EINVAL (a bad name), -EEXIST (the name is taken), -EOPNOTSUPP (the VM
+// cannot be snapshotted: no writable store as its disk), -EIO (the
+// snapshot failed; the VMM says why on its stderr).
+const HCSnapshot = 10
+
+// SysAmberSnapshot is Amber's system call behind guest.Snapshot: rdi, rsi
+// = the name's address and length; it returns as HCSnapshot does, and
+// -ENOSYS when the VMM serves no hypercalls. Linux has no system call of
+// that number: natively it fails with ENOSYS too.
+const SysAmberSnapshot = 505
+
 // ReleaseRun is one physical range of an HCRelease request.
 type ReleaseRun struct {
 	PA, Len uint64

@@ -191,6 +191,7 @@ var sysTable = [nsys]sysHandler{
 	// Tests reach the exception table through it (uaccess.go).
 	nrAmberUaccessProbe: sysAmberUaccessProbe,
 	nrAmberService:      sysAmberService,
+	nrAmberSnapshot:     sysAmberSnapshot,
 	// Guest tests wait for device interrupts through it (irq.go).
 	boot.SysAmberIRQCount: sysAmberIRQCount,
 }

@@ -178,4 +178,5 @@ const (
 	nrAmberLoadFiles    = 501
 	nrAmberUaccessProbe = 502
 	nrAmberService      = 503
+	nrAmberSnapshot     = 505 // boot.SysAmberSnapshot (console.go checks)
 )

@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"sort"
 	"strings"
 	"time"
@@ -55,16 +56,17 @@ const (
 type Meta struct {
 	Format  int       `json:"format"` // Version when written
 	Name    string    `json:"name"`
-	Parent  string    `json:"parent,omitempty"` // the snapshot this one's memory is relative to; "" for a full one
+	Parent  string    `json:"parent,omitempty"` // the snapshot this one's memory is incremental to; "" for a full one
 	Created time.Time `json:"created"`
 	// Image is the path of the image the VM booted (for crash-report
 	// symbols and to check a restore runs the same kernel), ImageSize
 	// its size then.
 	Image     string `json:"image"`
 	ImageSize int64  `json:"imageSize"`
-	MemBytes  int64  `json:"memBytes"`  // guest RAM size
-	MemStored int64  `json:"memStored"` // bytes of non-zero pages written by this snapshot
-	DiskBytes int64  `json:"diskBytes"` // size of the disk object; 0: no disk
+	MemBytes  int64  `json:"memBytes"`           // guest RAM size
+	MemStored int64  `json:"memStored"`          // bytes of pages written by this snapshot (an incremental one shares the rest with its parent)
+	MemDirty  int64  `json:"memDirty,omitempty"` // an incremental snapshot's pages written since its parent, in bytes
+	DiskBytes int64  `json:"diskBytes"`          // size of the disk object; 0: no disk
 	// TSCHz and BootTSC are the guest's time base: the TSC frequency the
 	// guest computes with, and the guest TSC at its boot.
 	TSCHz   uint64 `json:"tscHz"`
@@ -130,6 +132,11 @@ type Contents struct {
 	// DiskObject is the store object holding the VM's disk ("" for
 	// none): it is cloned into the snapshot.
 	DiskObject string
+	// Dirty, for an incremental snapshot (Meta.Parent set), is a bitmap
+	// of the pages written since snapshot Meta.Parent was taken of this
+	// VM (or restored into it): the snapshot's memory is an O(1) clone
+	// of the parent's with only those pages written over it.
+	Dirty []uint64
 }
 
 // Write adds snapshot c.Meta.Name to the store in tx, a write
@@ -164,7 +171,17 @@ func Write(tx *objstore.Tx, c *Contents) error {
 	if c.Touched != nil && len(c.Touched) < (len(c.Memory)/PageSize+63)/64 {
 		return fmt.Errorf("a bitmap of %d words for %d pages of memory", len(c.Touched), len(c.Memory)/PageSize)
 	}
-	stored, err := writeMemory(tx, Object(m.Name, ObjMem), c.Memory, c.Touched)
+	var stored int64
+	var err error
+	if m.Parent != "" {
+		stored, err = writeIncremental(tx, m.Parent, Object(m.Name, ObjMem), c.Memory, c.Dirty)
+		m.MemDirty = 0
+		for _, w := range c.Dirty {
+			m.MemDirty += int64(bits.OnesCount64(w)) * PageSize
+		}
+	} else {
+		stored, err = writeMemory(tx, Object(m.Name, ObjMem), c.Memory, c.Touched)
+	}
 	if err != nil {
 		return err
 	}
@@ -237,6 +254,69 @@ func writeMemory(tx *objstore.Tx, name string, mem []byte, touched []uint64) (in
 		p = q
 	}
 	return stored, nil
+}
+
+// writeIncremental makes name a clone of snapshot parent's memory (O(1):
+// the blocks are shared) and writes the dirty pages of mem over it: the
+// non-zero ones, and the zero ones where the parent has data. It returns
+// the bytes written.
+func writeIncremental(tx *objstore.Tx, parent, name string, mem []byte, dirty []uint64) (int64, error) {
+	pages := len(mem) / PageSize
+	if len(dirty) < (pages+63)/64 {
+		return 0, fmt.Errorf("a dirty bitmap of %d words for %d pages of memory", len(dirty), pages)
+	}
+	pm, err := ReadMeta(tx, parent)
+	if err != nil {
+		return 0, fmt.Errorf("the parent snapshot: %w", err)
+	}
+	if pm.MemBytes != int64(len(mem)) {
+		return 0, fmt.Errorf("the parent snapshot %q has %d bytes of memory, this VM %d", parent, pm.MemBytes, len(mem))
+	}
+	pe, err := MemoryExtents(tx, pm)
+	if err != nil {
+		return 0, err
+	}
+	if err := tx.Clone(Object(parent, ObjMem), name); err != nil {
+		return 0, fmt.Errorf("cloning the parent's memory: %w", err)
+	}
+	o, err := tx.Open(name)
+	if err != nil {
+		return 0, err
+	}
+	// Which pages the parent stores (the others are holes: zero).
+	stored := make([]uint64, (pages+63)/64)
+	for _, e := range pe {
+		for p := e.GuestAddr / PageSize; p < (e.GuestAddr+e.Length)/PageSize; p++ {
+			stored[p/64] |= 1 << (p % 64)
+		}
+	}
+	write := func(i int) bool {
+		if dirty[i/64]&(1<<(i%64)) == 0 {
+			return false
+		}
+		return stored[i/64]&(1<<(i%64)) != 0 || !bytes.Equal(mem[i*PageSize:(i+1)*PageSize], zeroPage[:])
+	}
+	var n int64
+	for i := 0; i < pages; {
+		if w := dirty[i/64]; w == 0 && i%64 == 0 {
+			i += 64
+			continue
+		}
+		if !write(i) {
+			i++
+			continue
+		}
+		j := i + 1
+		for j < pages && write(j) {
+			j++
+		}
+		if _, err := o.WriteAt(mem[i*PageSize:j*PageSize], int64(i)*PageSize); err != nil {
+			return 0, fmt.Errorf("writing guest memory at %#x: %w", i*PageSize, err)
+		}
+		n += int64(j-i) * PageSize
+		i = j
+	}
+	return n, nil
 }
 
 // Exists reports whether snapshot name is in the store.

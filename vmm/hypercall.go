@@ -29,6 +29,7 @@ var hypercalls = [...]hcHandler{
 	boot.HCMark:         hcMark,
 	boot.HCFlushTLB:     hcFlushTLB, // release.go
 	boot.HCRelease:      hcRelease,
+	boot.HCSnapshot:     hcSnapshot, // snapshot.go
 }
 
 const (
@@ -68,6 +69,7 @@ func (vm *VM) hypercall(pa uint64) {
 		vm.hcallsBy[h.Nr]++
 	}
 	ret, reply := int64(errNoSys), true
+	vm.hcBlock = raw
 	if h.Nr < uint64(len(hypercalls)) && hypercalls[h.Nr] != nil {
 		ret, reply = hypercalls[h.Nr](vm, &h)
 	}

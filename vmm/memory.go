@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -18,6 +19,12 @@ type GuestMemory struct {
 	// fileRanges are the ranges [pa, pa+n) mapped from a file (mapFile):
 	// their pages hold the file's data before anything touches them.
 	fileRanges [][2]uint64
+	// logging makes Slice record the pages it hands out in written, as
+	// possibly written by the VMM (devices, hypercalls): KVM's dirty log
+	// has only the guest's own writes, and an incremental snapshot needs
+	// both.
+	logging atomic.Bool
+	written []uint64
 }
 
 func newGuestMemory(size uint64) (*GuestMemory, error) {
@@ -37,7 +44,31 @@ func (m *GuestMemory) Slice(pa, n uint64) ([]byte, error) {
 	if pa > uint64(len(m.mem)) || n > uint64(len(m.mem))-pa {
 		return nil, fmt.Errorf("guest physical range [%#x, %#x) is outside guest memory (%#x bytes)", pa, pa+n, len(m.mem))
 	}
+	if m.logging.Load() && n > 0 {
+		for p := pa / pageSize; p <= (pa+n-1)/pageSize; p++ {
+			atomic.OrUint64(&m.written[p/64], 1<<(p%64))
+		}
+	}
 	return m.mem[pa : pa+n : pa+n], nil
+}
+
+// pageSize is the unit of the dirty bitmaps.
+const pageSize = 4096
+
+// logWrites starts recording the pages Slice hands out.
+func (m *GuestMemory) logWrites() {
+	if m.written == nil {
+		m.written = make([]uint64, (len(m.mem)/pageSize+63)/64)
+	}
+	m.logging.Store(true)
+}
+
+// takeWritten ORs the pages handed out since the last call into bitmap
+// and forgets them.
+func (m *GuestMemory) takeWritten(bitmap []uint64) {
+	for i := range m.written {
+		bitmap[i] |= atomic.SwapUint64(&m.written[i], 0)
+	}
 }
 
 // ReadPhys copies guest memory at pa into p (crash.PhysMemory).

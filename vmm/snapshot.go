@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -229,11 +230,143 @@ func (vm *VM) Snapshot(name string, stop bool) (*SnapshotResult, error) {
 	return res, nil
 }
 
+// GuestSnapshot is called with each snapshot the guest asked for
+// (guest.Snapshot), on the vCPU thread, after it is committed or failed;
+// nil: none. tools/vmm reports them.
+type GuestSnapshot func(res *SnapshotResult, err error)
+
+// OnGuestSnapshot sets the function told of snapshots the guest takes.
+func (vm *VM) OnGuestSnapshot(fn GuestSnapshot) { vm.guestSnap = fn }
+
+// Errors the guest's snapshot call returns (boot.HCSnapshot).
+const (
+	errInval      = -22 // EINVAL
+	errExist      = -17 // EEXIST
+	errIO         = -5  // EIO
+	errNotSupport = -95 // EOPNOTSUPP
+)
+
+// hcSnapshot serves guest.Snapshot. The snapshot cannot be taken inside
+// the exit (KVM has not finished the OUT: RIP still points at it), so it
+// is a request the loop serves before it enters the guest again, after
+// completing the exit. The block's Ret is 1 while the snapshot is taken,
+// so that a VM restored from it returns from the call with 1; this VM
+// then gets 0 or the error.
+func hcSnapshot(vm *VM, h *boot.Hypercall) (int64, bool) {
+	b, err := vm.mem.Slice(h.A0, h.A1)
+	if err != nil || h.A1 > 128 {
+		return errInval, true
+	}
+	name := string(b)
+	if err := snapfmt.CheckName(name); err != nil {
+		return errInval, true
+	}
+	if _, err := vm.snapshotDisk(); err != nil {
+		fmt.Fprintf(vm.Stderr(), "vmm: the guest asked for snapshot %q: %v\n", name, err)
+		return errNotSupport, true
+	}
+	ret := vm.hcBlock[40:48]
+	vm.atNextEntry(func() {
+		binary.LittleEndian.PutUint64(ret, 1)
+		t0 := time.Now()
+		m, err := vm.snapshotNow(name)
+		var res *SnapshotResult
+		code := int64(0)
+		switch {
+		case err == nil:
+			res = &SnapshotResult{Meta: *m, Pause: time.Since(t0)}
+		case errors.Is(err, snapfmt.ErrExists):
+			code = errExist
+		default:
+			code = errIO
+			fmt.Fprintf(vm.Stderr(), "vmm: the guest asked for snapshot %q: %v\n", name, err)
+		}
+		binary.LittleEndian.PutUint64(ret, uint64(code))
+		if vm.guestSnap != nil {
+			vm.guestSnap(res, err)
+		}
+	})
+	return 0, false
+}
+
+// atNextEntry runs fn on the vCPU thread before it enters the guest
+// again, after KVM completed the exit being served; it is called on the
+// vCPU thread (no kick needed).
+func (vm *VM) atNextEntry(fn func()) {
+	vm.ctl.mu.Lock()
+	vm.ctl.reqs = append(vm.ctl.reqs, fn)
+	vm.ctl.pending.Store(true)
+	vm.ctl.mu.Unlock()
+}
+
 // vmState is the VM's own part of the devices object: what a restore
 // needs besides the devices' registers.
 type vmState struct {
 	LSTAR   bool                       `json:"lstar"`
 	Devices map[string]json.RawMessage `json:"devices"`
+	Net     *netRecord                 `json:"net,omitempty"`
+}
+
+// netRecord is the network device's backend as a snapshot records it: a
+// restore starts a new one (a new vmm-net process with the same
+// forwards, or the same tap device). The guest's open TCP connections do
+// not survive: the user network's connection state is not saved.
+type netRecord struct {
+	MAC      string    `json:"mac"`
+	User     bool      `json:"user,omitempty"`
+	Forwards []HostFwd `json:"forwards,omitempty"`
+	Tap      string    `json:"tap,omitempty"`
+	Unknown  bool      `json:"unknown,omitempty"` // a backend given without a Spec
+}
+
+// netRecordOf describes the VM's network device for a snapshot.
+func (vm *VM) netRecordOf() *netRecord {
+	n := vm.cfg.Net
+	if n == nil {
+		return nil
+	}
+	r := &netRecord{Unknown: n.Spec == nil}
+	for _, t := range vm.transports() {
+		if d, ok := t.dev.(*netDevice); ok {
+			r.MAC = net.HardwareAddr(d.cfg[0:6]).String()
+		}
+	}
+	if n.Spec != nil {
+		r.User, r.Forwards, r.Tap = n.Spec.User, n.Spec.Forwards, n.Spec.Tap
+	}
+	return r
+}
+
+// openNet makes the network device of a restored VM: rc.Net, or a new
+// backend like the recorded one.
+func (r *netRecord) open(given *Net) (*Net, error) {
+	mac, err := net.ParseMAC(r.MAC)
+	if err != nil {
+		return nil, fmt.Errorf("the network device's MAC address %q: %v", r.MAC, err)
+	}
+	if given != nil {
+		n := *given
+		if n.MAC == nil {
+			n.MAC = mac
+		}
+		return &n, nil
+	}
+	spec := &NetSpec{User: r.User, Forwards: r.Forwards, Tap: r.Tap, MAC: mac}
+	var be NetBackend
+	switch {
+	case r.Unknown:
+		return nil, errors.New("the snapshot's VM had a network backend the snapshot does not describe: give one (RestoreConfig.Net)")
+	case r.User:
+		be, err = StartUserNet(mac, r.Forwards)
+	case r.Tap != "":
+		be, err = OpenTap(r.Tap)
+	default:
+		return nil, errors.New("the snapshot's network device has no backend recorded")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("starting the network backend: %w", err)
+	}
+	return &Net{Backend: be, MAC: mac, Spec: spec}, nil
 }
 
 // snapshotDisk returns the VM's store-backed disk: a snapshot needs one,
@@ -286,7 +419,7 @@ func (vm *VM) snapshotNow(name string) (*snapfmt.Meta, error) {
 	if err != nil {
 		return nil, err
 	}
-	vs := vmState{LSTAR: vm.lstarMode, Devices: map[string]json.RawMessage{}}
+	vs := vmState{LSTAR: vm.lstarMode, Devices: map[string]json.RawMessage{}, Net: vm.netRecordOf()}
 	for n, s := range vm.DeviceStates() {
 		b, err := json.Marshal(s)
 		if err != nil {
@@ -321,8 +454,48 @@ func (vm *VM) snapshotNow(name string) (*snapfmt.Meta, error) {
 		// The disk as the guest sees it, its cached writes included.
 		DiskObject: StoreDiskObject,
 	}
-	if err := sd.inSnapshotTx(func(tx *objstore.Tx) error { return snapfmt.Write(tx, c) }); err != nil {
+	// Incremental: the pages written since the parent, by the guest
+	// (KVM's dirty log) or by the VMM (GuestMemory's). Taking the logs
+	// clears them, so a failed snapshot makes the next one full.
+	parent := vm.snapParent
+	vm.snapParent = ""
+	if vm.dirtyLog {
+		dirty, err := vm.DirtyPages()
+		if err != nil {
+			parent = ""
+		} else {
+			vm.mem.takeWritten(dirty)
+			c.Dirty = dirty
+		}
+	} else {
+		parent = ""
+	}
+	err = sd.inSnapshotTx(func(tx *objstore.Tx) error {
+		if parent != "" {
+			// A parent deleted since (or in another store) makes a
+			// full snapshot.
+			if ok, err := snapfmt.Exists(tx, parent); err != nil {
+				return err
+			} else if ok {
+				c.Meta.Parent = parent
+			}
+		}
+		return snapfmt.Write(tx, c)
+	})
+	if err != nil {
 		return nil, err
+	}
+	vm.snapParent = name
+	if !vm.dirtyLog {
+		// From now on KVM logs the guest's writes (the first write to
+		// each page after a snapshot costs a fault, and the guest's
+		// memory is mapped with 4 KiB pages): the next snapshot writes
+		// only what changed. The devices are stopped and the vCPU is
+		// out, so no write falls between the snapshot and the log.
+		if err := vm.LogDirtyPages(); err == nil {
+			vm.mem.logWrites()
+			vm.dirtyLog = true
+		}
 	}
 	return &c.Meta, nil
 }
@@ -366,6 +539,10 @@ type RestoreConfig struct {
 	Stdout  io.Writer
 	Stderr  io.Writer
 	Timeout time.Duration
+	// Net, for a snapshot of a VM with a network device, is its backend;
+	// nil starts one like the snapshot records (the user network with
+	// the same forwards, or the same tap device). Restore closes it.
+	Net *Net
 }
 
 // Restore creates a VM from a snapshot: guest memory is the snapshot's,
@@ -511,9 +688,13 @@ func Restore(rc RestoreConfig) (_ *VM, err error) {
 			return nil, fmt.Errorf("mapping snapshot memory [%#x, %#x): %w", e.GuestAddr, e.GuestAddr+e.Length, err)
 		}
 	}
-	if err = vm.setMemoryRegion(0); err != nil {
+	// The dirty log from the start: the VM's first snapshot is
+	// incremental to the one it was restored from.
+	if err = vm.setMemoryRegion(memLogDirtyPages); err != nil {
 		return nil, err
 	}
+	vm.mem.logWrites()
+	vm.dirtyLog, vm.snapParent = true, rc.Snapshot
 	if err = enableSplitIRQChip(vm.vmFd); err != nil {
 		return nil, fmt.Errorf("KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP): %w", err)
 	}
@@ -537,6 +718,20 @@ func Restore(rc RestoreConfig) (_ *VM, err error) {
 	}
 	if err = vm.addDisk(0, cfg.Disks[0]); err != nil {
 		return nil, err
+	}
+	if vs.Net != nil {
+		n, err := vs.Net.open(rc.Net)
+		if err != nil {
+			return nil, fmt.Errorf("snapshot %q: %w", rc.Snapshot, err)
+		}
+		vm.closers = append(vm.closers, n.Backend.Close)
+		vm.cfg.Net = n
+		if err = vm.addNet(1, *n); err != nil {
+			return nil, err
+		}
+	} else if rc.Net != nil {
+		rc.Net.Backend.Close()
+		return nil, fmt.Errorf("snapshot %q is of a VM without a network device", rc.Snapshot)
 	}
 	if err = vm.restoreDevices(vs.Devices); err != nil {
 		return nil, fmt.Errorf("snapshot %q: %w", rc.Snapshot, err)

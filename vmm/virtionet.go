@@ -89,6 +89,11 @@ type NetBackend interface {
 type Net struct {
 	Backend NetBackend
 	MAC     net.HardwareAddr // nil: RandomMAC
+	// Spec is how the backend was made (the user network and its
+	// forwards, or the tap device): a snapshot records it and a restore
+	// makes a new backend from it. nil: the VM's snapshots cannot be
+	// restored with their network unless RestoreConfig.Net gives one.
+	Spec *NetSpec
 }
 
 // RandomMAC returns a MAC address in QEMU's locally administered range

@@ -108,6 +108,13 @@ type VM struct {
 	marks     []Mark      // the first maxMarks
 	lostMarks int         // marks after those
 	hcallsBy  [16]int     // hypercalls by number
+	hcBlock   []byte      // the request block of the hypercall being served
+	guestSnap GuestSnapshot
+	// snapParent is the snapshot this VM's memory was last saved to or
+	// restored from: with the dirty log on, the next snapshot is
+	// incremental to it (snapshot.go).
+	snapParent string
+	dirtyLog   bool
 
 	tlbFlushes, releasedBytes uint64 // memory the guest gave back (vmm/release.go)
 

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -206,4 +207,91 @@ func BenchmarkHTTPLoopback(b *testing.B) {
 			b.ReportMetric(v, "native-c"+m[1]+"-req/s")
 		}
 	}
+}
+
+// TestSnapshotNet: apps/httpd on the user network with a forward is
+// snapshotted and stopped, then restored: the restore starts a new
+// user network with the snapshot's forward, and the server, which never
+// knew it was stopped, answers on the port again. (Connections open at
+// the snapshot are lost: this client opens one per request.)
+func TestSnapshotNet(t *testing.T) {
+	needKVM(t)
+	img := image(t, "../../apps/httpd")
+	if prebuilt == "" {
+		helper := filepath.Join(filepath.Dir(vmmBin), "vmm-net")
+		if out, err := exec.Command("go", "build", "-o", helper, "../../tools/vmmnet").CombinedOutput(); err != nil {
+			t.Fatalf("building vmm-net: %v\n%s", err, out)
+		}
+	}
+	dir := t.TempDir()
+	t.Setenv("XDG_RUNTIME_DIR", dir)
+	store := filepath.Join(dir, "vm.store")
+	if r := run(t, "store", "create", store, "--disk-size", "16M"); r.code != 0 {
+		t.Fatalf("store create: exit %d\n%s", r.code, r.stderr)
+	}
+	probe, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := probe.Addr().(*net.TCPAddr).Port
+	probe.Close()
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	// answer waits for the server's answer through the forward.
+	answer := func(what string, exited chan error) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Minute)
+		for {
+			resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
+			if err == nil {
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if !strings.Contains(string(b), "hello from amber httpd: GET /") {
+					t.Fatalf("%s: GET /: %q", what, b)
+				}
+				return
+			}
+			select {
+			case err := <-exited:
+				exited <- err
+				t.Fatalf("%s: vmm exited (%v) before answering", what, err)
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: no answer through the forward: %v", what, err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	start := func(args ...string) (*bytes.Buffer, chan error, *exec.Cmd) {
+		var out bytes.Buffer
+		cmd := exec.Command(vmmBin, args...)
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		t.Cleanup(func() {
+			cmd.Process.Signal(syscall.SIGTERM)
+			<-exited
+			if t.Failed() {
+				t.Logf("vmm %s output:\n%s", args[0], out.String())
+			}
+		})
+		return &out, exited, cmd
+	}
+	sock := filepath.Join(dir, "vm.sock")
+	_, exited, _ := start("run", "--timeout", "600s", "--disk", store, "--api", sock, "--net", fmt.Sprintf("user,hostfwd=tcp:127.0.0.1:%d-:80", port), img)
+	answer("the original VM", exited)
+	if r := run(t, "snapshot", "--api", sock, "--stop", "web"); r.code != 0 {
+		t.Fatalf("vmm snapshot: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	err = <-exited
+	exited <- err
+	// The port is free again: nothing answers until the restore.
+	if _, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d/", port)); err == nil {
+		t.Fatal("the forward still answers after the VM stopped")
+	}
+	_, exited2, _ := start("restore", "--timeout", "600s", store+"@web")
+	answer("the restored VM", exited2)
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/amberos/amber/objstore"
 	"github.com/amberos/amber/objstore/filedev"
 	"github.com/amberos/amber/snapshot"
+	"github.com/amberos/amber/vmm"
 )
 
 // liveVM is a vmm process whose stdout lines arrive on lines.
@@ -324,4 +325,158 @@ func listed(out, name string) bool {
 		}
 	}
 	return false
+}
+
+// guest.Snapshot, "initialise once, serve many": the call returns in the
+// VM that made it (false) once the snapshot is committed, and again
+// (true) in a VM restored from it, with the state built before the call;
+// a second snapshot of the same name is refused in the guest.
+func TestGuestSnapshot(t *testing.T) {
+	needKVM(t)
+	img := image(t, "./testdata/snaponce")
+	dir := t.TempDir()
+	t.Setenv("XDG_RUNTIME_DIR", dir)
+	store := filepath.Join(dir, "vm.store")
+	if r := run(t, "store", "create", store, "--disk-size", "16M"); r.code != 0 {
+		t.Fatalf("store create: exit %d\n%s", r.code, r.stderr)
+	}
+	r := run(t, "run", "--timeout", "300s", "--disk", store, img)
+	if r.code != 0 || !strings.Contains(r.stdout, "restored false state 500500\n") || !strings.Contains(r.stdout, "again: true") {
+		t.Fatalf("vmm run: exit %d; want the call to return false, then a second snapshot refused as existing\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	if r := run(t, "snapshots", store); r.code != 0 || !strings.Contains(r.stdout, "ready") {
+		t.Errorf("vmm snapshots: exit %d; want snapshot ready listed\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	for i := range 2 {
+		r = run(t, "restore", "--timeout", "300s", store+"@ready")
+		if r.code != 0 || r.stdout != "restored true state 500500\n" {
+			t.Errorf("restore %d: exit %d; want the call to return true, once\nstdout:\n%s\nstderr:\n%s", i, r.code, r.stdout, r.stderr)
+		}
+	}
+	if r := run(t, "store", "fsck", store); r.code != 0 {
+		t.Errorf("store fsck: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// A VM without a store for a disk cannot be snapshotted: the guest's
+// call fails with an error saying why (under TCG, that it is not on
+// Amber's VMM), and the program goes on.
+func TestGuestSnapshotRefused(t *testing.T) {
+	r := runImage(t, "./testdata/snaponce")
+	if r.code != 1 || !strings.Contains(r.stdout, "snapshot error: guest.Snapshot \"ready\": ") ||
+		!(strings.Contains(r.stdout, "cannot be snapshotted") || strings.Contains(r.stdout, "not running on Amber")) {
+		t.Fatalf("exit %d; want 1 and the call's error\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// Incremental snapshots: a VM's first snapshot is full, the next holds
+// only the pages written since (the guest wrote 1 MiB of its 64), sharing
+// the rest with its parent; each restores to the memory it was taken of
+// (the guest's checksum of all 64 MiB after its next write is the one the
+// original VM printed), also after its parent is deleted.
+func TestSnapshotIncremental(t *testing.T) {
+	needKVM(t)
+	img, err := vmm.OpenImage(image(t, "./testdata/snapdirty"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer img.Close()
+	store := filepath.Join(t.TempDir(), "vm.store")
+	if err := vmm.CreateStoreDisk(store, 16<<20); err != nil {
+		t.Fatal(err)
+	}
+	disk, err := vmm.OpenStoreDisk(store, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, pw := io.Pipe()
+	rw := &readyWriter{ready: make(chan struct{})}
+	vm, err := vmm.New(vmm.Config{Image: img, Memory: 256 << 20, Cmdline: []string{"amber.data=off"}, Stdin: pr, Stdout: rw, Disks: []vmm.Disk{{Backend: disk}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := vm.Run(); done <- err }()
+	select {
+	case <-rw.ready:
+	case err := <-done:
+		t.Fatalf("the guest ended before it was ready: %v\n%s", err, rw.buf.String())
+	case <-time.After(300 * time.Second):
+		t.Fatal("the guest was not ready within 300s")
+	}
+	line := func(n int) string {
+		t.Helper()
+		pw.Write([]byte("x\n"))
+		want := "dirtied " + strconv.Itoa(n) + " sum "
+		for deadline := time.Now().Add(120 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			rw.mu.Lock()
+			out := rw.buf.String()
+			rw.mu.Unlock()
+			if i := strings.Index(out, want); i >= 0 {
+				if j := strings.IndexByte(out[i:], '\n'); j >= 0 {
+					return out[i : i+j+1]
+				}
+			}
+		}
+		t.Fatalf("no %q within 120s:\n%s", want, rw.buf.String())
+		return ""
+	}
+	snap := func(name string) *vmm.SnapshotResult {
+		t.Helper()
+		res, err := vm.Snapshot(name, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	s1 := snap("s1")
+	after1 := line(1)
+	s2 := snap("s2")
+	after2 := line(2)
+	vm.Stop()
+	pw.Close()
+	<-done
+	vm.Close()
+	m1, m2 := s1.Meta, s2.Meta
+	t.Logf("full: %d KiB stored; incremental: %d KiB stored, %d KiB dirty", m1.MemStored>>10, m2.MemStored>>10, m2.MemDirty>>10)
+	if m1.Parent != "" || m1.MemStored < 64<<20 {
+		t.Errorf("first snapshot: parent %q, %d bytes stored; want a full one of at least the guest's 64 MiB", m1.Parent, m1.MemStored)
+	}
+	if m2.Parent != "s1" || m2.MemStored < 1<<20 || m2.MemStored > 2*m2.MemDirty || m2.MemStored > 8<<20 {
+		t.Errorf("second snapshot: parent %q, %d bytes stored, %d dirty; want incremental to s1, the guest's 1 MiB and at most 2x the dirty bytes, under 8 MiB", m2.Parent, m2.MemStored, m2.MemDirty)
+	}
+	restore := func(name, want string) {
+		t.Helper()
+		var out bytes.Buffer
+		vm, err := vmm.Restore(vmm.RestoreConfig{Store: store, Snapshot: name, Image: img, Stdin: strings.NewReader("x\n"), Stdout: &out})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer vm.Close()
+		status, err := vm.Run()
+		if err != nil || status != 0 || out.String() != want {
+			t.Errorf("restore %s: status %d, %v, output %q; want %q", name, status, err, out.String(), want)
+		}
+	}
+	restore("s2", after2)
+	restore("s1", after1)
+	// The parent goes; its blocks stay while the child shares them.
+	dev, err := filedev.Open(store, filedev.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := objstore.Open(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Update(func(tx *objstore.Tx) error { return snapshot.Delete(tx, "s1") })
+	s.Close()
+	dev.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	restore("s2", after2)
+	if r := run(t, "store", "fsck", store); r.code != 0 {
+		t.Errorf("store fsck: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
 }

@@ -874,7 +874,8 @@ func openNet(ns vmm.NetSpec) (nic *vmm.Net, ready func() error, err error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return &vmm.Net{Backend: be, MAC: mac}, ready, nil
+	ns.MAC = mac
+	return &vmm.Net{Backend: be, MAC: mac, Spec: &ns}, ready, nil
 }
 
 // hasOption reports whether the kernel options set key (KEY=VALUE).

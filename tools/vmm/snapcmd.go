@@ -91,8 +91,12 @@ func cmdSnapshot(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	m := r.Meta
-	fmt.Fprintf(stdout, "snapshot %s: memory %s (%s stored), disk %s, guest paused %v\n",
-		m.Name, mib(m.MemBytes), mib(m.MemStored), mib(m.DiskBytes), time.Duration(r.PauseNs).Round(time.Microsecond))
+	inc := ""
+	if m.Parent != "" {
+		inc = fmt.Sprintf(", incremental to %s: %s dirty", m.Parent, mib(m.MemDirty))
+	}
+	fmt.Fprintf(stdout, "snapshot %s: memory %s (%s stored%s), disk %s, guest paused %v\n",
+		m.Name, mib(m.MemBytes), mib(m.MemStored), inc, mib(m.DiskBytes), time.Duration(r.PauseNs).Round(time.Microsecond))
 	return 0
 }
 
