@@ -2,7 +2,7 @@
 // program by `vmm build`, it boots the VM, answers the Go runtime's system
 // calls as direct function calls, and schedules the runtime's threads.
 //
-// The code lives in two worlds (DESIGN.md). The core — boot, the system-call
+// The code lives in two worlds (docs/architecture.md). The core — boot, the system-call
 // and trap entries, the scheduler, futexes, memory mapping, time — runs on
 // the calling thread's kernel stack with no Go runtime services: every core
 // function is //go:nosplit, allocates nothing, keeps no Go pointers in its
