@@ -556,6 +556,7 @@ type RestoreConfig struct {
 // ends: a restore costs no commit, and a VMM killed before either leaves
 // the store as it was.
 func Restore(rc RestoreConfig) (_ *VM, err error) {
+	clock := newPhaseClock()
 	dev, made, err := openRestoreStore(&rc)
 	if err != nil {
 		return nil, err
@@ -572,6 +573,7 @@ func Restore(rc RestoreConfig) (_ *VM, err error) {
 	}
 	owned := false
 	tx, err := s.Begin(true)
+	clock.mark("open store")
 	if err != nil {
 		s.Close()
 		dev.Close()
@@ -620,6 +622,7 @@ func Restore(rc RestoreConfig) (_ *VM, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s@%s: %w", rc.Store, rc.Snapshot, err)
 	}
+	clock.mark("read state")
 	img := rc.Image
 	if img == nil {
 		if img, err = OpenImage(meta.Image); err != nil {
@@ -658,7 +661,7 @@ func Restore(rc RestoreConfig) (_ *VM, err error) {
 	if cfg.Stderr == nil {
 		cfg.Stderr = io.Discard
 	}
-	vm := &VM{cfg: cfg, img: img, restored: true, lstarMode: vs.LSTAR}
+	vm := &VM{cfg: cfg, img: img, restored: true, lstarMode: vs.LSTAR, phases: clock}
 	vm.closers = append(vm.closers, sd.Close)
 	if rc.Image == nil {
 		vm.closers = append(vm.closers, img.Close)
@@ -669,12 +672,14 @@ func Restore(rc RestoreConfig) (_ *VM, err error) {
 			vm.Close()
 		}
 	}()
+	clock.mark("decode state")
 	if vm.kvmFd, err = openKVM(); err != nil {
 		return nil, err
 	}
 	if vm.vmFd, err = kvm.CreateVM(vm.kvmFd); err != nil {
 		return nil, fmt.Errorf("KVM_CREATE_VM: %w", err)
 	}
+	clock.mark("create VM")
 	if vm.mem, err = newGuestMemory(uint64(meta.MemBytes)); err != nil {
 		return nil, err
 	}
@@ -688,11 +693,13 @@ func Restore(rc RestoreConfig) (_ *VM, err error) {
 			return nil, fmt.Errorf("mapping snapshot memory [%#x, %#x): %w", e.GuestAddr, e.GuestAddr+e.Length, err)
 		}
 	}
+	clock.mark("map memory")
 	// The dirty log from the start: the VM's first snapshot is
 	// incremental to the one it was restored from.
 	if err = vm.setMemoryRegion(memLogDirtyPages); err != nil {
 		return nil, err
 	}
+	clock.mark("memory slot")
 	vm.mem.logWrites()
 	vm.dirtyLog, vm.snapParent = true, rc.Snapshot
 	if err = enableSplitIRQChip(vm.vmFd); err != nil {
@@ -707,6 +714,7 @@ func Restore(rc RestoreConfig) (_ *VM, err error) {
 		return nil, fmt.Errorf("KVM_GET_TSC_KHZ: %v", err)
 	}
 	vm.tscHz = khz * 1000
+	clock.mark("irqchip, vCPU")
 	if vm.tscHz != meta.TSCHz {
 		return nil, fmt.Errorf("this host's TSC runs at %d kHz, the snapshot's at %d kHz: the guest's clocks would be wrong", khz, meta.TSCHz/1000)
 	}
@@ -736,6 +744,7 @@ func Restore(rc RestoreConfig) (_ *VM, err error) {
 	if err = vm.restoreDevices(vs.Devices); err != nil {
 		return nil, fmt.Errorf("snapshot %q: %w", rc.Snapshot, err)
 	}
+	clock.mark("devices")
 	// The CPUID the boot gave: the host's supported set (KVM checks XCR0
 	// and MSRs against it).
 	if _, err = vm.cpuidAndSregs(); err != nil {
@@ -758,6 +767,7 @@ func Restore(rc RestoreConfig) (_ *VM, err error) {
 	if err = vm.writeRestoreInfo(); err != nil {
 		return nil, err
 	}
+	clock.mark("vCPU state")
 	return vm, nil
 }
 
@@ -931,7 +941,10 @@ type Metrics struct {
 	Paused      bool           `json:"paused"`
 	Exits       map[string]int `json:"exits"`
 	ResidentRAM int64          `json:"residentBytes"` // the VMM process's resident memory (guest pages touched included)
-	Devices     map[string]any `json:"devices"`
+	// GuestResident is the guest RAM resident in the VMM process: the
+	// pages the guest (or the VMM for it) touched.
+	GuestResident uint64         `json:"guestResidentBytes"`
+	Devices       map[string]any `json:"devices"`
 }
 
 // Metrics returns the VM's counters. It may be called while the VM runs:
@@ -947,6 +960,14 @@ func (vm *VM) Metrics() Metrics {
 			m.Exits[kvm.ExitType(r).String()] = int(n)
 		}
 	}
+	for nr := range vm.hcallsBy {
+		if n := atomic.LoadInt64((*int64)(unsafe.Pointer(&vm.hcallsBy[nr]))); n > 0 {
+			m.Exits[fmt.Sprint("hc", nr)] = int(n)
+		}
+	}
+	if n, err := vm.mem.Resident(); err == nil {
+		m.GuestResident = n
+	}
 	if b, err := os.ReadFile("/proc/self/statm"); err == nil {
 		var size, rss int64
 		fmt.Sscan(string(b), &size, &rss)
@@ -957,6 +978,9 @@ func (vm *VM) Metrics() Metrics {
 			d := map[string]uint64{"served": t.served.Load()}
 			if b, ok := t.dev.(*blkDevice); ok {
 				d["reads"], d["writes"], d["flushes"], d["errors"] = b.reads.Load(), b.writes.Load(), b.flushes.Load(), b.errors.Load()
+			}
+			if n, ok := t.dev.(*netDevice); ok {
+				d["txFrames"], d["rxFrames"], d["txDropped"], d["rxDropped"] = n.txFrames.Load(), n.rxFrames.Load(), n.txDropped.Load(), n.rxDropped.Load()
 			}
 			m.Devices[r.name] = d
 		}

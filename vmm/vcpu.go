@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/bobuhiro11/gokvm/kvm"
@@ -24,6 +25,9 @@ type VCPU struct {
 	tid    atomic.Int32      // the thread in the loop, for kicks; 0 outside
 	enter  func() unix.Errno // KVM_RUN (tests replace it)
 	exits  [64]int           // KVM exit reasons
+	// firstExit is when KVM_RUN first returned with an exit (Unix ns; 0:
+	// not yet): restore's "guest running again" (RestorePhases).
+	firstExit atomic.Int64
 }
 
 // newVCPU creates vCPU id of the VM and maps its run area.
@@ -217,6 +221,7 @@ func (c *VCPU) loop(h exitHandler) (status int, err error) {
 	if enter == nil {
 		enter = func() unix.Errno { return kvmRun(c.fd) }
 	}
+	first := c.firstExit.Load() == 0
 	for {
 		// Clear immediate_exit before looking at the requests: a kick
 		// after this point either is seen below or makes KVM_RUN return
@@ -227,6 +232,10 @@ func (c *VCPU) loop(h exitHandler) (status int, err error) {
 		}
 		switch errno := enter(); errno {
 		case 0:
+			if first {
+				first = false
+				c.firstExit.Store(time.Now().UnixNano())
+			}
 		case unix.EINTR, unix.EAGAIN:
 			c.exits[kvm.EXITINTR]++
 			continue

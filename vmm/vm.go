@@ -121,6 +121,8 @@ type VM struct {
 	blks     []*blkDevice // the disks' devices (virtioblk.go), for DiskRequests
 	ctl      vcpuCtl      // requests to the vCPU thread: pause, snapshot (vmm/snapshot.go)
 	restored bool         // made by Restore: Run continues the guest instead of booting it
+	phases   *phaseClock  // the restore's phases (vmm/restoretime.go); nil for New's VMs
+	runStart time.Time    // when Run started
 }
 
 // Mark is a point in guest time reported by kernel.Mark.
@@ -587,6 +589,7 @@ func (vm *VM) Run() (status int, err error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	defer vm.endRequests()
+	vm.runStart = time.Now()
 
 	if vm.restored {
 		vm.startRestored()

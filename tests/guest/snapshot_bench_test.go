@@ -2,6 +2,7 @@ package guest
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"path/filepath"
 	"strconv"
@@ -35,11 +36,14 @@ func (w *readyWriter) Write(p []byte) (int, error) {
 // the guest done (it read the line, printed it and exited; VM torn down
 // after the clock stops), restored from a snapshot taken while it waited,
 // against a cold boot of the same image with the same disk and memory, in
-// the same run; with 128 MiB and 512 MiB of guest memory (restore maps
-// memory instead of reading it, so its time should not grow with the
-// size). restore-call-ms is vmm.Restore alone: opening the store,
-// replacing the disk object (one commit), creating the VM, mapping memory,
-// loading vCPU and device state.
+// the same run; with 256 MiB and 2 GiB of guest memory through the same
+// code (restore maps memory instead of reading it, so its time should not
+// grow with the size: the goal is 2 GiB within 20% of 256 MiB).
+// restore-call-ms is vmm.Restore alone: opening the store, replacing the
+// disk object, creating the VM, mapping memory, loading vCPU and device
+// state; first-exit-ms is from the restore's start to the guest's first
+// exit after it (an upper bound of its first instruction). The restore's
+// phases (vmm.VM.RestorePhases) are logged, medians of each.
 func BenchmarkRestore(b *testing.B) {
 	needKVM(b)
 	img, err := vmm.OpenImage(image(b, "./testdata/snapwait"))
@@ -47,8 +51,11 @@ func BenchmarkRestore(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer img.Close()
-	const runs = 9
-	for _, mib := range []uint64{128, 512} {
+	const runs = 7
+	type sized struct{ cold, restore, call, first time.Duration }
+	var got []sized
+	sizes := []uint64{256, 2048}
+	for _, mib := range sizes {
 		dir := b.TempDir()
 		store := filepath.Join(dir, "vm.store")
 		if err := vmm.CreateStoreDisk(store, 16<<20); err != nil {
@@ -86,7 +93,9 @@ func BenchmarkRestore(b *testing.B) {
 		vm.Close()
 		pw.Close()
 
-		var cold, restore, restoreCall []time.Duration
+		var cold, restore, restoreCall, firstExit []time.Duration
+		phases := map[string][]time.Duration{}
+		var order []string
 		for r := 0; r < runs; r++ { // interleaved, so drift hits both
 			coldStore := filepath.Join(dir, "cold"+strconv.Itoa(r)+".store")
 			if err := vmm.CreateStoreDisk(coldStore, 16<<20); err != nil {
@@ -115,23 +124,51 @@ func BenchmarkRestore(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			restoreCall = append(restoreCall, time.Since(t0))
+			call := time.Since(t0)
+			restoreCall = append(restoreCall, call)
 			status, err = vm.Run()
 			restore = append(restore, time.Since(t0))
+			ps := vm.RestorePhases()
 			vm.Close()
 			if err != nil || status != 0 || out.String() != "got go\n" {
 				b.Fatalf("restore: status %d, %v, output %q (want only the line read after the snapshot)", status, err, out.String())
 			}
+			for _, p := range ps {
+				if _, ok := phases[p.Name]; !ok {
+					order = append(order, p.Name)
+				}
+				phases[p.Name] = append(phases[p.Name], p.D)
+				if p.Name == "first exit" {
+					firstExit = append(firstExit, call+p.D)
+				}
+			}
 		}
 		c, r, rc := median(cold), median(restore), median(restoreCall)
-		b.Logf("%d MiB: snapshot paused the guest %v (%.1f MiB stored); cold boot %v, restore %v (vmm.Restore %v): ratio %.2f",
-			mib, res.Pause, float64(res.Meta.MemStored)/(1<<20), c, r, rc, float64(r)/float64(c))
+		var fe time.Duration
+		if len(firstExit) > 0 {
+			fe = median(firstExit)
+		}
+		var pl []string
+		for _, n := range order {
+			pl = append(pl, fmt.Sprintf("%s %v", n, median(phases[n])))
+		}
+		b.Logf("%d MiB: snapshot paused the guest %v (%.1f MiB stored); cold boot %v, restore %v (vmm.Restore %v, first exit %v): ratio restore/cold %.2f\n\trestore phases (medians): %s",
+			mib, res.Pause, float64(res.Meta.MemStored)/(1<<20), c, r, rc, fe, float64(r)/float64(c), strings.Join(pl, ", "))
 		unit := "-" + strconv.FormatUint(mib, 10) + "M"
 		b.ReportMetric(float64(c.Microseconds())/1000, "cold-ms"+unit)
 		b.ReportMetric(float64(r.Microseconds())/1000, "restore-ms"+unit)
 		b.ReportMetric(float64(rc.Microseconds())/1000, "restore-call-ms"+unit)
+		b.ReportMetric(float64(fe.Microseconds())/1000, "first-exit-ms"+unit)
 		b.ReportMetric(float64(r)/float64(c), "ratio"+unit)
+		got = append(got, sized{c, r, rc, fe})
 	}
+	// The goal: flat in memory size.
+	small, big := got[0], got[1]
+	b.Logf("%d MiB against %d MiB: restore %.2f, vmm.Restore %.2f, first exit %.2f (goal <= 1.20); cold boot %.2f",
+		sizes[1], sizes[0], float64(big.restore)/float64(small.restore), float64(big.call)/float64(small.call), float64(big.first)/float64(small.first), float64(big.cold)/float64(small.cold))
+	b.ReportMetric(float64(big.restore)/float64(small.restore), "restore-size-ratio")
+	b.ReportMetric(float64(big.call)/float64(small.call), "restore-call-size-ratio")
+	b.ReportMetric(float64(big.first)/float64(small.first), "first-exit-size-ratio")
 }
 
 // BenchmarkSnapshotPause: the time a snapshot keeps the guest paused, for

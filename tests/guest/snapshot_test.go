@@ -29,7 +29,14 @@ type liveVM struct {
 
 func startVM(t *testing.T, args ...string) *liveVM {
 	t.Helper()
+	return startVMInput(t, nil, args...)
+}
+
+// startVMInput is startVM with the process's stdin read from in.
+func startVMInput(t *testing.T, in io.Reader, args ...string) *liveVM {
+	t.Helper()
 	v := &liveVM{cmd: exec.Command(vmmBin, args...), lines: make(chan string, 1000)}
+	v.cmd.Stdin = in
 	v.cmd.Stderr = &v.stderr
 	out, err := v.cmd.StdoutPipe()
 	if err != nil {
@@ -239,10 +246,17 @@ func setSnapshotFormat(t *testing.T, store, name string, v int) {
 	}
 }
 
-// kill -9 of the VMM while it takes a snapshot, at random points: the
-// store stays consistent (fsck), the earlier snapshot restores and
+// kill -9 of the VMM while it takes a snapshot, at 20 random points:
+// the store stays consistent (fsck), every earlier snapshot restores and
 // continues from its count, and the snapshot being taken is either whole
-// (it restores too) or absent.
+// (it restores too) or absent. Each round restores the newest snapshot
+// that survived, waits for its next count, asks for a snapshot and kills
+// the VMM a random delay later: before, during or after the commit (the
+// snapshot package's crash tests cut at every write and flush; these are
+// the whole VMM's). Surviving snapshots form a chain of incremental
+// snapshots of restored VMs, each the next round's start; at the end the
+// first snapshot restores, and a snapshot of a restored VM not killed
+// restores and continues.
 func TestSnapshotKill(t *testing.T) {
 	needKVM(t)
 	img := image(t, "./testdata/snapcount")
@@ -263,41 +277,61 @@ func TestSnapshotKill(t *testing.T) {
 	seed := time.Now().UnixNano()
 	rng := rand.New(rand.NewSource(seed))
 	t.Logf("snapshot a at count %d; kill delays from seed %d", aCount, seed)
-	for i := range 4 {
-		rv := startVM(t, "restore", "--api", sock, store+"@a")
-		if c := rv.waitCount(t, aCount+1); len(c) == 0 || c[0].n != aCount+1 {
-			t.Fatalf("round %d: restore of a did not continue at %d: %+v\n%s", i, aCount+1, c, rv.stderr.String())
+	const rounds = 20
+	// base is the snapshot the next round restores; its restore's first
+	// count lies in [lo, hi] (exactly known for a, bounded for a
+	// snapshot whose VMM was killed: after the count the round waited
+	// for, and at most one past the last count printed before the kill).
+	base, lo, hi := "a", aCount+1, aCount+1
+	survived := 0
+	for i := range rounds {
+		rv := startVM(t, "restore", "--api", sock, store+"@"+base)
+		c := rv.waitCount(t, lo)
+		if len(c) == 0 || c[0].n < lo || c[0].n > hi {
+			t.Fatalf("round %d: restore of %s: counts %+v, want the first in [%d, %d]\n%s", i, base, c, lo, hi, rv.stderr.String())
+		}
+		start := c[0].n
+		if last := c[len(c)-1].n; last <= start {
+			c = rv.waitCount(t, start+1)
 		}
 		name := fmt.Sprintf("b%d", i)
 		snap := exec.Command(vmmBin, "snapshot", "--api", sock, name)
 		if err := snap.Start(); err != nil {
 			t.Fatal(err)
 		}
-		delay := time.Duration(rng.Intn(3000)) * time.Millisecond
+		delay := time.Duration(rng.Intn(1200)) * time.Millisecond
 		time.Sleep(delay)
 		rv.cmd.Process.Kill() // SIGKILL
 		rv.cmd.Wait()
 		snap.Wait()
+		printed := start
+		for _, l := range rv.waitCount(t, 1<<62) { // the lines printed before the kill
+			printed = max(printed, l.n)
+		}
 		if r := run(t, "store", "fsck", store); r.code != 0 {
 			t.Fatalf("round %d (killed %v into snapshot %s): fsck: exit %d\n%s%s", i, delay, name, r.code, r.stdout, r.stderr)
 		}
 		r := run(t, "snapshots", store)
-		if !listed(r.stdout, "a") {
-			t.Fatalf("round %d: snapshot a gone:\n%s%s", i, r.stdout, r.stderr)
+		if !listed(r.stdout, "a") || !listed(r.stdout, base) {
+			t.Fatalf("round %d: snapshot a or %s gone:\n%s%s", i, base, r.stdout, r.stderr)
 		}
-		t.Logf("round %d: killed %v into snapshot %s; %s present: %v", i, delay, name, name, listed(r.stdout, name))
-		if listed(r.stdout, name) {
-			bv := startVM(t, "restore", "--api", sock, store+"@"+name)
-			if c := bv.waitCount(t, aCount+2); len(c) == 0 {
-				t.Errorf("round %d: snapshot %s is listed but its restore printed nothing\n%s", i, name, bv.stderr.String())
-			}
-			run(t, "stop", "--api", sock)
-			bv.rest(t)
+		present := listed(r.stdout, name)
+		t.Logf("round %d: restored %s at count %d, killed %v into snapshot %s (last count printed %d); %s present: %v", i, base, start, delay, name, printed, name, present)
+		if present {
+			survived++
+			base, lo, hi = name, start+2, printed+1
+		} else {
+			lo, hi = start, start // base again: the same first count
 		}
 	}
-	// A snapshot of a restored VM, not killed, restores and continues.
+	t.Logf("%d of %d snapshots whole, the others absent", survived, rounds)
+	// The first snapshot still restores, and a snapshot of a restored
+	// VM, not killed, restores and continues.
 	rv := startVM(t, "restore", "--api", sock, store+"@a")
 	c := rv.waitCount(t, aCount+2)
+	if len(c) == 0 || c[0].n != aCount+1 {
+		t.Fatalf("restore of a after %d rounds: %+v, want count %d first\n%s", rounds, c, aCount+1, rv.stderr.String())
+	}
 	r := run(t, "snapshot", "--api", sock, "--stop", "c")
 	if r.code != 0 {
 		t.Fatalf("snapshot c of a restored VM: exit %d\n%s", r.code, r.stderr)
@@ -478,5 +512,72 @@ func TestSnapshotIncremental(t *testing.T) {
 	restore("s2", after2)
 	if r := run(t, "store", "fsck", store); r.code != 0 {
 		t.Errorf("store fsck: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// Restoring a snapshot taken with 256 MiB and with 2 GiB of guest
+// memory, through the same code: each restored guest reads its line and
+// ends as the original would have, and its memory is mapped, not read:
+// the snapshot stores only the pages the guest touched, and after the
+// restored guest ran, the guest RAM resident in the VMM is a small part
+// of 256 MiB, let alone 2 GiB.
+func TestSnapshotSizes(t *testing.T) {
+	needKVM(t)
+	img, err := vmm.OpenImage(image(t, "./testdata/snapwait"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer img.Close()
+	for _, mib := range []uint64{256, 2048} {
+		store := filepath.Join(t.TempDir(), "vm.store")
+		if err := vmm.CreateStoreDisk(store, 16<<20); err != nil {
+			t.Fatal(err)
+		}
+		disk, err := vmm.OpenStoreDisk(store, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pr, pw := io.Pipe()
+		rw := &readyWriter{ready: make(chan struct{})}
+		vm, err := vmm.New(vmm.Config{Image: img, Memory: mib << 20, Cmdline: []string{"amber.data=off"}, Stdin: pr, Stdout: rw, Disks: []vmm.Disk{{Backend: disk}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { _, err := vm.Run(); done <- err }()
+		select {
+		case <-rw.ready:
+		case err := <-done:
+			t.Fatalf("%d MiB: the guest ended before it was ready: %v\n%s", mib, err, rw.buf.String())
+		case <-time.After(240 * time.Second):
+			t.Fatalf("%d MiB: the guest was not ready within 240s", mib)
+		}
+		time.Sleep(100 * time.Millisecond) // into its read
+		res, err := vm.Snapshot("s", true)
+		<-done
+		vm.Close()
+		pw.Close()
+		if err != nil {
+			t.Fatalf("%d MiB: %v", mib, err)
+		}
+		if m := res.Meta; m.MemBytes != int64(mib<<20) || m.MemStored <= 0 || m.MemStored > 32<<20 {
+			t.Errorf("%d MiB: snapshot of %d bytes of memory, %d stored; want %d, and only the few MiB the guest touched stored", mib, m.MemBytes, m.MemStored, mib<<20)
+		}
+
+		var out bytes.Buffer
+		rv, err := vmm.Restore(vmm.RestoreConfig{Store: store, Snapshot: "s", Image: img, Stdin: strings.NewReader("go\n"), Stdout: &out})
+		if err != nil {
+			t.Fatalf("%d MiB: %v", mib, err)
+		}
+		status, err := rv.Run()
+		resident, rerr := rv.GuestResident()
+		rv.Close()
+		if err != nil || status != 0 || out.String() != "got go\n" {
+			t.Errorf("%d MiB: restore: status %d, %v, output %q; want \"got go\\n\" only", mib, status, err, out.String())
+		}
+		if rerr != nil || resident > 32<<20 {
+			t.Errorf("%d MiB: guest RAM resident after the restored guest ran: %d bytes (%v); want only the pages it touched", mib, resident, rerr)
+		}
+		t.Logf("%d MiB: %d KiB stored, restored guest's resident RAM %d KiB", mib, res.Meta.MemStored>>10, resident>>10)
 	}
 }
