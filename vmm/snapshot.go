@@ -415,10 +415,7 @@ func (vm *VM) snapshotNow(name string) (*snapfmt.Meta, error) {
 	if err != nil {
 		return nil, err
 	}
-	vcpuJSON, err := json.Marshal(st)
-	if err != nil {
-		return nil, err
-	}
+	vcpuState := encodeVCPUState(st)
 	vs := vmState{LSTAR: vm.lstarMode, Devices: map[string]json.RawMessage{}, Net: vm.netRecordOf()}
 	for n, s := range vm.DeviceStates() {
 		b, err := json.Marshal(s)
@@ -447,7 +444,7 @@ func (vm *VM) snapshotNow(name string) (*snapfmt.Meta, error) {
 	}
 	c := &snapfmt.Contents{
 		Meta:    snapfmt.Meta{Name: name, Image: img, ImageSize: imgSize, TSCHz: vm.tscHz, BootTSC: vm.bootTSC},
-		VCPU:    vcpuJSON,
+		VCPU:    vcpuState,
 		Devices: devJSON,
 		Memory:  vm.mem.mem,
 		Touched: touched,
@@ -588,7 +585,7 @@ func Restore(rc RestoreConfig) (_ *VM, err error) {
 	}()
 	var (
 		meta      *snapfmt.Meta
-		vcpuJSON  []byte
+		vcpuState []byte
 		devJSON   []byte
 		extents   []snapfmt.Extent
 		diskBytes int64
@@ -598,7 +595,7 @@ func Restore(rc RestoreConfig) (_ *VM, err error) {
 		if meta, err = snapfmt.ReadMeta(tx, rc.Snapshot); err != nil {
 			return err
 		}
-		if vcpuJSON, devJSON, err = snapfmt.ReadState(tx, rc.Snapshot); err != nil {
+		if vcpuState, devJSON, err = snapfmt.ReadState(tx, rc.Snapshot); err != nil {
 			return err
 		}
 		if extents, err = snapfmt.MemoryExtents(tx, meta); err != nil {
@@ -645,7 +642,7 @@ func Restore(rc RestoreConfig) (_ *VM, err error) {
 		return nil, &snapfmt.FormatError{Name: rc.Snapshot, Format: meta.Format, Reason: fmt.Sprintf("device state: %v", err)}
 	}
 	var st VCPUState
-	if err := json.Unmarshal(vcpuJSON, &st); err != nil {
+	if err := decodeVCPUState(vcpuState, &st); err != nil {
 		return nil, &snapfmt.FormatError{Name: rc.Snapshot, Format: meta.Format, Reason: fmt.Sprintf("vCPU state: %v", err)}
 	}
 	sd := &storeDisk{dev: dev, s: s, size: diskBytes, tx: tx, obj: diskObj}
@@ -693,7 +690,7 @@ func Restore(rc RestoreConfig) (_ *VM, err error) {
 			return nil, fmt.Errorf("mapping snapshot memory [%#x, %#x): %w", e.GuestAddr, e.GuestAddr+e.Length, err)
 		}
 	}
-	clock.mark("map memory")
+	clock.mark(fmt.Sprintf("map memory (%d extents)", len(extents)))
 	// The dirty log from the start: the VM's first snapshot is
 	// incremental to the one it was restored from.
 	if err = vm.setMemoryRegion(memLogDirtyPages); err != nil {

@@ -52,26 +52,33 @@ func BenchmarkRestore(b *testing.B) {
 	}
 	defer img.Close()
 	const runs = 7
-	type sized struct{ cold, restore, call, first time.Duration }
-	var got []sized
 	sizes := []uint64{256, 2048}
+	type sized struct {
+		dir, store                 string
+		snap                       *vmm.SnapshotResult
+		cold, restore, call, first []time.Duration
+		phases                     map[string][]time.Duration
+		order                      []string
+	}
+	cfg := func(mib uint64, stdin io.Reader, out io.Writer, disk vmm.BlockBackend) vmm.Config {
+		return vmm.Config{Image: img, Memory: mib << 20, Cmdline: []string{"amber.data=off"}, Stdin: stdin, Stdout: out, Disks: []vmm.Disk{{Backend: disk}}}
+	}
+	var all []*sized
 	for _, mib := range sizes {
-		dir := b.TempDir()
-		store := filepath.Join(dir, "vm.store")
-		if err := vmm.CreateStoreDisk(store, 16<<20); err != nil {
+		s := &sized{dir: b.TempDir(), phases: map[string][]time.Duration{}}
+		s.store = filepath.Join(s.dir, "vm.store")
+		all = append(all, s)
+		if err := vmm.CreateStoreDisk(s.store, 16<<20); err != nil {
 			b.Fatal(err)
 		}
-		cfg := func(stdin io.Reader, out io.Writer, disk vmm.BlockBackend) vmm.Config {
-			return vmm.Config{Image: img, Memory: mib << 20, Cmdline: []string{"amber.data=off"}, Stdin: stdin, Stdout: out, Disks: []vmm.Disk{{Backend: disk}}}
-		}
 		// The snapshot, taken while the guest waits for input.
-		disk, err := vmm.OpenStoreDisk(store, false)
+		disk, err := vmm.OpenStoreDisk(s.store, false)
 		if err != nil {
 			b.Fatal(err)
 		}
 		pr, pw := io.Pipe()
 		rw := &readyWriter{ready: make(chan struct{})}
-		vm, err := vmm.New(cfg(pr, rw, disk))
+		vm, err := vmm.New(cfg(mib, pr, rw, disk))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -85,19 +92,19 @@ func BenchmarkRestore(b *testing.B) {
 			b.Fatal("the guest was not ready within 120s")
 		}
 		time.Sleep(100 * time.Millisecond) // into its read
-		res, err := vm.Snapshot("warm", true)
-		if err != nil {
+		if s.snap, err = vm.Snapshot("warm", true); err != nil {
 			b.Fatal(err)
 		}
 		<-done
 		vm.Close()
 		pw.Close()
-
-		var cold, restore, restoreCall, firstExit []time.Duration
-		phases := map[string][]time.Duration{}
-		var order []string
-		for r := 0; r < runs; r++ { // interleaved, so drift hits both
-			coldStore := filepath.Join(dir, "cold"+strconv.Itoa(r)+".store")
+	}
+	// Interleaved, sizes and cold boot against restore, so that the
+	// host's drift hits all alike.
+	for r := 0; r < runs; r++ {
+		for i, mib := range sizes {
+			s := all[i]
+			coldStore := filepath.Join(s.dir, "cold"+strconv.Itoa(r)+".store")
 			if err := vmm.CreateStoreDisk(coldStore, 16<<20); err != nil {
 				b.Fatal(err)
 			}
@@ -107,12 +114,12 @@ func BenchmarkRestore(b *testing.B) {
 			}
 			var out bytes.Buffer
 			t0 := time.Now()
-			vm, err := vmm.New(cfg(strings.NewReader("go\n"), &out, d))
+			vm, err := vmm.New(cfg(mib, strings.NewReader("go\n"), &out, d))
 			if err != nil {
 				b.Fatal(err)
 			}
 			status, err := vm.Run()
-			cold = append(cold, time.Since(t0))
+			s.cold = append(s.cold, time.Since(t0))
 			vm.Close()
 			if err != nil || status != 0 || !strings.Contains(out.String(), "got go") {
 				b.Fatalf("cold boot: status %d, %v\n%s", status, err, out.String())
@@ -120,55 +127,65 @@ func BenchmarkRestore(b *testing.B) {
 
 			out.Reset()
 			t0 = time.Now()
-			vm, err = vmm.Restore(vmm.RestoreConfig{Store: store, Snapshot: "warm", Image: img, Stdin: strings.NewReader("go\n"), Stdout: &out})
+			vm, err = vmm.Restore(vmm.RestoreConfig{Store: s.store, Snapshot: "warm", Image: img, Stdin: strings.NewReader("go\n"), Stdout: &out})
 			if err != nil {
 				b.Fatal(err)
 			}
 			call := time.Since(t0)
-			restoreCall = append(restoreCall, call)
+			s.call = append(s.call, call)
 			status, err = vm.Run()
-			restore = append(restore, time.Since(t0))
+			s.restore = append(s.restore, time.Since(t0))
 			ps := vm.RestorePhases()
 			vm.Close()
 			if err != nil || status != 0 || out.String() != "got go\n" {
 				b.Fatalf("restore: status %d, %v, output %q (want only the line read after the snapshot)", status, err, out.String())
 			}
 			for _, p := range ps {
-				if _, ok := phases[p.Name]; !ok {
-					order = append(order, p.Name)
+				if _, ok := s.phases[p.Name]; !ok {
+					s.order = append(s.order, p.Name)
 				}
-				phases[p.Name] = append(phases[p.Name], p.D)
+				s.phases[p.Name] = append(s.phases[p.Name], p.D)
 				if p.Name == "first exit" {
-					firstExit = append(firstExit, call+p.D)
+					s.first = append(s.first, call+p.D)
 				}
 			}
 		}
-		c, r, rc := median(cold), median(restore), median(restoreCall)
-		var fe time.Duration
-		if len(firstExit) > 0 {
-			fe = median(firstExit)
+	}
+	med := func(d []time.Duration) time.Duration {
+		if len(d) == 0 {
+			return 0
 		}
+		return median(d)
+	}
+	for i, mib := range sizes {
+		s := all[i]
+		c, r, rc, fe := med(s.cold), med(s.restore), med(s.call), med(s.first)
 		var pl []string
-		for _, n := range order {
-			pl = append(pl, fmt.Sprintf("%s %v", n, median(phases[n])))
+		for _, n := range s.order {
+			pl = append(pl, fmt.Sprintf("%s %v", n, median(s.phases[n])))
 		}
 		b.Logf("%d MiB: snapshot paused the guest %v (%.1f MiB stored); cold boot %v, restore %v (vmm.Restore %v, first exit %v): ratio restore/cold %.2f\n\trestore phases (medians): %s",
-			mib, res.Pause, float64(res.Meta.MemStored)/(1<<20), c, r, rc, fe, float64(r)/float64(c), strings.Join(pl, ", "))
+			mib, s.snap.Pause, float64(s.snap.Meta.MemStored)/(1<<20), c, r, rc, fe, float64(r)/float64(c), strings.Join(pl, ", "))
 		unit := "-" + strconv.FormatUint(mib, 10) + "M"
 		b.ReportMetric(float64(c.Microseconds())/1000, "cold-ms"+unit)
 		b.ReportMetric(float64(r.Microseconds())/1000, "restore-ms"+unit)
 		b.ReportMetric(float64(rc.Microseconds())/1000, "restore-call-ms"+unit)
 		b.ReportMetric(float64(fe.Microseconds())/1000, "first-exit-ms"+unit)
 		b.ReportMetric(float64(r)/float64(c), "ratio"+unit)
-		got = append(got, sized{c, r, rc, fe})
 	}
 	// The goal: flat in memory size.
-	small, big := got[0], got[1]
+	small, big := all[0], all[1]
+	ratio := func(f func(*sized) []time.Duration) float64 {
+		return float64(med(f(big))) / float64(med(f(small)))
+	}
+	rr := ratio(func(s *sized) []time.Duration { return s.restore })
+	rc := ratio(func(s *sized) []time.Duration { return s.call })
+	rf := ratio(func(s *sized) []time.Duration { return s.first })
 	b.Logf("%d MiB against %d MiB: restore %.2f, vmm.Restore %.2f, first exit %.2f (goal <= 1.20); cold boot %.2f",
-		sizes[1], sizes[0], float64(big.restore)/float64(small.restore), float64(big.call)/float64(small.call), float64(big.first)/float64(small.first), float64(big.cold)/float64(small.cold))
-	b.ReportMetric(float64(big.restore)/float64(small.restore), "restore-size-ratio")
-	b.ReportMetric(float64(big.call)/float64(small.call), "restore-call-size-ratio")
-	b.ReportMetric(float64(big.first)/float64(small.first), "first-exit-size-ratio")
+		sizes[1], sizes[0], rr, rc, rf, ratio(func(s *sized) []time.Duration { return s.cold }))
+	b.ReportMetric(rr, "restore-size-ratio")
+	b.ReportMetric(rc, "restore-call-size-ratio")
+	b.ReportMetric(rf, "first-exit-size-ratio")
 }
 
 // BenchmarkSnapshotPause: the time a snapshot keeps the guest paused, for
