@@ -48,8 +48,8 @@ func (m metrics) device(t *testing.T, key string) map[string]uint64 {
 // exactly the reads, writes and flush it made, the network device's
 // transmitted frames by at least the datagrams it sent, the exits and
 // the uptime grow, and the memory figures are those of a running VM.
-// Pause shows in the metrics and stops the uptime of none of them: it is
-// the VM's time since boot.
+// A pause shows in the metrics, and the uptime, the time since the
+// guest booted, goes on across it.
 func TestAPIMetrics(t *testing.T) {
 	needKVM(t)
 	img := image(t, "./testdata/metricsio")
