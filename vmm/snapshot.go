@@ -454,17 +454,27 @@ func (vm *VM) snapshotNow(name string) (*snapfmt.Meta, error) {
 	// Incremental: the pages written since the parent, by the guest
 	// (KVM's dirty log) or by the VMM (GuestMemory's). Taking the logs
 	// clears them, so a failed snapshot makes the next one full.
+	// A restored VM's first snapshot takes the guest's writes from the
+	// pages it holds privately instead (vmm/restoredirty.go).
 	parent := vm.snapParent
 	vm.snapParent = ""
-	if vm.dirtyLog {
-		dirty, err := vm.DirtyPages()
+	cow := vm.cowDirty
+	vm.cowDirty = false
+	switch {
+	case vm.dirtyLog || cow:
+		var dirty []uint64
+		if vm.dirtyLog {
+			dirty, err = vm.DirtyPages()
+		} else {
+			dirty, err = vm.mem.privatePages()
+		}
 		if err != nil {
 			parent = ""
 		} else {
 			vm.mem.takeWritten(dirty)
 			c.Dirty = dirty
 		}
-	} else {
+	default:
 		parent = ""
 	}
 	err = sd.inSnapshotTx(func(tx *objstore.Tx) error {
@@ -691,14 +701,16 @@ func Restore(rc RestoreConfig) (_ *VM, err error) {
 		}
 	}
 	clock.mark(fmt.Sprintf("map memory (%d extents)", len(extents)))
-	// The dirty log from the start: the VM's first snapshot is
-	// incremental to the one it was restored from.
-	if err = vm.setMemoryRegion(memLogDirtyPages); err != nil {
+	// No dirty log yet (vmm/restoredirty.go): the VM's first snapshot is
+	// still incremental to the one it was restored from. The VMM's own
+	// writes are logged from the start: a page the guest released
+	// (MADV_DONTNEED) reads as the file's again, and the log has it.
+	if err = vm.setMemoryRegion(0); err != nil {
 		return nil, err
 	}
 	clock.mark("memory slot")
 	vm.mem.logWrites()
-	vm.dirtyLog, vm.snapParent = true, rc.Snapshot
+	vm.cowDirty, vm.snapParent = true, rc.Snapshot
 	if err = enableSplitIRQChip(vm.vmFd); err != nil {
 		return nil, fmt.Errorf("KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP): %w", err)
 	}

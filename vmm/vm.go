@@ -115,6 +115,9 @@ type VM struct {
 	// incremental to it (snapshot.go).
 	snapParent string
 	dirtyLog   bool
+	// cowDirty: a restored VM before its first snapshot, whose writes
+	// since the restore are its private pages (vmm/restoredirty.go).
+	cowDirty bool
 
 	tlbFlushes, releasedBytes uint64 // memory the guest gave back (vmm/release.go)
 

@@ -407,7 +407,10 @@ func TestGuestSnapshotRefused(t *testing.T) {
 // only the pages written since (the guest wrote 1 MiB of its 64), sharing
 // the rest with its parent; each restores to the memory it was taken of
 // (the guest's checksum of all 64 MiB after its next write is the one the
-// original VM printed), also after its parent is deleted.
+// original VM printed), also after its parent is deleted. A restored VM's
+// snapshots are incremental too: the first to the snapshot it was
+// restored from (its private pages; no dirty log yet), the next to that
+// one (the dirty log), and both restore to their memory.
 func TestSnapshotIncremental(t *testing.T) {
 	needKVM(t)
 	img, err := vmm.OpenImage(image(t, "./testdata/snapdirty"))
@@ -438,7 +441,9 @@ func TestSnapshotIncremental(t *testing.T) {
 	case <-time.After(300 * time.Second):
 		t.Fatal("the guest was not ready within 300s")
 	}
-	line := func(n int) string {
+	// dirty has the guest write its next MiB and returns the line it
+	// printed.
+	dirty := func(pw io.Writer, rw *readyWriter, n int) string {
 		t.Helper()
 		pw.Write([]byte("x\n"))
 		want := "dirtied " + strconv.Itoa(n) + " sum "
@@ -455,7 +460,8 @@ func TestSnapshotIncremental(t *testing.T) {
 		t.Fatalf("no %q within 120s:\n%s", want, rw.buf.String())
 		return ""
 	}
-	snap := func(name string) *vmm.SnapshotResult {
+	line := func(n int) string { t.Helper(); return dirty(pw, rw, n) }
+	snapOf := func(vm *vmm.VM, name string) *vmm.SnapshotResult {
 		t.Helper()
 		res, err := vm.Snapshot(name, false)
 		if err != nil {
@@ -463,6 +469,7 @@ func TestSnapshotIncremental(t *testing.T) {
 		}
 		return res
 	}
+	snap := func(name string) *vmm.SnapshotResult { t.Helper(); return snapOf(vm, name) }
 	s1 := snap("s1")
 	after1 := line(1)
 	s2 := snap("s2")
@@ -494,6 +501,39 @@ func TestSnapshotIncremental(t *testing.T) {
 	}
 	restore("s2", after2)
 	restore("s1", after1)
+
+	// A restored VM's snapshots.
+	pr3, pw3 := io.Pipe()
+	rw3 := &readyWriter{ready: make(chan struct{})}
+	rv, err := vmm.Restore(vmm.RestoreConfig{Store: store, Snapshot: "s2", Image: img, Stdin: pr3, Stdout: rw3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdone := make(chan error, 1)
+	go func() { _, err := rv.Run(); rdone <- err }()
+	if l := dirty(pw3, rw3, 2); l != after2 {
+		t.Errorf("the VM restored from s2 printed %q, want %q", l, after2)
+	}
+	s3 := snapOf(rv, "s3")
+	after3 := dirty(pw3, rw3, 3)
+	s4 := snapOf(rv, "s4")
+	after4 := dirty(pw3, rw3, 4)
+	rv.Stop()
+	pw3.Close()
+	<-rdone
+	rv.Close()
+	for _, m := range []snapshot.Meta{s3.Meta, s4.Meta} {
+		t.Logf("%s of the restored VM: parent %s, %d KiB stored, %d KiB dirty", m.Name, m.Parent, m.MemStored>>10, m.MemDirty>>10)
+	}
+	if m := s3.Meta; m.Parent != "s2" || m.MemStored < 1<<20 || m.MemStored > 8<<20 {
+		t.Errorf("first snapshot of a VM restored from s2: parent %q, %d bytes stored; want incremental to s2, the guest's 1 MiB and under 8 MiB", m.Parent, m.MemStored)
+	}
+	if m := s4.Meta; m.Parent != "s3" || m.MemStored < 1<<20 || m.MemStored > 8<<20 {
+		t.Errorf("second snapshot of the restored VM: parent %q, %d bytes stored; want incremental to s3, the guest's 1 MiB and under 8 MiB", m.Parent, m.MemStored)
+	}
+	restore("s3", after3)
+	restore("s4", after4)
+
 	// The parent goes; its blocks stay while the child shares them.
 	dev, err := filedev.Open(store, filedev.Options{})
 	if err != nil {
