@@ -1,0 +1,155 @@
+package guest
+
+import (
+	"fmt"
+	"math/rand"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/amberos/amber/objstore"
+	"github.com/amberos/amber/objstore/filedev"
+	"github.com/amberos/amber/snapshot"
+)
+
+// kill -9 of the VMM while it takes a snapshot, at 20 random points:
+// the store stays consistent (fsck), every earlier snapshot restores and
+// continues from its count, and the snapshot being taken is either whole
+// (it restores too) or absent. Each round restores the newest snapshot
+// that survived, waits for its next count, asks for a snapshot and kills
+// the VMM a random delay later: before, during or after the commit (the
+// snapshot package's crash tests cut at every write and flush; these are
+// the whole VMM's). Surviving snapshots form a chain of incremental
+// snapshots of restored VMs, each the next round's start; at the end the
+// first snapshot restores, and a snapshot of a restored VM not killed
+// restores and continues.
+func TestSnapshotKill(t *testing.T) {
+	needKVM(t)
+	img := image(t, "./testdata/snapcount")
+	dir := t.TempDir()
+	t.Setenv("XDG_RUNTIME_DIR", dir)
+	store := filepath.Join(dir, "vm.store")
+	if r := run(t, "store", "create", store, "--disk-size", "16M"); r.code != 0 {
+		t.Fatalf("store create: exit %d\n%s", r.code, r.stderr)
+	}
+	sock := filepath.Join(dir, "vm.sock")
+	vm := startVM(t, "run", "--timeout", "600s", "--disk", store, "--api", sock, img, "--", "1000000")
+	vm.waitCount(t, 3)
+	if r := run(t, "snapshot", "--api", sock, "--stop", "a"); r.code != 0 {
+		t.Fatalf("vmm snapshot a: exit %d\n%s", r.code, r.stderr)
+	}
+	cs, _ := vm.rest(t)
+	aCount := cs[len(cs)-1].n
+	seed := time.Now().UnixNano()
+	rng := rand.New(rand.NewSource(seed))
+	t.Logf("snapshot a at count %d; kill delays from seed %d", aCount, seed)
+	const rounds = 20
+	// base is the snapshot the next round restores; its restore's first
+	// count lies in [lo, hi] (exactly known for a, bounded for a
+	// snapshot whose VMM was killed: after the count the round waited
+	// for, and at most one past the last count printed before the kill).
+	base, lo, hi := "a", aCount+1, aCount+1
+	survived := 0
+	for i := range rounds {
+		rv := startVM(t, "restore", "--api", sock, store+"@"+base)
+		c := rv.waitCount(t, lo)
+		if len(c) == 0 || c[0].n < lo || c[0].n > hi {
+			t.Fatalf("round %d: restore of %s: counts %+v, want the first in [%d, %d]\n%s", i, base, c, lo, hi, rv.stderr.String())
+		}
+		start, printed := c[0].n, c[len(c)-1].n
+		name := fmt.Sprintf("b%d", i)
+		snap := exec.Command(vmmBin, "snapshot", "--api", sock, name)
+		if err := snap.Start(); err != nil {
+			t.Fatal(err)
+		}
+		delay := time.Duration(rng.Intn(1200)) * time.Millisecond
+		time.Sleep(delay)
+		rv.cmd.Process.Kill() // SIGKILL
+		rv.cmd.Wait()
+		snap.Wait()
+		for _, l := range rv.waitCount(t, 1<<62) { // the lines printed before the kill
+			printed = max(printed, l.n)
+		}
+		// In this process: two vmm commands a round cost more than
+		// the rest of it on nested KVM.
+		names, problems := storeSnapshots(t, store)
+		if problems != "" {
+			t.Fatalf("round %d (killed %v into snapshot %s):\n%s", i, delay, name, problems)
+		}
+		if !names["a"] || !names[base] {
+			t.Fatalf("round %d: snapshot a or %s gone: %v", i, base, names)
+		}
+		present := names[name]
+		t.Logf("round %d: restored %s at count %d, killed %v into snapshot %s (last count printed %d); %s present: %v", i, base, start, delay, name, printed, name, present)
+		if present {
+			// Taken after the guest printed start, before the kill.
+			survived++
+			base, lo, hi = name, start+1, printed+1
+		} else {
+			lo, hi = start, start // base again: the same first count
+		}
+	}
+	t.Logf("%d of %d snapshots whole, the others absent", survived, rounds)
+	// The first snapshot still restores, and a snapshot of a restored
+	// VM, not killed, restores and continues.
+	rv := startVM(t, "restore", "--api", sock, store+"@a")
+	c := rv.waitCount(t, aCount+2)
+	if len(c) == 0 || c[0].n != aCount+1 {
+		t.Fatalf("restore of a after %d rounds: %+v, want count %d first\n%s", rounds, c, aCount+1, rv.stderr.String())
+	}
+	r := run(t, "snapshot", "--api", sock, "--stop", "c")
+	if r.code != 0 {
+		t.Fatalf("snapshot c of a restored VM: exit %d\n%s", r.code, r.stderr)
+	}
+	t.Logf("snapshot c of a restored VM: %s", strings.TrimSpace(r.stdout))
+	more, _ := rv.rest(t)
+	c = append(c, more...)
+	cCount := c[len(c)-1].n
+	cv := startVM(t, "restore", "--api", sock, store+"@c")
+	if got := cv.waitCount(t, cCount+1); len(got) == 0 || got[0].n != cCount+1 {
+		t.Errorf("restore of c: %+v, want count %d first\n%s", got, cCount+1, cv.stderr.String())
+	}
+	run(t, "stop", "--api", sock)
+	cv.rest(t)
+	if r := run(t, "store", "fsck", store); r.code != 0 {
+		t.Errorf("fsck at the end: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// storeSnapshots checks store as vmm store fsck does and lists its
+// snapshots: their names, and the problems fsck found or snapshots that
+// cannot be read ("" when none).
+func storeSnapshots(t *testing.T, store string) (map[string]bool, string) {
+	t.Helper()
+	dev, err := filedev.Open(store, filedev.Options{ReadOnly: true, Shared: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	if rep := objstore.Fsck(dev); !rep.OK() {
+		return nil, rep.String()
+	}
+	s, err := objstore.Open(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	names := map[string]bool{}
+	var broken []string
+	err = s.View(func(tx *objstore.Tx) error {
+		l, err := snapshot.List(tx)
+		for _, e := range l {
+			names[e.Name] = true
+			if e.Err != nil {
+				broken = append(broken, fmt.Sprintf("snapshot %s cannot be read: %v", e.Name, e.Err))
+			}
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names, strings.Join(broken, "\n")
+}
