@@ -644,6 +644,7 @@ func Restore(rc RestoreConfig) (_ *VM, err error) {
 	if fi, err := os.Stat(img.Path); err == nil && meta.ImageSize != 0 && fi.Size() != meta.ImageSize {
 		return nil, fmt.Errorf("%s has %d bytes, but had %d when snapshot %q was taken: not the same image", img.Path, fi.Size(), meta.ImageSize, rc.Snapshot)
 	}
+	clock.mark("image")
 	if meta.MemBytes%(2<<20) != 0 || uint64(meta.MemBytes) > boot.MaxMemory {
 		return nil, &snapfmt.FormatError{Name: rc.Snapshot, Format: meta.Format, Reason: fmt.Sprintf("guest memory of %d bytes: not a multiple of 2 MiB up to %d MiB", meta.MemBytes, boot.MaxMemory>>20)}
 	}
@@ -655,6 +656,7 @@ func Restore(rc RestoreConfig) (_ *VM, err error) {
 	if err := decodeVCPUState(vcpuState, &st); err != nil {
 		return nil, &snapfmt.FormatError{Name: rc.Snapshot, Format: meta.Format, Reason: fmt.Sprintf("vCPU state: %v", err)}
 	}
+	clock.mark("decode state")
 	sd := &storeDisk{dev: dev, s: s, size: diskBytes, tx: tx, obj: diskObj}
 	owned = true
 	cfg := Config{
@@ -679,7 +681,7 @@ func Restore(rc RestoreConfig) (_ *VM, err error) {
 			vm.Close()
 		}
 	}()
-	clock.mark("decode state")
+	clock.mark("new VM")
 	if vm.kvmFd, err = openKVM(); err != nil {
 		return nil, err
 	}

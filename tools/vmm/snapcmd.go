@@ -224,7 +224,7 @@ func cmdRestore(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	sock := fs.String("api", "", "serve the VM's control API on this unix `socket` (docs/api.md)")
 	timeout := fs.Duration("timeout", 0, "stop the guest with a report after this `duration` (0: never)")
 	clone := fs.String("clone", "", "make `CLONE` a new clone store of STORE and run the VM on it (STORE is only read)")
-	bootTime := fs.Bool("boot-time", false, "print on stderr, when the VM ends, the restore's phases (opening the store, reading the snapshot, creating the VM, mapping memory, ..., the guest's first exit) and their times")
+	bootTime := fs.Bool("boot-time", false, "print on stderr, when the VM ends, the restore's phases (opening the store, reading the snapshot, decoding its state, creating the VM, mapping memory, ..., the guest's first exit) and their times")
 	fs.Usage = func() { fmt.Fprint(stderr, restoreUsage); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
 		return flagStatus(err)
