@@ -21,10 +21,12 @@ import (
 // that survived, waits for its next count, asks for a snapshot and kills
 // the VMM a random delay later: before, during or after the commit (the
 // snapshot package's crash tests cut at every write and flush; these are
-// the whole VMM's). Surviving snapshots form a chain of incremental
-// snapshots of restored VMs, each the next round's start; at the end the
-// first snapshot restores, and a snapshot of a restored VM not killed
-// restores and continues.
+// the whole VMM's). The delays are drawn from [0, 2T), T the time a
+// snapshot of a restored VM took, not killed, in the same run (snapshot
+// c, the first round's start): about half the kills fall before the
+// commit. Surviving snapshots form a chain of incremental snapshots of
+// restored VMs, each the next round's start; at the end the first
+// snapshot still restores.
 func TestSnapshotKill(t *testing.T) {
 	needKVM(t)
 	img := image(t, "./testdata/snapcount")
@@ -42,15 +44,30 @@ func TestSnapshotKill(t *testing.T) {
 	}
 	cs, _ := vm.rest(t)
 	aCount := cs[len(cs)-1].n
+
+	// Snapshot c of a restored VM, not killed: it restores and
+	// continues, and its time sets the kill delays'.
+	rv := startVM(t, "restore", "--api", sock, store+"@a")
+	if c := rv.waitCount(t, aCount+1); len(c) == 0 || c[0].n != aCount+1 {
+		t.Fatalf("restore of a: %+v, want count %d first\n%s", c, aCount+1, rv.stderr.String())
+	}
+	t0 := time.Now()
+	r := run(t, "snapshot", "--api", sock, "--stop", "c")
+	took := time.Since(t0)
+	if r.code != 0 {
+		t.Fatalf("snapshot c of a restored VM: exit %d\n%s", r.code, r.stderr)
+	}
+	cs, _ = rv.rest(t)
+	cCount := cs[len(cs)-1].n
 	seed := time.Now().UnixNano()
 	rng := rand.New(rand.NewSource(seed))
-	t.Logf("snapshot a at count %d; kill delays from seed %d", aCount, seed)
+	t.Logf("snapshot a at count %d; snapshot c of a restored VM at count %d took %v (%s); kill delays from seed %d", aCount, cCount, took, strings.TrimSpace(r.stdout), seed)
 	const rounds = 20
 	// base is the snapshot the next round restores; its restore's first
-	// count lies in [lo, hi] (exactly known for a, bounded for a
+	// count lies in [lo, hi] (exactly known for c, bounded for a
 	// snapshot whose VMM was killed: after the count the round waited
 	// for, and at most one past the last count printed before the kill).
-	base, lo, hi := "a", aCount+1, aCount+1
+	base, lo, hi := "c", cCount+1, cCount+1
 	survived := 0
 	for i := range rounds {
 		rv := startVM(t, "restore", "--api", sock, store+"@"+base)
@@ -64,7 +81,7 @@ func TestSnapshotKill(t *testing.T) {
 		if err := snap.Start(); err != nil {
 			t.Fatal(err)
 		}
-		delay := time.Duration(rng.Intn(1200)) * time.Millisecond
+		delay := time.Duration(rng.Int63n(int64(2*took) + 1))
 		time.Sleep(delay)
 		rv.cmd.Process.Kill() // SIGKILL
 		rv.cmd.Wait()
@@ -92,29 +109,15 @@ func TestSnapshotKill(t *testing.T) {
 		}
 	}
 	t.Logf("%d of %d snapshots whole, the others absent", survived, rounds)
-	// The first snapshot still restores, and a snapshot of a restored
-	// VM, not killed, restores and continues.
-	rv := startVM(t, "restore", "--api", sock, store+"@a")
-	c := rv.waitCount(t, aCount+2)
-	if len(c) == 0 || c[0].n != aCount+1 {
-		t.Fatalf("restore of a after %d rounds: %+v, want count %d first\n%s", rounds, c, aCount+1, rv.stderr.String())
-	}
-	r := run(t, "snapshot", "--api", sock, "--stop", "c")
-	if r.code != 0 {
-		t.Fatalf("snapshot c of a restored VM: exit %d\n%s", r.code, r.stderr)
-	}
-	t.Logf("snapshot c of a restored VM: %s", strings.TrimSpace(r.stdout))
-	more, _ := rv.rest(t)
-	c = append(c, more...)
-	cCount := c[len(c)-1].n
-	cv := startVM(t, "restore", "--api", sock, store+"@c")
-	if got := cv.waitCount(t, cCount+1); len(got) == 0 || got[0].n != cCount+1 {
-		t.Errorf("restore of c: %+v, want count %d first\n%s", got, cCount+1, cv.stderr.String())
+	// The first snapshot still restores.
+	rv = startVM(t, "restore", "--api", sock, store+"@a")
+	if c := rv.waitCount(t, aCount+1); len(c) == 0 || c[0].n != aCount+1 {
+		t.Errorf("restore of a after %d rounds: %+v, want count %d first\n%s", rounds, c, aCount+1, rv.stderr.String())
 	}
 	run(t, "stop", "--api", sock)
-	cv.rest(t)
-	if r := run(t, "store", "fsck", store); r.code != 0 {
-		t.Errorf("fsck at the end: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	rv.rest(t)
+	if _, problems := storeSnapshots(t, store); problems != "" {
+		t.Errorf("at the end:\n%s", problems)
 	}
 }
 
