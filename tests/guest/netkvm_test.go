@@ -127,12 +127,21 @@ func startHTTPDNative(t testing.TB) (base string, first time.Duration) {
 // SYN went out before the guest's network was up and waits for a
 // retransmission) gets company every 100 ms, at most 8 at a time, so
 // the figure is late by at most that much and the guest is not flooded
-// with dials while it boots. It gives up when exited delivers (the
-// server died) or after five minutes, which only bounds a failing run.
+// with dials while it boots. Nested (tools/nestkvm) an attempt may take
+// seconds: there failed attempts are 100 ms apart, an attempt gets 30 s
+// and company only every 2 s, two at a time, since each abandoned one
+// still costs vmm-net and the guest a connection, and a stream of them
+// on the nested Linux's one CPU kept a guest from ever answering. It
+// gives up when exited delivers (the server died) or after five
+// minutes, which only bounds a failing run.
 func firstAnswer(base string, start time.Time, exited chan error) (time.Duration, error) {
+	retry, timeout, company, most := time.Millisecond, 3*time.Second, 100*time.Millisecond, 8
+	if prebuilt != "" {
+		retry, timeout, company, most = 100*time.Millisecond, 30*time.Second, 2*time.Second, 2
+	}
 	tr := &http.Transport{DisableKeepAlives: true}
 	defer tr.CloseIdleConnections()
-	hc := &http.Client{Transport: tr, Timeout: 3 * time.Second}
+	hc := &http.Client{Transport: tr, Timeout: timeout}
 	type answer struct {
 		at  time.Duration
 		err error
@@ -170,11 +179,11 @@ func firstAnswer(base string, start time.Time, exited chan error) (time.Duration
 			}
 			last = a.err
 			if inflight == 0 {
-				time.Sleep(time.Millisecond)
+				time.Sleep(retry)
 				attempt()
 			}
 		case <-tick.C:
-			if inflight < 8 && time.Since(newest) >= 100*time.Millisecond {
+			if inflight < most && time.Since(newest) >= company {
 				attempt()
 			}
 		case err := <-exited:
