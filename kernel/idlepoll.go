@@ -96,6 +96,15 @@ func eqBytes(b []byte, s string) bool {
 // spin that makes the VMM's wait unnecessary: a wake counted since seen,
 // the network rings moving, a host signal, or the deadline passing.
 //
+//
+// The receive queue's interrupt is off while it spins, and back on before
+// it gives up: a frame it sees then raises none. That matters because
+// the VMM's kick of an idle vCPU is sticky (vmm/irq.go): an interrupt
+// caught by the spin would leave a kick that ends the next HCIdle at
+// once, an exit for nothing, and the spin would save no exit at all.
+// A frame that lands after the spin's last look but before the
+// interrupt is on again moves the rings, which the last check sees.
+//
 //go:nosplit
 func idlePoll(deadline int64, seen uint64) bool {
 	now := nanotime()
@@ -103,14 +112,30 @@ func idlePoll(deadline int64, seen uint64) bool {
 	if deadline != 0 && deadline < end {
 		end = deadline
 	}
+	quiet := vnetOn && vnetUseIRQ
+	if quiet {
+		vnet.RX.SetPolling(true)
+	}
 	for {
 		if irqWakes != seen || netMoved() || hostSignals != 0 && atomic.LoadUint64(u64at(hostSignals)) != 0 {
-			return true
+			break
 		}
 		if now >= end {
-			return deadline != 0 && now >= deadline
+			if deadline != 0 && now >= deadline {
+				break
+			}
+			if quiet {
+				// The store that turns the interrupt on is a locked
+				// instruction: the rings are read after it.
+				vnet.RX.SetPolling(false)
+			}
+			return netMoved()
 		}
 		cpuRelax()
 		now = nanotime()
 	}
+	if quiet {
+		vnet.RX.SetPolling(false)
+	}
+	return true
 }
