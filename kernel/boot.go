@@ -64,6 +64,7 @@ func kinit(startInfo uintptr) uintptr {
 	virtioInitFn(si) // blkdev.go
 	stdioInit(si)
 	dataConfig(si) // datafile.go
+	idlePollConfig(si)
 	unpackFn()
 	if !cmdlineHas(si, "amber.tick=off") {
 		lapicInit()

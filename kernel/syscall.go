@@ -401,11 +401,15 @@ func sysGetrandom(f *sysFrame) int64 {
 }
 
 // idleWait asks the VMM to wait until the deadline (ns since boot, 0 for
-// none) or input; under other VMMs it spins on the clock and the UART.
+// none) or input, after polling a while (idlepoll.go); under other VMMs
+// it spins on the clock and the UART.
 //
 //go:nosplit
 func idleWait(deadline int64, seen uint64) int {
 	if pvHypercalls {
+		if idlePollNs > 0 && idlePoll(deadline, seen) {
+			return 0
+		}
 		return int(hcall(boot.HCIdle, uint64(deadline), 0, 0))
 	}
 	for deadline == 0 || nanotime() < deadline {

@@ -32,6 +32,16 @@ type httpdVM struct {
 	cmd   *exec.Cmd
 	out   *syncBuf
 	done  chan error
+	once  sync.Once
+}
+
+// stop ends the VM (SIGTERM) and waits for vmm to exit; later calls do
+// nothing.
+func (v *httpdVM) stop() {
+	v.once.Do(func() {
+		v.cmd.Process.Signal(syscall.SIGTERM)
+		<-v.done
+	})
 }
 
 // needNetHelper builds vmm-net next to vmm outside the nested stage
@@ -49,16 +59,21 @@ func needNetHelper(t testing.TB) {
 
 // startHTTPDVM boots apps/httpd with a forward from a free host port to
 // the guest's port 80 and the control API, and waits for its first
-// answer. The VM is stopped when t ends.
-func startHTTPDVM(t testing.TB) *httpdVM {
+// answer; options are kernel options for --cmdline. The VM is stopped
+// when t ends.
+func startHTTPDVM(t testing.TB, options ...string) *httpdVM {
 	t.Helper()
 	img := image(t, "../../apps/httpd")
 	needNetHelper(t)
 	port := freePort(t)
 	sock := filepath.Join(t.TempDir(), "api.sock")
 	v := &httpdVM{base: fmt.Sprintf("http://127.0.0.1:%d", port), api: api.NewClient(sock), out: &syncBuf{}, done: make(chan error, 1)}
-	v.cmd = exec.Command(vmmBin, "run", "--boot-time", "--timeout", "1800s", "--api", sock,
-		"--net", fmt.Sprintf("user,hostfwd=tcp:127.0.0.1:%d-:80", port), img)
+	args := []string{"run", "--boot-time", "--timeout", "1800s", "--api", sock,
+		"--net", fmt.Sprintf("user,hostfwd=tcp:127.0.0.1:%d-:80", port)}
+	for _, o := range options {
+		args = append(args, "--cmdline", o)
+	}
+	v.cmd = exec.Command(vmmBin, append(args, img)...)
 	v.cmd.Stdout, v.cmd.Stderr = v.out, v.out
 	start := time.Now()
 	if err := v.cmd.Start(); err != nil {
@@ -66,8 +81,7 @@ func startHTTPDVM(t testing.TB) *httpdVM {
 	}
 	go func() { v.done <- v.cmd.Wait() }()
 	t.Cleanup(func() {
-		v.cmd.Process.Signal(syscall.SIGTERM)
-		<-v.done
+		v.stop()
 		if t.Failed() {
 			t.Logf("vmm output:\n%s", v.out.String())
 		}
@@ -113,12 +127,21 @@ func startHTTPDNative(t testing.TB) (base string, first time.Duration) {
 // SYN went out before the guest's network was up and waits for a
 // retransmission) gets company every 100 ms, at most 8 at a time, so
 // the figure is late by at most that much and the guest is not flooded
-// with dials while it boots. It gives up when exited delivers (the
-// server died) or after five minutes, which only bounds a failing run.
+// with dials while it boots. Nested (tools/nestkvm) an attempt may take
+// seconds: there failed attempts are 100 ms apart, an attempt gets 30 s
+// and company only every 2 s, two at a time, since each abandoned one
+// still costs vmm-net and the guest a connection, and a stream of them
+// on the nested Linux's one CPU kept a guest from ever answering. It
+// gives up when exited delivers (the server died) or after five
+// minutes, which only bounds a failing run.
 func firstAnswer(base string, start time.Time, exited chan error) (time.Duration, error) {
+	retry, timeout, company, most := time.Millisecond, 3*time.Second, 100*time.Millisecond, 8
+	if prebuilt != "" {
+		retry, timeout, company, most = 100*time.Millisecond, 30*time.Second, 2*time.Second, 2
+	}
 	tr := &http.Transport{DisableKeepAlives: true}
 	defer tr.CloseIdleConnections()
-	hc := &http.Client{Transport: tr, Timeout: 3 * time.Second}
+	hc := &http.Client{Transport: tr, Timeout: timeout}
 	type answer struct {
 		at  time.Duration
 		err error
@@ -156,11 +179,11 @@ func firstAnswer(base string, start time.Time, exited chan error) (time.Duration
 			}
 			last = a.err
 			if inflight == 0 {
-				time.Sleep(time.Millisecond)
+				time.Sleep(retry)
 				attempt()
 			}
 		case <-tick.C:
-			if inflight < 8 && time.Since(newest) >= 100*time.Millisecond {
+			if inflight < most && time.Since(newest) >= company {
 				attempt()
 			}
 		case err := <-exited:
@@ -213,9 +236,11 @@ type loadResult struct {
 
 // httpLoad sends GET / from clients goroutines, each on its own
 // keep-alive connection (opened and used once before the clock starts),
-// perClient requests each, and checks every answer. Latency is per
-// request, from the call to the body's end.
-func httpLoad(t testing.TB, base string, clients, perClient int) loadResult {
+// perClient requests each, and checks every answer. A client starts no
+// request after budget (but always makes one), so that a slow nested run
+// stays within its time. Latency is per request, from the call to the
+// body's end.
+func httpLoad(t testing.TB, base string, clients, perClient int, budget time.Duration) loadResult {
 	t.Helper()
 	tr := &http.Transport{MaxIdleConnsPerHost: clients, MaxConnsPerHost: clients, DisableCompression: true}
 	defer tr.CloseIdleConnections()
@@ -239,6 +264,7 @@ func httpLoad(t testing.TB, base string, clients, perClient int) loadResult {
 	errs := make([]error, clients)
 	var warm, wg sync.WaitGroup
 	begin := make(chan struct{})
+	var start time.Time // written before begin is closed
 	warm.Add(clients)
 	wg.Add(clients)
 	for c := 0; c < clients; c++ {
@@ -251,7 +277,7 @@ func httpLoad(t testing.TB, base string, clients, perClient int) loadResult {
 				return
 			}
 			lat[c] = make([]time.Duration, 0, perClient)
-			for i := 0; i < perClient; i++ {
+			for i := 0; i < perClient && (i == 0 || time.Since(start) < budget); i++ {
 				t0 := time.Now()
 				if err := get(); err != nil {
 					errs[c] = err
@@ -262,7 +288,7 @@ func httpLoad(t testing.TB, base string, clients, perClient int) loadResult {
 		}()
 	}
 	warm.Wait()
-	start := time.Now()
+	start = time.Now()
 	close(begin)
 	wg.Wait()
 	elapsed := time.Since(start)
@@ -332,65 +358,106 @@ func bulk(t testing.TB, base string, n int64, up bool) float64 {
 // netUpRE is vmm run --boot-time's line for the user-mode network's start.
 var netUpRE = regexp.MustCompile(`vmm: network up (\S+) after vmm's start`)
 
-// BenchmarkNetKVM: apps/httpd in a VM on Amber's virtio-net device and
-// user-mode network (vmm run --net user,hostfwd=...), under KVM, against
-// the same program as a native process on the host's loopback, in the
-// same run. A Go load generator in the test process sends GET / with 1
-// and 32 keep-alive clients (requests/s, p50 and p99 latency;
-// NET_BENCH_REQUESTS, default 400, to the guest with 1 client and spread
-// over 32, ten times that natively). Bulk TCP moves NET_BENCH_MIB MiB
-// (default 16: nested KVM on a shared machine is slow) each way over one
-// connection (POST /sink, GET /bytes). first-answer is from the start of
-// vmm run (or of the native process) to the first answered request,
-// polled every 2 ms; vmm-net-up is when vmm-net's forwards listened (it
-// starts while the guest boots). exits/request are the VM's exits to the
-// VMM over the timed requests, from the control API's metrics. Run
-// nested: go run ./tools/nestkvm -bench NetKVM.
-func BenchmarkNetKVM(b *testing.B) {
-	needKVM(b)
-	mib := 16
+// netBenchSizes are the sizes of the network benchmarks' phases:
+// requests per client to the guest with one client (spread over 32 with
+// 32; ten times that natively), MiB each way in bulk, and the time after
+// which a load phase starts no more requests. On the host
+// NET_BENCH_REQUESTS, NET_BENCH_MIB and NET_BENCH_PHASE (a duration) set
+// them. Nested (tools/nestkvm, which passes no environment of its own)
+// they are smaller: a request costs ~100 times more there and the nested
+// Linux's one CPU runs the vCPU, the devices, vmm-net and the load
+// generator, so a whole run must fit in about 15 minutes.
+func netBenchSizes() (requests, mib int, budget time.Duration) {
+	requests, mib, budget = 400, 16, time.Minute
+	if os.Getenv("AMBER_TEST_PREBUILT") != "" {
+		requests, mib, budget = 200, 2, 20*time.Second
+	}
+	if s := os.Getenv("NET_BENCH_REQUESTS"); s != "" {
+		requests, _ = strconv.Atoi(s)
+	}
 	if s := os.Getenv("NET_BENCH_MIB"); s != "" {
 		mib, _ = strconv.Atoi(s)
 	}
-	// Requests per client, guest and native: the native server is some
-	// ten times faster, and each side should run for seconds.
-	n := 400
-	if s := os.Getenv("NET_BENCH_REQUESTS"); s != "" {
-		n, _ = strconv.Atoi(s)
+	if s := os.Getenv("NET_BENCH_PHASE"); s != "" {
+		budget, _ = time.ParseDuration(s)
 	}
+	return max(requests, 1), max(mib, 1), budget
+}
+
+// idlePollVariant is a guest configuration the network benchmarks
+// compare: its metrics' prefix and its kernel options.
+type idlePollVariant struct {
+	name    string
+	options []string
+}
+
+// BenchmarkNetKVM: apps/httpd in a VM on Amber's virtio-net device and
+// user-mode network (vmm run --net user,hostfwd=...), under KVM, against
+// the same program as a native process on the host's loopback, in the
+// same run. Two VMs: off- with the kernel's idle polling off
+// (amber.idlepoll=0), on- with its default (kernel/idlepoll.go). A Go
+// load generator in the test process sends GET / with 1 and 32
+// keep-alive clients (requests/s, p50 and p99 latency); bulk TCP moves
+// MiB each way over one connection (POST /sink, GET /bytes); sizes in
+// netBenchSizes. first-answer is from the start of vmm run (or of the
+// native process) to the first answered request; vmm-net-up is when
+// vmm-net's forwards listened (it starts while the guest boots).
+// exits/request are the VM's exits to the VMM over the timed requests,
+// from the control API's metrics. Run nested: go run ./tools/nestkvm
+// -bench NetKVM.
+func BenchmarkNetKVM(b *testing.B) {
+	needKVM(b)
+	n, mib, budget := netBenchSizes()
 	perClient := map[int][2]int{1: {n, 10 * n}, 32: {max(n/32, 1), max(10*n/32, 1)}}
+	variants := []idlePollVariant{{"off", []string{"amber.idlepoll=0"}}, {"on", nil}}
 	// The figures come at the end; these lines show a slow nested run
 	// going.
 	progress := func(format string, args ...any) { fmt.Fprintf(os.Stderr, "netbench: "+format+"\n", args...) }
+	progress("%d requests, %d MiB, %v a phase", n, mib, budget)
 	for i := 0; i < b.N; i++ {
-		vm := startHTTPDVM(b)
-		nbase, nfirst := startHTTPDNative(b)
-		progress("first answer: guest %v, native %v", vm.first, nfirst)
-		b.ReportMetric(float64(vm.first.Microseconds())/1000, "guest-first-answer-ms")
-		b.ReportMetric(float64(nfirst.Microseconds())/1000, "native-first-answer-ms")
-		b.ReportMetric(float64(vm.first)/float64(nfirst), "first-answer-ratio")
-		if m := netUpRE.FindStringSubmatch(vm.out.String()); m != nil {
-			if d, err := time.ParseDuration(m[1]); err == nil {
-				b.ReportMetric(float64(d.Microseconds())/1000, "vmm-net-up-ms")
+		vms := make([]*httpdVM, len(variants))
+		for j, v := range variants {
+			vm := startHTTPDVM(b, v.options...)
+			vms[j] = vm
+			progress("first answer: guest (idle poll %s) %v", v.name, vm.first)
+			b.ReportMetric(float64(vm.first.Microseconds())/1000, v.name+"-first-answer-ms")
+			if m := netUpRE.FindStringSubmatch(vm.out.String()); m != nil {
+				if d, err := time.ParseDuration(m[1]); err == nil {
+					b.ReportMetric(float64(d.Microseconds())/1000, v.name+"-vmm-net-up-ms")
+				}
 			}
 		}
+		nbase, nfirst := startHTTPDNative(b)
+		progress("first answer: native %v", nfirst)
+		b.ReportMetric(float64(nfirst.Microseconds())/1000, "native-first-answer-ms")
+		for j, v := range variants {
+			b.ReportMetric(float64(vms[j].first)/float64(nfirst), v.name+"-first-answer-ratio")
+		}
 		for _, c := range []int{1, 32} {
-			e0, m0 := vm.exits(b)
-			g := httpLoad(b, vm.base, c, perClient[c][0])
-			e1, m1 := vm.exits(b)
-			n := httpLoad(b, nbase, c, perClient[c][1])
 			p := fmt.Sprintf("c%d-", c)
-			b.ReportMetric(g.perSec, "guest-"+p+"req/s")
-			b.ReportMetric(n.perSec, "native-"+p+"req/s")
-			b.ReportMetric(g.perSec/n.perSec, p+"req/s-ratio")
-			b.ReportMetric(float64(g.p50.Microseconds()), "guest-"+p+"p50-us")
-			b.ReportMetric(float64(g.p99.Microseconds()), "guest-"+p+"p99-us")
-			b.ReportMetric(float64(n.p50.Microseconds()), "native-"+p+"p50-us")
-			b.ReportMetric(float64(n.p99.Microseconds()), "native-"+p+"p99-us")
-			b.ReportMetric(float64(g.p99)/float64(n.p99), p+"p99-ratio")
-			b.ReportMetric(float64(e1-e0)/float64(g.requests), p+"exits/request")
-			b.Logf("%d clients: %d guest requests, exits %s", c, g.requests, exitDelta(m0, m1))
-			progress("%d clients: guest %.0f req/s, native %.0f req/s", c, g.perSec, n.perSec)
+			gs := make([]loadResult, len(variants))
+			for j, v := range variants {
+				e0, m0 := vms[j].exits(b)
+				gs[j] = httpLoad(b, vms[j].base, c, perClient[c][0], budget)
+				e1, m1 := vms[j].exits(b)
+				g := gs[j]
+				b.ReportMetric(g.perSec, v.name+"-"+p+"req/s")
+				b.ReportMetric(float64(g.p50.Microseconds()), v.name+"-"+p+"p50-us")
+				b.ReportMetric(float64(g.p99.Microseconds()), v.name+"-"+p+"p99-us")
+				b.ReportMetric(float64(e1-e0)/float64(g.requests), v.name+"-"+p+"exits/request")
+				b.Logf("%d clients, idle poll %s: %d guest requests, exits %s", c, v.name, g.requests, exitDelta(m0, m1))
+				progress("%d clients, idle poll %s: %d requests, %.1f req/s, p50 %v, p99 %v, %.2f exits/request",
+					c, v.name, g.requests, g.perSec, g.p50, g.p99, float64(e1-e0)/float64(g.requests))
+			}
+			nr := httpLoad(b, nbase, c, perClient[c][1], budget)
+			b.ReportMetric(nr.perSec, "native-"+p+"req/s")
+			b.ReportMetric(float64(nr.p50.Microseconds()), "native-"+p+"p50-us")
+			b.ReportMetric(float64(nr.p99.Microseconds()), "native-"+p+"p99-us")
+			for j, v := range variants {
+				b.ReportMetric(gs[j].perSec/nr.perSec, v.name+"-"+p+"req/s-ratio")
+				b.ReportMetric(float64(gs[j].p99)/float64(nr.p99), v.name+"-"+p+"p99-ratio")
+			}
+			progress("%d clients, native: %d requests, %.1f req/s, p50 %v, p99 %v", c, nr.requests, nr.perSec, nr.p50, nr.p99)
 		}
 		size := int64(mib) << 20
 		for _, up := range []bool{true, false} {
@@ -398,15 +465,58 @@ func BenchmarkNetKVM(b *testing.B) {
 			if up {
 				dir = "up"
 			}
-			e0, m0 := vm.exits(b)
-			g := bulk(b, vm.base, size, up)
-			e1, m1 := vm.exits(b)
-			n := bulk(b, nbase, size, up)
-			b.ReportMetric(g, "guest-"+dir+"-MB/s")
-			b.ReportMetric(n, "native-"+dir+"-MB/s")
-			b.ReportMetric(g/n, dir+"-ratio")
-			b.Logf("bulk %s %d MiB: exits %d (%s)", dir, mib, e1-e0, exitDelta(m0, m1))
-			progress("bulk %s: guest %.1f MB/s, native %.1f MB/s", dir, g, n)
+			gs := make([]float64, len(variants))
+			for j, v := range variants {
+				e0, m0 := vms[j].exits(b)
+				gs[j] = bulk(b, vms[j].base, size, up)
+				e1, m1 := vms[j].exits(b)
+				b.ReportMetric(gs[j], v.name+"-"+dir+"-MB/s")
+				b.Logf("bulk %s %d MiB, idle poll %s: exits %d (%s)", dir, mib, v.name, e1-e0, exitDelta(m0, m1))
+				progress("bulk %s, idle poll %s: %.2f MB/s, %d exits", dir, v.name, gs[j], e1-e0)
+			}
+			nr := bulk(b, nbase, size, up)
+			b.ReportMetric(nr, "native-"+dir+"-MB/s")
+			for j, v := range variants {
+				b.ReportMetric(gs[j]/nr, v.name+"-"+dir+"-ratio")
+			}
+			progress("bulk %s, native: %.2f MB/s", dir, nr)
 		}
+	}
+}
+
+// BenchmarkNetIdlePollKVM chooses the kernel's idle polling default
+// (amber.idlepoll, kernel/idlepoll.go): apps/httpd booted once per
+// value, each answering one keep-alive client (the case where the guest
+// idles between every two requests) as in BenchmarkNetKVM, one VM at a
+// time; requests/s, p50, p99 and exits/request per value, and the
+// native figure of the same run. The metrics' prefix is the value
+// (p0 is off). Run nested: go run ./tools/nestkvm -bench NetIdlePollKVM.
+func BenchmarkNetIdlePollKVM(b *testing.B) {
+	needKVM(b)
+	n, _, budget := netBenchSizes()
+	values := []string{"0", "50us", "200us", "1ms"}
+	progress := func(format string, args ...any) { fmt.Fprintf(os.Stderr, "netbench: "+format+"\n", args...) }
+	for i := 0; i < b.N; i++ {
+		for _, v := range values {
+			vm := startHTTPDVM(b, "amber.idlepoll="+v)
+			e0, m0 := vm.exits(b)
+			g := httpLoad(b, vm.base, 1, n, budget)
+			e1, m1 := vm.exits(b)
+			vm.stop()
+			p := "p" + v + "-"
+			b.ReportMetric(g.perSec, p+"req/s")
+			b.ReportMetric(float64(g.p50.Microseconds()), p+"p50-us")
+			b.ReportMetric(float64(g.p99.Microseconds()), p+"p99-us")
+			b.ReportMetric(float64(e1-e0)/float64(g.requests), p+"exits/request")
+			b.Logf("idle poll %s: %d requests, exits %s", v, g.requests, exitDelta(m0, m1))
+			progress("idle poll %s: %d requests, %.1f req/s, p50 %v, p99 %v, %.2f exits/request",
+				v, g.requests, g.perSec, g.p50, g.p99, float64(e1-e0)/float64(g.requests))
+		}
+		nbase, _ := startHTTPDNative(b)
+		nr := httpLoad(b, nbase, 1, 10*n, budget)
+		b.ReportMetric(nr.perSec, "native-req/s")
+		b.ReportMetric(float64(nr.p50.Microseconds()), "native-p50-us")
+		b.ReportMetric(float64(nr.p99.Microseconds()), "native-p99-us")
+		progress("native: %d requests, %.1f req/s, p50 %v, p99 %v", nr.requests, nr.perSec, nr.p50, nr.p99)
 	}
 }
