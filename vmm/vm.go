@@ -571,6 +571,9 @@ func (vm *VM) Close() error {
 		}
 	}
 	if vm.mem != nil {
+		if vm.img != nil {
+			vm.img.forget(vm.mem)
+		}
 		errs = append(errs, vm.mem.close())
 	}
 	if vm.input != nil {
