@@ -182,6 +182,15 @@ func remap(m fileMap, fd int) error {
 	return nil
 }
 
+// Copied reports whether the VMM works on a copy of the image file (taken
+// at open where the file could not be leased, or when the lease broke)
+// rather than on the file itself.
+func (img *Image) Copied() bool {
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	return !img.leased
+}
+
 // mapGuest maps the image file range at off over guest memory [pa, pa+n)
 // and records the mapping, to move it if the lease breaks.
 func (img *Image) mapGuest(m *GuestMemory, pa, n uint64, off int64) error {

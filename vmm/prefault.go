@@ -20,23 +20,30 @@ import (
 // The set is computed from the image's layout and the kernel's memory
 // layout, not recorded from a run: it needs no boot at build time (there
 // may be no KVM there) and no file beside the image, cannot go stale, and
-// works for any image. Measured under QEMU (a boot of hello with guest RAM
-// in a memory file, its resident pages read afterwards) the pages a boot
-// touches outside the image are: the tops of the low stacks (the main
-// thread's, the boot stack, IST1), the tops of the first three kernel
-// stacks at the top of RAM, and ~160 scattered pages in the first 1.55 MiB
-// the kernel's page allocator hands out after the image (page tables, the
-// runtime's first heap pages and metadata). Inside the image: the data
-// (copied in by load, so populated already), the bss and whatever text
-// and read-only data the boot reads.
+// works for any image. What it holds was measured under QEMU (a boot of
+// hello to its exit with guest RAM in a memory file, whose resident pages
+// were read afterwards; docs/benchmarks.md). Outside the image a boot
+// touches the tops of the low stacks (the main thread's 5 pages, the boot
+// stack's 2, IST1's 3), the top 3 pages of each of the first three kernel
+// stacks at the top of RAM, all of the first 19 pages the kernel's page
+// allocator hands out after the image and 27 of the first 32 (page tables,
+// the runtime's first metadata), then ~130 pages scattered at one in three
+// over the next 1.4 MiB. Inside the image: the data (copied in by load, so
+// populated already), the bss, and whatever text and read-only data the
+// boot reads. Populating a page costs about what the first touch of an
+// unpopulated page costs beyond that of a populated one (both allocate and
+// clear it), so only the dense parts are worth it: the scattered heap
+// pages are left to the guest. The image's read-only pages are cheap to
+// map (they are in the page cache) and are mapped whole.
 
 const (
-	// bootHeap is how much of the RAM after the image the kernel's bump
-	// allocator (kernel/mem.go) hands out before hello's main, rounded up
-	// (measured as above).
-	bootHeap = 1536 << 10
-	// bootStackDepth is how deep a boot reaches into each stack.
-	bootStackDepth = 16 << 10
+	// bootHeap is the dense start of what the kernel's bump allocator
+	// (kernel/mem.go) hands out after the image.
+	bootHeap = 128 << 10
+	// bootStackDepth is how deep a boot reaches into a stack; the main
+	// thread's goes deeper.
+	bootStackDepth     = 12 << 10
+	bootMainStackDepth = 20 << 10
 	// bootKernelStacks is how many threads (each with its own kernel
 	// stack) the runtime has started by main: main, sysmon, a GC worker.
 	bootKernelStacks = 3
@@ -55,7 +62,7 @@ func (img *Image) populate(m *GuestMemory) {
 		}
 	}
 	// The low stacks, top first.
-	write(boot.StackTop-bootStackDepth, boot.StackTop)
+	write(boot.StackTop-bootMainStackDepth, boot.StackTop)
 	write(boot.BootStackTop-bootStackDepth, boot.BootStackTop)
 	write(boot.IST1Top-bootStackDepth, boot.IST1Top)
 	for _, p := range img.segments {

@@ -497,6 +497,11 @@ func bootImage(o runOptions, stdin io.Reader, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "vmm: %d later marks not kept (the first %d are)\n", n, len(vm.Marks()))
 		}
 		fmt.Fprintf(stderr, "vmm: guest ran %v; exits %v\n", tRun.Sub(start), vm.Exits())
+		if img.Copied() {
+			fmt.Fprintln(stderr, "vmm: image: a private copy of the file (it could not be leased, or was rewritten in place)")
+		} else {
+			fmt.Fprintln(stderr, "vmm: image: mapped from the file under a read lease")
+		}
 		// The phases of this run; exec, the runtime's start and the
 		// package inits come before "started", the VM's teardown and the
 		// process's exit after this line (a benchmark times them from
