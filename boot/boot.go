@@ -39,6 +39,9 @@ const (
 	MinMemory    = 16 << 20
 	PageSize     = 4096
 	HugePageSize = 2 << 20
+	// KernelStackSize is each kernel thread's stack; the kernel takes
+	// them from the top of RAM down, thread slot 0's first (kernel/sched.go).
+	KernelStackSize = 32 << 10
 )
 
 // Segment selectors: Linux's layout, so that a CPL3 guest runs on the same

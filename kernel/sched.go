@@ -1,6 +1,10 @@
 package kernel
 
-import "unsafe"
+import (
+	"unsafe"
+
+	"github.com/amberos/amber/boot"
+)
 
 // Threads. The runtime's threads (3-5 for most programs) share the one
 // vCPU. A thread runs until it blocks in a system call (futex, sleep,
@@ -10,7 +14,7 @@ import "unsafe"
 
 const (
 	maxThreads = 128
-	kstackSize = 32 << 10 // a system call, a nested tick (with its 4 KiB XSAVE image) and a preempted context
+	kstackSize = boot.KernelStackSize // a system call, a nested tick (with its 4 KiB XSAVE image) and a preempted context
 )
 
 // Thread states.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 
 	"github.com/amberos/amber/boot"
 	"github.com/amberos/amber/boot/elfnote"
@@ -29,8 +30,17 @@ type Image struct {
 	lstar    uint64 // kernel.lstarEntry
 	note     boot.AmberNote
 	notes    []elfnote.Note // all of them, descriptors aliasing raw
-	mapped   bool           // raw is an mmap of the snapshot
-	fd       int            // the snapshot (a sealed memfd), for mapping segments into guest memory; -1 if none
+	mapped   bool           // raw is an mmap of fd
+
+	// mu guards fd and maps against a lease break (imagelease.go).
+	mu sync.Mutex
+	// fd is what raw and the guests' read-only segments are mapped from:
+	// the image file while the image holds a read lease on it, else a
+	// sealed copy (a memfd); -1 if none.
+	fd       int
+	leased   bool
+	leaseErr error     // the break could not take the copy
+	maps     []fileMap // the mappings of the leased file
 }
 
 // ErrNotImage is wrapped by every error that means "this file is not a
@@ -42,10 +52,12 @@ var ErrNotImage = errors.New("not an Amber image")
 // private copy of the whole file while the VM exists.
 const MaxImageSize = 1 << 30
 
-// OpenImage reads and validates an image. The VMM works on a private,
-// sealed snapshot of the file taken here (a memfd), so an image rebuilt,
-// truncated or rewritten while its VM runs changes nothing in the VM and
-// cannot fault the VMM.
+// OpenImage reads and validates an image. An image rebuilt, truncated or
+// rewritten while its VM runs changes nothing in the VM and cannot fault
+// the VMM: the VMM maps the file under a read lease, and copies it before
+// anyone may write it (imagelease.go), or, where the file cannot be
+// leased, works on a private, sealed copy of the file (a memfd) taken
+// here.
 func OpenImage(path string) (*Image, error) {
 	// O_NONBLOCK: opening a FIFO for reading would wait for a writer.
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
@@ -83,23 +95,53 @@ func OpenImage(path string) (*Image, error) {
 	if n, _ := unix.Pread(fd, magic[:], 0); n < len(magic) || string(magic[:]) != elf.ELFMAG {
 		return nil, fmt.Errorf("%s is not an ELF file: %w", path, ErrNotImage)
 	}
-	snap, err := snapshot(f, st.Size)
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", path, err)
+	src := fd
+	leased := lease(fd)
+	if !leased {
+		if src, err = snapshot(f, st.Size); err != nil {
+			return nil, fmt.Errorf("reading %s: %w", path, err)
+		}
 	}
-	raw, err := unix.Mmap(snap, 0, int(st.Size), unix.PROT_READ, unix.MAP_PRIVATE)
+	drop := func() {
+		if leased {
+			unix.FcntlInt(uintptr(fd), unix.F_SETLEASE, unix.F_UNLCK)
+		} else {
+			unix.Close(src)
+		}
+	}
+	raw, err := unix.Mmap(src, 0, int(st.Size), unix.PROT_READ, unix.MAP_PRIVATE)
 	if err != nil {
-		unix.Close(snap)
+		drop()
 		return nil, fmt.Errorf("mapping %s: %w", path, err)
 	}
 	img, err := ParseImage(path, raw)
 	if err != nil {
 		unix.Munmap(raw)
-		unix.Close(snap)
+		drop()
 		return nil, err
 	}
 	img.mapped = true
-	img.fd = snap
+	if leased {
+		// The image keeps the file's descriptor (and the lease on it).
+		if src, err = unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0); err != nil {
+			unix.Munmap(raw)
+			drop()
+			return nil, err
+		}
+		img.mu.Lock()
+		img.leased = true
+		img.maps = append(img.maps, fileMap{mem: raw, prot: unix.PROT_READ})
+		leasesMu.Lock()
+		leases[img] = true
+		leasesMu.Unlock()
+		img.fd = src
+		img.mu.Unlock()
+		// A break that came before the image was registered found
+		// nothing to do.
+		img.checkLease()
+		return img, nil
+	}
+	img.fd = src
 	return img, nil
 }
 
@@ -276,9 +318,18 @@ func (img *Image) MinMemory() uint64 {
 	return (img.End + headroom + (2<<20 - 1)) &^ (2<<20 - 1)
 }
 
-// Close releases the image's file mapping.
+// Close releases the image's file mapping, and the lease on its file.
 func (img *Image) Close() error {
+	img.mu.Lock()
+	defer img.mu.Unlock()
 	var errs []error
+	if img.leased {
+		unix.FcntlInt(uintptr(img.fd), unix.F_SETLEASE, unix.F_UNLCK)
+		leasesMu.Lock()
+		delete(leases, img)
+		leasesMu.Unlock()
+		img.leased, img.maps = false, nil
+	}
 	if img.mapped && img.raw != nil {
 		errs = append(errs, unix.Munmap(img.raw))
 	}
@@ -308,7 +359,7 @@ func (img *Image) load(m *GuestMemory) error {
 			if head < p.Filesz {
 				n := (p.Filesz - head) &^ (boot.PageSize - 1)
 				if n > 0 {
-					if err := m.mapFile(p.Paddr+head, n, img.fd, int64(p.Off+head)); err != nil {
+					if err := img.mapGuest(m, p.Paddr+head, n, int64(p.Off+head)); err != nil {
 						return fmt.Errorf("loading %s: %w", img.Path, err)
 					}
 					copy(dst[:head], src[:head])

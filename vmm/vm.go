@@ -54,6 +54,10 @@ type Config struct {
 	// New takes their backends: they are closed with the VM, or by New
 	// when it fails.
 	Disks []Disk
+	// NoPrefault leaves the boot working set (vmm/prefault.go) to be
+	// backed by the host on the guest's first touches, page by page,
+	// instead of populating it before the guest starts.
+	NoPrefault bool
 	// Net is a virtio-net device (vmm/virtionet.go), the transport after
 	// the disks; nil: none. Its backend is closed with the VM, or by New
 	// when it fails.
@@ -256,6 +260,9 @@ func New(cfg Config) (_ *VM, err error) {
 		}
 	default:
 		return nil, fmt.Errorf("unknown boot path %q (want direct or pvh)", cfg.Boot)
+	}
+	if !cfg.NoPrefault {
+		img.populate(vm.mem)
 	}
 	if err = vm.setMemoryRegion(0); err != nil {
 		return nil, err
@@ -569,6 +576,9 @@ func (vm *VM) Close() error {
 		}
 	}
 	if vm.mem != nil {
+		if vm.img != nil {
+			vm.img.forget(vm.mem)
+		}
 		errs = append(errs, vm.mem.close())
 	}
 	if vm.input != nil {

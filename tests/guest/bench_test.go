@@ -40,7 +40,9 @@ var (
 )
 
 // BenchmarkHelloWall: `vmm run hello.img` from exec to exit, against the
-// same program as a native Linux process. Goal: <= 3x native. The run is
+// same program as a native Linux process. Goal: <= 3x native. The
+// --boot-time runs are made with and without --prefault (interleaved):
+// prefault-wall-ratio is the ratio of their medians (below 1: faster). The run is
 // broken into phases with vmm run --boot-time's figures: exec and the
 // process's start (runtime, package inits) up to vmm's own code, flag
 // parsing, opening the image, creating the VM, running the guest, and
@@ -55,11 +57,24 @@ func BenchmarkHelloWall(b *testing.B) {
 	native := nativeBin(b, "../../apps/hello")
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	for i := 0; i < b.N; i++ {
-		var guest, host, plain []time.Duration
+		var guest, host, plain, nopre []time.Duration
 		var exec0, toRun, open, create, run, rest []time.Duration
 		var own, peak []float64
+		var nopreCreate, nopreRun []time.Duration // --prefault=false
+		var nopreOwn []float64
 		for r := 0; r < benchRuns; r++ { // interleaved, so drift hits all
 			plain = append(plain, timeCmd(b, vmmBin, "run", img))
+			t1 := time.Now()
+			nout, err := exec.Command(vmmBin, "run", "--boot-time", "--prefault=false", img).CombinedOutput()
+			nopre = append(nopre, time.Since(t1))
+			nm, nmm := phasesRE.FindSubmatch(nout), memoryRE.FindSubmatch(nout)
+			if err != nil || nm == nil || nmm == nil {
+				b.Fatalf("vmm run --boot-time --prefault=false: %v\n%s", err, nout)
+			}
+			nd := func(k int) time.Duration { v, _ := time.ParseDuration(string(nm[k])); return v }
+			nopreCreate, nopreRun = append(nopreCreate, nd(3)), append(nopreRun, nd(4))
+			v, _ := strconv.ParseFloat(string(nmm[3]), 64)
+			nopreOwn = append(nopreOwn, v/1024)
 			t0 := time.Now()
 			cmd := exec.Command(vmmBin, "run", "--boot-time", img)
 			out, err := cmd.CombinedOutput()
@@ -67,6 +82,9 @@ func BenchmarkHelloWall(b *testing.B) {
 			m, mm := phasesRE.FindSubmatch(out), memoryRE.FindSubmatch(out)
 			if err != nil || m == nil || mm == nil {
 				b.Fatalf("vmm run --boot-time: %v\n%s", err, out)
+			}
+			if r == 0 {
+				b.Logf("%s", regexp.MustCompile(`vmm: image: .*`).Find(out))
 			}
 			d := func(k int) time.Duration { v, _ := time.ParseDuration(string(m[k])); return v }
 			startNs, _ := strconv.ParseInt(string(m[6]), 10, 64)
@@ -83,6 +101,13 @@ func BenchmarkHelloWall(b *testing.B) {
 		b.ReportMetric(ms(p), "vmm-ms")
 		b.ReportMetric(ms(h), "native-ms")
 		b.ReportMetric(float64(p)/float64(h), "ratio")
+		// Both --boot-time runs, with and without populating the boot
+		// working set.
+		b.ReportMetric(ms(median(nopre)), "vmm-boot-time-noprefault-ms")
+		b.ReportMetric(float64(g)/float64(median(nopre)), "prefault-wall-ratio")
+		b.ReportMetric(ms(median(nopreCreate)), "noprefault-create-vm-ms")
+		b.ReportMetric(ms(median(nopreRun)), "noprefault-run-ms")
+		b.ReportMetric(medianF(nopreOwn), "noprefault-vmm-own-MiB")
 		b.ReportMetric(ms(g), "vmm-boot-time-ms")
 		b.ReportMetric(ms(median(exec0)), "exec-to-main-ms")
 		b.ReportMetric(ms(median(toRun)), "flags-ms")
@@ -126,7 +151,8 @@ func BenchmarkLeastMemory(b *testing.B) {
 // BenchmarkBootToMain: from the vCPU's first instruction to the guest's
 // main() (the guest reports its TSC through kernel.Mark). Goal: <= 0.5 ms.
 // The whole in-process VM lifetime (create, load, run, exit) is reported
-// too.
+// too, and both again without populating the boot working set first
+// (Config.NoPrefault), interleaved.
 func BenchmarkBootToMain(b *testing.B) {
 	needKVM(b)
 	img, err := vmm.OpenImage(image(b, "./testdata/bootmark"))
@@ -134,23 +160,32 @@ func BenchmarkBootToMain(b *testing.B) {
 		b.Fatal(err)
 	}
 	for i := 0; i < b.N; i++ {
-		var toMain, whole []time.Duration
+		var toMain, whole, toMainNo, wholeNo []time.Duration
 		for r := 0; r < benchRuns; r++ {
-			t0 := time.Now()
-			vm, err := vmm.New(vmm.Config{Image: img})
-			if err != nil {
-				b.Fatal(err)
+			for _, no := range []bool{false, true} {
+				t0 := time.Now()
+				vm, err := vmm.New(vmm.Config{Image: img, NoPrefault: no})
+				if err != nil {
+					b.Fatal(err)
+				}
+				status, err := vm.Run()
+				d := time.Since(t0)
+				if err != nil || status != 0 || len(vm.Marks()) != 1 {
+					b.Fatalf("status %d, err %v, marks %v", status, err, vm.Marks())
+				}
+				if no {
+					toMainNo, wholeNo = append(toMainNo, vm.Marks()[0].SinceBoot), append(wholeNo, d)
+				} else {
+					toMain, whole = append(toMain, vm.Marks()[0].SinceBoot), append(whole, d)
+				}
+				vm.Close()
 			}
-			status, err := vm.Run()
-			whole = append(whole, time.Since(t0))
-			if err != nil || status != 0 || len(vm.Marks()) != 1 {
-				b.Fatalf("status %d, err %v, marks %v", status, err, vm.Marks())
-			}
-			toMain = append(toMain, vm.Marks()[0].SinceBoot)
-			vm.Close()
 		}
-		b.ReportMetric(float64(median(toMain).Microseconds())/1000, "to-main-ms")
-		b.ReportMetric(float64(median(whole).Microseconds())/1000, "vm-lifetime-ms")
+		ms := func(d []time.Duration) float64 { return float64(median(d).Microseconds()) / 1000 }
+		b.ReportMetric(ms(toMain), "to-main-ms")
+		b.ReportMetric(ms(whole), "vm-lifetime-ms")
+		b.ReportMetric(ms(toMainNo), "to-main-noprefault-ms")
+		b.ReportMetric(ms(wholeNo), "vm-lifetime-noprefault-ms")
 	}
 }
 

@@ -240,6 +240,7 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	trap := fs.String("syscall-trap", "", "how stray SYSCALL instructions reach the kernel: lstar or ud (default: lstar on kvm_pvm hosts, ud elsewhere)")
 	bootPath := fs.String("boot", "direct", "boot `path`: direct (the VMM sets up long mode) or pvh (start at the image's 32-bit PVH entry, as QEMU, Firecracker and Cloud Hypervisor do)")
 	apiSock := fs.String("api", "", "serve the VM's control API (pause, resume, snapshot, stop, metrics; docs/api.md) on this unix `socket`; vmm snapshot, pause, resume, stop and ps use it (KVM only)")
+	prefault := fs.Bool("prefault", true, "populate the host pages the guest's boot touches (the image's bss and read-only pages, the first stacks and heap pages) before it starts; --prefault=false leaves them to the guest's first touches (KVM only)")
 	bootTime := fs.Bool("boot-time", false, "print on stderr the guest's kernel.Mark times since vCPU start, the VM's exits, the phases of this run (flags, opening the image, creating the VM, running it) and its memory (peak RSS, the guest RAM resident, the VMM's own)")
 	accel := fs.String("accel", defaultAccel(), "`accelerator`: kvm (Amber's VMM on /dev/kvm) or tcg (QEMU's emulator, for hosts without KVM: about 10x slower, stdout and stderr both on stdout, stdin without end-of-file, a short crash message); default $AMBER_ACCEL, else kvm")
 	diskSpec := fs.String("disk", "", "attach `FILE[,readonly]` as a virtio-blk disk, the block device /dev/vda in the guest: a raw image, or a store file made by vmm store create --disk-size (its object vm/disk; flush commits; KVM only). Amber's device under KVM, QEMU's under --accel tcg")
@@ -303,9 +304,10 @@ Flags:
 	o := runOptions{
 		image: imgPath, mem: memBytes, cmdline: cmdline, env: env, args: guestArgs, disks: disks, net: *netSpec, netSpec: netSpecParsed,
 		timeout: *timeout, trap: *trap, boot: *bootPath, bootTime: *bootTime, accel: *accel, api: *apiSock,
+		noPrefault: !*prefault,
 	}
 	fs.Visit(func(f *flag.Flag) {
-		if f.Name == "syscall-trap" || f.Name == "boot" || f.Name == "boot-time" || f.Name == "api" {
+		if f.Name == "syscall-trap" || f.Name == "boot" || f.Name == "boot-time" || f.Name == "api" || f.Name == "prefault" {
 			o.kvmOnly = append(o.kvmOnly, "--"+f.Name)
 		}
 	})
@@ -326,6 +328,7 @@ type runOptions struct {
 	accel              string   // kvm or tcg
 	kvmOnly            []string // flags given that only the KVM path has
 	api                string   // --api: the control API's socket, or ""
+	noPrefault         bool     // --prefault=false
 }
 
 // bootImage boots an image as `vmm run` does and returns vmm's exit status.
@@ -403,7 +406,7 @@ func bootImage(o runOptions, stdin io.Reader, stdout, stderr io.Writer) int {
 	vm, err := vmm.New(vmm.Config{
 		Image: img, Memory: o.mem, Cmdline: o.cmdline, Env: o.env, Args: o.args,
 		Stdin: stdin, Stdout: stdout, Stderr: stderr, SyscallTrap: o.trap, Timeout: o.timeout, Boot: o.boot,
-		Disks: disks, Net: nic,
+		Disks: disks, Net: nic, NoPrefault: o.noPrefault,
 	})
 	if err != nil {
 		if nic != nil {
@@ -494,6 +497,11 @@ func bootImage(o runOptions, stdin io.Reader, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "vmm: %d later marks not kept (the first %d are)\n", n, len(vm.Marks()))
 		}
 		fmt.Fprintf(stderr, "vmm: guest ran %v; exits %v\n", tRun.Sub(start), vm.Exits())
+		if img.Copied() {
+			fmt.Fprintln(stderr, "vmm: image: a private copy of the file (it could not be leased, or was rewritten in place)")
+		} else {
+			fmt.Fprintln(stderr, "vmm: image: mapped from the file under a read lease")
+		}
 		// The phases of this run; exec, the runtime's start and the
 		// package inits come before "started", the VM's teardown and the
 		// process's exit after this line (a benchmark times them from
