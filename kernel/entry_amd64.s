@@ -45,10 +45,41 @@ TEXT ·start(SB),NOSPLIT|NOFRAME,$0
 // the kernel runs on that stack): returning through it with RET, rather
 // than JMP CX, keeps the CPU's return-stack predictor in step, which
 // otherwise mispredicts every return of the caller afterwards.
+//
+// Leaf calls, whose answer is one word the kernel already has (getpid,
+// gettid), are answered right here, on the caller's stack, before any
+// frame is built: only RAX changes (RCX and R11, which SYSCALL clobbers,
+// serve as scratch) and the return is the caller's own RET. They take the
+// full path while sigWork is set, so a return to user code that has work
+// to do (a signal, a reschedule) still does it. Every instruction of the
+// leaf path runs on the user stack with the return address above SP, so
+// an interrupt anywhere in it is taken as user context, like the caller's
+// next instruction would be (docs/kernel.md, "Interrupt windows").
 TEXT ·syscallEntry(SB),NOSPLIT|NOFRAME,$0
+	CMPQ	AX, $const_nrGetpid
+	JEQ	getpid
+	CMPQ	AX, $const_nrGettid
+	JEQ	gettid
+full:
 	MOVQ	0(SP), CX
 	ADDQ	$8, SP
 	JMP	syscallSave<>(SB)
+getpid:
+	CMPL	·sigWork(SB), $0
+	JNE	full
+	MOVL	$1, AX	// sysGetpid's answer
+	RET
+gettid:
+	CMPL	·sigWork(SB), $0
+	JNE	full
+	// threads[cpu0.cur].tid, as sysGettid. A tick between these loads
+	// may switch threads, but this thread continues only when cpu0.cur
+	// is its own index again, which CX already holds.
+	MOVQ	·cpu0+(percpu_cur)(SB), CX
+	IMULQ	$(thread__size), CX
+	MOVQ	$·threads(SB), R11
+	MOVQ	(thread_tid)(R11)(CX*1), AX
+	RET
 
 // lstarEntry is where a stray SYSCALL lands on shadow-paging hosts: still at
 // CPL3, RCX = return RIP, R11 = RFLAGS, RSP unchanged.

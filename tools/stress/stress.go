@@ -30,6 +30,7 @@ var programs = []program{
 	{"gcstress", "./tests/guest/testdata/gcstress", []string{"1s"}, []string{"200ms"}, "", "gcstress ok"},
 	{"torture", "./tests/guest/testdata/torture", nil, nil, "512M", "torture: all passed"},
 	{"getpid", "./tests/guest/testdata/getpid", []string{"1000000"}, []string{"20000"}, "", "getpid_ns="},
+	{"leafcalls", "./tests/guest/testdata/leafcalls", []string{"300000"}, []string{"20000"}, "", "calls agree"},
 	{"sigtimer", "./tools/stress/testdata/sigtimer", []string{"400"}, []string{"100"}, "", "sigtimer ok"},
 	{"chanstress", "./tools/stress/testdata/chanstress", []string{"4000"}, []string{"500"}, "", "chanstress ok"},
 }

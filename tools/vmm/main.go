@@ -508,9 +508,15 @@ func bootImage(o runOptions, stdin io.Reader, stdout, stderr io.Writer) int {
 		// outside: BenchmarkHelloWall).
 		fmt.Fprintf(stderr, "vmm: phases: to-run %v, open-image %v, create-vm %v, run %v, since-start %v, started-unix-ns %d\n",
 			tMain.Sub(started), tOpen.Sub(tMain), start.Sub(tOpen), tRun.Sub(start), time.Since(started), started.UnixNano())
-		if guest, err := vm.GuestResident(); err == nil {
+		// The guest's part of RSS is what RSS counts of its RAM: not
+		// the pages it only read (the host's zero page).
+		if guest, err := vm.GuestRSS(); err == nil {
 			if peak, err := peakRSS(); err == nil {
 				fmt.Fprintf(stderr, "vmm: memory: peak RSS %d KiB, guest RAM resident %d KiB, the VMM's own %d KiB\n", peak>>10, guest>>10, (peak-min(peak, guest))>>10)
+			}
+			lo, n := vm.GuestRAM()
+			if s, err := memBreakdown(lo, n, guest); err == nil {
+				fmt.Fprintf(stderr, "vmm: memory now, besides the guest's RAM: %s\n", s)
 			}
 		}
 		if len(o.disks) > 0 {
