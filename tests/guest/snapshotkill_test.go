@@ -21,10 +21,11 @@ import (
 // that survived, waits for its next count, asks for a snapshot and kills
 // the VMM a random delay later: before, during or after the commit (the
 // snapshot package's crash tests cut at every write and flush; these are
-// the whole VMM's). The delays are drawn from [0, 2T), T the time a
-// snapshot of a restored VM took, not killed, in the same run (snapshot
-// c, the first round's start): about half the kills fall before the
-// commit. Surviving snapshots form a chain of incremental snapshots of
+// the whole VMM's). The delays are drawn from [0, T], T the time a
+// vmm snapshot of a restored VM took, not killed, in the same run
+// (snapshot c, the first round's start): kills fall before, during and
+// after the commit (with [0, 2T], 17 of 20 snapshots survived in a
+// nested run: most of T is the client's start and the reply). Surviving snapshots form a chain of incremental snapshots of
 // restored VMs, each the next round's start; at the end the first
 // snapshot still restores.
 func TestSnapshotKill(t *testing.T) {
@@ -81,7 +82,7 @@ func TestSnapshotKill(t *testing.T) {
 		if err := snap.Start(); err != nil {
 			t.Fatal(err)
 		}
-		delay := time.Duration(rng.Int63n(int64(2*took) + 1))
+		delay := time.Duration(rng.Int63n(int64(took) + 1))
 		time.Sleep(delay)
 		rv.cmd.Process.Kill() // SIGKILL
 		rv.cmd.Wait()
