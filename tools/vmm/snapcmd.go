@@ -214,6 +214,16 @@ its pages. Any number of clones of one store run at once; STORE cannot be
 opened for writing meanwhile, and a clone refuses to open once STORE has
 changed. vmm restore CLONE@NAME restores a clone's snapshot.
 
+The network: a restore starts a backend like the snapshot's (the user
+network with its host forwards, or the tap device) with the snapshot's
+MAC. A clone gets a fresh MAC and its forwards listen on host ports the
+kernel chooses, printed as "vmm: hostfwd tcp:127.0.0.1:PORT-:GUESTPORT"
+(the snapshot's ports are the original VM's). --net replaces the backend
+(other forwards, host port 0 for one the kernel chooses, another tap);
+its MAC, unless mac= gives one, is the snapshot's, or a fresh one for a
+clone. The guest learns a new MAC at once (it announces it and renews a
+DHCP lease); TCP connections open at the snapshot are lost.
+
 Flags:
 `
 
@@ -224,6 +234,7 @@ func cmdRestore(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	sock := fs.String("api", "", "serve the VM's control API on this unix `socket` (docs/api.md)")
 	timeout := fs.Duration("timeout", 0, "stop the guest with a report after this `duration` (0: never)")
 	clone := fs.String("clone", "", "make `CLONE` a new clone store of STORE and run the VM on it (STORE is only read)")
+	netFlag := fs.String("net", "", "replace the snapshot's network backend, as vmm run --net: `user[,hostfwd=...][,mac=MAC]` or tap=NAME[,mac=MAC] (default: the snapshot's; for a clone its forwards on host ports the kernel chooses)")
 	fs.Usage = func() { fmt.Fprint(stderr, restoreUsage); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
 		return flagStatus(err)
@@ -254,11 +265,20 @@ func cmdRestore(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return exitUsage
 		}
 	}
+	var netSpec *vmm.NetSpec
+	if *netFlag != "" {
+		ns, err := vmm.ParseNetSpec(*netFlag)
+		if err != nil {
+			fmt.Fprintf(stderr, "vmm restore: --net: %v\n", err)
+			return exitUsage
+		}
+		netSpec = &ns
+	}
 	if err := vmm.KVMAvailable(); err != nil {
 		fmt.Fprintf(stderr, "vmm restore: %v\n", err)
 		return exitNotStart
 	}
-	rc := vmm.RestoreConfig{Store: store, Snapshot: name, Clone: *clone, Stdin: stdin, Stdout: stdout, Stderr: stderr, Timeout: *timeout}
+	rc := vmm.RestoreConfig{Store: store, Snapshot: name, Clone: *clone, NetSpec: netSpec, Stdin: stdin, Stdout: stdout, Stderr: stderr, Timeout: *timeout}
 	if *imgPath != "" {
 		img, err := vmm.OpenImage(*imgPath)
 		if err != nil {
@@ -274,6 +294,10 @@ func cmdRestore(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return exitNotStart
 	}
 	defer vm.Close()
+	if ns := vm.NetSpec(); ns != nil && (*clone != "" || netSpec != nil) {
+		// Not the snapshot's host ports: say which.
+		printForwards(stderr, ns.Forwards)
+	}
 	if *sock != "" {
 		disk := store
 		if *clone != "" {

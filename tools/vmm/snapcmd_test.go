@@ -38,6 +38,8 @@ func TestSnapshotCommands(t *testing.T) {
 		{[]string{"snapshots", filepath.Join(dir, "none.store")}, 1, "no such file"},
 		{[]string{"ps", "x"}, exitUsage, "Usage: vmm ps"},
 		{[]string{"restore", "--clone", store, store + "@warm"}, exitUsage, "the file exists"},
+		{[]string{"restore", "--net", "user,hostfwd=tcp:1.2.3.4:x-:80", store + "@warm"}, exitUsage, "--net: hostfwd="},
+		{[]string{"restore", "--net", "slirp", store + "@warm"}, exitUsage, "want user"},
 	} {
 		var stdout, stderr bytes.Buffer
 		if st := Main(c.args, nil, &stdout, &stderr); st != c.status || !strings.Contains(stderr.String(), c.stderr) {
