@@ -52,6 +52,7 @@ Usage:
   vmm snapshot --api SOCKET [--stop] NAME
                                       snapshot a running VM (vmm run --api) into its store
   vmm snapshots STORE                 list the snapshots in a store
+  vmm snapshots rm STORE@NAME...      delete snapshots
   vmm restore [flags] STORE@NAME      bring back a snapshot's VM and continue it
   vmm ps                              list the running VMs that serve a control API
   vmm pause|resume|stop --api SOCKET  pause, resume or stop a running VM
