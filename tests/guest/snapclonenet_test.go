@@ -72,20 +72,28 @@ var hostfwdRE = regexp.MustCompile(`^vmm: hostfwd tcp:127\.0\.0\.1:(\d+)-:80$`)
 // 80 and returns its host port.
 func (v *netVM) forwardedPort(t testing.TB) int {
 	t.Helper()
-	timeout := time.After(4 * time.Minute)
+	p, err := v.tryPort(4 * time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func (v *netVM) tryPort(timeout time.Duration) (int, error) {
+	deadline := time.After(timeout)
 	for {
 		select {
 		case l := <-v.lines:
 			if m := hostfwdRE.FindStringSubmatch(l); m != nil {
 				var p int
 				fmt.Sscan(m[1], &p)
-				return p
+				return p, nil
 			}
 		case err := <-v.exited:
 			v.exited <- err
-			t.Fatalf("vmm exited (%v) before printing its forward", err)
-		case <-timeout:
-			t.Fatal("no forward printed within 4 minutes")
+			return 0, fmt.Errorf("vmm exited (%v) before printing its forward", err)
+		case <-deadline:
+			return 0, fmt.Errorf("no forward printed within %v", timeout)
 		}
 	}
 }
@@ -93,28 +101,36 @@ func (v *netVM) forwardedPort(t testing.TB) int {
 // get waits for the guest's answer to GET path through host port port.
 func (v *netVM) get(t testing.TB, port int, path string) string {
 	t.Helper()
+	body, err := v.tryGet(port, path, 5*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return body
+}
+
+func (v *netVM) tryGet(port int, path string, timeout time.Duration) (string, error) {
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	deadline := time.Now().Add(5 * time.Minute)
+	deadline := time.Now().Add(timeout)
 	for {
 		resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d%s", port, path))
 		if err == nil {
 			b, err := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			if err == nil && resp.StatusCode == http.StatusOK {
-				return string(b)
+				return string(b), nil
 			}
-			t.Fatalf("GET %s on port %d: %s %q %v", path, port, resp.Status, b, err)
+			return "", fmt.Errorf("GET %s on port %d: %s %q %v", path, port, resp.Status, b, err)
 		}
 		select {
 		case err := <-v.exited:
 			v.exited <- err
-			t.Fatalf("vmm exited (%v) before answering GET %s", err, path)
+			return "", fmt.Errorf("vmm exited (%v) before answering GET %s", err, path)
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("GET %s on port %d: no answer: %v", path, port, err)
+			return "", fmt.Errorf("GET %s on port %d: no answer within %v: %v", path, port, timeout, err)
 		}
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
