@@ -81,6 +81,10 @@ func (r *netRecord) open(rc *RestoreConfig, clone bool) (*Net, error) {
 		be, err = OpenTap(spec.Tap)
 	}
 	if err != nil {
+		if rc.NetSpec == nil {
+			// The recorded backend: say how to give another.
+			return nil, fmt.Errorf("starting the snapshot's network backend (%s): %w (vmm restore --net gives another)", describeBackend(spec), err)
+		}
 		return nil, fmt.Errorf("starting the network backend: %w", err)
 	}
 	return &Net{Backend: be, MAC: spec.MAC, Spec: &spec}, nil
@@ -96,4 +100,16 @@ func (vm *VM) NetSpec() *NetSpec {
 	s := *vm.cfg.Net.Spec
 	s.MAC = vm.cfg.Net.MAC
 	return &s
+}
+
+// describeBackend is spec's backend for a message.
+func describeBackend(spec NetSpec) string {
+	if spec.Tap != "" {
+		return "tap=" + spec.Tap
+	}
+	d := "user"
+	for _, f := range spec.Forwards {
+		d += ",hostfwd=" + f.String()
+	}
+	return d
 }

@@ -258,6 +258,10 @@ func TestRestoreNet(t *testing.T) {
 	if n := open(&RestoreConfig{Net: given}, true); n.MAC.String() == snapMAC {
 		t.Errorf("given backend for a clone: the snapshot's MAC %v", n.MAC)
 	}
+	bad := &netRecord{MAC: snapMAC, User: true, Forwards: []HostFwd{{HostAddr: "192.0.2.1", HostPort: port, GuestPort: 80}}}
+	if _, err := bad.open(&RestoreConfig{}, false); err == nil || !strings.Contains(err.Error(), "192.0.2.1") || !strings.Contains(err.Error(), "--net gives another") {
+		t.Errorf("the recorded backend failing: %v", err)
+	}
 	if _, err := (&netRecord{MAC: snapMAC, Unknown: true}).open(&RestoreConfig{}, false); err == nil || !strings.Contains(err.Error(), "--net") {
 		t.Errorf("a backend the snapshot does not describe: %v", err)
 	}
