@@ -436,7 +436,7 @@ func bootImage(o runOptions, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 	}()
 	if o.api != "" {
-		info := api.Info{Image: o.image}
+		info := api.Info{Image: o.image, Forwards: forwardStrings(vm.NetSpec())}
 		if len(o.disks) > 0 {
 			info.Disk = o.disks[0].Path
 		}
@@ -903,6 +903,17 @@ func chosenPorts(fs []vmm.HostFwd) bool {
 		}
 	}
 	return false
+}
+
+// forwardStrings is a network's forwards for api.Info.
+func forwardStrings(ns *vmm.NetSpec) []string {
+	var out []string
+	if ns != nil {
+		for _, f := range ns.Forwards {
+			out = append(out, f.String())
+		}
+	}
+	return out
 }
 
 // printForwards tells the user the host ports of forwards (those the

@@ -143,13 +143,17 @@ func cmdPs(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "PID\tUP\tIMAGE\tDISK\tAPI")
+	fmt.Fprintln(w, "PID\tUP\tIMAGE\tDISK\tAPI\tPORTS")
 	for _, v := range vms {
 		img := v.Image
 		if v.From != "" {
 			img += " (restored from " + v.From + ")"
 		}
-		fmt.Fprintf(w, "%d\t%v\t%s\t%s\t%s\n", v.PID, time.Since(v.Started).Round(time.Second), img, v.Disk, v.API)
+		ports := strings.Join(v.Forwards, ",")
+		if ports == "" {
+			ports = "-"
+		}
+		fmt.Fprintf(w, "%d\t%v\t%s\t%s\t%s\t%s\n", v.PID, time.Since(v.Started).Round(time.Second), img, v.Disk, v.API, ports)
 	}
 	w.Flush()
 	return 0
@@ -443,7 +447,7 @@ func cmdRestore(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		if *clone != "" {
 			disk = *clone
 		}
-		stopAPI, err := serveAPI(vm, *sock, api.Info{Image: vm.ImagePath(), Disk: disk, From: fs.Arg(0)})
+		stopAPI, err := serveAPI(vm, *sock, api.Info{Image: vm.ImagePath(), Disk: disk, From: fs.Arg(0), Forwards: forwardStrings(vm.NetSpec())})
 		if err != nil {
 			fmt.Fprintf(stderr, "vmm restore: --api: %v\n", err)
 			return exitNotStart
