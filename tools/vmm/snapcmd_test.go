@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"github.com/amberos/amber/objstore/filedev"
 	"github.com/amberos/amber/snapshot"
 	"github.com/amberos/amber/vmm"
+	"github.com/amberos/amber/vmm/api"
 )
 
 // The snapshot commands' errors, without a VM.
@@ -241,4 +243,34 @@ func listed(out, name string) bool {
 		}
 	}
 	return false
+}
+
+type idleVM struct{}
+
+func (idleVM) Pause() error                       { return nil }
+func (idleVM) Resume() error                      { return nil }
+func (idleVM) Stop() error                        { return nil }
+func (idleVM) Metrics() any                       { return nil }
+func (idleVM) Snapshot(string, bool) (any, error) { return nil, nil }
+
+// vmm ps shows a VM's forwards as they listen (a clone's chosen ports).
+func TestPsForwards(t *testing.T) {
+	t.Setenv("XDG_RUNTIME_DIR", t.TempDir())
+	ns, err := vmm.ParseNetSpec("user,hostfwd=tcp:127.0.0.1:41234-:80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fw := forwardStrings(&ns)
+	if len(fw) != 1 || fw[0] != "tcp:127.0.0.1:41234-:80" || forwardStrings(nil) != nil {
+		t.Fatalf("forwardStrings = %q", fw)
+	}
+	srv, err := api.Listen(filepath.Join(t.TempDir(), "vm.sock"), idleVM{}, api.Info{PID: os.Getpid(), Image: "app.img", Forwards: fw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	var stdout, stderr bytes.Buffer
+	if st := Main([]string{"ps"}, nil, &stdout, &stderr); st != 0 || !strings.Contains(stdout.String(), "PORTS") || !strings.Contains(stdout.String(), "tcp:127.0.0.1:41234-:80") {
+		t.Errorf("vmm ps: %d\n%s%s", st, stdout.String(), stderr.String())
+	}
 }
