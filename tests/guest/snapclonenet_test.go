@@ -166,7 +166,8 @@ func buildNetHelper(t testing.TB) {
 // TestSnapshotCloneNet: apps/httpd on the user network with a forward
 // is snapshotted and stopped; two clones of the snapshot then run at
 // once: one with the default (the snapshot's forward on a host port the
-// kernel chooses, printed), one with --net giving another port. Both
+// kernel chooses, printed, and listed by vmm ps), one with --net giving
+// another port. Both
 // answer HTTP through their own forward, and each guest's interface has
 // a MAC of its own (net.Interfaces in the guest, which the network
 // service took from the device after the restore), neither the
@@ -202,7 +203,7 @@ func TestSnapshotCloneNet(t *testing.T) {
 	}
 	given := probe.Addr().(*net.TCPAddr).Port
 	probe.Close()
-	c1 := startNetVM(t, "restore", "--timeout", "600s", "--clone", filepath.Join(dir, "c1.store"), store+"@web")
+	c1 := startNetVM(t, "restore", "--timeout", "600s", "--api", filepath.Join(dir, "c1.sock"), "--clone", filepath.Join(dir, "c1.store"), store+"@web")
 	c2 := startNetVM(t, "restore", "--timeout", "600s", "--clone", filepath.Join(dir, "c2.store"),
 		"--net", fmt.Sprintf("user,hostfwd=tcp:127.0.0.1:%d-:80", given), store+"@web")
 	p1, p2 := c1.forwardedPort(t), c2.forwardedPort(t)
@@ -211,6 +212,9 @@ func TestSnapshotCloneNet(t *testing.T) {
 	}
 	if p1 == p2 {
 		t.Fatalf("both clones forward port %d", p1)
+	}
+	if r := run(t, "ps"); !strings.Contains(r.stdout, fmt.Sprintf("tcp:127.0.0.1:%d-:80", p1)) {
+		t.Errorf("vmm ps does not show clone 1's forward on port %d:\n%s%s", p1, r.stdout, r.stderr)
 	}
 	// Both answer, at once.
 	for i, c := range []struct {
