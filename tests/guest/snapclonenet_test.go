@@ -167,12 +167,11 @@ func buildNetHelper(t testing.TB) {
 // is snapshotted and stopped; two clones of the snapshot then run at
 // once: one with the default (the snapshot's forward on a host port the
 // kernel chooses, printed, and listed by vmm ps), one with --net giving
-// another port. Both
-// answer HTTP through their own forward, and each guest's interface has
-// a MAC of its own (net.Interfaces in the guest, which the network
-// service took from the device after the restore), neither the
-// original's. The base store is unchanged, byte for byte, and
-// fsck-clean.
+// another port. Both answer HTTP through their own forward, and each
+// guest's interface has a MAC of its own (net.Interfaces in the guest,
+// which the network service took from the device after the restore),
+// neither the original's. The base store is unchanged, byte for byte,
+// and fsck-clean.
 func TestSnapshotCloneNet(t *testing.T) {
 	needKVM(t)
 	img := image(t, "../../apps/httpd")
