@@ -91,6 +91,7 @@ func netProbe(t virtio.Transport[virtio.MMIO], irq uint32) string {
 	vnetIRQ = irq
 	vnetSeen = vnet.Gen()
 	vnetOn = true
+	netRestoreInit() // netrestore.go
 	return ""
 }
 
@@ -102,7 +103,7 @@ func netWake() {
 	if !vnetOn {
 		return
 	}
-	if g := vnet.Gen(); g != vnetSeen {
+	if g, r := vnet.Gen(), netRestoreWake(); g != vnetSeen || r {
 		vnetSeen = g
 		pollNotify()
 	}
@@ -148,6 +149,7 @@ func openNetDev(flags uint64) int64 {
 	fd := allocFD(fdNetDev, oRdwr|flags)
 	if fd >= 0 {
 		vnetOpen = true
+		vnetReadRestores = restores()
 	}
 	return fd
 }
@@ -159,6 +161,9 @@ type netDevFile struct{ baseFile }
 func (*netDevFile) read(o *ofile, buf, n uintptr, pos int64) int64 {
 	if pos >= 0 {
 		return -eSPIPE
+	}
+	if netTakeRestore() { // netrestore.go
+		return -eNETRESET
 	}
 	for {
 		seen := pollSeq // before looking: a frame landing after it ends the wait
@@ -223,7 +228,7 @@ func (*netDevFile) write(o *ofile, buf, n uintptr, pos int64) int64 {
 //go:nosplit
 func (*netDevFile) ready(o *ofile) uint32 {
 	r := uint32(0)
-	if vnet.RxReady() {
+	if vnet.RxReady() || netRestorePending() {
 		r |= epollIn
 	}
 	if vnet.CanSend() {
@@ -239,7 +244,7 @@ func (*netDevFile) ready(o *ofile) uint32 {
 func (*netDevFile) pollable(o *ofile) bool { return true }
 
 //go:nosplit
-func (*netDevFile) gen(o *ofile) (uint32, bool) { return vnet.Gen(), true }
+func (*netDevFile) gen(o *ofile) (uint32, bool) { return vnet.Gen() + uint32(restores()), true }
 
 //go:nosplit
 func (*netDevFile) stat(o *ofile, st *statT) {
@@ -261,6 +266,7 @@ func (*netDevFile) ioctl(o *ofile, req, arg uint64) int64 {
 		return -eNOTTY
 	}
 	var ni netInfo
+	netRefreshMAC()
 	ni.mac = vnet.MAC
 	if vnet.HasMAC {
 		ni.hasMAC = 1

@@ -173,3 +173,88 @@ func TestCrashDuringSnapshot(t *testing.T) {
 		t.Error("no cut left snapshot b committed: the test checks nothing about it")
 	}
 }
+
+// A kill -9 (or a power cut) at any point of a Remove of two snapshots,
+// one the parent of an incremental snapshot, leaves both or neither, and
+// the incremental one's memory whole either way; fsck clean.
+func TestCrashDuringRemove(t *testing.T) {
+	s, dev := newStore(t)
+	memA := guestMemory()
+	memB := append([]byte(nil), memA...)
+	copy(memB[3*PageSize:], "page 3 of b")
+	for _, c := range []*Contents{
+		{Meta: Meta{Name: "a"}, Memory: memA, DiskObject: "vm/disk"},
+		{Meta: Meta{Name: "b", Parent: "a"}, Memory: memB, DiskObject: "vm/disk", Dirty: []uint64{1 << 3}},
+		{Meta: Meta{Name: "c"}, Memory: memA, DiskObject: "vm/disk"},
+	} {
+		if err := s.Update(func(tx *objstore.Tx) error { return Write(tx, c) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	base := dev.Bytes()
+	rec := &recorder{MemDevice: objstore.NewMemDevice(base)}
+	s, err := objstore.Open(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Update(func(tx *objstore.Tx) error { _, err := Remove(tx, []string{"a", "c"}); return err }); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	cuts := []int{len(rec.ops)}
+	for i, o := range rec.ops {
+		if o.flush {
+			cuts = append(cuts, i, i+1)
+		}
+	}
+	rng := rand.New(rand.NewSource(2))
+	for range 20 {
+		cuts = append(cuts, rng.Intn(len(rec.ops)+1))
+	}
+	sawGone, sawKept := false, false
+	for _, cut := range cuts {
+		lastFlush := 0
+		for i := 0; i < cut; i++ {
+			if rec.ops[i].flush {
+				lastFlush = i + 1
+			}
+		}
+		img := append([]byte(nil), base...)
+		for i, o := range rec.ops[:cut] {
+			switch {
+			case o.grow > int64(len(img)):
+				img = append(img, make([]byte, o.grow-int64(len(img)))...)
+			case o.data != nil && (i < lastFlush || rng.Intn(2) == 0):
+				copy(img[o.off:], o.data)
+			}
+		}
+		cs, err := objstore.Open(objstore.NewMemDevice(img))
+		if err != nil {
+			t.Fatalf("cut at op %d of %d: the store does not open: %v", cut, len(rec.ops), err)
+		}
+		if r := cs.Fsck(); !r.OK() {
+			t.Fatalf("cut at op %d: fsck: %v", cut, r)
+		}
+		err = cs.View(func(tx *objstore.Tx) error {
+			a, _ := Exists(tx, "a")
+			c, _ := Exists(tx, "c")
+			if a != c {
+				t.Errorf("cut at op %d: a %v, c %v: half a Remove", cut, a, c)
+			}
+			sawKept = sawKept || a
+			sawGone = sawGone || !a
+			if got := readMem(t, tx, img, "b"); !bytes.Equal(got, memB) {
+				t.Errorf("cut at op %d: b's memory changed", cut)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("cut at op %d: %v", cut, err)
+		}
+		cs.Close()
+	}
+	if !sawGone || !sawKept {
+		t.Errorf("cuts saw the snapshots kept %v, gone %v: want both", sawKept, sawGone)
+	}
+}

@@ -489,3 +489,47 @@ func Delete(tx *objstore.Tx, name string) error {
 	}
 	return nil
 }
+
+// Remove deletes the named snapshots in tx, all of them or, on an
+// error, none (the caller aborts tx): a name that is not a snapshot in
+// the store fails it, naming the name. Deleting a snapshot loses nothing
+// of the others: an incremental snapshot's mem is a clone of its
+// parent's (blocks shared, reference-counted), so it keeps every page
+// when the parent goes, and a VM restored from it (or running from it)
+// takes its next snapshot in full. Remove returns the snapshots left
+// whose parent it deleted (their meta keeps the parent's name), for the
+// caller to mention.
+func Remove(tx *objstore.Tx, names []string) (orphans []string, err error) {
+	gone := map[string]bool{}
+	for _, n := range names {
+		if err := CheckName(n); err != nil {
+			return nil, err
+		}
+		if gone[n] {
+			continue
+		}
+		ok, err := Exists(tx, n)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return nil, fmt.Errorf("%q: %w", n, ErrNotFound)
+		}
+		gone[n] = true
+	}
+	for n := range gone {
+		if err := Delete(tx, n); err != nil {
+			return nil, fmt.Errorf("deleting %q: %w", n, err)
+		}
+	}
+	left, err := List(tx)
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range left {
+		if l.Err == nil && gone[l.Meta.Parent] {
+			orphans = append(orphans, l.Name)
+		}
+	}
+	return orphans, nil
+}

@@ -339,3 +339,78 @@ func TestIncremental(t *testing.T) {
 		t.Errorf("an incremental snapshot of a missing parent: %v", err)
 	}
 }
+
+// Remove deletes several snapshots in one transaction, or none when a
+// name is missing (the error names it); the incremental snapshots of a
+// deleted parent keep their memory and are reported; the space of the
+// pages no snapshot shares any more is freed; fsck stays clean.
+func TestRemove(t *testing.T) {
+	s, _ := newStore(t)
+	mem := guestMemory()
+	write := func(name, parent string, m []byte, dirty []uint64) {
+		t.Helper()
+		c := &Contents{Meta: Meta{Name: name, Parent: parent, TSCHz: 1e9}, VCPU: []byte(`{}`), Devices: []byte(`{}`), Memory: m, DiskObject: "vm/disk", Dirty: dirty}
+		if err := s.Update(func(tx *objstore.Tx) error { return Write(tx, c) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("full", "", mem, nil)
+	mem2 := append([]byte(nil), mem...)
+	copy(mem2[2*PageSize:], "page 2 changed")
+	write("inc", "full", mem2, []uint64{1 << 2})
+	write("other", "", mem, nil)
+	used := func() int64 {
+		var u objstore.Usage
+		if err := s.View(func(tx *objstore.Tx) (err error) { u, err = tx.Usage(); return err }); err != nil {
+			t.Fatal(err)
+		}
+		return u.UsedBytes / PageSize
+	}
+	before := used()
+	var orphans []string
+	err := s.Update(func(tx *objstore.Tx) (err error) {
+		orphans, err = Remove(tx, []string{"full", "nosuch", "other"})
+		return err
+	})
+	if !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), `"nosuch"`) {
+		t.Errorf("removing with a missing name: %v; want ErrNotFound naming it", err)
+	}
+	if err := s.View(func(tx *objstore.Tx) error {
+		for _, n := range []string{"full", "inc", "other"} {
+			if ok, _ := Exists(tx, n); !ok {
+				t.Errorf("%s was deleted by a Remove that failed", n)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Update(func(tx *objstore.Tx) (err error) {
+		orphans, err = Remove(tx, []string{"full", "other", "full"})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(orphans) != 1 || orphans[0] != "inc" {
+		t.Errorf("orphans %v, want [inc]", orphans)
+	}
+	if err := s.View(func(tx *objstore.Tx) error {
+		l, err := List(tx)
+		if err != nil || len(l) != 1 || l[0].Name != "inc" {
+			t.Errorf("left: %+v, %v; want inc", l, err)
+		}
+		if got := readSnapMem(t, tx, "inc", len(mem2)); !bytes.Equal(got, mem2) {
+			t.Error("the incremental snapshot lost memory with its parent")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// "other" shared nothing: its pages are free now; "full"'s are inc's.
+	if after := used(); after > before-5 {
+		t.Errorf("%d used blocks after deleting, %d before: other's 5 pages not freed", after, before)
+	}
+	if r := s.Fsck(); !r.OK() {
+		t.Fatalf("fsck: %v", r)
+	}
+}

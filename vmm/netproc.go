@@ -111,7 +111,16 @@ func StartUserNetAsync(mac net.HardwareAddr, forwards []HostFwd) (be NetBackend,
 	done := make(chan error, 1)
 	go func() {
 		line, _ := bufio.NewReader(out).ReadString('\n')
-		if line == "ready\n" {
+		if f := strings.Fields(line); strings.HasSuffix(line, "\n") && len(f) > 0 && f[0] == "ready" {
+			s.forwards = forwards
+			if len(f) > 1 {
+				s.forwards = nil
+				for _, v := range f[1:] {
+					if fw, err := parseHostFwd(v); err == nil {
+						s.forwards = append(s.forwards, fw)
+					}
+				}
+			}
 			done <- nil
 			return
 		}
@@ -133,9 +142,21 @@ func StartUserNetAsync(mac net.HardwareAddr, forwards []HostFwd) (be NetBackend,
 
 // sockNet is the VMM's end of vmm-net.
 type sockNet struct {
-	f    *os.File
-	cmd  *exec.Cmd
-	once sync.Once
+	f        *os.File
+	cmd      *exec.Cmd
+	once     sync.Once
+	forwards []HostFwd // as vmm-net listens on them, once ready
+}
+
+// UserNetForwards returns the host forwards of a user network started
+// by StartUserNet (or StartUserNetAsync, once ready returned nil) as
+// they listen: a host port 0 asked for is the port the kernel chose.
+// nil for another backend.
+func UserNetForwards(be NetBackend) []HostFwd {
+	if s, ok := be.(*sockNet); ok {
+		return append([]HostFwd(nil), s.forwards...)
+	}
+	return nil
 }
 
 func (s *sockNet) MTU() int       { return UserNetMTU }

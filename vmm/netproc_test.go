@@ -3,6 +3,7 @@ package vmm
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"net"
 	"os/exec"
 	"path/filepath"
@@ -166,3 +167,110 @@ func TestVirtioNetUserNet(t *testing.T) {
 		}
 	}
 }
+
+// A host port 0 is one the kernel chooses: vmm-net listens there and
+// reports it (UserNetForwards), each such forward on a port of its own;
+// a given port is reported as given.
+func TestStartUserNetChosenPorts(t *testing.T) {
+	buildNetHelper(t)
+	given := freePort(t)
+	be, err := StartUserNet(testMAC, []HostFwd{
+		{HostAddr: "127.0.0.1", HostPort: 0, GuestPort: 80},
+		{HostAddr: "127.0.0.1", HostPort: 0, GuestPort: 81},
+		{HostAddr: "127.0.0.1", HostPort: given, GuestPort: 82},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	fs := UserNetForwards(be)
+	if len(fs) != 3 || fs[0].HostPort == 0 || fs[1].HostPort == 0 || fs[0].HostPort == fs[1].HostPort || fs[2].HostPort != given ||
+		fs[0].GuestPort != 80 || fs[1].GuestPort != 81 || fs[2].GuestPort != 82 {
+		t.Fatalf("forwards %v: want two chosen ports and %d", fs, given)
+	}
+	for _, f := range fs {
+		// The port is vmm-net's: nothing else can listen there.
+		if ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", fmt.Sprint(f.HostPort))); err == nil {
+			ln.Close()
+			t.Errorf("forward %v: its host port is free", f)
+		}
+	}
+	if UserNetForwards(nil) != nil {
+		t.Error("UserNetForwards of another backend")
+	}
+}
+
+// The network device of a restored VM: a plain restore keeps the
+// snapshot's MAC and host ports; a clone gets a fresh MAC and chosen
+// ports; --net (NetSpec) replaces the backend, a given Net is used as
+// it is, each with the snapshot's MAC (a fresh one for a clone) unless
+// they name one.
+func TestRestoreNet(t *testing.T) {
+	buildNetHelper(t)
+	snapMAC := "52:54:00:12:34:56"
+	port := freePort(t)
+	rec := &netRecord{MAC: snapMAC, User: true, Forwards: []HostFwd{{HostAddr: "127.0.0.1", HostPort: port, GuestPort: 80}}}
+	open := func(rc *RestoreConfig, clone bool) *Net {
+		t.Helper()
+		n, err := rec.open(rc, clone)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Backend.Close() })
+		if n.Spec != nil && !bytes.Equal(n.MAC, n.Spec.MAC) {
+			t.Errorf("MAC %v, the spec's %v", n.MAC, n.Spec.MAC)
+		}
+		return n
+	}
+	n := open(&RestoreConfig{}, false)
+	if n.MAC.String() != snapMAC || len(n.Spec.Forwards) != 1 || n.Spec.Forwards[0].HostPort != port {
+		t.Errorf("plain restore: MAC %v, forwards %v; want the snapshot's", n.MAC, n.Spec.Forwards)
+	}
+	n.Backend.Close()
+	c1, c2 := open(&RestoreConfig{}, true), open(&RestoreConfig{}, true)
+	for _, c := range []*Net{c1, c2} {
+		if c.MAC.String() == snapMAC || len(c.Spec.Forwards) != 1 || c.Spec.Forwards[0].HostPort == 0 || c.Spec.Forwards[0].HostPort == port || c.Spec.Forwards[0].GuestPort != 80 {
+			t.Errorf("clone: MAC %v, forwards %v; want a fresh MAC and a chosen port", c.MAC, c.Spec.Forwards)
+		}
+	}
+	if bytes.Equal(c1.MAC, c2.MAC) || c1.Spec.Forwards[0].HostPort == c2.Spec.Forwards[0].HostPort {
+		t.Errorf("two clones share MAC or port: %v %v, %v %v", c1.MAC, c1.Spec.Forwards, c2.MAC, c2.Spec.Forwards)
+	}
+	other := freePort(t)
+	ns, err := ParseNetSpec(fmt.Sprintf("user,hostfwd=tcp:127.0.0.1:%d-:8080", other))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n = open(&RestoreConfig{NetSpec: &ns}, false)
+	if n.MAC.String() != snapMAC || len(n.Spec.Forwards) != 1 || n.Spec.Forwards[0].HostPort != other || n.Spec.Forwards[0].GuestPort != 8080 {
+		t.Errorf("--net: MAC %v, forwards %v; want the snapshot's MAC and the given forward", n.MAC, n.Spec.Forwards)
+	}
+	n.Backend.Close()
+	ns.MAC = net.HardwareAddr{0x52, 0x54, 0, 1, 2, 3}
+	if n = open(&RestoreConfig{NetSpec: &ns}, true); !bytes.Equal(n.MAC, ns.MAC) {
+		t.Errorf("--net with mac=: MAC %v, want %v", n.MAC, ns.MAC)
+	}
+	n.Backend.Close()
+	given := &Net{Backend: nopBackend{}}
+	if n := open(&RestoreConfig{Net: given}, false); n.Backend != given.Backend || n.MAC.String() != snapMAC {
+		t.Errorf("given backend: MAC %v", n.MAC)
+	}
+	if n := open(&RestoreConfig{Net: given}, true); n.MAC.String() == snapMAC {
+		t.Errorf("given backend for a clone: the snapshot's MAC %v", n.MAC)
+	}
+	bad := &netRecord{MAC: snapMAC, User: true, Forwards: []HostFwd{{HostAddr: "192.0.2.1", HostPort: port, GuestPort: 80}}}
+	if _, err := bad.open(&RestoreConfig{}, false); err == nil || !strings.Contains(err.Error(), "192.0.2.1") || !strings.Contains(err.Error(), "--net gives another") {
+		t.Errorf("the recorded backend failing: %v", err)
+	}
+	if _, err := (&netRecord{MAC: snapMAC, Unknown: true}).open(&RestoreConfig{}, false); err == nil || !strings.Contains(err.Error(), "--net") {
+		t.Errorf("a backend the snapshot does not describe: %v", err)
+	}
+}
+
+type nopBackend struct{}
+
+func (nopBackend) Send([]byte) error        { return nil }
+func (nopBackend) Recv([]byte) (int, error) { return 0, errNetClosed }
+func (nopBackend) MTU() int                 { return 1500 }
+func (nopBackend) Verified() bool           { return false }
+func (nopBackend) Close() error             { return nil }

@@ -38,8 +38,11 @@ func UserNetCmdline() []string {
 // HostFwd is one port forward from the host to the guest (QEMU's
 // hostfwd=PROTO:HOSTADDR:HOSTPORT-GUESTADDR:GUESTPORT).
 type HostFwd struct {
-	UDP       bool
-	HostAddr  string // "" is every address (QEMU's default)
+	UDP      bool
+	HostAddr string // "" is every address (QEMU's default)
+	// HostPort 0 asks for a free port the host's kernel chooses (bind
+	// to port 0): the network backend reports the port it got
+	// (UserNetForwards), and vmm prints it.
 	HostPort  int
 	GuestAddr string // "" is the guest's address, 10.0.2.15
 	GuestPort int
@@ -54,7 +57,8 @@ type NetSpec struct {
 }
 
 // ParseNetSpec reads the --net option: user[,hostfwd=...][,mac=...] (QEMU's
-// -netdev user spelling, several hostfwd allowed) or tap=NAME[,mac=...].
+// -netdev user spelling, several hostfwd allowed; host port 0 is a free
+// port the kernel chooses) or tap=NAME[,mac=...].
 func ParseNetSpec(spec string) (NetSpec, error) {
 	var s NetSpec
 	parts := strings.Split(spec, ",")
@@ -93,6 +97,9 @@ func ParseNetSpec(spec string) (NetSpec, error) {
 	}
 	seen := map[string]bool{}
 	for _, f := range s.Forwards {
+		if f.HostPort == 0 {
+			continue // each gets a port of its own
+		}
 		k := fmt.Sprintf("%v/%s/%d", f.UDP, f.HostAddr, f.HostPort)
 		if seen[k] {
 			return s, fmt.Errorf("hostfwd: host port %d forwarded twice", f.HostPort)
@@ -118,9 +125,9 @@ func parseHostFwd(v string) (HostFwd, error) {
 	if !ok {
 		return bad("no '-' between the host and guest sides")
 	}
-	port := func(s string) (int, bool) {
+	port := func(s string, zero bool) (int, bool) {
 		n, err := strconv.Atoi(s)
-		return n, err == nil && n > 0 && n < 65536
+		return n, err == nil && (n > 0 || zero && n == 0) && n < 65536
 	}
 	addr := func(s string) (string, bool) {
 		if s == "" {
@@ -136,7 +143,7 @@ func parseHostFwd(v string) (HostFwd, error) {
 	if f.HostAddr, ok = addr(ha); !ok {
 		return bad("host address " + ha + " is not an IPv4 address")
 	}
-	if f.HostPort, ok = port(hp); !ok {
+	if f.HostPort, ok = port(hp, true); !ok {
 		return bad("host port " + hp + " is not a port number")
 	}
 	ga, gp, ok := strings.Cut(guest, ":")
@@ -146,7 +153,7 @@ func parseHostFwd(v string) (HostFwd, error) {
 	if f.GuestAddr, ok = addr(ga); !ok {
 		return bad("guest address " + ga + " is not an IPv4 address")
 	}
-	if f.GuestPort, ok = port(gp); !ok {
+	if f.GuestPort, ok = port(gp, false); !ok {
 		return bad("guest port " + gp + " is not a port number")
 	}
 	return f, nil

@@ -337,38 +337,6 @@ func (vm *VM) netRecordOf() *netRecord {
 	return r
 }
 
-// openNet makes the network device of a restored VM: rc.Net, or a new
-// backend like the recorded one.
-func (r *netRecord) open(given *Net) (*Net, error) {
-	mac, err := net.ParseMAC(r.MAC)
-	if err != nil {
-		return nil, fmt.Errorf("the network device's MAC address %q: %v", r.MAC, err)
-	}
-	if given != nil {
-		n := *given
-		if n.MAC == nil {
-			n.MAC = mac
-		}
-		return &n, nil
-	}
-	spec := &NetSpec{User: r.User, Forwards: r.Forwards, Tap: r.Tap, MAC: mac}
-	var be NetBackend
-	switch {
-	case r.Unknown:
-		return nil, errors.New("the snapshot's VM had a network backend the snapshot does not describe: give one (RestoreConfig.Net)")
-	case r.User:
-		be, err = StartUserNet(mac, r.Forwards)
-	case r.Tap != "":
-		be, err = OpenTap(r.Tap)
-	default:
-		return nil, errors.New("the snapshot's network device has no backend recorded")
-	}
-	if err != nil {
-		return nil, fmt.Errorf("starting the network backend: %w", err)
-	}
-	return &Net{Backend: be, MAC: mac, Spec: spec}, nil
-}
-
 // snapshotDisk returns the VM's store-backed disk: a snapshot needs one,
 // and only one disk, to keep everything in one store.
 func (vm *VM) snapshotDisk() (*storeDisk, error) {
@@ -547,9 +515,12 @@ type RestoreConfig struct {
 	Stderr  io.Writer
 	Timeout time.Duration
 	// Net, for a snapshot of a VM with a network device, is its backend;
-	// nil starts one like the snapshot records (the user network with
-	// the same forwards, or the same tap device). Restore closes it.
+	// nil starts one from NetSpec or, without one, like the snapshot
+	// records (vmm/clonenet.go). Restore closes it.
 	Net *Net
+	// NetSpec, when set and Net is nil, is the backend to start in place
+	// of the snapshot's (vmm restore --net).
+	NetSpec *NetSpec
 }
 
 // Restore creates a VM from a snapshot: guest memory is the snapshot's,
@@ -564,6 +535,7 @@ type RestoreConfig struct {
 // the store as it was.
 func Restore(rc RestoreConfig) (_ *VM, err error) {
 	clock := newPhaseClock()
+	clone := rc.Clone != ""
 	dev, made, err := openRestoreStore(&rc)
 	if err != nil {
 		return nil, err
@@ -739,7 +711,7 @@ func Restore(rc RestoreConfig) (_ *VM, err error) {
 		return nil, err
 	}
 	if vs.Net != nil {
-		n, err := vs.Net.open(rc.Net)
+		n, err := vs.Net.open(&rc, clone)
 		if err != nil {
 			return nil, fmt.Errorf("snapshot %q: %w", rc.Snapshot, err)
 		}
@@ -748,9 +720,11 @@ func Restore(rc RestoreConfig) (_ *VM, err error) {
 		if err = vm.addNet(1, *n); err != nil {
 			return nil, err
 		}
-	} else if rc.Net != nil {
-		rc.Net.Backend.Close()
-		return nil, fmt.Errorf("snapshot %q is of a VM without a network device", rc.Snapshot)
+	} else if rc.Net != nil || rc.NetSpec != nil {
+		if rc.Net != nil {
+			rc.Net.Backend.Close()
+		}
+		return nil, fmt.Errorf("snapshot %q is of a VM without a network device: it cannot be given one", rc.Snapshot)
 	}
 	if err = vm.restoreDevices(vs.Devices); err != nil {
 		return nil, fmt.Errorf("snapshot %q: %w", rc.Snapshot, err)
@@ -843,6 +817,11 @@ func (vm *VM) startRestored() {
 	for _, t := range vm.transports() {
 		if t.kick != nil {
 			t.kick()
+		}
+		if _, ok := t.dev.(*netDevice); ok && t.live.Load() {
+			// The MAC may be new (vmm/clonenet.go): a configuration
+			// change wakes the guest to look.
+			t.interrupt(vioIntConfig)
 		}
 	}
 }

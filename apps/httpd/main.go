@@ -1,8 +1,9 @@
 // Command httpd is a small net/http server: it answers / with a greeting,
 // /echo with the request's body, /sink with the number of bytes of the
 // request's body (which it discards), /bytes?n=N with N bytes, /get?url=U by
-// fetching U itself (the guest as a client) and /lookup?host=H with H's
-// addresses (the resolver: /etc/hosts, DNS). Amber's network tests and
+// fetching U itself (the guest as a client), /lookup?host=H with H's
+// addresses (the resolver: /etc/hosts, DNS) and /ifaces with the
+// interfaces' names and MAC addresses (net.Interfaces: netlink). Amber's network tests and
 // benchmarks boot it.
 package main
 
@@ -69,6 +70,16 @@ func main() {
 			return
 		}
 		fmt.Fprintln(w, strings.Join(addrs, " "))
+	})
+	mux.HandleFunc("/ifaces", func(w http.ResponseWriter, r *http.Request) {
+		ifs, err := net.Interfaces()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		for _, i := range ifs {
+			fmt.Fprintf(w, "%s %v\n", i.Name, i.HardwareAddr)
+		}
 	})
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {

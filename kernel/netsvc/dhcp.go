@@ -21,8 +21,9 @@ import (
 // endpoint on the interface, the messages built and parsed by
 // github.com/insomniacslk/dhcp/dhcpv4. Until an address is leased the
 // interface holds 0.0.0.0 (the only IPv4 source it has then) and a
-// route for the broadcast address. The lease is not renewed: user-mode
-// networks lease for a day or more, longer than a microVM lives.
+// route for the broadcast address. The lease is not renewed while the VM
+// runs (user-mode networks lease for a day or more, longer than a microVM
+// lives), only asked for again after a restore (restore.go).
 
 const (
 	dhcpClientPort = 68

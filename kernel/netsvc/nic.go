@@ -106,10 +106,12 @@ func ParseNetConfig(opts string) (NetConfig, error) {
 
 // nic is the running interface.
 type nic struct {
+	s    *Service
 	f    *os.File
 	ch   *channel.Endpoint
-	mac  tcpip.LinkAddress
-	conf NetConfig
+	mac  tcpip.LinkAddress // receive's (restored) and startNIC's
+	conf NetConfig         // receive's once startNIC returned
+	up   chan struct{}     // closed when startNIC has configured the interface
 }
 
 // startNIC brings up the machine's network interface, if it has one.
@@ -148,7 +150,7 @@ func startNIC(s *Service) error {
 	if info.HasMAC == 0 {
 		mac = [6]byte{0x52, 0x54, 0x00, 0x12, 0x34, 0x56} // QEMU's default
 	}
-	n := &nic{f: f, mac: tcpip.LinkAddress(mac[:]), conf: conf}
+	n := &nic{s: s, f: f, mac: tcpip.LinkAddress(mac[:]), conf: conf, up: make(chan struct{})}
 	n.ch = channel.New(256, info.MTU+header.EthernetMinimumSize, n.mac)
 	if err := s.stack.CreateNIC(ethNIC, ethernet.New(n.ch)); err != nil {
 		f.Close()
@@ -174,6 +176,7 @@ func startNIC(s *Service) error {
 	if err := configure(s.stack, conf); err != nil {
 		return err
 	}
+	close(n.up)
 	return writeResolver(conf)
 }
 
@@ -235,6 +238,10 @@ func (n *nic) receive() {
 	buf := make([]byte, 2048)
 	for {
 		k, err := n.f.Read(buf)
+		if errors.Is(err, syscall.ENETRESET) {
+			n.restored() // restore.go
+			continue
+		}
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "amber: network interface: %v\n", err)
 			return

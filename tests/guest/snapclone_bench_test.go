@@ -1,70 +1,16 @@
 package guest
 
 import (
-	"bufio"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
-
-// cloneVM is a vmm restore --clone process whose stdout lines arrive on
-// lines.
-type cloneVM struct {
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	lines chan string
-}
-
-func startClone(b *testing.B, args ...string) *cloneVM {
-	c := &cloneVM{cmd: exec.Command(vmmBin, args...), lines: make(chan string, 100)}
-	var err error
-	if c.stdin, err = c.cmd.StdinPipe(); err != nil {
-		b.Fatal(err)
-	}
-	out, err := c.cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := c.cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			c.lines <- sc.Text()
-		}
-		close(c.lines)
-	}()
-	return c
-}
-
-// answer sends a line and waits for its echo.
-func (c *cloneVM) answer(line string, timeout time.Duration) error {
-	if _, err := io.WriteString(c.stdin, line+"\n"); err != nil {
-		return err
-	}
-	deadline := time.After(timeout)
-	for {
-		select {
-		case l, ok := <-c.lines:
-			if !ok {
-				return fmt.Errorf("the clone ended without answering %q", line)
-			}
-			if l == "echo "+line {
-				return nil
-			}
-		case <-deadline:
-			return fmt.Errorf("no answer to %q within %v", line, timeout)
-		}
-	}
-}
 
 // smapsKiB returns fields of /proc/PID/smaps_rollup, in KiB.
 func smapsKiB(pid int) (map[string]int64, error) {
@@ -89,22 +35,57 @@ func medianInt(v []int64) int64 {
 	return s[len(s)/2]
 }
 
-// BenchmarkCloneDensity: a guest that answers lines on stdin
-// (testdata/snapecho) is snapshotted while it waits; clones of the
-// snapshot (vmm restore --clone, one process and one clone store each)
-// are started one after another, each answering a line before the next
-// starts, up to 20 clones or until one fails to start or answer. Then,
-// with all of them running: clones/s (started and answered), and per
-// clone the VMM process's RSS, its private pages (the VMM's own memory
-// plus the guest pages the clone wrote; pages mapped from the base store
-// are shared through the page cache) and its PSS; and the count reached.
-// The standard input is the clone's only device in use: the snapshot has
-// no network (the HTTP server of the benchmark needs the network
-// backend's state in snapshots, not there yet).
+// pidsOf returns pid and its descendants (a clone's vmm and its vmm-net).
+func pidsOf(pid int) []int {
+	parent := map[int]int{}
+	ds, _ := os.ReadDir("/proc")
+	for _, d := range ds {
+		p, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + d.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, not ')'.
+		if i := strings.LastIndexByte(string(b), ')'); i >= 0 {
+			if f := strings.Fields(string(b[i+1:])); len(f) > 1 {
+				parent[p], _ = strconv.Atoi(f[1])
+			}
+		}
+	}
+	out := []int{pid}
+	for i := 0; i < len(out); i++ {
+		for c, pp := range parent {
+			if pp == out[i] {
+				out = append(out, c)
+			}
+		}
+	}
+	return out
+}
+
+// BenchmarkCloneDensity: apps/httpd on the user network, its forward on
+// a host port the kernel chooses, is snapshotted once it answers;
+// clones of the snapshot (vmm restore --clone, one vmm process, one
+// vmm-net process and one clone store each; each clone's forward on a
+// port of its own, printed) are started one after another, each
+// answering an HTTP GET through its own forward before the next starts,
+// up to 20 clones (8 in the nested KVM stage) or until one fails to
+// start or answer. Then, with all of them running, each answers again:
+// clones/s (started and answered), and per clone the RSS, private pages
+// and PSS of its vmm (the VMM's own memory plus the guest pages the
+// clone wrote; pages mapped from the base store are shared through the
+// page cache) and of its vmm-net; and the count reached.
 func BenchmarkCloneDensity(b *testing.B) {
 	needKVM(b)
-	img := image(b, "./testdata/snapecho")
-	const maxClones = 20
+	img := image(b, "../../apps/httpd")
+	buildNetHelper(b)
+	maxClones := 20
+	if prebuilt != "" {
+		maxClones = 8 // nested KVM: minutes, not seconds
+	}
 	for i := 0; i < b.N; i++ {
 		dir := b.TempDir()
 		b.Setenv("XDG_RUNTIME_DIR", dir)
@@ -113,35 +94,33 @@ func BenchmarkCloneDensity(b *testing.B) {
 			b.Fatalf("store create: exit %d\n%s", r.code, r.stderr)
 		}
 		sock := filepath.Join(dir, "vm.sock")
-		orig := startClone(b, "run", "--disk", store, "--api", sock, img)
-		if err := orig.waitLine("ready", 240*time.Second); err != nil {
-			b.Fatal(err)
-		}
-		time.Sleep(100 * time.Millisecond) // into its read
+		orig := startNetVM(b, "run", "--disk", store, "--api", sock, "--net", "user,hostfwd=tcp:127.0.0.1:0-:80", img)
+		orig.get(b, orig.forwardedPort(b), "/warm")
 		if r := run(b, "snapshot", "--api", sock, "--stop", "warm"); r.code != 0 {
 			b.Fatalf("vmm snapshot: exit %d\n%s", r.code, r.stderr)
 		}
-		orig.cmd.Wait()
+		err := <-orig.exited
+		orig.exited <- err
 
-		var clones []*cloneVM
-		defer func() {
-			for _, c := range clones {
-				c.cmd.Process.Kill()
-				c.cmd.Wait()
-			}
-		}()
+		type clone struct {
+			vm   *netVM
+			port int
+		}
+		var clones []clone
 		var failure error
 		t0 := time.Now()
 		for k := 1; k <= maxClones; k++ {
-			c := startClone(b, "restore", "--clone", filepath.Join(dir, fmt.Sprintf("c%d.store", k)), store+"@warm")
-			clones = append(clones, c)
-			if err := c.answer(fmt.Sprintf("clone %d", k), 120*time.Second); err != nil {
+			c := startNetVM(b, "restore", "--clone", filepath.Join(dir, fmt.Sprintf("c%d.store", k)), store+"@warm")
+			port, err := c.tryPort(2 * time.Minute)
+			if err == nil {
+				_, err = c.tryGet(port, fmt.Sprintf("/clone%d", k), 2*time.Minute)
+			}
+			if err != nil {
 				failure = fmt.Errorf("clone %d: %v", k, err)
-				clones = clones[:len(clones)-1]
 				c.cmd.Process.Kill()
-				c.cmd.Wait()
 				break
 			}
+			clones = append(clones, clone{c, port})
 		}
 		elapsed := time.Since(t0)
 		if len(clones) == 0 {
@@ -151,18 +130,26 @@ func BenchmarkCloneDensity(b *testing.B) {
 			b.Logf("stopped at %d clones: %v", len(clones), failure)
 		}
 		// All still running: each answers again.
-		var rss, priv, pss []int64
+		var rss, priv, pss, netRSS, netPriv []int64
 		for k, c := range clones {
-			if err := c.answer(fmt.Sprintf("again %d", k+1), 120*time.Second); err != nil {
+			if _, err := c.vm.tryGet(c.port, fmt.Sprintf("/again%d", k+1), 2*time.Minute); err != nil {
 				b.Errorf("clone %d, with all running: %v", k+1, err)
 			}
-			m, err := smapsKiB(c.cmd.Process.Pid)
-			if err != nil {
-				b.Fatal(err)
+			pids := pidsOf(c.vm.cmd.Process.Pid)
+			for j, pid := range pids {
+				m, err := smapsKiB(pid)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if j == 0 {
+					rss = append(rss, m["Rss"])
+					priv = append(priv, m["Private_Clean"]+m["Private_Dirty"])
+					pss = append(pss, m["Pss"])
+				} else {
+					netRSS = append(netRSS, m["Rss"])
+					netPriv = append(netPriv, m["Private_Clean"]+m["Private_Dirty"])
+				}
 			}
-			rss = append(rss, m["Rss"])
-			priv = append(priv, m["Private_Clean"]+m["Private_Dirty"])
-			pss = append(pss, m["Pss"])
 		}
 		fi, err := os.Stat(filepath.Join(dir, "c1.store"))
 		if err != nil {
@@ -173,27 +160,18 @@ func BenchmarkCloneDensity(b *testing.B) {
 		b.ReportMetric(float64(medianInt(rss))/1024, "rss-MiB/clone")
 		b.ReportMetric(float64(medianInt(priv))/1024, "private-MiB/clone")
 		b.ReportMetric(float64(medianInt(pss))/1024, "pss-MiB/clone")
+		if len(netRSS) > 0 {
+			b.ReportMetric(float64(medianInt(netRSS))/1024, "vmm-net-rss-MiB/clone")
+			b.ReportMetric(float64(medianInt(netPriv))/1024, "vmm-net-private-MiB/clone")
+		}
 		b.ReportMetric(float64(fi.Size())/1024, "clone-store-KiB")
+		for _, c := range clones {
+			c.vm.cmd.Process.Signal(syscall.SIGTERM)
+			err := <-c.vm.exited
+			c.vm.exited <- err
+		}
 		if r := run(b, "store", "fsck", store); r.code != 0 {
 			b.Errorf("fsck of the base: exit %d\n%s%s", r.code, r.stdout, r.stderr)
-		}
-	}
-}
-
-// waitLine waits for a line.
-func (c *cloneVM) waitLine(want string, timeout time.Duration) error {
-	deadline := time.After(timeout)
-	for {
-		select {
-		case l, ok := <-c.lines:
-			if !ok {
-				return fmt.Errorf("ended before %q", want)
-			}
-			if l == want {
-				return nil
-			}
-		case <-deadline:
-			return fmt.Errorf("no %q within %v", want, timeout)
 		}
 	}
 }

@@ -52,6 +52,7 @@ Usage:
   vmm snapshot --api SOCKET [--stop] NAME
                                       snapshot a running VM (vmm run --api) into its store
   vmm snapshots STORE                 list the snapshots in a store
+  vmm snapshots rm STORE@NAME...      delete snapshots
   vmm restore [flags] STORE@NAME      bring back a snapshot's VM and continue it
   vmm ps                              list the running VMs that serve a control API
   vmm pause|resume|stop --api SOCKET  pause, resume or stop a running VM
@@ -244,7 +245,7 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	bootTime := fs.Bool("boot-time", false, "print on stderr the guest's kernel.Mark times since vCPU start, the VM's exits, the phases of this run (flags, opening the image, creating the VM, running it) and its memory (peak RSS, the guest RAM resident, the VMM's own)")
 	accel := fs.String("accel", defaultAccel(), "`accelerator`: kvm (Amber's VMM on /dev/kvm) or tcg (QEMU's emulator, for hosts without KVM: about 10x slower, stdout and stderr both on stdout, stdin without end-of-file, a short crash message); default $AMBER_ACCEL, else kvm")
 	diskSpec := fs.String("disk", "", "attach `FILE[,readonly]` as a virtio-blk disk, the block device /dev/vda in the guest: a raw image, or a store file made by vmm store create --disk-size (its object vm/disk; flush commits; KVM only). Amber's device under KVM, QEMU's under --accel tcg")
-	netSpec := fs.String("net", "", "attach a virtio-net device: `user[,hostfwd=tcp:HOSTADDR:PORT-:GUESTPORT,...][,mac=MAC]` is a user-mode network without root, QEMU's addresses (guest 10.0.2.15, gateway 10.0.2.2 = the host's 127.0.0.1, DNS 10.0.2.3), NAT to the host, hostfwd as QEMU's (tcp: or udp:, several allowed); tap=NAME[,mac=MAC] attaches to a host tap device (needs CAP_NET_ADMIN or a tap your user owns; KVM only). Amber's device under KVM, QEMU's under --accel tcg")
+	netSpec := fs.String("net", "", "attach a virtio-net device: `user[,hostfwd=tcp:HOSTADDR:PORT-:GUESTPORT,...][,mac=MAC]` is a user-mode network without root, QEMU's addresses (guest 10.0.2.15, gateway 10.0.2.2 = the host's 127.0.0.1, DNS 10.0.2.3), NAT to the host, hostfwd as QEMU's (tcp: or udp:, several allowed; host port 0: a free port, printed); tap=NAME[,mac=MAC] attaches to a host tap device (needs CAP_NET_ADMIN or a tap your user owns; KVM only). Amber's device under KVM, QEMU's under --accel tcg")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `Usage: vmm run [flags] IMAGE [-- ARGS...]
 
@@ -363,6 +364,10 @@ func bootImage(o runOptions, stdin io.Reader, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "vmm run: %s: not available with --accel tcg (QEMU boots the PVH entry and has no Amber hypercalls)\n", strings.Join(o.kvmOnly, ", "))
 			return exitUsage
 		}
+		if ns := o.netSpec; ns != nil && chosenPorts(ns.Forwards) {
+			fmt.Fprintln(stderr, "vmm run: --net: a host port 0 (chosen by the kernel) is Amber's user network's (--accel kvm); QEMU's would not say which port it got")
+			return exitUsage
+		}
 		if ns := o.netSpec; ns != nil && (ns.Tap != "" || ns.MAC != nil) {
 			fmt.Fprintln(stderr, "vmm run: --net: tap= and mac= are Amber's device's (--accel kvm); under --accel tcg --net takes QEMU's user network options")
 			return exitUsage
@@ -402,6 +407,9 @@ func bootImage(o runOptions, stdin io.Reader, stdout, stderr io.Writer) int {
 		if o.netSpec.User && !hasOption(o.cmdline, "amber.ip") {
 			o.cmdline = append(vmm.UserNetCmdline(), o.cmdline...)
 		}
+		if chosenPorts(o.netSpec.Forwards) {
+			printForwards(stderr, nic.Spec.Forwards)
+		}
 	}
 	vm, err := vmm.New(vmm.Config{
 		Image: img, Memory: o.mem, Cmdline: o.cmdline, Env: o.env, Args: o.args,
@@ -431,7 +439,7 @@ func bootImage(o runOptions, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 	}()
 	if o.api != "" {
-		info := api.Info{Image: o.image}
+		info := api.Info{Image: o.image, Forwards: forwardStrings(vm.NetSpec())}
 		if len(o.disks) > 0 {
 			info.Disk = o.disks[0].Path
 		}
@@ -888,8 +896,46 @@ func openNet(ns vmm.NetSpec) (nic *vmm.Net, ready func() error, err error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	if chosenPorts(ns.Forwards) {
+		// The ports are known once vmm-net listens: wait, so that the
+		// VM's description (and its snapshots) hold them.
+		if err := ready(); err != nil {
+			return nil, nil, err
+		}
+		ns.Forwards = vmm.UserNetForwards(be)
+	}
 	ns.MAC = mac
 	return &vmm.Net{Backend: be, MAC: mac, Spec: &ns}, ready, nil
+}
+
+// chosenPorts reports whether a forward asks for a host port the kernel
+// chooses (port 0).
+func chosenPorts(fs []vmm.HostFwd) bool {
+	for _, f := range fs {
+		if f.HostPort == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// forwardStrings is a network's forwards for api.Info.
+func forwardStrings(ns *vmm.NetSpec) []string {
+	var out []string
+	if ns != nil {
+		for _, f := range ns.Forwards {
+			out = append(out, f.String())
+		}
+	}
+	return out
+}
+
+// printForwards tells the user the host ports of forwards (those the
+// kernel chose in particular), as "vmm: hostfwd tcp:127.0.0.1:41234-:80".
+func printForwards(w io.Writer, fs []vmm.HostFwd) {
+	for _, f := range fs {
+		fmt.Fprintf(w, "vmm: hostfwd %v\n", f)
+	}
 }
 
 // hasOption reports whether the kernel options set key (KEY=VALUE).

@@ -5,6 +5,7 @@ package main
 // (docs/snapshots.md, docs/api.md).
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -142,21 +143,28 @@ func cmdPs(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "PID\tUP\tIMAGE\tDISK\tAPI")
+	fmt.Fprintln(w, "PID\tUP\tIMAGE\tDISK\tAPI\tPORTS")
 	for _, v := range vms {
 		img := v.Image
 		if v.From != "" {
 			img += " (restored from " + v.From + ")"
 		}
-		fmt.Fprintf(w, "%d\t%v\t%s\t%s\t%s\n", v.PID, time.Since(v.Started).Round(time.Second), img, v.Disk, v.API)
+		ports := strings.Join(v.Forwards, ",")
+		if ports == "" {
+			ports = "-"
+		}
+		fmt.Fprintf(w, "%d\t%v\t%s\t%s\t%s\t%s\n", v.PID, time.Since(v.Started).Round(time.Second), img, v.Disk, v.API, ports)
 	}
 	w.Flush()
 	return 0
 }
 
 func cmdSnapshots(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "rm" {
+		return cmdSnapshotsRm(args[1:], stdout, stderr)
+	}
 	if len(args) != 1 || strings.HasPrefix(args[0], "-") {
-		fmt.Fprint(stderr, "Usage: vmm snapshots STORE\n\nLists the whole-VM snapshots in STORE: name, parent, time taken, guest memory,\nthe non-zero memory stored, and disk size.\n")
+		fmt.Fprint(stderr, "Usage: vmm snapshots STORE\n       vmm snapshots rm STORE@NAME...\n\nLists the whole-VM snapshots in STORE: name, parent, time taken, guest memory,\nthe non-zero memory stored, and disk size. vmm snapshots rm deletes snapshots\n(vmm snapshots rm -h).\n")
 		if len(args) == 1 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
 			return 0
 		}
@@ -179,6 +187,10 @@ func cmdSnapshots(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "vmm snapshots: %s: %v\n", args[0], err)
 		return 1
 	}
+	names := map[string]bool{}
+	for _, l := range list {
+		names[l.Name] = true
+	}
 	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "NAME\tPARENT\tCREATED\tMEMORY\tSTORED\tDISK")
 	for _, l := range list {
@@ -190,11 +202,146 @@ func cmdSnapshots(args []string, stdout, stderr io.Writer) int {
 		parent := m.Parent
 		if parent == "" {
 			parent = "-"
+		} else if !names[parent] {
+			parent += " (deleted)"
 		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, parent, m.Created.Local().Format(time.DateTime), mib(m.MemBytes), mib(m.MemStored), mib(m.DiskBytes))
 	}
 	w.Flush()
 	return 0
+}
+
+const snapshotsRmUsage = `Usage: vmm snapshots rm STORE@NAME...
+
+Deletes snapshots: the names given of one store go in one transaction
+(all of them or, on an error, none; a kill -9 at any instant leaves all
+or none). A name that is not a snapshot of its store is an error naming
+it. Deleting a snapshot loses nothing of the others: a snapshot taken
+incremental to it keeps all its memory (its pages are shared, counted by
+reference, not copied), and its space is freed as far as no other
+snapshot, and no disk, shares it.
+
+A store a VM runs on (vmm run --disk, vmm restore) is refused, and so is
+a store with clones running (vmm restore --clone). A snapshot a clone
+store shares with its base (made before the clone) cannot be deleted
+through the clone: it is the base's, which the clone only reads.
+Deleting in a store that has clones, like any change to it, makes those
+clones unusable.
+`
+
+// cmdSnapshotsRm is vmm snapshots rm.
+func cmdSnapshotsRm(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		fmt.Fprint(stderr, snapshotsRmUsage)
+		if len(args) == 1 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
+			return 0
+		}
+		return exitUsage
+	}
+	var stores []string
+	names := map[string][]string{}
+	for _, a := range args {
+		store, name, ok := splitStoreName(a)
+		if !ok {
+			fmt.Fprintf(stderr, "vmm snapshots rm: %q: want STORE@NAME (vmm snapshots STORE lists the names)\n", a)
+			return exitUsage
+		}
+		if err := snapshot.CheckName(name); err != nil {
+			fmt.Fprintf(stderr, "vmm snapshots rm: %v\n", err)
+			return exitUsage
+		}
+		if names[store] == nil {
+			stores = append(stores, store)
+		}
+		names[store] = append(names[store], name)
+	}
+	for _, store := range stores {
+		orphans, err := removeSnapshots(store, names[store])
+		if err != nil {
+			fmt.Fprintf(stderr, "vmm snapshots rm: %v\n", err)
+			return 1
+		}
+		for _, n := range names[store] {
+			fmt.Fprintf(stdout, "deleted %s@%s\n", store, n)
+		}
+		for _, o := range orphans {
+			fmt.Fprintf(stdout, "%s@%s was incremental to a deleted snapshot: it keeps all its memory\n", store, o)
+		}
+	}
+	return 0
+}
+
+// removeSnapshots deletes snapshots of store in one transaction.
+func removeSnapshots(store string, names []string) (orphans []string, err error) {
+	dev, err := filedev.Open(store, filedev.Options{})
+	if err != nil {
+		var le *filedev.LockedError
+		if errors.As(err, &le) {
+			return nil, fmt.Errorf("%s is in use by pid %d (a VM running on it, or a clone of it running): stop it first", store, le.PID)
+		}
+		return nil, err
+	}
+	defer dev.Close()
+	if base := dev.Base(); base != "" {
+		shared, err := baseSnapshots(base, names)
+		if err != nil {
+			return nil, fmt.Errorf("%s: its base %s: %w", store, base, err)
+		}
+		if len(shared) > 0 {
+			return nil, fmt.Errorf("%s@%s: the clone store %s shares this snapshot with its base %s, which it only reads: it cannot be deleted through the clone (deleting it in %s would make the clone unusable)", store, shared[0], store, base, base)
+		}
+	}
+	s, err := objstore.Open(dev)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", store, err)
+	}
+	defer s.Close()
+	err = s.Update(func(tx *objstore.Tx) (err error) {
+		orphans, err = snapshot.Remove(tx, names)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w (nothing deleted)", store, err)
+	}
+	return orphans, nil
+}
+
+// baseSnapshots returns which of names are snapshots in base (read-only,
+// shared with the clones that have it open).
+func baseSnapshots(base string, names []string) ([]string, error) {
+	dev, err := filedev.Open(base, filedev.Options{ReadOnly: true, Shared: true})
+	if err != nil {
+		return nil, err
+	}
+	defer dev.Close()
+	s, err := objstore.Open(dev)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	var in []string
+	err = s.View(func(tx *objstore.Tx) error {
+		for _, n := range names {
+			ok, err := snapshot.Exists(tx, n)
+			if err != nil {
+				return err
+			}
+			if ok {
+				in = append(in, n)
+			}
+		}
+		return nil
+	})
+	return in, err
+}
+
+// splitStoreName splits STORE@NAME at its last '@' (a path may hold one).
+func splitStoreName(arg string) (store, name string, ok bool) {
+	i := strings.LastIndexByte(arg, '@')
+	if i <= 0 {
+		return "", "", false
+	}
+	return arg[:i], arg[i+1:], true
 }
 
 const restoreUsage = `Usage: vmm restore [flags] STORE@NAME
@@ -214,6 +361,16 @@ its pages. Any number of clones of one store run at once; STORE cannot be
 opened for writing meanwhile, and a clone refuses to open once STORE has
 changed. vmm restore CLONE@NAME restores a clone's snapshot.
 
+The network: a restore starts a backend like the snapshot's (the user
+network with its host forwards, or the tap device) with the snapshot's
+MAC. A clone gets a fresh MAC and its forwards listen on host ports the
+kernel chooses, printed as "vmm: hostfwd tcp:127.0.0.1:PORT-:GUESTPORT"
+(the snapshot's ports are the original VM's). --net replaces the backend
+(other forwards, host port 0 for one the kernel chooses, another tap);
+its MAC, unless mac= gives one, is the snapshot's, or a fresh one for a
+clone. The guest learns a new MAC at once (it announces it and renews a
+DHCP lease); TCP connections open at the snapshot are lost.
+
 Flags:
 `
 
@@ -225,6 +382,7 @@ func cmdRestore(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	timeout := fs.Duration("timeout", 0, "stop the guest with a report after this `duration` (0: never)")
 	clone := fs.String("clone", "", "make `CLONE` a new clone store of STORE and run the VM on it (STORE is only read)")
 	bootTime := fs.Bool("boot-time", false, "print on stderr, when the VM ends, the restore's phases (opening the store, reading the snapshot, decoding its state, creating the VM, mapping memory, ..., the guest's first exit) and their times")
+	netFlag := fs.String("net", "", "replace the snapshot's network backend, as vmm run --net: `user[,hostfwd=...][,mac=MAC]` or tap=NAME[,mac=MAC] (default: the snapshot's; for a clone its forwards on host ports the kernel chooses)")
 	fs.Usage = func() { fmt.Fprint(stderr, restoreUsage); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
 		return flagStatus(err)
@@ -233,11 +391,8 @@ func cmdRestore(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return exitUsage
 	}
-	store, name, ok := strings.Cut(fs.Arg(0), "@")
-	if i := strings.LastIndexByte(fs.Arg(0), '@'); i >= 0 {
-		store, name, ok = fs.Arg(0)[:i], fs.Arg(0)[i+1:], true
-	}
-	if !ok || store == "" {
+	store, name, ok := splitStoreName(fs.Arg(0))
+	if !ok {
 		fmt.Fprintf(stderr, "vmm restore: %q: want STORE@NAME (vmm snapshots STORE lists the names)\n", fs.Arg(0))
 		return exitUsage
 	}
@@ -255,11 +410,20 @@ func cmdRestore(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return exitUsage
 		}
 	}
+	var netSpec *vmm.NetSpec
+	if *netFlag != "" {
+		ns, err := vmm.ParseNetSpec(*netFlag)
+		if err != nil {
+			fmt.Fprintf(stderr, "vmm restore: --net: %v\n", err)
+			return exitUsage
+		}
+		netSpec = &ns
+	}
 	if err := vmm.KVMAvailable(); err != nil {
 		fmt.Fprintf(stderr, "vmm restore: %v\n", err)
 		return exitNotStart
 	}
-	rc := vmm.RestoreConfig{Store: store, Snapshot: name, Clone: *clone, Stdin: stdin, Stdout: stdout, Stderr: stderr, Timeout: *timeout}
+	rc := vmm.RestoreConfig{Store: store, Snapshot: name, Clone: *clone, NetSpec: netSpec, Stdin: stdin, Stdout: stdout, Stderr: stderr, Timeout: *timeout}
 	if *imgPath != "" {
 		img, err := vmm.OpenImage(*imgPath)
 		if err != nil {
@@ -275,12 +439,16 @@ func cmdRestore(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return exitNotStart
 	}
 	defer vm.Close()
+	if ns := vm.NetSpec(); ns != nil && (*clone != "" || netSpec != nil) {
+		// Not the snapshot's host ports: say which.
+		printForwards(stderr, ns.Forwards)
+	}
 	if *sock != "" {
 		disk := store
 		if *clone != "" {
 			disk = *clone
 		}
-		stopAPI, err := serveAPI(vm, *sock, api.Info{Image: vm.ImagePath(), Disk: disk, From: fs.Arg(0)})
+		stopAPI, err := serveAPI(vm, *sock, api.Info{Image: vm.ImagePath(), Disk: disk, From: fs.Arg(0), Forwards: forwardStrings(vm.NetSpec())})
 		if err != nil {
 			fmt.Fprintf(stderr, "vmm restore: --api: %v\n", err)
 			return exitNotStart

@@ -2,8 +2,9 @@
 // process of its own so that vmm does not link gVisor's TCP/IP stack
 // (whose package initialisation would slow every vmm start): vmm starts
 // it with one end of a SOCK_SEQPACKET socket pair as file descriptor 3,
-// one Ethernet frame per message, and waits for "ready" on its standard
-// output, or an error on its standard error. It exits when vmm closes the
+// one Ethernet frame per message, and waits for "ready" (followed by the
+// host forwards as they listen) on its standard output, or an error on
+// its standard error. It exits when vmm closes the
 // socket. It is not meant to be run by hand.
 package main
 
@@ -51,7 +52,13 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
-	fmt.Println("ready")
+	// "ready" and the forwards as they listen (a host port 0 asked for
+	// is the one the kernel chose), for vmm to print.
+	ready := "ready"
+	for _, f := range n.Forwards() {
+		ready += " " + f.String()
+	}
+	fmt.Println(ready)
 	done := make(chan struct{}, 2)
 	go func() { // guest -> network
 		buf := make([]byte, n.MTU()+18)

@@ -42,6 +42,9 @@ type Info struct {
 	API     string    `json:"api"`
 	Started time.Time `json:"started"`
 	From    string    `json:"restoredFrom,omitempty"` // STORE@SNAPSHOT for a restored VM
+	// Forwards are the user network's host forwards as they listen
+	// (QEMU's hostfwd spelling): a clone's are on ports of its own.
+	Forwards []string `json:"forwards,omitempty"`
 }
 
 // SnapshotRequest is the body of POST /snapshot.

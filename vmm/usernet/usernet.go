@@ -146,14 +146,63 @@ func New(mac net.HardwareAddr, forwards []vmm.HostFwd) (_ *Net, err error) {
 	}
 	go u.serveDHCP()
 	for _, f := range forwards {
-		proto, local, remote := u.forwardAddrs(f)
-		if err := u.ports.Expose(proto, local, remote); err != nil {
+		g, err := u.expose(f)
+		if err != nil {
 			u.Close()
-			return nil, fmt.Errorf("hostfwd %s:%s: %w", proto, local, err)
+			return nil, err
 		}
-		u.forwards = append(u.forwards, f)
+		u.forwards = append(u.forwards, g)
 	}
 	return u, nil
+}
+
+// Forwards returns the forwards as they listen: a host port 0 asked for
+// is the port the kernel chose.
+func (u *Net) Forwards() []vmm.HostFwd { return append([]vmm.HostFwd(nil), u.forwards...) }
+
+// expose starts forward f. Host port 0 is a free port the kernel
+// chooses: bound once to learn it, then exposed (the forwarder has no
+// way to hand back the port its own listener got); should another
+// program take the port in between, another is tried.
+func (u *Net) expose(f vmm.HostFwd) (vmm.HostFwd, error) {
+	for try := 0; ; try++ {
+		g := f
+		if f.HostPort == 0 {
+			p, err := freePort(f)
+			if err != nil {
+				return f, fmt.Errorf("hostfwd %v: a free host port: %w", f, err)
+			}
+			g.HostPort = p
+		}
+		proto, local, remote := u.forwardAddrs(g)
+		err := u.ports.Expose(proto, local, remote)
+		if err == nil {
+			return g, nil
+		}
+		if f.HostPort != 0 || try == 7 {
+			return f, fmt.Errorf("hostfwd %s:%s: %w", proto, local, err)
+		}
+	}
+}
+
+// freePort returns a port on f's host address that the kernel gives a
+// socket bound to port 0.
+func freePort(f vmm.HostFwd) (int, error) {
+	addr := net.JoinHostPort(f.HostAddr, "0")
+	if f.UDP {
+		c, err := net.ListenPacket("udp4", addr)
+		if err != nil {
+			return 0, err
+		}
+		defer c.Close()
+		return c.LocalAddr().(*net.UDPAddr).Port, nil
+	}
+	l, err := net.Listen("tcp4", addr)
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // forwardAddrs is a forward in the port forwarder's terms.
