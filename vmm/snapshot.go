@@ -958,6 +958,11 @@ func (vm *VM) Metrics() Metrics {
 			if b, ok := t.dev.(*blkDevice); ok {
 				d["reads"], d["writes"], d["flushes"], d["errors"] = b.reads.Load(), b.writes.Load(), b.flushes.Load(), b.errors.Load()
 			}
+			if n, ok := t.dev.(*netDevice); ok {
+				d["txFrames"], d["rxFrames"], d["txDropped"], d["rxDropped"] = n.txFrames.Load(), n.rxFrames.Load(), n.txDropped.Load(), n.rxDropped.Load()
+				d["txChecksums"], d["rxWaits"] = n.txCsum.Load(), n.rxWaits.Load()
+				d["features"] = t.negotiated()
+			}
 			m.Devices[r.name] = d
 		}
 	}
