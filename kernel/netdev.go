@@ -12,10 +12,15 @@ import (
 // disk: rings and 128 receive plus 128 transmit buffers of 2 KiB from the
 // page allocator, the receive queue kept full. The network service
 // (kernel/netsvc) opens it with amber_service(svcNetDev) as a descriptor
-// of whole Ethernet frames: a read takes one received frame (truncated
-// to the buffer, like a packet socket), a write sends one (14 to 1514
-// bytes), and epoll reports it readable while received frames wait and
-// writable while a transmit buffer is free. The descriptor is
+// of whole Ethernet frames, each after its 12-byte virtio_net_hdr (as a
+// tap device with IFF_VNET_HDR carries them): a read takes one received
+// frame (truncated to the buffer, like a packet socket), a write sends
+// one (a header and 14 to 1514 bytes), and epoll reports it readable
+// while received frames wait and writable while a transmit buffer is
+// free. The header carries the checksum offloads the driver negotiated
+// (drivers/virtio/net.go): a read's header has only the flags the device
+// may set (DATA_VALID, or NEEDS_CSUM within the frame), a write's may
+// ask for NEEDS_CSUM within the frame and nothing else (EINVAL). The descriptor is
 // non-blocking for the service's reads and writes, so its goroutines
 // park in the runtime's netpoller.
 //
@@ -56,11 +61,14 @@ var (
 
 // netInfo is what amberNetInfo returns.
 type netInfo struct {
-	mac     [6]byte
-	hasMAC  uint8
-	_       uint8
-	mtu     uint32
-	dropped uint64
+	mac      [6]byte
+	hasMAC   uint8
+	_        uint8
+	mtu      uint32
+	dropped  uint64
+	features uint64 // negotiated
+	offered  uint64 // the device's
+	badTx    uint64 // headers SendHdr refused
 }
 
 // netProbe brings up the network device behind t (probed).
@@ -169,11 +177,20 @@ func (*netDevFile) read(o *ofile, buf, n uintptr, pos int64) int64 {
 		seen := pollSeq // before looking: a frame landing after it ends the wait
 		a, k, ok := vnet.Recv()
 		if ok {
-			if uintptr(k) > n {
-				k = int(n)
+			var h [virtio.NetHdrLen]byte
+			flags, start, off := vnet.RxHdr(k)
+			h[0] = flags
+			h[6], h[7], h[8], h[9] = byte(start), byte(start>>8), byte(off), byte(off>>8)
+			m := uintptr(virtio.NetHdrLen + k)
+			if m > n {
+				m = n
 			}
-			r := int64(k)
-			if !copyOut(buf, ptr(a), uintptr(k)) {
+			r := int64(m)
+			hl := m
+			if hl > virtio.NetHdrLen {
+				hl = virtio.NetHdrLen
+			}
+			if !copyOut(buf, unsafe.Pointer(&h[0]), hl) || (m > hl && !copyOut(buf+hl, ptr(a), m-hl)) {
 				r = -eFAULT
 			}
 			vnet.Release()
@@ -198,17 +215,27 @@ func (*netDevFile) write(o *ofile, buf, n uintptr, pos int64) int64 {
 	if pos >= 0 {
 		return -eSPIPE
 	}
-	if n < 14 || n > virtio.NetMaxFrame {
+	if n < virtio.NetHdrLen+14 || n > virtio.NetHdrLen+virtio.NetMaxFrame {
 		return -eMSGSIZE
+	}
+	var h [virtio.NetHdrLen]byte
+	if !copyIn(unsafe.Pointer(&h[0]), buf, virtio.NetHdrLen) {
+		return -eFAULT
+	}
+	k := int(n) - virtio.NetHdrLen
+	flags := h[0]
+	start, off := uint16(h[6])|uint16(h[7])<<8, uint16(h[8])|uint16(h[9])<<8
+	if h[1] != 0 || (flags != 0 && (flags != virtio.NetHdrNeedsCsum || vnet.T.Features&virtio.NetFCsum == 0 || int(start)+int(off)+2 > k)) {
+		return -eINVAL // a GSO type, or a checksum request the device cannot honour
 	}
 	for {
 		seen := pollSeq
 		a, ok := vnet.TxBuf()
 		if ok {
-			if !copyIn(ptr(a), buf, n) {
+			if !copyIn(ptr(a), buf+virtio.NetHdrLen, uintptr(k)) {
 				return -eFAULT
 			}
-			if !vnet.Send(int(n)) {
+			if !vnet.SendHdr(k, flags, start, off) {
 				return -eIO
 			}
 			return int64(n)
@@ -273,6 +300,9 @@ func (*netDevFile) ioctl(o *ofile, req, arg uint64) int64 {
 	}
 	ni.mtu = virtio.NetMaxFrame - 14
 	ni.dropped = vnet.Dropped
+	ni.features = vnet.T.Features
+	ni.offered = vnet.T.Offered
+	ni.badTx = vnet.BadTx
 	if !copyOut(uintptr(arg), unsafe.Pointer(&ni), unsafe.Sizeof(ni)) {
 		return -eFAULT
 	}

@@ -971,6 +971,8 @@ func (vm *VM) Metrics() Metrics {
 			}
 			if n, ok := t.dev.(*netDevice); ok {
 				d["txFrames"], d["rxFrames"], d["txDropped"], d["rxDropped"] = n.txFrames.Load(), n.rxFrames.Load(), n.txDropped.Load(), n.rxDropped.Load()
+				d["txChecksums"], d["rxWaits"] = n.txCsum.Load(), n.rxWaits.Load()
+				d["features"] = t.negotiated()
 			}
 			m.Devices[r.name] = d
 		}

@@ -114,7 +114,12 @@ type netDevice struct {
 	txBuf []byte // a frame being transmitted, gathered from its chain
 	rxHdr [netHdrSize]byte
 
-	txFrames, rxFrames, txDropped, rxDropped atomic.Uint64
+	// Counters for the control API's /metrics: frames each way, frames
+	// dropped each way (a bad header or length, no driver, a backend
+	// error), transmitted frames whose checksum the device completed
+	// (NEEDS_CSUM), and receive waits for the driver to post buffers
+	// (the ring was empty when a frame came).
+	txFrames, rxFrames, txDropped, rxDropped, txCsum, rxWaits atomic.Uint64
 }
 
 func newNetDevice(backend NetBackend, mac net.HardwareAddr) (*netDevice, error) {
@@ -181,8 +186,14 @@ func (d *netDevice) transmit(c *chain) (uint32, error) {
 		}
 		// The driver has put the pseudo-header's sum in the field
 		// (§5.1.6.2): the checksum covers the rest from start.
-		sum := checksum(frame[start:], 0)
-		binary.BigEndian.PutUint16(frame[start+off:], ^sum)
+		// A result of 0 goes out as 0xffff, its one's-complement twin: for
+		// UDP, 0 would mean no checksum (RFC 768).
+		sum := ^checksum(frame[start:], 0)
+		if sum == 0 {
+			sum = 0xffff
+		}
+		binary.BigEndian.PutUint16(frame[start+off:], sum)
+		d.txCsum.Add(1)
 	}
 	if err := d.backend.Send(frame); err != nil {
 		d.txDropped.Add(1)
@@ -393,6 +404,7 @@ func (r *netRunner) runRx() {
 			if err != errNoRxBuffers {
 				break // delivered, dropped, or the device is broken (dropped)
 			}
+			r.d.rxWaits.Add(1)
 			// Wait for the driver to post buffers. Its kick after posting
 			// them (always, or with EVENT_IDX the one receive armed) is
 			// counted by the eventfd even when it came before this wait.

@@ -330,6 +330,9 @@ func TestVirtioNetTransmit(t *testing.T) {
 	if !udp.IsChecksumValid(ip.SourceAddress(), ip.DestinationAddress(), gvchecksum.Checksum(udp.Payload(), 0)) {
 		t.Errorf("UDP checksum %#x is not valid", udp.Checksum())
 	}
+	if g.dev.txCsum.Load() != 1 {
+		t.Errorf("%d checksums completed, want 1", g.dev.txCsum.Load())
+	}
 	// Bad frames are dropped, the chains returned, the device not broken:
 	// short of a header, shorter than Ethernet's, a checksum request past
 	// the end, a GSO type.

@@ -97,6 +97,7 @@ type Transport[R Regs] struct {
 	R        R
 	DeviceID uint32
 	Features uint64 // negotiated
+	Offered  uint64 // what the device offered
 }
 
 // Probe checks that a virtio 1.x device sits behind the registers. It
@@ -144,6 +145,7 @@ func (t *Transport[R]) Negotiate(want uint64) string {
 		t.Fail()
 		return "device does not offer VERSION_1"
 	}
+	t.Offered = offered
 	t.Features = offered & (want | FeatureVersion1)
 	r.Write32(RegDriverFeatSel, 0)
 	r.Write32(RegDriverFeatures, uint32(t.Features))

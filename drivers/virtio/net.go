@@ -4,11 +4,20 @@ import "sync/atomic"
 
 // The network device (§5.1): queue 0 receives, queue 1 transmits, each
 // frame preceded by a 12-byte virtio_net_hdr (the VERSION_1 layout, with
-// num_buffers). The driver negotiates no offloads and no mergeable
-// receive buffers, so the device hands over whole frames of at most
-// 1514 bytes (1518 with a VLAN tag) with valid checksums, each in one
-// receive buffer, and sends what it is given as it is; every buffer is
-// NetBufSize bytes, so a frame fits in one descriptor either way.
+// num_buffers). The driver negotiates no mergeable receive buffers and no
+// segmentation offload, so the device hands over whole frames of at most
+// 1514 bytes (1518 with a VLAN tag), each in one receive buffer; every
+// buffer is NetBufSize bytes, so a frame fits in one descriptor either
+// way.
+//
+// Checksum offload is taken when offered (§5.1.6.2): with CSUM a frame
+// sent may carry NEEDS_CSUM, the device completing the TCP or UDP
+// checksum from csum_start (the driver put the pseudo-header's sum in the
+// field at csum_start+csum_offset); with GUEST_CSUM a received frame may
+// carry DATA_VALID (the device checked its checksums) or NEEDS_CSUM (its
+// checksum is partial, from a trusted local sender). The header travels
+// with the frame (RxHdr, SendHdr); what to do with it is the network
+// service's (kernel/netsvc).
 //
 // The receive queue is kept full: a buffer taken by Recv goes back to
 // the device at once (Release). Transmit buffers are reclaimed when a
@@ -25,9 +34,17 @@ import "sync/atomic"
 
 // Network device features.
 const (
-	NetFMTU    = 1 << 3
-	NetFMAC    = 1 << 5
-	NetFStatus = 1 << 16
+	NetFCsum      = 1 << 0
+	NetFGuestCsum = 1 << 1
+	NetFMTU       = 1 << 3
+	NetFMAC       = 1 << 5
+	NetFStatus    = 1 << 16
+)
+
+// virtio_net_hdr flags (§5.1.6).
+const (
+	NetHdrNeedsCsum = 1
+	NetHdrDataValid = 2
 )
 
 // DeviceNet is the network device's ID (§5).
@@ -58,6 +75,7 @@ type Net[R Regs] struct {
 	MAC     [6]byte
 	HasMAC  bool   // the device gave an address (else the caller picks one)
 	Dropped uint64 // received buffers the device filled impossibly
+	BadTx   uint64 // frames SendHdr refused (a header out of bounds)
 	bufs    [NetBufPages]uintptr
 	rxBufOf [MaxQueue]uint16 // buffer index by descriptor head
 	txBufOf [MaxQueue]uint16
@@ -77,7 +95,7 @@ func (d *Net[R]) Init(t Transport[R], rings *[4]uintptr, bufs *[NetBufPages]uint
 	if t.DeviceID != DeviceNet {
 		return "not a network device"
 	}
-	if why := d.T.Negotiate(NetFMAC | FeatureEventIdx); why != "" {
+	if why := d.T.Negotiate(NetFMAC | FeatureEventIdx | NetFCsum | NetFGuestCsum); why != "" {
 		return why
 	}
 	d.HasMAC = d.T.Features&NetFMAC != 0
@@ -174,6 +192,26 @@ func (d *Net[R]) Recv() (addr uintptr, n int, ok bool) {
 	}
 }
 
+// RxHdr is the virtio_net_hdr of the frame of the last Recv (until
+// Release): flags, csum_start and csum_offset. Flags the negotiated
+// features do not allow are cleared, and NEEDS_CSUM is cleared unless
+// csum_start and csum_offset lie within the frame of n bytes: the caller
+// then checks the frame's checksums itself.
+//
+//go:nosplit
+func (d *Net[R]) RxHdr(n int) (flags uint8, start, off uint16) {
+	if d.cur < 0 || d.T.Features&NetFGuestCsum == 0 {
+		return 0, 0, 0
+	}
+	b := d.buf(d.cur)
+	flags = *(*uint8)(ptr(b)) & (NetHdrNeedsCsum | NetHdrDataValid)
+	start, off = *u16at(b + 6), *u16at(b + 8)
+	if flags&NetHdrNeedsCsum != 0 && int(start)+int(off)+2 > n {
+		flags &^= NetHdrNeedsCsum
+	}
+	return flags, start, off
+}
+
 // Release gives the buffer of the last Recv back to the device.
 //
 //go:nosplit
@@ -227,16 +265,30 @@ func (d *Net[R]) CanSend() bool {
 // device. It returns false if n is out of range or there is no buffer.
 //
 //go:nosplit
-func (d *Net[R]) Send(n int) bool {
+func (d *Net[R]) Send(n int) bool { return d.SendHdr(n, 0, 0, 0) }
+
+// SendHdr is Send with the header's flags: NEEDS_CSUM (with CSUM
+// negotiated) asks the device to complete the checksum at start+off from
+// start to the end of the frame. A header the device could not honour
+// (another flag, CSUM not negotiated, the field beyond the frame) is
+// refused and counted in BadTx.
+//
+//go:nosplit
+func (d *Net[R]) SendHdr(n int, flags uint8, start, off uint16) bool {
 	if n <= 0 || n > NetMaxFrame || d.nTxFree == 0 {
+		return false
+	}
+	if flags != 0 && (flags != NetHdrNeedsCsum || d.T.Features&NetFCsum == 0 || int(start)+int(off)+2 > n) {
+		d.BadTx++
 		return false
 	}
 	i := int(d.txFree[d.nTxFree-1])
 	b := d.buf(i)
-	// flags, gso_type, hdr_len, gso_size, csum_start, csum_offset,
-	// num_buffers: all zero (a complete frame, no offload).
-	*u64at(b) = 0
-	*u32at(b + 8) = 0
+	// flags, gso_type (none), hdr_len, gso_size, csum_start, csum_offset,
+	// num_buffers (0 on transmit).
+	*u64at(b) = uint64(flags)
+	*u16at(b + 6) = start
+	*u32at(b + 8) = uint32(off)
 	var seg [1]Seg
 	seg[0] = Seg{Addr: uint64(b), Len: uint32(NetHdrLen + n)}
 	head, ok := d.TX.Add(seg[:])

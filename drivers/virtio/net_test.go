@@ -30,7 +30,9 @@ type fakeNet struct {
 	q          [2]fakeNetQ
 	mac        [6]byte
 	sent       [][]byte
-	noNotify   bool // set VIRTQ_USED_F_NO_NOTIFY on both used rings
+	sentHdr    [][]byte
+	rxHdr      [NetHdrLen]byte // the header deliver writes (num_buffers aside)
+	noNotify   bool            // set VIRTQ_USED_F_NO_NOTIFY on both used rings
 	isr        uint32
 }
 
@@ -79,7 +81,7 @@ func (d *fakeNet) Write32(off uintptr, v uint32) {
 		d.driverFeat = d.driverFeat&^(0xffffffff<<(32*d.drvSel)) | uint64(v)<<(32*d.drvSel)
 	case RegStatus:
 		if v == 0 {
-			*d = fakeNet{t: d.t, features: d.features, numMax: d.numMax, mac: d.mac, noNotify: d.noNotify}
+			*d = fakeNet{t: d.t, features: d.features, numMax: d.numMax, mac: d.mac, noNotify: d.noNotify, rxHdr: d.rxHdr}
 			return
 		}
 		if v&StatusFeaturesOK != 0 && d.driverFeat&^d.features != 0 {
@@ -166,7 +168,7 @@ func (d *fakeNet) deliver(frame []byte, used uint32, id int64) bool {
 		d.t.Fatalf("receive buffer %+v", desc)
 	}
 	b := view(desc.addr, desc.len)
-	copy(b, make([]byte, NetHdrLen))
+	copy(b, d.rxHdr[:])
 	binary.LittleEndian.PutUint16(b[10:], 1) // num_buffers
 	copy(b[NetHdrLen:], frame)
 	if used == 0 {
@@ -191,10 +193,11 @@ func (d *fakeNet) transmit(max int) int {
 			d.t.Fatalf("transmit buffer %+v", desc)
 		}
 		b := view(desc.addr, desc.len)
-		if !bytes.Equal(b[:NetHdrLen], make([]byte, NetHdrLen)) {
+		if d.features&NetFCsum == 0 && !bytes.Equal(b[:NetHdrLen], make([]byte, NetHdrLen)) {
 			d.t.Errorf("transmit header %x, want zeros", b[:NetHdrLen])
 		}
 		d.sent = append(d.sent, bytes.Clone(b[NetHdrLen:]))
+		d.sentHdr = append(d.sentHdr, bytes.Clone(b[:NetHdrLen]))
 		d.use(1, uint32(head), 0)
 		n++
 	}
@@ -518,5 +521,89 @@ func TestNetEventIdx(t *testing.T) {
 	}
 	if n.RX.ArmInterrupt() || flags() != 0 {
 		t.Errorf("ArmInterrupt on an empty ring: flags %d", flags())
+	}
+}
+
+// TestNetChecksumOffload: CSUM and GUEST_CSUM are taken when offered;
+// a received frame's DATA_VALID and NEEDS_CSUM come through RxHdr (the
+// latter only within the frame, neither unless GUEST_CSUM was
+// negotiated); SendHdr puts NEEDS_CSUM with csum_start and csum_offset
+// in the header, and refuses what the device could not honour.
+func TestNetChecksumOffload(t *testing.T) {
+	d := newFakeNet(t)
+	d.features |= NetFCsum | NetFGuestCsum
+	n := newNet(t, d)
+	if d.driverFeat != FeatureVersion1|NetFMAC|NetFCsum|NetFGuestCsum || n.T.Offered != d.features {
+		t.Fatalf("driver features %#x (offered %#x)", d.driverFeat, n.T.Offered)
+	}
+	rx := func(flags byte, start, off uint16, size int) (byte, uint16, uint16) {
+		t.Helper()
+		d.rxHdr = [NetHdrLen]byte{0: flags}
+		binary.LittleEndian.PutUint16(d.rxHdr[6:], start)
+		binary.LittleEndian.PutUint16(d.rxHdr[8:], off)
+		d.deliver(frame(1, size), 0, -1)
+		_, k, ok := n.Recv()
+		if !ok || k != size {
+			t.Fatalf("Recv: %d bytes, %v", k, ok)
+		}
+		f, s, o := n.RxHdr(k)
+		n.Release()
+		return f, s, o
+	}
+	if f, _, _ := rx(NetHdrDataValid, 0, 0, 100); f != NetHdrDataValid {
+		t.Errorf("DATA_VALID: flags %#x", f)
+	}
+	if f, s, o := rx(NetHdrNeedsCsum, 34, 16, 100); f != NetHdrNeedsCsum || s != 34 || o != 16 {
+		t.Errorf("NEEDS_CSUM 34+16: flags %#x start %d offset %d", f, s, o)
+	}
+	if f, _, _ := rx(NetHdrNeedsCsum, 90, 9, 100); f != 0 {
+		t.Errorf("NEEDS_CSUM beyond the frame: flags %#x, want none", f)
+	}
+	if f, _, _ := rx(0x80|NetHdrDataValid, 0, 0, 100); f != NetHdrDataValid {
+		t.Errorf("an unknown flag: flags %#x, want DATA_VALID only", f)
+	}
+
+	send := func(size int, flags byte, start, off uint16) bool {
+		a, ok := n.TxBuf()
+		if !ok {
+			t.Fatal("no transmit buffer")
+		}
+		copy(view(uint64(a), uint32(size)), frame(2, size))
+		return n.SendHdr(size, flags, start, off)
+	}
+	if !send(100, NetHdrNeedsCsum, 34, 16) {
+		t.Fatal("SendHdr with NEEDS_CSUM refused")
+	}
+	for _, c := range []struct {
+		flags      byte
+		start, off uint16
+	}{{NetHdrNeedsCsum, 90, 9}, {NetHdrDataValid, 0, 0}, {NetHdrNeedsCsum | 4, 34, 16}, {NetHdrNeedsCsum, 0xffff, 0xffff}} {
+		if send(100, c.flags, c.start, c.off) {
+			t.Errorf("SendHdr(%#x, %d, %d) accepted", c.flags, c.start, c.off)
+		}
+	}
+	if !send(60, 0, 0, 0) || n.BadTx != 4 {
+		t.Errorf("BadTx %d, want 4", n.BadTx)
+	}
+	d.transmit(-1)
+	if len(d.sentHdr) != 2 {
+		t.Fatalf("%d frames sent, want 2", len(d.sentHdr))
+	}
+	if want := []byte{NetHdrNeedsCsum, 0, 0, 0, 0, 0, 34, 0, 16, 0, 0, 0}; !bytes.Equal(d.sentHdr[0], want) {
+		t.Errorf("header %x, want %x", d.sentHdr[0], want)
+	}
+	if !bytes.Equal(d.sentHdr[1], make([]byte, NetHdrLen)) || !bytes.Equal(d.sent[0], frame(2, 100)) {
+		t.Errorf("second header %x, or the first frame changed", d.sentHdr[1])
+	}
+
+	// Not negotiated (not offered): flags from the device are ignored,
+	// NEEDS_CSUM is refused.
+	d = newFakeNet(t)
+	n = newNet(t, d)
+	if f, _, _ := rx(NetHdrDataValid, 0, 0, 100); f != 0 {
+		t.Errorf("DATA_VALID without GUEST_CSUM: flags %#x", f)
+	}
+	if send(100, NetHdrNeedsCsum, 34, 16) {
+		t.Error("NEEDS_CSUM sent without CSUM")
 	}
 }

@@ -87,7 +87,8 @@ func (n *nic) announce(mac tcpip.LinkAddress) {
 		}
 	}
 	if n.conf.Addr.IsValid() {
-		n.f.Write(gratuitousARP(mac, n.conf.Addr.Addr().As4()))
+		// The device file takes each frame after its virtio_net_hdr (nic.transmit).
+		n.f.Write(append(make([]byte, hdrLen), gratuitousARP(mac, n.conf.Addr.Addr().As4())...))
 	}
 }
 
