@@ -98,7 +98,6 @@ func eqBytes(b []byte, s string) bool {
 // spin that makes the VMM's wait unnecessary: a wake counted since seen,
 // the network rings moving, a host signal, or the deadline passing.
 //
-//
 // The receive queue's interrupt is off while it spins, and back on before
 // it gives up: a frame it sees then raises none. That matters because
 // the VMM's kick of an idle vCPU is sticky (vmm/irq.go): an interrupt
