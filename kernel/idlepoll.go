@@ -16,12 +16,13 @@ import (
 // earliest deadline and a host signal. Console input is seen only by
 // the VMM, at the latest one poll later. The price is the host CPU the
 // spin burns while the guest has nothing to do (docs/kernel.md, "Idle
-// polling"); amber.idlepoll=0 turns it off.
+// polling"). It is off unless amber.idlepoll=DURATION asks for it.
 
 const (
-	// defaultIdlePoll is amber.idlepoll's default (docs/benchmarks.md,
-	// BenchmarkNetIdlePollKVM, for the measurements behind it).
-	defaultIdlePoll = 50_000
+	// defaultIdlePoll is amber.idlepoll's default: off until a
+	// measurement shows the spin paying for itself (docs/benchmarks.md,
+	// BenchmarkNetIdlePollKVM: the nested runs so far do not).
+	defaultIdlePoll = 0
 	// maxIdlePoll bounds the option: a longer spin is a busy guest.
 	maxIdlePoll = 10_000_000
 )
@@ -42,7 +43,8 @@ func idlePollConfig(si *boot.StartInfo) {
 	}
 	ns, ok := parseDuration(v)
 	if !ok || ns > maxIdlePoll {
-		kprint("amber: amber.idlepoll= wants a duration from 0 to 10ms (50us, 1ms, 0 or off); using the default\n")
+		idlePollNs = 0
+		kprint("amber: amber.idlepoll= wants a duration from 0 to 10ms (50us, 1ms, 0 or off); not polling\n")
 		return
 	}
 	idlePollNs = ns
@@ -95,7 +97,6 @@ func eqBytes(b []byte, s string) bool {
 // none) if that comes first, and reports whether something ended the
 // spin that makes the VMM's wait unnecessary: a wake counted since seen,
 // the network rings moving, a host signal, or the deadline passing.
-//
 //
 // The receive queue's interrupt is off while it spins, and back on before
 // it gives up: a frame it sees then raises none. That matters because
