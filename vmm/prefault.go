@@ -33,8 +33,15 @@ import (
 // boot reads. Populating a page costs about what the first touch of an
 // unpopulated page costs beyond that of a populated one (both allocate and
 // clear it), so only the dense parts are worth it: the scattered heap
-// pages are left to the guest. The image's read-only pages are cheap to
-// map (they are in the page cache) and are mapped whole.
+// pages are left to the guest. So are the image's read-only pages: mapping
+// them all (MADV_POPULATE_READ) costs little where the file is in the
+// page cache (0.23 ms for hello), but reads all of it where it is not
+// (3.5 s of `vmm run` nested, over 9p), while a boot reads part of them
+// and the host maps 16 file pages per fault anyway.
+//
+// It is off by default (Config.Prefault, vmm run --prefault): measured
+// nested it made the guest's run faster but not `vmm run` as a whole
+// (docs/benchmarks.md).
 
 const (
 	// bootHeap is the dense start of what the kernel's bump allocator
@@ -51,7 +58,7 @@ const (
 
 // populate makes the host back the pages of the boot working set of img in
 // m (whose size is the guest's RAM), before KVM knows about m: anonymous
-// pages are allocated and zeroed, the image's file pages mapped.
+// pages are allocated and zeroed.
 func (img *Image) populate(m *GuestMemory) {
 	ram := m.Size()
 	write := func(lo, hi uint64) {
@@ -68,12 +75,6 @@ func (img *Image) populate(m *GuestMemory) {
 	for _, p := range img.segments {
 		if p.Flags&elf.PF_W != 0 {
 			write(p.Paddr+p.Filesz, p.Paddr+p.Memsz) // the bss
-			continue
-		}
-		for _, r := range m.fileRanges {
-			if r[0] >= p.Paddr && r[0]+r[1] <= p.Paddr+p.Memsz {
-				populateRange(m.mem[r[0]:r[0]+r[1]], false)
-			}
 		}
 	}
 	heap := (img.End + boot.PageSize - 1) &^ (boot.PageSize - 1)

@@ -60,7 +60,6 @@ func TestPopulateBootWorkingSet(t *testing.T) {
 	in := map[string]uint64{
 		"bss":                   bss,
 		"bss end":               (data.Paddr + data.Memsz - 1) &^ (boot.PageSize - 1),
-		"text":                  textPage,
 		"first heap page":       heap,
 		"last boot heap page":   heap + bootHeap - boot.PageSize,
 		"kernel stack 0's top":  ram - boot.PageSize,
@@ -70,12 +69,13 @@ func TestPopulateBootWorkingSet(t *testing.T) {
 		"the exception stack's": boot.IST1Top - boot.PageSize,
 	}
 	out := map[string]uint64{
-		"past the boot heap":        heap + bootHeap,
-		"the middle of RAM":         ram / 2,
-		"kernel stack 3's top":      ram - 3*boot.KernelStackSize - boot.PageSize,
-		"kernel stack 0's bottom":   ram - boot.KernelStackSize,
-		"the main stack's bottom":   boot.StackBottom,
-		"below the exception stack": boot.IST1Top - bootStackDepth - boot.PageSize,
+		"text (read-only, left to the guest)": textPage,
+		"past the boot heap":                  heap + bootHeap,
+		"the middle of RAM":                   ram / 2,
+		"kernel stack 3's top":                ram - 3*boot.KernelStackSize - boot.PageSize,
+		"kernel stack 0's bottom":             ram - boot.KernelStackSize,
+		"the main stack's bottom":             boot.StackBottom,
+		"below the exception stack":           boot.IST1Top - bootStackDepth - boot.PageSize,
 	}
 	for name, pa := range in {
 		if present(t, m, pa) {

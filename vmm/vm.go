@@ -54,10 +54,10 @@ type Config struct {
 	// New takes their backends: they are closed with the VM, or by New
 	// when it fails.
 	Disks []Disk
-	// NoPrefault leaves the boot working set (vmm/prefault.go) to be
-	// backed by the host on the guest's first touches, page by page,
-	// instead of populating it before the guest starts.
-	NoPrefault bool
+	// Prefault populates the boot working set (vmm/prefault.go) before
+	// the guest starts, instead of leaving it to be backed by the host on
+	// the guest's first touches, page by page.
+	Prefault bool
 	// Net is a virtio-net device (vmm/virtionet.go), the transport after
 	// the disks; nil: none. Its backend is closed with the VM, or by New
 	// when it fails.
@@ -262,7 +262,7 @@ func New(cfg Config) (_ *VM, err error) {
 	default:
 		return nil, fmt.Errorf("unknown boot path %q (want direct or pvh)", cfg.Boot)
 	}
-	if !cfg.NoPrefault {
+	if cfg.Prefault {
 		img.populate(vm.mem)
 	}
 	if err = vm.setMemoryRegion(0); err != nil {

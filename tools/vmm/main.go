@@ -241,7 +241,7 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	trap := fs.String("syscall-trap", "", "how stray SYSCALL instructions reach the kernel: lstar or ud (default: lstar on kvm_pvm hosts, ud elsewhere)")
 	bootPath := fs.String("boot", "direct", "boot `path`: direct (the VMM sets up long mode) or pvh (start at the image's 32-bit PVH entry, as QEMU, Firecracker and Cloud Hypervisor do)")
 	apiSock := fs.String("api", "", "serve the VM's control API (pause, resume, snapshot, stop, metrics; docs/api.md) on this unix `socket`; vmm snapshot, pause, resume, stop and ps use it (KVM only)")
-	prefault := fs.Bool("prefault", true, "populate the host pages the guest's boot touches (the image's bss and read-only pages, the first stacks and heap pages) before it starts; --prefault=false leaves them to the guest's first touches (KVM only)")
+	prefault := fs.Bool("prefault", false, "populate the host pages the guest's boot touches (the image's bss, the tops of the first stacks, the first boot heap pages) before it starts, instead of on the guest's first touches (KVM only)")
 	bootTime := fs.Bool("boot-time", false, "print on stderr the guest's kernel.Mark times since vCPU start, the VM's exits, the phases of this run (flags, opening the image, creating the VM, running it) and its memory (peak RSS, the guest RAM resident, the VMM's own)")
 	accel := fs.String("accel", defaultAccel(), "`accelerator`: kvm (Amber's VMM on /dev/kvm) or tcg (QEMU's emulator, for hosts without KVM: about 10x slower, stdout and stderr both on stdout, stdin without end-of-file, a short crash message); default $AMBER_ACCEL, else kvm")
 	diskSpec := fs.String("disk", "", "attach `FILE[,readonly]` as a virtio-blk disk, the block device /dev/vda in the guest: a raw image, or a store file made by vmm store create --disk-size (its object vm/disk; flush commits; KVM only). Amber's device under KVM, QEMU's under --accel tcg")
@@ -305,7 +305,7 @@ Flags:
 	o := runOptions{
 		image: imgPath, mem: memBytes, cmdline: cmdline, env: env, args: guestArgs, disks: disks, net: *netSpec, netSpec: netSpecParsed,
 		timeout: *timeout, trap: *trap, boot: *bootPath, bootTime: *bootTime, accel: *accel, api: *apiSock,
-		noPrefault: !*prefault,
+		prefault: *prefault,
 	}
 	fs.Visit(func(f *flag.Flag) {
 		if f.Name == "syscall-trap" || f.Name == "boot" || f.Name == "boot-time" || f.Name == "api" || f.Name == "prefault" {
@@ -329,7 +329,7 @@ type runOptions struct {
 	accel              string   // kvm or tcg
 	kvmOnly            []string // flags given that only the KVM path has
 	api                string   // --api: the control API's socket, or ""
-	noPrefault         bool     // --prefault=false
+	prefault           bool     // --prefault
 }
 
 // bootImage boots an image as `vmm run` does and returns vmm's exit status.
@@ -414,7 +414,7 @@ func bootImage(o runOptions, stdin io.Reader, stdout, stderr io.Writer) int {
 	vm, err := vmm.New(vmm.Config{
 		Image: img, Memory: o.mem, Cmdline: o.cmdline, Env: o.env, Args: o.args,
 		Stdin: stdin, Stdout: stdout, Stderr: stderr, SyscallTrap: o.trap, Timeout: o.timeout, Boot: o.boot,
-		Disks: disks, Net: nic, NoPrefault: o.noPrefault,
+		Disks: disks, Net: nic, Prefault: o.prefault,
 	})
 	if err != nil {
 		if nic != nil {
