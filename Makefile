@@ -57,7 +57,7 @@ test: check-go check-qemu
 # downloads Debian's kernel and busybox, ~70 MB, with apt-get), verbose so
 # the per-test times show; with /dev/kvm they ran directly above.
 kvmtest: check-go check-qemu
-	$(GO) test -count=1 -v -timeout 30m ./tools/nestkvm
+	$(GO) test -count=1 -v -timeout 45m ./tools/nestkvm
 
 # Each benchmark compares against a baseline taken in the same run (a
 # native process, QEMU, a plain file, bbolt) and reports medians; see

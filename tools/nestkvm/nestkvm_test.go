@@ -33,7 +33,7 @@ func TestNestedKVM(t *testing.T) {
 		t.Fatal(err)
 	}
 	var log strings.Builder
-	r, want, err := Run(context.Background(), Options{Root: root, Cache: cache, Timeout: 20 * time.Minute, Log: &log})
+	r, want, err := Run(context.Background(), Options{Root: root, Cache: cache, Timeout: 40 * time.Minute, Log: &log})
 	if log.Len() > 0 {
 		t.Log(log.String())
 	}

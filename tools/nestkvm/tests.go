@@ -258,7 +258,7 @@ func runScript(want []kvmTests) string {
 	for _, k := range want {
 		run := "^(" + strings.Join(k.Tests, "|") + ")$"
 		dir := "/tmp/" + strings.ReplaceAll(k.Pkg, "/", "_")
-		flags := "-test.v -test.count=1 -test.timeout=10m -test.run '" + run + "'"
+		flags := "-test.v -test.count=1 -test.timeout=25m -test.run '" + run + "'"
 		if k.Bench {
 			flags = "-test.v -test.timeout=30m -test.run '^$' -test.benchtime 1x -test.bench '" + run + "'"
 		}
