@@ -71,10 +71,11 @@ func main() {
 	}
 	tick.Stop()
 	elapsed := time.Since(start)
-	// Without preemption the spinners starve the ticker for good; the
-	// bound is ten times the ideal so that a host busy with other work
-	// (the stress runs, QEMU's emulator) does not decide it.
-	check("ticker", elapsed < 10*500*time.Millisecond, "20 ticks of 25ms took %v", elapsed)
+	// Without preemption the spinners starve the ticker for good. The
+	// bound only tells that from a slow host: under QEMU's emulator on a
+	// host at load ~40, with hogs, 20 ticks took up to 9.5 s (the guest
+	// was starved, not the ticker), so anything under a minute passes.
+	check("ticker", elapsed < time.Minute, "20 ticks of 25ms took %v", elapsed)
 
 	// Stop-the-world while goroutines spin in call-free loops.
 	stop.Store(false)
