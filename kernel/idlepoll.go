@@ -19,9 +19,12 @@ import (
 // polling"). It is off unless amber.idlepoll=DURATION asks for it.
 
 const (
-	// defaultIdlePoll is amber.idlepoll's default: off until a
-	// measurement shows the spin paying for itself (docs/benchmarks.md,
-	// BenchmarkNetIdlePollKVM: the nested runs so far do not).
+	// defaultIdlePoll is amber.idlepoll's default: off. A server pays
+	// for the spin (docs/benchmarks.md, BenchmarkNetKVM: idle exits per
+	// request 4.9 -> 2.2 at 50 us), but a fixed window also burns host
+	// CPU on every wake-up of a guest with nothing coming (an idle clone
+	// among many); an adaptive window should come before it is the
+	// default.
 	defaultIdlePoll = 0
 	// maxIdlePoll bounds the option: a longer spin is a busy guest.
 	maxIdlePoll = 10_000_000
