@@ -19,10 +19,15 @@ check-go:
 # own (vmm/netproc.go); vmm looks for it next to itself.
 # vmm is linked statically (CGO_ENABLED=0: only the net package's resolver
 # would use cgo): no dynamic loader or libc at its start, 1.3 MiB less
-# resident memory (docs/benchmarks.md, issue 14).
+# resident memory. Its Go heap gets no transparent huge pages (GODEBUG
+# disablethp=1 as the binary's default: the go command does not take it
+# in //go:debug, the linker sets it): on a host in THP mode "always" the
+# heap's first chunk was a 2 MiB page before vmm's code ran, for a heap of
+# ~1 MiB (docs/benchmarks.md, issue 14). vmm starts vmm-net with the same.
+VMM_LDFLAGS := -X=runtime.godebugDefault=disablethp=1
 vmm: check-go
-	CGO_ENABLED=0 $(GO) build -o bin/vmm ./tools/vmm
-	$(GO) build -o bin/vmm-net ./tools/vmmnet
+	CGO_ENABLED=0 $(GO) build -ldflags=$(VMM_LDFLAGS) -o bin/vmm ./tools/vmm
+	$(GO) build -ldflags=$(VMM_LDFLAGS) -o bin/vmm-net ./tools/vmmnet
 
 # Without a usable /dev/kvm the image boots under QEMU's emulator instead.
 run: vmm

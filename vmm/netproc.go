@@ -93,6 +93,7 @@ func StartUserNetAsync(mac net.HardwareAddr, forwards []HostFwd) (be NetBackend,
 		args = append(args, "-hostfwd", f.String())
 	}
 	cmd := exec.Command(helper, args...)
+	cmd.Env = noHugeHeapEnv(os.Environ())
 	cmd.ExtraFiles = []*os.File{child} // fd 3
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.StdoutPipe()
@@ -211,4 +212,30 @@ func (w *capWriter) String() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return string(w.buf)
+}
+
+// noHugeHeapEnv is env with disablethp=1 added to GODEBUG (unless it sets
+// disablethp already): vmm-net's Go heap is ~1 MiB, and on a host in THP
+// mode "always" its first chunk would otherwise be one 2 MiB huge page, in
+// every clone's vmm-net (docs/benchmarks.md). The Makefile links the same
+// default into vmm-net; this covers one built without it.
+func noHugeHeapEnv(env []string) []string {
+	out := make([]string, 0, len(env)+1)
+	set := false
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "GODEBUG="); ok {
+			set = true
+			if !strings.Contains(","+v, ",disablethp=") {
+				if v != "" {
+					v += ","
+				}
+				kv = "GODEBUG=" + v + "disablethp=1"
+			}
+		}
+		out = append(out, kv)
+	}
+	if !set {
+		out = append(out, "GODEBUG=disablethp=1")
+	}
+	return out
 }

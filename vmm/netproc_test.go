@@ -7,6 +7,7 @@ import (
 	"net"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -274,3 +275,17 @@ func (nopBackend) Recv([]byte) (int, error) { return 0, errNetClosed }
 func (nopBackend) MTU() int                 { return 1500 }
 func (nopBackend) Verified() bool           { return false }
 func (nopBackend) Close() error             { return nil }
+
+func TestNoHugeHeapEnv(t *testing.T) {
+	for _, c := range []struct{ in, want []string }{
+		{[]string{"A=1"}, []string{"A=1", "GODEBUG=disablethp=1"}},
+		{[]string{"GODEBUG="}, []string{"GODEBUG=disablethp=1"}},
+		{[]string{"GODEBUG=gctrace=1", "B=2"}, []string{"GODEBUG=gctrace=1,disablethp=1", "B=2"}},
+		{[]string{"GODEBUG=disablethp=0"}, []string{"GODEBUG=disablethp=0"}}, // the user's choice stands
+		{[]string{"GODEBUG=x=1,disablethp=0"}, []string{"GODEBUG=x=1,disablethp=0"}},
+	} {
+		if got := noHugeHeapEnv(c.in); !slices.Equal(got, c.want) {
+			t.Errorf("noHugeHeapEnv(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}

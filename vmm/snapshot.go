@@ -521,6 +521,11 @@ type RestoreConfig struct {
 	// NetSpec, when set and Net is nil, is the backend to start in place
 	// of the snapshot's (vmm restore --net).
 	NetSpec *NetSpec
+	// Prepared, when set, is the VM to restore into, made ahead with
+	// Prepare for the snapshot's memory size (vmm/prepare.go). Restore
+	// takes it, whether it succeeds or fails. Nil: Restore makes one
+	// itself, beside reading the snapshot.
+	Prepared *Prepared
 }
 
 // Restore creates a VM from a snapshot: guest memory is the snapshot's,
@@ -572,10 +577,32 @@ func Restore(rc RestoreConfig) (_ *VM, err error) {
 		extents   []snapfmt.Extent
 		diskBytes int64
 	)
+	// The VM (KVM's, its memory slot, irqchip and vCPU) depends only on
+	// the memory's size: it is made beside reading the rest, unless the
+	// caller made it ahead.
+	prepared := rc.Prepared
+	var making *preparing
+	defer func() {
+		switch {
+		case err == nil:
+		case prepared != nil:
+			prepared.Close()
+		case making != nil:
+			making.discard()
+		}
+	}()
 	var diskObj *objstore.Object
 	err = func() error {
 		if meta, err = snapfmt.ReadMeta(tx, rc.Snapshot); err != nil {
 			return err
+		}
+		if meta.MemBytes <= 0 || meta.MemBytes%(2<<20) != 0 || uint64(meta.MemBytes) > boot.MaxMemory {
+			return &snapfmt.FormatError{Name: rc.Snapshot, Format: meta.Format, Reason: fmt.Sprintf("guest memory of %d bytes: not a multiple of 2 MiB up to %d MiB", meta.MemBytes, boot.MaxMemory>>20)}
+		}
+		if prepared == nil {
+			making = prepareAsync(uint64(meta.MemBytes))
+		} else if prepared.Memory() != uint64(meta.MemBytes) {
+			return fmt.Errorf("the prepared VM has %d MiB of memory, the snapshot %d MiB", prepared.Memory()>>20, meta.MemBytes>>20)
 		}
 		if vcpuState, devJSON, err = snapfmt.ReadState(tx, rc.Snapshot); err != nil {
 			return err
@@ -617,9 +644,6 @@ func Restore(rc RestoreConfig) (_ *VM, err error) {
 		return nil, fmt.Errorf("%s has %d bytes, but had %d when snapshot %q was taken: not the same image", img.Path, fi.Size(), meta.ImageSize, rc.Snapshot)
 	}
 	clock.mark("image")
-	if meta.MemBytes%(2<<20) != 0 || uint64(meta.MemBytes) > boot.MaxMemory {
-		return nil, &snapfmt.FormatError{Name: rc.Snapshot, Format: meta.Format, Reason: fmt.Sprintf("guest memory of %d bytes: not a multiple of 2 MiB up to %d MiB", meta.MemBytes, boot.MaxMemory>>20)}
-	}
 	var vs vmState
 	if err := json.Unmarshal(devJSON, &vs); err != nil {
 		return nil, &snapfmt.FormatError{Name: rc.Snapshot, Format: meta.Format, Reason: fmt.Sprintf("device state: %v", err)}
@@ -654,16 +678,21 @@ func Restore(rc RestoreConfig) (_ *VM, err error) {
 		}
 	}()
 	clock.mark("new VM")
-	if vm.kvmFd, err = openKVM(); err != nil {
-		return nil, err
+	if prepared == nil {
+		if prepared, err = making.wait(); err != nil {
+			making = nil
+			return nil, err
+		}
+		making = nil
+		// Made beside the phases above: how long each took, then how
+		// long the restore waited for it.
+		for _, ph := range prepared.phases {
+			clock.phases = append(clock.phases, Phase{"beside: " + ph.Name, ph.D})
+		}
+		clock.mark("wait for the VM")
 	}
-	if vm.vmFd, err = kvm.CreateVM(vm.kvmFd); err != nil {
-		return nil, fmt.Errorf("KVM_CREATE_VM: %w", err)
-	}
-	clock.mark("create VM")
-	if vm.mem, err = newGuestMemory(uint64(meta.MemBytes)); err != nil {
-		return nil, err
-	}
+	prepared.take(vm)
+	prepared = nil
 	for _, e := range extents {
 		// A page mapped past the end of the file would be SIGBUS for the
 		// VMM when the guest touches it.
@@ -675,31 +704,15 @@ func Restore(rc RestoreConfig) (_ *VM, err error) {
 		}
 	}
 	clock.mark(fmt.Sprintf("map memory (%d extents)", len(extents)))
-	// No dirty log yet (vmm/restoredirty.go): the VM's first snapshot is
-	// still incremental to the one it was restored from. The VMM's own
-	// writes are logged from the start: a page the guest released
-	// (MADV_DONTNEED) reads as the file's again, and the log has it.
-	if err = vm.setMemoryRegion(0); err != nil {
-		return nil, err
-	}
-	clock.mark("memory slot")
+	// The slot has no dirty log (vmm/restoredirty.go): the VM's first
+	// snapshot is still incremental to the one it was restored from. The
+	// VMM's own writes are logged from the start: a page the guest
+	// released (MADV_DONTNEED) reads as the file's again, and the log
+	// has it.
 	vm.mem.logWrites()
 	vm.cowDirty, vm.snapParent = true, rc.Snapshot
-	if err = enableSplitIRQChip(vm.vmFd); err != nil {
-		return nil, fmt.Errorf("KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP): %w", err)
-	}
-	vm.irqs.vmFd = vm.vmFd
-	if vm.vcpu, err = newVCPU(vm.kvmFd, vm.vmFd, 0); err != nil {
-		return nil, err
-	}
-	khz, err := kvm.GetTSCKHz(vm.vcpu.fd)
-	if err != nil || khz == 0 {
-		return nil, fmt.Errorf("KVM_GET_TSC_KHZ: %v", err)
-	}
-	vm.tscHz = khz * 1000
-	clock.mark("irqchip, vCPU")
 	if vm.tscHz != meta.TSCHz {
-		return nil, fmt.Errorf("this host's TSC runs at %d kHz, the snapshot's at %d kHz: the guest's clocks would be wrong", khz, meta.TSCHz/1000)
+		return nil, fmt.Errorf("this host's TSC runs at %d kHz, the snapshot's at %d kHz: the guest's clocks would be wrong", vm.tscHz/1000, meta.TSCHz/1000)
 	}
 	if err = vm.initConsole(); err != nil {
 		return nil, err

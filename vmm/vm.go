@@ -344,9 +344,12 @@ func New(cfg Config) (_ *VM, err error) {
 }
 
 // setMemoryRegion registers guest RAM as slot 0 with flags.
-func (vm *VM) setMemoryRegion(flags uint32) error {
-	region := &kvm.UserspaceMemoryRegion{Slot: 0, Flags: flags, GuestPhysAddr: 0, MemorySize: vm.mem.Size(), UserspaceAddr: uint64(uintptr(unsafe.Pointer(&vm.mem.mem[0])))}
-	if err := kvm.SetUserMemoryRegion(vm.vmFd, region); err != nil {
+func (vm *VM) setMemoryRegion(flags uint32) error { return setMemorySlot(vm.vmFd, vm.mem, flags) }
+
+// setMemorySlot registers mem as the VM's slot 0, at guest address 0.
+func setMemorySlot(vmFd uintptr, mem *GuestMemory, flags uint32) error {
+	region := &kvm.UserspaceMemoryRegion{Slot: 0, Flags: flags, GuestPhysAddr: 0, MemorySize: mem.Size(), UserspaceAddr: uint64(uintptr(unsafe.Pointer(&mem.mem[0])))}
+	if err := kvm.SetUserMemoryRegion(vmFd, region); err != nil {
 		return fmt.Errorf("KVM_SET_USER_MEMORY_REGION: %w", err)
 	}
 	return nil

@@ -455,6 +455,9 @@ func TestSnapshotIncremental(t *testing.T) {
 // the snapshot stores only the pages the guest touched, and after the
 // restored guest ran, the guest RAM resident in the VMM is a small part
 // of 256 MiB, let alone 2 GiB.
+//
+// Each is restored a second time into a VM prepared ahead (vmm.Prepare),
+// after a prepared VM of another size was refused.
 func TestSnapshotSizes(t *testing.T) {
 	needKVM(t)
 	img, err := vmm.OpenImage(image(t, "./testdata/snapwait"))
@@ -513,5 +516,29 @@ func TestSnapshotSizes(t *testing.T) {
 			t.Errorf("%d MiB: guest RAM resident after the restored guest ran: %d bytes (%v); want only the pages it touched", mib, resident, rerr)
 		}
 		t.Logf("%d MiB: %d KiB stored, restored guest's resident RAM %d KiB", mib, res.Meta.MemStored>>10, resident>>10)
+
+		// Into a VM prepared ahead (vmm.Prepare: a pool's VM), the same;
+		// one of another size is refused, and released.
+		other, err := vmm.Prepare((mib + 2) << 20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := vmm.Restore(vmm.RestoreConfig{Store: store, Snapshot: "s", Image: img, Prepared: other}); err == nil || !strings.Contains(err.Error(), "prepared VM has") {
+			t.Errorf("%d MiB: restore into a VM prepared with 2 MiB more: %v; want it refused", mib, err)
+		}
+		p, err := vmm.Prepare(mib << 20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out.Reset()
+		rv, err = vmm.Restore(vmm.RestoreConfig{Store: store, Snapshot: "s", Image: img, Stdin: strings.NewReader("again\n"), Stdout: &out, Prepared: p})
+		if err != nil {
+			t.Fatalf("%d MiB: restore into a prepared VM: %v", mib, err)
+		}
+		status, err = rv.Run()
+		rv.Close()
+		if err != nil || status != 0 || out.String() != "got again\n" {
+			t.Errorf("%d MiB: restore into a prepared VM: status %d, %v, output %q; want \"got again\\n\" only", mib, status, err, out.String())
+		}
 	}
 }

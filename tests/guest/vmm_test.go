@@ -43,6 +43,10 @@ var (
 	prebuilt = os.Getenv("AMBER_TEST_PREBUILT")
 )
 
+// vmmLDFlags are the Makefile's VMM_LDFLAGS: the vmm binary's heap gets
+// no transparent huge pages.
+const vmmLDFlags = "-X=runtime.godebugDefault=disablethp=1"
+
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "vmm-test-")
 	if err != nil {
@@ -53,9 +57,9 @@ func TestMain(m *testing.M) {
 	if prebuilt != "" {
 		vmmBin = filepath.Join(prebuilt, "bin", "vmm")
 	} else {
-		// Static, as the Makefile builds it (the benchmarks measure its
-		// start and its memory).
-		build := exec.Command("go", "build", "-o", vmmBin, "../../tools/vmm")
+		// Static and without huge pages on its heap, as the Makefile
+		// builds it (the benchmarks measure its start and its memory).
+		build := exec.Command("go", "build", "-ldflags="+vmmLDFlags, "-o", vmmBin, "../../tools/vmm")
 		build.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := build.CombinedOutput(); err != nil {
 			os.Stderr.Write(out)

@@ -204,12 +204,14 @@ func prebuild(root, share string, want []kvmTests) error {
 		}
 		return nil
 	}
+	// As the Makefile builds them: static, no huge pages on the heap.
+	const ldflags = "-ldflags=-X=runtime.godebugDefault=disablethp=1"
 	vmmBin := filepath.Join(share, "bin", "vmm")
-	if err := gocmd("build", "-o", vmmBin, "./tools/vmm"); err != nil {
+	if err := gocmd("build", ldflags, "-o", vmmBin, "./tools/vmm"); err != nil {
 		return err
 	}
 	// The user-mode network's process, which vmm finds next to itself.
-	if err := gocmd("build", "-o", filepath.Join(share, "bin", "vmm-net"), "./tools/vmmnet"); err != nil {
+	if err := gocmd("build", ldflags, "-o", filepath.Join(share, "bin", "vmm-net"), "./tools/vmmnet"); err != nil {
 		return err
 	}
 	imgs := map[string]bool{}
