@@ -80,8 +80,11 @@ func TestFindKVMTests(t *testing.T) {
 	if err != nil || !slices.Contains(k.Tests, "BenchmarkDataKVM") || slices.Contains(k.Tests, "BenchmarkDataSeqTCG") || !slices.Contains(k.Natives, "tests/guest/testdata/datafs") || !slices.Contains(k.Images, "tests/guest/testdata/datafs") {
 		t.Errorf("benchmarks: %+v, %v", k, err)
 	}
-	if s := runScript([]kvmTests{k}); !strings.Contains(s, "-test.run '^$' -test.benchtime 1x -test.bench '^(") {
-		t.Errorf("run.sh for benchmarks:\n%s", s)
+	if s := runScript([]kvmTests{k}); !strings.Contains(s, "-test.run '^$' -test.benchtime 1x -test.bench '^(") || !strings.Contains(s, "AMBER_TEST_PREBUILT=/tmp/prebuilt") {
+		t.Errorf("run.sh for benchmarks (the prebuilt files copied to tmpfs):\n%s", s)
+	}
+	if s := runScript([]kvmTests{{Pkg: "vmm", Tests: []string{"TestX"}}}); !strings.Contains(s, "AMBER_TEST_PREBUILT=/share\n") {
+		t.Errorf("run.sh for tests (the prebuilt files read from the share):\n%s", s)
 	}
 	rs := parseResults("nestkvm: package tests/guest\nBenchmarkDataKVM   \t       1\t12345 ns/op\t 3.5 guest-write-MB/s\n")
 	if len(rs) != 1 || rs[0].Name != "BenchmarkDataKVM" || !strings.Contains(rs[0].Line, "guest-write-MB/s") {
