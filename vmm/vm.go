@@ -268,23 +268,10 @@ func New(cfg Config) (_ *VM, err error) {
 	if err = vm.setMemoryRegion(0); err != nil {
 		return nil, err
 	}
-	// An in-kernel local APIC (its timer drives preemption; device MSIs
-	// reach it through irqfd) without an exit to this process per
-	// interrupt. The split irqchip leaves out the in-kernel PIC, IOAPIC
-	// and PIT the guest does not use, whose teardown alone cost ~12 ms per
-	// VM here (0.5 ms without them).
-	if err = enableSplitIRQChip(vm.vmFd); err != nil {
-		return nil, fmt.Errorf("KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP): %w", err)
-	}
 	vm.irqs.vmFd = vm.vmFd
-	if vm.vcpu, err = newVCPU(vm.kvmFd, vm.vmFd, 0); err != nil {
+	if vm.vcpu, vm.tscHz, err = irqchipAndVCPU(vm.kvmFd, vm.vmFd); err != nil {
 		return nil, err
 	}
-	khz, err := kvm.GetTSCKHz(vm.vcpu.fd)
-	if err != nil || khz == 0 {
-		return nil, fmt.Errorf("KVM_GET_TSC_KHZ: %v", err)
-	}
-	vm.tscHz = khz * 1000
 
 	lstar := uint64(0)
 	switch cfg.SyscallTrap {
