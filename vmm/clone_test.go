@@ -2,9 +2,11 @@ package vmm
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/amberos/amber/objstore"
@@ -141,4 +143,139 @@ func TestCloneMapping(t *testing.T) {
 	if r := objstore.Fsck(cd); !r.OK() {
 		t.Fatalf("clone: %s", r)
 	}
+}
+
+// TestCloneIncremental: a clone's snapshot is incremental to the base's
+// snapshot it was restored from, as snapshotNow takes it: the pages the
+// clone wrote (found by privatePages in the memory mapped from the base's
+// file) are all the clone store gets; the rest is shared with the base,
+// which is not written. The snapshot maps back to the clone's memory.
+// Without KVM: memory mapped and written as a restored VM's is.
+func TestCloneIncremental(t *testing.T) {
+	dir := t.TempDir()
+	base := filepath.Join(dir, "vm.store")
+	if err := CreateStoreDisk(base, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	const memBytes = 8 << 20
+	mem := make([]byte, memBytes)
+	for i := range mem {
+		mem[i] = byte(i>>12) | 1
+	}
+	dev, err := filedev.Open(base, filedev.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := objstore.Open(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Update(func(tx *objstore.Tx) error {
+		return snapfmt.Write(tx, &snapfmt.Contents{Meta: snapfmt.Meta{Name: "warm"}, Memory: mem, DiskObject: StoreDiskObject})
+	})
+	s.Close()
+	dev.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	clone := filepath.Join(dir, "c1.store")
+	rc := RestoreConfig{Store: base, Snapshot: "warm", Clone: clone}
+	if dev, _, err = openRestoreStore(&rc); err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	if s, err = objstore.Open(dev); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	mapSnapshot := func(name string) *GuestMemory {
+		t.Helper()
+		gm, err := newGuestMemory(memBytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = s.View(func(tx *objstore.Tx) error {
+			m, err := snapfmt.ReadMeta(tx, name)
+			if err != nil {
+				return err
+			}
+			es, err := snapfmt.MemoryExtents(tx, m)
+			for _, e := range es {
+				if err == nil {
+					err = mapExtent(gm, dev, e)
+				}
+			}
+			return err
+		})
+		if err != nil {
+			gm.close()
+			t.Fatal(err)
+		}
+		return gm
+	}
+	gm := mapSnapshot("warm")
+	defer gm.close()
+	// The clone reads all its memory and writes 5 pages (one zeroed).
+	var sum int
+	for _, b := range gm.mem {
+		sum += int(b)
+	}
+	for _, p := range []int{3, 100, 101, 102} {
+		gm.mem[p*pageSize+7] ^= 0xff
+	}
+	clear(gm.mem[500*pageSize : 501*pageSize])
+	dirty, err := gm.privatePages()
+	if err != nil {
+		t.Fatal(err)
+	}
+	before0 := allocatedBytes(t, clone)
+	c := &snapfmt.Contents{Meta: snapfmt.Meta{Name: "later", Parent: "warm"}, Memory: gm.mem, Dirty: dirty, DiskObject: StoreDiskObject}
+	err = s.Update(func(tx *objstore.Tx) error {
+		// snapshotNow's test of the parent: the clone holds the base's.
+		if ok, err := snapfmt.Exists(tx, "warm"); err != nil || !ok {
+			return fmt.Errorf("the base's snapshot warm in the clone: found %v, %v", ok, err)
+		}
+		return snapfmt.Write(tx, c)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	grew := allocatedBytes(t, clone) - before0
+	t.Logf("later: parent %q, %d bytes stored, %d dirty; the clone file grew by %d KiB", c.Meta.Parent, c.Meta.MemStored, c.Meta.MemDirty, grew>>10)
+	if c.Meta.Parent != "warm" || c.Meta.MemDirty != 5*pageSize || c.Meta.MemStored != 5*pageSize {
+		t.Errorf("later: parent %q, %d bytes stored, %d dirty; want incremental to warm, the 5 pages written", c.Meta.Parent, c.Meta.MemStored, c.Meta.MemDirty)
+	}
+	if grew > 1<<20 {
+		t.Errorf("the clone file grew by %d KiB for 5 pages (warm's memory is %d KiB)", grew>>10, memBytes>>10)
+	}
+	lm := mapSnapshot("later")
+	defer lm.close()
+	if !bytes.Equal(lm.mem, gm.mem) {
+		t.Error("snapshot later does not map to the clone's memory")
+	}
+	after, err := os.ReadFile(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(before, after) {
+		t.Error("the base file changed")
+	}
+	if r := s.Fsck(); !r.OK() {
+		t.Errorf("clone: %s", r)
+	}
+}
+
+// allocatedBytes returns the bytes of disk a sparse file takes.
+func allocatedBytes(t *testing.T, path string) int64 {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Blocks * 512
 }

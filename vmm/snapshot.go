@@ -447,8 +447,10 @@ func (vm *VM) snapshotNow(name string) (*snapfmt.Meta, error) {
 	}
 	err = sd.inSnapshotTx(func(tx *objstore.Tx) error {
 		if parent != "" {
-			// A parent deleted since (or in another store) makes a
-			// full snapshot.
+			// A parent deleted since makes a full snapshot. A clone
+			// store holds its base's snapshots: a clone's parent in
+			// the base is found, and its blocks are shared, not
+			// copied (the base is only read).
 			if ok, err := snapfmt.Exists(tx, parent); err != nil {
 				return err
 			} else if ok {

@@ -335,25 +335,7 @@ func TestSnapshotIncremental(t *testing.T) {
 	case <-time.After(300 * time.Second):
 		t.Fatal("the guest was not ready within 300s")
 	}
-	// dirty has the guest write its next MiB and returns the line it
-	// printed.
-	dirty := func(pw io.Writer, rw *readyWriter, n int) string {
-		t.Helper()
-		pw.Write([]byte("x\n"))
-		want := "dirtied " + strconv.Itoa(n) + " sum "
-		for deadline := time.Now().Add(120 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-			rw.mu.Lock()
-			out := rw.buf.String()
-			rw.mu.Unlock()
-			if i := strings.Index(out, want); i >= 0 {
-				if j := strings.IndexByte(out[i:], '\n'); j >= 0 {
-					return out[i : i+j+1]
-				}
-			}
-		}
-		t.Fatalf("no %q within 120s:\n%s", want, rw.buf.String())
-		return ""
-	}
+	dirty := func(pw io.Writer, rw *readyWriter, n int) string { t.Helper(); return dirtyLine(t, pw, rw, n) }
 	line := func(n int) string { t.Helper(); return dirty(pw, rw, n) }
 	snapOf := func(vm *vmm.VM, name string) *vmm.SnapshotResult {
 		t.Helper()
@@ -447,6 +429,26 @@ func TestSnapshotIncremental(t *testing.T) {
 	if r := run(t, "store", "fsck", store); r.code != 0 {
 		t.Errorf("store fsck: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
+}
+
+// dirtyLine has testdata/snapdirty write its next MiB (its n-th) and
+// returns the line it printed, with the checksum of all its memory.
+func dirtyLine(t *testing.T, pw io.Writer, rw *readyWriter, n int) string {
+	t.Helper()
+	pw.Write([]byte("x\n"))
+	want := "dirtied " + strconv.Itoa(n) + " sum "
+	for deadline := time.Now().Add(120 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		rw.mu.Lock()
+		out := rw.buf.String()
+		rw.mu.Unlock()
+		if i := strings.Index(out, want); i >= 0 {
+			if j := strings.IndexByte(out[i:], '\n'); j >= 0 {
+				return out[i : i+j+1]
+			}
+		}
+	}
+	t.Fatalf("no %q within 120s:\n%s", want, rw.buf.String())
+	return ""
 }
 
 // Restoring a snapshot taken with 256 MiB and with 2 GiB of guest
