@@ -202,6 +202,10 @@ func (vm *VM) Paused() bool {
 type SnapshotResult struct {
 	Meta  snapfmt.Meta
 	Pause time.Duration // the vCPU's time out of the guest for it
+	// Phases is where Pause went, in order: committing the disk's cached
+	// writes, the vCPU's and devices' state, finding the pages to save,
+	// writing them and the state into the store, and the commit.
+	Phases []Phase
 }
 
 // Snapshot saves the whole VM as snapshot name in the store its disk is
@@ -213,12 +217,12 @@ func (vm *VM) Snapshot(name string, stop bool) (*SnapshotResult, error) {
 	}
 	var res *SnapshotResult
 	err := vm.onVCPU(func() error {
-		t0 := time.Now()
-		m, err := vm.snapshotNow(name)
+		clock := newPhaseClock()
+		m, err := vm.snapshotNow(name, clock)
 		if err != nil {
 			return err
 		}
-		res = &SnapshotResult{Meta: *m, Pause: time.Since(t0)}
+		res = &SnapshotResult{Meta: *m, Pause: time.Since(clock.start), Phases: clock.phases}
 		if stop {
 			vm.stop.Store(true)
 		}
@@ -268,13 +272,13 @@ func hcSnapshot(vm *VM, h *boot.Hypercall) (int64, bool) {
 	ret := vm.hcBlock[40:48]
 	vm.atNextEntry(func() {
 		binary.LittleEndian.PutUint64(ret, 1)
-		t0 := time.Now()
-		m, err := vm.snapshotNow(name)
+		clock := newPhaseClock()
+		m, err := vm.snapshotNow(name, clock)
 		var res *SnapshotResult
 		code := int64(0)
 		switch {
 		case err == nil:
-			res = &SnapshotResult{Meta: *m, Pause: time.Since(t0)}
+			res = &SnapshotResult{Meta: *m, Pause: time.Since(clock.start), Phases: clock.phases}
 		case errors.Is(err, snapfmt.ErrExists):
 			code = errExist
 		default:
@@ -365,7 +369,7 @@ func (vm *VM) transports() []*virtioMMIO {
 }
 
 // snapshotNow takes the snapshot; the vCPU is out of KVM_RUN.
-func (vm *VM) snapshotNow(name string) (*snapfmt.Meta, error) {
+func (vm *VM) snapshotNow(name string, clock *phaseClock) (*snapfmt.Meta, error) {
 	sd, err := vm.snapshotDisk()
 	if err != nil {
 		return nil, err
@@ -384,6 +388,7 @@ func (vm *VM) snapshotNow(name string) (*snapfmt.Meta, error) {
 		return nil, err
 	}
 	vcpuState := encodeVCPUState(st)
+	clock.mark("vCPU state")
 	vs := vmState{LSTAR: vm.lstarMode, Devices: map[string]json.RawMessage{}, Net: vm.netRecordOf()}
 	for n, s := range vm.DeviceStates() {
 		b, err := json.Marshal(s)
@@ -396,6 +401,7 @@ func (vm *VM) snapshotNow(name string) (*snapfmt.Meta, error) {
 	if err != nil {
 		return nil, err
 	}
+	clock.mark("device state")
 	img, _ := filepath.Abs(vm.img.Path)
 	var imgSize int64
 	if fi, err := os.Stat(vm.img.Path); err == nil {
@@ -410,6 +416,7 @@ func (vm *VM) snapshotNow(name string) (*snapfmt.Meta, error) {
 	if err != nil {
 		touched = nil
 	}
+	clock.mark("touched pages")
 	c := &snapfmt.Contents{
 		Meta:    snapfmt.Meta{Name: name, Image: img, ImageSize: imgSize, TSCHz: vm.tscHz, BootTSC: vm.bootTSC},
 		VCPU:    vcpuState,
@@ -445,7 +452,8 @@ func (vm *VM) snapshotNow(name string) (*snapfmt.Meta, error) {
 	default:
 		parent = ""
 	}
-	err = sd.inSnapshotTx(func(tx *objstore.Tx) error {
+	clock.mark("dirty pages")
+	err = sd.inSnapshotTx(clock, func(tx *objstore.Tx) error {
 		if parent != "" {
 			// A parent deleted since makes a full snapshot. A clone
 			// store holds its base's snapshots: a clone's parent in
@@ -457,7 +465,9 @@ func (vm *VM) snapshotNow(name string) (*snapfmt.Meta, error) {
 				c.Meta.Parent = parent
 			}
 		}
-		return snapfmt.Write(tx, c)
+		err := snapfmt.Write(tx, c)
+		clock.mark("write")
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -480,7 +490,7 @@ func (vm *VM) snapshotNow(name string) (*snapfmt.Meta, error) {
 // inSnapshotTx commits the disk's cached writes, then runs fn in a new
 // write transaction and commits it: the snapshot is in the store whole
 // or not at all, and the disk's writes survive a failed snapshot.
-func (d *storeDisk) inSnapshotTx(fn func(tx *objstore.Tx) error) error {
+func (d *storeDisk) inSnapshotTx(clock *phaseClock, fn func(tx *objstore.Tx) error) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.tx != nil {
@@ -489,6 +499,7 @@ func (d *storeDisk) inSnapshotTx(fn func(tx *objstore.Tx) error) error {
 		if err := tx.Commit(); err != nil {
 			return fmt.Errorf("committing the disk's writes: %w", err)
 		}
+		clock.mark("disk's writes committed")
 	}
 	tx, err := d.s.Begin(true)
 	if err != nil {
@@ -498,7 +509,9 @@ func (d *storeDisk) inSnapshotTx(fn func(tx *objstore.Tx) error) error {
 		tx.Abort()
 		return err
 	}
-	return tx.Commit()
+	err = tx.Commit()
+	clock.mark("commit")
+	return err
 }
 
 // RestoreConfig describes a VM brought back from a snapshot.

@@ -236,7 +236,8 @@ func BenchmarkRestore(b *testing.B) {
 // BenchmarkSnapshotPause: the time a snapshot keeps the guest paused, for
 // the first (full) snapshot of a VM with 1 GiB of memory of which 64 MiB
 // in use, and for incremental ones after the guest wrote 1 MiB, in the
-// same run; with what each stored.
+// same run; with what each stored and where the pause went
+// (SnapshotResult.Phases).
 func BenchmarkSnapshotPause(b *testing.B) {
 	needKVM(b)
 	img, err := vmm.OpenImage(image(b, "./testdata/snapdirty"))
@@ -279,6 +280,8 @@ func BenchmarkSnapshotPause(b *testing.B) {
 	const runs = 7
 	var pauses []time.Duration
 	var stored, dirty int64
+	phases := map[string][]time.Duration{}
+	var order []string
 	for i := 1; i <= runs; i++ {
 		want := "dirtied " + strconv.Itoa(i) + " "
 		pw.Write([]byte("x\n"))
@@ -303,12 +306,26 @@ func BenchmarkSnapshotPause(b *testing.B) {
 			b.Fatalf("snapshot %d is not incremental", i)
 		}
 		pauses = append(pauses, res.Pause)
+		for _, p := range res.Phases {
+			if _, ok := phases[p.Name]; !ok {
+				order = append(order, p.Name)
+			}
+			phases[p.Name] = append(phases[p.Name], p.D)
+		}
 		stored += res.Meta.MemStored
 		dirty += res.Meta.MemDirty
 	}
 	inc := median(pauses)
 	b.Logf("full snapshot: paused %v, %.1f MiB stored of 1 GiB; incremental after 1 MiB written: paused %v (median of %d), %.2f MiB stored, %.2f MiB dirty (mean); pause ratio incremental/full %.3f",
 		full.Pause, float64(full.Meta.MemStored)/(1<<20), inc, runs, float64(stored)/runs/(1<<20), float64(dirty)/runs/(1<<20), float64(inc)/float64(full.Pause))
+	var fl, il []string
+	for _, p := range full.Phases {
+		fl = append(fl, fmt.Sprintf("%s %v", p.Name, p.D))
+	}
+	for _, n := range order {
+		il = append(il, fmt.Sprintf("%s %v", n, median(phases[n])))
+	}
+	b.Logf("where the pause went: full: %s; incremental (medians): %s", strings.Join(fl, ", "), strings.Join(il, ", "))
 	b.ReportMetric(float64(full.Pause.Microseconds())/1000, "full-pause-ms")
 	b.ReportMetric(float64(inc.Microseconds())/1000, "inc-pause-ms")
 	b.ReportMetric(float64(inc)/float64(full.Pause), "pause-ratio")
