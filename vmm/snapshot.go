@@ -204,25 +204,37 @@ type SnapshotResult struct {
 	Pause time.Duration // the vCPU's time out of the guest for it
 	// Phases is where Pause went, in order: committing the disk's cached
 	// writes, the vCPU's and devices' state, finding the pages to save,
-	// writing them and the state into the store, and the commit.
+	// writing them and the state into the store, and (for a snapshot
+	// that stops the VM or that the guest asked for) the commit.
 	Phases []Phase
+	// Commit is how long the commit took after the guest resumed (a
+	// snapshot that lets the guest run on): the snapshot was durable
+	// Pause + Commit after it began.
+	Commit time.Duration
 }
 
 // Snapshot saves the whole VM as snapshot name in the store its disk is
 // in, and lets the guest continue (unless stop: then the VM stops, as
-// with Stop, once the snapshot is committed).
+// with Stop, once the snapshot is committed). It returns once the
+// snapshot is committed. The guest is paused only until the snapshot's
+// pages and state are in the store's transaction: the commit (its
+// flushes, ~2 ms on a disk here) runs while the guest runs on, holding
+// the disk, whose requests wait for it. A commit that fails leaves the
+// store as it was and makes the VM's next snapshot full.
 func (vm *VM) Snapshot(name string, stop bool) (*SnapshotResult, error) {
 	if err := snapfmt.CheckName(name); err != nil {
 		return nil, err
 	}
 	var res *SnapshotResult
+	var commit <-chan error
 	err := vm.onVCPU(func() error {
 		clock := newPhaseClock()
-		m, err := vm.snapshotNow(name, clock)
+		m, c, err := vm.snapshotNow(name, clock, !stop)
 		if err != nil {
 			return err
 		}
 		res = &SnapshotResult{Meta: *m, Pause: time.Since(clock.start), Phases: clock.phases}
+		commit = c
 		if stop {
 			vm.stop.Store(true)
 		}
@@ -230,6 +242,13 @@ func (vm *VM) Snapshot(name string, stop bool) (*SnapshotResult, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("snapshot %q: %w", name, err)
+	}
+	if commit != nil {
+		resumed := time.Now()
+		if err := <-commit; err != nil {
+			return nil, fmt.Errorf("snapshot %q: committing: %w", name, err)
+		}
+		res.Commit = time.Since(resumed)
 	}
 	return res, nil
 }
@@ -272,8 +291,9 @@ func hcSnapshot(vm *VM, h *boot.Hypercall) (int64, bool) {
 	ret := vm.hcBlock[40:48]
 	vm.atNextEntry(func() {
 		binary.LittleEndian.PutUint64(ret, 1)
+		// The call's result is the commit's: committed in place.
 		clock := newPhaseClock()
-		m, err := vm.snapshotNow(name, clock)
+		m, _, err := vm.snapshotNow(name, clock, false)
 		var res *SnapshotResult
 		code := int64(0)
 		switch {
@@ -369,10 +389,14 @@ func (vm *VM) transports() []*virtioMMIO {
 }
 
 // snapshotNow takes the snapshot; the vCPU is out of KVM_RUN.
-func (vm *VM) snapshotNow(name string, clock *phaseClock) (*snapfmt.Meta, error) {
+//
+// With later, the transaction's commit runs after snapshotNow returns
+// (the guest may run on) and its result comes on commit; otherwise it is
+// committed before.
+func (vm *VM) snapshotNow(name string, clock *phaseClock, later bool) (_ *snapfmt.Meta, commit <-chan error, err error) {
 	sd, err := vm.snapshotDisk()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	ts := vm.transports()
 	for _, t := range ts {
@@ -385,7 +409,7 @@ func (vm *VM) snapshotNow(name string, clock *phaseClock) (*snapfmt.Meta, error)
 	}()
 	st, err := vm.vcpu.SaveState()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	vcpuState := encodeVCPUState(st)
 	clock.mark("vCPU state")
@@ -393,13 +417,13 @@ func (vm *VM) snapshotNow(name string, clock *phaseClock) (*snapfmt.Meta, error)
 	for n, s := range vm.DeviceStates() {
 		b, err := json.Marshal(s)
 		if err != nil {
-			return nil, fmt.Errorf("encoding the state of %s: %w", n, err)
+			return nil, nil, fmt.Errorf("encoding the state of %s: %w", n, err)
 		}
 		vs.Devices[n] = b
 	}
 	devJSON, err := json.Marshal(&vs)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	clock.mark("device state")
 	img, _ := filepath.Abs(vm.img.Path)
@@ -407,22 +431,11 @@ func (vm *VM) snapshotNow(name string, clock *phaseClock) (*snapfmt.Meta, error)
 	if fi, err := os.Stat(vm.img.Path); err == nil {
 		imgSize = fi.Size()
 	}
-	// Skip the pages never touched (most of a VM's RAM): anonymous
-	// memory the host never backed is zero. Pages mapped from a file (the
-	// image's read-only segments, a restored VM's snapshot) hold the
-	// file's data even untouched: touchedPages counts them. A failure
-	// only costs time: every page is read.
-	touched, err := vm.mem.touchedPages()
-	if err != nil {
-		touched = nil
-	}
-	clock.mark("touched pages")
 	c := &snapfmt.Contents{
 		Meta:    snapfmt.Meta{Name: name, Image: img, ImageSize: imgSize, TSCHz: vm.tscHz, BootTSC: vm.bootTSC},
 		VCPU:    vcpuState,
 		Devices: devJSON,
 		Memory:  vm.mem.mem,
-		Touched: touched,
 		// The disk as the guest sees it, its cached writes included.
 		DiskObject: StoreDiskObject,
 	}
@@ -453,7 +466,7 @@ func (vm *VM) snapshotNow(name string, clock *phaseClock) (*snapfmt.Meta, error)
 		parent = ""
 	}
 	clock.mark("dirty pages")
-	err = sd.inSnapshotTx(clock, func(tx *objstore.Tx) error {
+	commit, err = sd.inSnapshotTx(clock, later, func(tx *objstore.Tx) error {
 		if parent != "" {
 			// A parent deleted since makes a full snapshot. A clone
 			// store holds its base's snapshots: a clone's parent in
@@ -465,13 +478,30 @@ func (vm *VM) snapshotNow(name string, clock *phaseClock) (*snapfmt.Meta, error)
 				c.Meta.Parent = parent
 			}
 		}
+		if c.Meta.Parent == "" {
+			// A full snapshot skips the pages never touched (most of
+			// a VM's RAM): anonymous memory the host never backed is
+			// zero. Pages mapped from a file (the image's read-only
+			// segments, a restored VM's snapshot) hold the file's data
+			// even untouched: touchedPages counts them. A failure only
+			// costs time: every page is read. An incremental snapshot
+			// writes only the dirty pages and needs no scan (the
+			// pagemap of 1 GiB was a quarter of its pause, nested).
+			if touched, err := vm.mem.touchedPages(); err == nil {
+				c.Touched = touched
+			}
+			clock.mark("touched pages")
+		}
 		err := snapfmt.Write(tx, c)
 		clock.mark("write")
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	// Set before a later commit is done: the next snapshot waits for it
+	// (the disk's lock), and a parent whose commit failed is not in the
+	// store, which makes that snapshot full.
 	vm.snapParent = name
 	if !vm.dirtyLog {
 		// From now on KVM logs the guest's writes (the first write to
@@ -484,34 +514,55 @@ func (vm *VM) snapshotNow(name string, clock *phaseClock) (*snapfmt.Meta, error)
 			vm.dirtyLog = true
 		}
 	}
-	return &c.Meta, nil
+	return &c.Meta, commit, nil
 }
 
 // inSnapshotTx commits the disk's cached writes, then runs fn in a new
 // write transaction and commits it: the snapshot is in the store whole
-// or not at all, and the disk's writes survive a failed snapshot.
-func (d *storeDisk) inSnapshotTx(clock *phaseClock, fn func(tx *objstore.Tx) error) error {
+// or not at all, and the disk's writes survive a failed snapshot. With
+// later the commit runs in a goroutine that holds the disk's lock until
+// it is done (the disk's requests wait for it, the guest need not), and
+// its result comes on commit.
+func (d *storeDisk) inSnapshotTx(clock *phaseClock, later bool, fn func(tx *objstore.Tx) error) (commit <-chan error, err error) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
+	locked := true
+	defer func() {
+		if locked {
+			d.mu.Unlock()
+		}
+	}()
 	if d.tx != nil {
 		tx := d.tx
 		d.tx, d.obj = nil, nil
 		if err := tx.Commit(); err != nil {
-			return fmt.Errorf("committing the disk's writes: %w", err)
+			return nil, fmt.Errorf("committing the disk's writes: %w", err)
 		}
 		clock.mark("disk's writes committed")
 	}
 	tx, err := d.s.Begin(true)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := fn(tx); err != nil {
 		tx.Abort()
-		return err
+		return nil, err
+	}
+	if later {
+		// The snapshot's pages and state were copied into the
+		// transaction (objstore's writes copy or write through): what
+		// the guest does from now on cannot change it.
+		done := make(chan error, 1)
+		locked = false
+		go func() {
+			err := tx.Commit()
+			d.mu.Unlock()
+			done <- err
+		}()
+		return done, nil
 	}
 	err = tx.Commit()
 	clock.mark("commit")
-	return err
+	return nil, err
 }
 
 // RestoreConfig describes a VM brought back from a snapshot.

@@ -278,7 +278,7 @@ func BenchmarkSnapshotPause(b *testing.B) {
 		b.Fatalf("the first snapshot is incremental to %q", full.Meta.Parent)
 	}
 	const runs = 7
-	var pauses []time.Duration
+	var pauses, commits []time.Duration
 	var stored, dirty int64
 	phases := map[string][]time.Duration{}
 	var order []string
@@ -306,6 +306,7 @@ func BenchmarkSnapshotPause(b *testing.B) {
 			b.Fatalf("snapshot %d is not incremental", i)
 		}
 		pauses = append(pauses, res.Pause)
+		commits = append(commits, res.Commit)
 		for _, p := range res.Phases {
 			if _, ok := phases[p.Name]; !ok {
 				order = append(order, p.Name)
@@ -325,7 +326,8 @@ func BenchmarkSnapshotPause(b *testing.B) {
 	for _, n := range order {
 		il = append(il, fmt.Sprintf("%s %v", n, median(phases[n])))
 	}
-	b.Logf("where the pause went: full: %s; incremental (medians): %s", strings.Join(fl, ", "), strings.Join(il, ", "))
+	b.Logf("where the pause went: full: %s; incremental (medians): %s; then the commit, the guest running: full %v, incremental %v (median)", strings.Join(fl, ", "), strings.Join(il, ", "), full.Commit, median(commits))
+	b.ReportMetric(float64(median(commits).Microseconds())/1000, "inc-commit-after-ms")
 	b.ReportMetric(float64(full.Pause.Microseconds())/1000, "full-pause-ms")
 	b.ReportMetric(float64(inc.Microseconds())/1000, "inc-pause-ms")
 	b.ReportMetric(float64(inc)/float64(full.Pause), "pause-ratio")

@@ -36,13 +36,16 @@ func (c vmControl) Snapshot(name string, stop bool) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return snapshotReply{Meta: r.Meta, PauseNs: r.Pause.Nanoseconds()}, nil
+	return snapshotReply{Meta: r.Meta, PauseNs: r.Pause.Nanoseconds(), CommitNs: r.Commit.Nanoseconds()}, nil
 }
 
 // snapshotReply is POST /snapshot's reply.
 type snapshotReply struct {
 	Meta    snapshot.Meta `json:"snapshot"`
 	PauseNs int64         `json:"pauseNs"`
+	// CommitNs: the commit after the guest resumed (0 when the
+	// snapshot stopped the VM: committed within the pause).
+	CommitNs int64 `json:"commitNs"`
 }
 
 // serveAPI starts the control API of vm at path; the returned function
@@ -96,8 +99,12 @@ func cmdSnapshot(args []string, stdout, stderr io.Writer) int {
 	if m.Parent != "" {
 		inc = fmt.Sprintf(", incremental to %s: %s dirty", m.Parent, mib(m.MemDirty))
 	}
-	fmt.Fprintf(stdout, "snapshot %s: memory %s (%s stored%s), disk %s, guest paused %v\n",
-		m.Name, mib(m.MemBytes), mib(m.MemStored), inc, mib(m.DiskBytes), time.Duration(r.PauseNs).Round(time.Microsecond))
+	committed := ""
+	if r.CommitNs > 0 {
+		committed = fmt.Sprintf(", committed %v after it resumed", time.Duration(r.CommitNs).Round(time.Microsecond))
+	}
+	fmt.Fprintf(stdout, "snapshot %s: memory %s (%s stored%s), disk %s, guest paused %v%s\n",
+		m.Name, mib(m.MemBytes), mib(m.MemStored), inc, mib(m.DiskBytes), time.Duration(r.PauseNs).Round(time.Microsecond), committed)
 	return 0
 }
 
