@@ -1,0 +1,314 @@
+package guest
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// firstResponse GETs path through host port port until the guest
+// answers, and returns the answer's body and when it had been read. A
+// new attempt starts every 5 ms while fewer than 8 are pending: before
+// the guest listens, an attempt may fail at once (nothing listens on the
+// host port yet, or the guest resets the connection) or wait in the user
+// network's forwarder (which resolves the guest's address first), and
+// one waiting must not hold back the next. An answer other than 200 is
+// an error at once, not retried.
+func firstResponse(v *netVM, port int, path string, timeout time.Duration) (string, time.Time, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	type result struct {
+		body  string
+		at    time.Time
+		err   error
+		fatal bool
+	}
+	const maxPending = 8
+	results := make(chan result, maxPending)
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	url := fmt.Sprintf("http://127.0.0.1:%d%s", port, path)
+	attempt := func() {
+		req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
+		if err != nil {
+			results <- result{err: err, fatal: true}
+			return
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			results <- result{err: err}
+			return
+		}
+		b, err := io.ReadAll(resp.Body)
+		at := time.Now()
+		resp.Body.Close()
+		switch {
+		case err != nil:
+			results <- result{err: err}
+		case resp.StatusCode != http.StatusOK:
+			results <- result{err: fmt.Errorf("GET %s: %s %q", path, resp.Status, b), fatal: true}
+		default:
+			results <- result{body: string(b), at: at}
+		}
+	}
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	pending := 1
+	go attempt()
+	var last error
+	for {
+		select {
+		case r := <-results:
+			pending--
+			if r.err == nil || r.fatal {
+				return r.body, r.at, r.err
+			}
+			last = r.err
+		case <-tick.C:
+			if pending < maxPending {
+				pending++
+				go attempt()
+			}
+		case err := <-v.exited:
+			v.exited <- err
+			return "", time.Time{}, fmt.Errorf("vmm exited (%v) before answering GET %s", err, path)
+		case <-ctx.Done():
+			return "", time.Time{}, fmt.Errorf("GET %s on port %d: no answer within %v: %v", path, port, timeout, last)
+		}
+	}
+}
+
+// stopNetVM stops v (SIGTERM: the VM stops, vmm tears it down, vmm-net
+// with it) and waits for vmm to exit.
+func stopNetVM(v *netVM) {
+	v.cmd.Process.Signal(syscall.SIGTERM)
+	err := <-v.exited
+	v.exited <- err
+}
+
+// restorePhaseRE is a line of vmm restore --boot-time: the phase's name,
+// its time and the running total.
+var restorePhaseRE = regexp.MustCompile(`^vmm: restore (.+?)\s+(\S+)\s+\((\S+)\)$`)
+
+// restorePhases reads the phases vmm restore --boot-time printed.
+func restorePhases(out string) (names []string, ds []time.Duration) {
+	for _, l := range strings.Split(out, "\n") {
+		m := restorePhaseRE.FindStringSubmatch(l)
+		if m == nil {
+			continue
+		}
+		d, err := time.ParseDuration(m[2])
+		if err != nil {
+			continue
+		}
+		names = append(names, m[1])
+		ds = append(ds, d)
+	}
+	return names, ds
+}
+
+// startNetHelper times vmm-net alone: from its exec to its "ready" (its
+// package initialisation, gVisor's stack made, the forward listening),
+// the part of a restore's network that vmm restore waits for before the
+// guest runs. It is given a socket pair's end as vmm gives it; closing
+// ours makes it exit.
+func startNetHelper(b *testing.B, forward string) time.Duration {
+	b.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ours, theirs := os.NewFile(uintptr(fds[0]), "vmm side"), os.NewFile(uintptr(fds[1]), "vmm-net side")
+	defer ours.Close()
+	cmd := exec.Command(filepath.Join(filepath.Dir(vmmBin), "vmm-net"), "-mac", "52:54:00:12:34:56", "-hostfwd", forward)
+	cmd.ExtraFiles = []*os.File{theirs}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	t0 := time.Now()
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	theirs.Close()
+	line := make([]byte, 256)
+	n, _ := io.ReadAtLeast(out, line, len("ready"))
+	d := time.Since(t0)
+	ours.Close()
+	werr := cmd.Wait()
+	if !strings.HasPrefix(string(line[:n]), "ready") {
+		b.Fatalf("vmm-net: %q, %v\n%s", line[:n], werr, stderr.String())
+	}
+	return d
+}
+
+// BenchmarkRestoreHTTP: from nothing to the first HTTP response of a
+// web server, restored from a snapshot against a cold boot of the same
+// image, in the same run. apps/httpd on the user network, forwarded from
+// a host port the kernel chose, is snapshotted (vmm snapshot --stop)
+// once it answers. Then, interleaved (the order alternating, as a VM's
+// teardown slows what follows), 7 repetitions (5 in the nested KVM
+// stage) of: vmm run of the image on a fresh store disk with the same
+// forward, and vmm restore of the store's snapshot (the same store each
+// time: a restore leaves the snapshot as it was, and listens on the
+// snapshot's host port), each timed from before the vmm process is
+// started to the answer's body read through the forward; the answer
+// must be the server's, or the benchmark fails. The processes are what a
+// user runs: exec, vmm's start, the vmm-net process of the user network
+// and the VM. Also timed: vmm-net started alone (restore waits for it
+// before the guest runs; vmm run boots the guest meanwhile), the cold
+// boot's guest up to httpd's "listening" line, and the restore's phases
+// (vmm restore --boot-time). Medians.
+func BenchmarkRestoreHTTP(b *testing.B) {
+	needKVM(b)
+	img := image(b, "../../apps/httpd")
+	buildNetHelper(b)
+	runs := 7
+	if prebuilt != "" {
+		runs = 5 // nested KVM: each VM takes seconds
+	}
+	dir := b.TempDir()
+	b.Setenv("XDG_RUNTIME_DIR", dir)
+	store := filepath.Join(dir, "vm.store")
+	if r := run(b, "store", "create", store, "--disk-size", "16M"); r.code != 0 {
+		b.Fatalf("store create: exit %d\n%s", r.code, r.stderr)
+	}
+	sock := filepath.Join(dir, "vm.sock")
+	orig := startNetVM(b, "run", "--disk", store, "--api", sock, "--net", "user,hostfwd=tcp:127.0.0.1:0-:80", img)
+	port := orig.forwardedPort(b)
+	if body := orig.get(b, port, "/warm"); body != "hello from amber httpd: GET /warm\n" {
+		b.Fatalf("GET /warm: %q", body)
+	}
+	if r := run(b, "snapshot", "--api", sock, "--stop", "warm"); r.code != 0 {
+		b.Fatalf("vmm snapshot: exit %d\n%s", r.code, r.stderr)
+	}
+	err := <-orig.exited
+	orig.exited <- err
+	// The same forward for every VM: the snapshot's (a restore listens on
+	// it), and a fixed port for vmm run, which then boots the guest while
+	// vmm-net starts (with port 0 it would wait for vmm-net to learn the
+	// port first).
+	forward := fmt.Sprintf("tcp:127.0.0.1:%d-:80", port)
+
+	var cold, listening, restore, helper []time.Duration
+	phases := map[string][]time.Duration{}
+	var order []string
+	check := func(what string, v *netVM, path, body string, err error) {
+		b.Helper()
+		if err != nil {
+			b.Fatalf("%s: %v\n%s", what, err, v.output())
+		}
+		if want := "hello from amber httpd: GET " + path + "\n"; body != want {
+			b.Fatalf("%s: GET %s answered %q, want %q", what, path, body, want)
+		}
+	}
+	coldBoot := func(r int) {
+		d := filepath.Join(dir, "cold"+strconv.Itoa(r)+".store")
+		if res := run(b, "store", "create", d, "--disk-size", "16M"); res.code != 0 {
+			b.Fatalf("store create: exit %d\n%s", res.code, res.stderr)
+		}
+		path := fmt.Sprintf("/cold%d", r)
+		t0 := time.Now()
+		v := startNetVM(b, "run", "--disk", d, "--net", "user,hostfwd="+forward, img)
+		heard := make(chan time.Time, 1)
+		stop := make(chan struct{})
+		go func() {
+			for {
+				select {
+				case l := <-v.lines:
+					if strings.Contains(l, "httpd: listening") {
+						heard <- time.Now()
+						return
+					}
+				case <-stop:
+					return
+				}
+			}
+		}()
+		body, at, err := firstResponse(v, port, path, 5*time.Minute)
+		close(stop)
+		check("cold boot", v, path, body, err)
+		cold = append(cold, at.Sub(t0))
+		select {
+		case h := <-heard:
+			listening = append(listening, h.Sub(t0))
+		case <-time.After(time.Second):
+			b.Logf("cold boot %d: no \"httpd: listening\" line seen", r)
+		}
+		stopNetVM(v)
+	}
+	restoreOnce := func(r int) {
+		path := fmt.Sprintf("/restore%d", r)
+		t0 := time.Now()
+		v := startNetVM(b, "restore", "--boot-time", store+"@warm")
+		body, at, err := firstResponse(v, port, path, 5*time.Minute)
+		check("restore", v, path, body, err)
+		restore = append(restore, at.Sub(t0))
+		stopNetVM(v)
+		// vmm printed its phases before it exited; the reader of its
+		// output may still be taking in the last of them.
+		out := v.output()
+		for i := 0; i < 100; i++ {
+			time.Sleep(10 * time.Millisecond)
+			o := v.output()
+			if o == out && strings.Contains(o, "vmm: restore ") {
+				break
+			}
+			out = o
+		}
+		names, ds := restorePhases(out)
+		if len(names) == 0 {
+			b.Fatalf("vmm restore --boot-time printed no phases:\n%s", v.output())
+		}
+		for i, n := range names {
+			if _, ok := phases[n]; !ok {
+				order = append(order, n)
+			}
+			phases[n] = append(phases[n], ds[i])
+		}
+	}
+	for r := 0; r < runs; r++ {
+		if r%2 == 0 {
+			coldBoot(r)
+			restoreOnce(r)
+		} else {
+			restoreOnce(r)
+			coldBoot(r)
+		}
+		helper = append(helper, startNetHelper(b, "tcp:127.0.0.1:0-:80"))
+	}
+	if r := run(b, "store", "fsck", store); r.code != 0 {
+		b.Errorf("fsck of the store: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	c, rs, h := median(cold), median(restore), median(helper)
+	var pl []string
+	for _, n := range order {
+		pl = append(pl, fmt.Sprintf("%s %v", n, median(phases[n]).Round(10*time.Microsecond)))
+	}
+	l := time.Duration(0)
+	if len(listening) > 0 {
+		l = median(listening)
+	}
+	b.Logf("to the first HTTP response (medians of %d): cold boot %v (httpd listening at %v), restore %v: ratio restore/cold %.2f; vmm-net alone to ready %v\n\tcold %v\n\trestore %v\n\trestore phases (medians): %s",
+		runs, c, l, rs, float64(rs)/float64(c), h, cold, restore, strings.Join(pl, ", "))
+	b.ReportMetric(float64(c.Microseconds())/1000, "cold-http-ms")
+	b.ReportMetric(float64(rs.Microseconds())/1000, "restore-http-ms")
+	b.ReportMetric(float64(rs)/float64(c), "ratio")
+	b.ReportMetric(float64(h.Microseconds())/1000, "vmm-net-ready-ms")
+	if fe := phases["first exit"]; len(fe) > 0 {
+		b.ReportMetric(float64(median(fe).Microseconds())/1000, "restore-first-exit-ms")
+	}
+}
