@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -20,71 +21,97 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// probe is what firstResponse saw.
+type probe struct {
+	body      string
+	at        time.Time // the answer's body read
+	started   time.Time // the answering attempt's start
+	connected time.Time // the first TCP connection accepted (zero if none)
+	refused   int       // attempts refused by the host (nothing listening yet)
+	failed    int       // attempts that connected but got no answer
+}
+
+// describe is p's times from t0 and its attempts.
+func (p probe) describe(t0 time.Time) string {
+	ms := func(t time.Time) time.Duration { return t.Sub(t0).Round(time.Millisecond) }
+	return fmt.Sprintf("answered %v by an attempt started %v; forward first connected %v; %d attempts refused, %d connected without an answer",
+		ms(p.at), ms(p.started), ms(p.connected), p.refused, p.failed)
+}
+
 // firstResponse GETs path through host port port until the guest
-// answers, and returns the answer's body, when it had been read, and
-// when a TCP connection to the host port first succeeded (the user
-// network's forward listening; zero if none did). Attempts overlap:
-// before the guest listens, one may fail at once (nothing listens on
-// the host port yet, or the guest resets the connection) or wait in the
-// user network's forwarder (resolving the guest's address, or
-// retransmitting a SYN the guest dropped), and one waiting must not hold
-// back the next. A new attempt starts every 2% of the time elapsed
-// (between 1 and 50 ms), so that polling neither slows a slow boot (on
-// nested KVM the guest, vmm-net and this client share one CPU) nor adds
-// more than that to a fast one. An answer other than 200 is an error at
-// once, not retried.
-func firstResponse(v *netVM, port int, path string, timeout time.Duration) (body string, at, connected time.Time, err error) {
+// answers. Attempts overlap: before the guest listens, one may fail at
+// once (nothing listens on the host port yet, or the forward's
+// connection to the guest is reset) or wait in the user network's
+// forwarder (resolving the guest's address, or retransmitting a SYN),
+// and one waiting must not hold back the next. A new attempt starts
+// every 2% of the time elapsed (between 1 and 50 ms), so that polling
+// neither slows a slow boot (on nested KVM the guest, vmm-net and this
+// client share one CPU) nor adds more than that to a fast one. An
+// answer other than 200 is an error at once, not retried.
+func firstResponse(v *netVM, port int, path string, timeout time.Duration) (probe, error) {
 	t0 := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	type result struct {
-		body  string
-		at    time.Time
-		err   error
-		fatal bool
+		body        string
+		start, at   time.Time
+		err         error
+		fatal, conn bool
 	}
 	const maxPending = 64
 	results := make(chan result, maxPending)
 	var mu sync.Mutex
-	trace := &httptrace.ClientTrace{ConnectDone: func(_, _ string, err error) {
-		if err == nil {
-			now := time.Now()
-			mu.Lock()
-			if connected.IsZero() {
-				connected = now
-			}
-			mu.Unlock()
-		}
-	}}
+	var p probe
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	url := fmt.Sprintf("http://127.0.0.1:%d%s", port, path)
 	attempt := func() {
+		r := result{start: time.Now()}
+		var conn atomic.Bool // set on the transport's dialing goroutine
+		send := func() {
+			r.conn = conn.Load()
+			results <- r
+		}
+		trace := &httptrace.ClientTrace{ConnectDone: func(_, _ string, err error) {
+			if err == nil {
+				now := time.Now()
+				mu.Lock()
+				if p.connected.IsZero() {
+					p.connected = now
+				}
+				mu.Unlock()
+				conn.Store(true)
+			}
+		}}
 		req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), "GET", url, nil)
 		if err != nil {
-			results <- result{err: err, fatal: true}
+			r.err, r.fatal = err, true
+			send()
 			return
 		}
 		resp, err := client.Do(req)
 		if err != nil {
-			results <- result{err: err}
+			r.err = err
+			send()
 			return
 		}
 		b, err := io.ReadAll(resp.Body)
-		at := time.Now()
+		r.at = time.Now()
 		resp.Body.Close()
 		switch {
 		case err != nil:
-			results <- result{err: err}
+			r.err = err
 		case resp.StatusCode != http.StatusOK:
-			results <- result{err: fmt.Errorf("GET %s: %s %q", path, resp.Status, b), fatal: true}
+			r.err, r.fatal = fmt.Errorf("GET %s: %s %q", path, resp.Status, b), true
 		default:
-			results <- result{body: string(b), at: at}
+			r.body = string(b)
 		}
+		send()
 	}
-	done := func(r result) (string, time.Time, time.Time, error) {
+	done := func(r result) (probe, error) {
 		mu.Lock()
 		defer mu.Unlock()
-		return r.body, r.at, connected, r.err
+		p.body, p.at, p.started = r.body, r.at, r.start
+		return p, r.err
 	}
 	next := time.NewTimer(time.Millisecond)
 	defer next.Stop()
@@ -99,6 +126,11 @@ func firstResponse(v *netVM, port int, path string, timeout time.Duration) (body
 				return done(r)
 			}
 			last = r.err
+			if r.conn {
+				p.failed++
+			} else {
+				p.refused++
+			}
 		case <-next.C:
 			if pending < maxPending {
 				pending++
@@ -266,27 +298,30 @@ func BenchmarkRestoreHTTP(b *testing.B) {
 				}
 			}
 		}()
-		body, at, conn, err := firstResponse(v, port, path, 5*time.Minute)
+		p, err := firstResponse(v, port, path, 5*time.Minute)
 		close(stop)
-		check("cold boot", v, path, body, err)
-		cold = append(cold, at.Sub(t0))
-		coldFwd = append(coldFwd, conn.Sub(t0))
+		check("cold boot", v, path, p.body, err)
+		cold = append(cold, p.at.Sub(t0))
+		coldFwd = append(coldFwd, p.connected.Sub(t0))
+		heardAt := "not seen"
 		select {
 		case h := <-heard:
 			listening = append(listening, h.Sub(t0))
+			heardAt = h.Sub(t0).Round(time.Millisecond).String()
 		case <-time.After(time.Second):
-			b.Logf("cold boot %d: no \"httpd: listening\" line seen", r)
 		}
+		b.Logf("cold boot %d: %s", r, p.describe(t0)+", httpd listening "+heardAt)
 		stopNetVM(v)
 	}
 	restoreOnce := func(r int) {
 		path := fmt.Sprintf("/restore%d", r)
 		t0 := time.Now()
 		v := startNetVM(b, "restore", "--boot-time", store+"@warm")
-		body, at, conn, err := firstResponse(v, port, path, 5*time.Minute)
-		check("restore", v, path, body, err)
-		restore = append(restore, at.Sub(t0))
-		restoreFwd = append(restoreFwd, conn.Sub(t0))
+		p, err := firstResponse(v, port, path, 5*time.Minute)
+		check("restore", v, path, p.body, err)
+		restore = append(restore, p.at.Sub(t0))
+		restoreFwd = append(restoreFwd, p.connected.Sub(t0))
+		b.Logf("restore %d: %s", r, p.describe(t0))
 		stopNetVM(v)
 		// vmm printed its phases before it exited; the reader of its
 		// output may still be taking in the last of them.
