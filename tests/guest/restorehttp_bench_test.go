@@ -146,6 +146,20 @@ func firstResponse(v *netVM, port int, path string, timeout time.Duration) (prob
 	}
 }
 
+// againGet times one more GET of path, on a new connection, once the VM
+// has answered: what the first answer cost beyond a warm one (the
+// forward's first connection to the guest, the server's first request).
+func againGet(b *testing.B, v *netVM, port int, path string) time.Duration {
+	b.Helper()
+	t0 := time.Now()
+	body, err := v.tryGet(port, path, time.Minute)
+	d := time.Since(t0)
+	if err != nil || body != "hello from amber httpd: GET "+path+"\n" {
+		b.Fatalf("GET %s again: %q, %v", path, body, err)
+	}
+	return d
+}
+
 // stopNetVM stops v (SIGTERM: the VM stops, vmm tears it down, vmm-net
 // with it) and waits for vmm to exit.
 func stopNetVM(v *netVM) {
@@ -228,8 +242,9 @@ func startNetHelper(b *testing.B, forward string) time.Duration {
 // and the VM. Also timed: vmm-net started alone (restore waits for it
 // before the guest runs; vmm run boots the guest meanwhile), each VM's
 // forward up to its first accepted connection (vmm-net listening), the
-// cold boot's guest up to httpd's "listening" line on the console, and
-// the restore's phases (vmm restore --boot-time). Medians.
+// cold boot's guest up to httpd's "listening" line on the console, the
+// restore's phases (vmm restore --boot-time), and, outside the clock, a
+// second GET on a new connection after the first answer. Medians.
 func BenchmarkRestoreHTTP(b *testing.B) {
 	needKVM(b)
 	img := image(b, "../../apps/httpd")
@@ -263,7 +278,8 @@ func BenchmarkRestoreHTTP(b *testing.B) {
 
 	// coldFwd and restoreFwd: to the forward's first accepted connection
 	// (vmm-net listening).
-	var cold, coldFwd, listening, restore, restoreFwd, helper []time.Duration
+	// coldAgain and restoreAgain: a second GET, on a new connection.
+	var cold, coldFwd, listening, restore, restoreFwd, helper, coldAgain, restoreAgain []time.Duration
 	phases := map[string][]time.Duration{}
 	var order []string
 	check := func(what string, v *netVM, path, body string, err error) {
@@ -310,7 +326,9 @@ func BenchmarkRestoreHTTP(b *testing.B) {
 			heardAt = h.Sub(t0).Round(time.Millisecond).String()
 		case <-time.After(time.Second):
 		}
-		b.Logf("cold boot %d: %s", r, p.describe(t0)+", httpd listening "+heardAt)
+		again := againGet(b, v, port, path+"/again")
+		coldAgain = append(coldAgain, again)
+		b.Logf("cold boot %d: %s; httpd listening %s; GET again %v", r, p.describe(t0), heardAt, again.Round(time.Millisecond))
 		stopNetVM(v)
 	}
 	restoreOnce := func(r int) {
@@ -321,7 +339,9 @@ func BenchmarkRestoreHTTP(b *testing.B) {
 		check("restore", v, path, p.body, err)
 		restore = append(restore, p.at.Sub(t0))
 		restoreFwd = append(restoreFwd, p.connected.Sub(t0))
-		b.Logf("restore %d: %s", r, p.describe(t0))
+		again := againGet(b, v, port, path+"/again")
+		restoreAgain = append(restoreAgain, again)
+		b.Logf("restore %d: %s; GET again %v", r, p.describe(t0), again.Round(time.Millisecond))
 		stopNetVM(v)
 		// vmm printed its phases before it exited; the reader of its
 		// output may still be taking in the last of them.
@@ -367,8 +387,8 @@ func BenchmarkRestoreHTTP(b *testing.B) {
 	if len(listening) > 0 {
 		l = median(listening)
 	}
-	b.Logf("to the first HTTP response (medians of %d): cold boot %v (forward listening at %v, httpd at %v), restore %v (forward listening at %v): ratio restore/cold %.2f; vmm-net alone to ready %v\n\tcold %v\n\trestore %v\n\trestore phases (medians): %s",
-		runs, c, median(coldFwd), l, rs, median(restoreFwd), float64(rs)/float64(c), h, cold, restore, strings.Join(pl, ", "))
+	b.Logf("to the first HTTP response (medians of %d): cold boot %v (forward listening at %v, httpd at %v), restore %v (forward listening at %v): ratio restore/cold %.2f; a second GET after the first answer: cold %v, restore %v; vmm-net alone to ready %v\n\tcold %v\n\trestore %v\n\trestore phases (medians): %s",
+		runs, c, median(coldFwd), l, rs, median(restoreFwd), float64(rs)/float64(c), median(coldAgain), median(restoreAgain), h, cold, restore, strings.Join(pl, ", "))
 	b.ReportMetric(float64(c.Microseconds())/1000, "cold-http-ms")
 	b.ReportMetric(float64(rs.Microseconds())/1000, "restore-http-ms")
 	b.ReportMetric(float64(rs)/float64(c), "ratio")
