@@ -70,7 +70,7 @@ kvmtest: check-go check-qemu
 # /dev/kvm is missing.
 bench: vmm check-qemu
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./tests/guest/
-	test -e /dev/kvm || $(GO) run ./tools/nestkvm -timeout 60m -bench 'KVM$$|^Benchmark(HelloWall|BootToMain|Getpid)$$'
+	test -e /dev/kvm || $(GO) run ./tools/nestkvm -timeout 90m -bench 'KVM$$|^Benchmark(HelloWall|BootToMain|Getpid|Restore|RestoreHTTP|SnapshotPause|CloneDensity)$$'
 	$(GO) test -run '^$$' -bench . -count 5 -timeout 60m ./objstore/...
 	$(GO) run ./tools/compat -set std
 

@@ -271,7 +271,7 @@ func runScript(want []kvmTests) string {
 		dir := "/tmp/" + strings.ReplaceAll(k.Pkg, "/", "_")
 		flags := "-test.v -test.count=1 -test.timeout=25m -test.run '" + run + "'"
 		if k.Bench {
-			flags = "-test.v -test.timeout=30m -test.run '^$' -test.benchtime 1x -test.bench '" + run + "'"
+			flags = "-test.v -test.timeout=80m -test.run '^$' -test.benchtime 1x -test.bench '" + run + "'"
 		}
 		fmt.Fprintf(&b, "echo 'nestkvm: package %s'\nmkdir -p %s && cd %s && /share/test/%s %s || status=1\n",
 			k.Pkg, dir, dir, testBinary(k.Pkg), flags)
