@@ -64,9 +64,11 @@ const snapshotUsage = `Usage: vmm snapshot --api SOCKET [--stop] NAME
 
 Takes a whole-VM snapshot NAME of the VM serving its control API at SOCKET
 (vmm run --api): vCPU, devices, memory and disk, in one transaction in the
-VM's store (its --disk). The guest pauses for it and continues, or with
---stop the VM stops once the snapshot is committed. vmm restore STORE@NAME
-brings it back.
+VM's store (its --disk). The guest pauses while the snapshot is written
+into the store's transaction and continues; the commit (the store's
+flushes) follows while it runs, and this command returns once it is
+committed, printing both times. With --stop the VM stops once the
+snapshot is committed. vmm restore STORE@NAME brings it back.
 
 Flags:
 `
