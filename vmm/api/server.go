@@ -16,11 +16,10 @@ import (
 	"time"
 )
 
-// Limits of a request, as net/http's server had them for this API: the
-// request line and headers must arrive within headerTimeout (its
-// ReadHeaderTimeout; here the body too, which is at most maxBody), and
-// Close waits closeGrace for requests in progress. Variables so that
-// tests can shorten them.
+// The request line, headers and body must arrive within headerTimeout
+// (net/http's ReadHeaderTimeout was this; it did not bound the body), and
+// Close waits closeGrace for requests in progress (as the Shutdown
+// context did). Variables so that tests can shorten them.
 var (
 	headerTimeout = 10 * time.Second
 	closeGrace    = 5 * time.Second
@@ -28,7 +27,7 @@ var (
 
 const (
 	maxHeader = 16 << 10 // request line and headers, in bytes
-	maxBody   = 64 << 10
+	maxBody   = 64 << 10 // the snapshot request's decoder read at most this
 	// writeTimeout bounds writing a reply to a client that does not read.
 	writeTimeout = 10 * time.Second
 )
@@ -181,8 +180,7 @@ func (s *Server) serveConn(conn net.Conn) {
 		return // timed out, or the client went away: nobody to answer
 	}
 	code, v := s.handle(req)
-	// The request is in the client's hands once it is answered: a
-	// snapshot may take longer than a read timeout.
+	// From the reply, not the request: a snapshot may take longer.
 	conn.SetWriteDeadline(time.Now().Add(writeTimeout))
 	writeReply(conn, req.method, code, v)
 }
