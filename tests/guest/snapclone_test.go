@@ -134,19 +134,7 @@ func TestSnapshotCloneIncremental(t *testing.T) {
 	dir := t.TempDir()
 	store := filepath.Join(dir, "vm.store")
 	c1, c2 := filepath.Join(dir, "c1.store"), filepath.Join(dir, "c2.store")
-	if err := vmm.CreateStoreDisk(store, 16<<20); err != nil {
-		t.Fatal(err)
-	}
-	disk, err := vmm.OpenStoreDisk(store, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pr, pw := io.Pipe()
-	rw := &readyWriter{ready: make(chan struct{})}
-	vm, err := vmm.New(vmm.Config{Image: img, Memory: 256 << 20, Cmdline: []string{"amber.data=off"}, Stdin: pr, Stdout: rw, Disks: []vmm.Disk{{Backend: disk}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	vm, pw, rw := newWaitingVM(t, img, store, 256<<20)
 	s := &snapdirtyVM{t: t, vm: vm, pw: pw, rw: rw, done: make(chan error, 1)}
 	go func() { _, err := vm.Run(); s.done <- err }()
 	select {

@@ -246,19 +246,7 @@ func BenchmarkSnapshotPause(b *testing.B) {
 	}
 	defer img.Close()
 	store := filepath.Join(b.TempDir(), "vm.store")
-	if err := vmm.CreateStoreDisk(store, 16<<20); err != nil {
-		b.Fatal(err)
-	}
-	disk, err := vmm.OpenStoreDisk(store, false)
-	if err != nil {
-		b.Fatal(err)
-	}
-	pr, pw := io.Pipe()
-	rw := &readyWriter{ready: make(chan struct{})}
-	vm, err := vmm.New(vmm.Config{Image: img, Memory: 1 << 30, Cmdline: []string{"amber.data=off"}, Stdin: pr, Stdout: rw, Disks: []vmm.Disk{{Backend: disk}}})
-	if err != nil {
-		b.Fatal(err)
-	}
+	vm, pw, rw := newWaitingVM(b, img, store, 1<<30)
 	defer vm.Close()
 	done := make(chan error, 1)
 	go func() { _, err := vm.Run(); done <- err }()

@@ -313,19 +313,7 @@ func TestSnapshotIncremental(t *testing.T) {
 	}
 	defer img.Close()
 	store := filepath.Join(t.TempDir(), "vm.store")
-	if err := vmm.CreateStoreDisk(store, 16<<20); err != nil {
-		t.Fatal(err)
-	}
-	disk, err := vmm.OpenStoreDisk(store, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pr, pw := io.Pipe()
-	rw := &readyWriter{ready: make(chan struct{})}
-	vm, err := vmm.New(vmm.Config{Image: img, Memory: 256 << 20, Cmdline: []string{"amber.data=off"}, Stdin: pr, Stdout: rw, Disks: []vmm.Disk{{Backend: disk}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	vm, pw, rw := newWaitingVM(t, img, store, 256<<20)
 	done := make(chan error, 1)
 	go func() { _, err := vm.Run(); done <- err }()
 	select {
@@ -469,19 +457,7 @@ func TestSnapshotSizes(t *testing.T) {
 	defer img.Close()
 	for _, mib := range []uint64{256, 2048} {
 		store := filepath.Join(t.TempDir(), "vm.store")
-		if err := vmm.CreateStoreDisk(store, 16<<20); err != nil {
-			t.Fatal(err)
-		}
-		disk, err := vmm.OpenStoreDisk(store, false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pr, pw := io.Pipe()
-		rw := &readyWriter{ready: make(chan struct{})}
-		vm, err := vmm.New(vmm.Config{Image: img, Memory: mib << 20, Cmdline: []string{"amber.data=off"}, Stdin: pr, Stdout: rw, Disks: []vmm.Disk{{Backend: disk}}})
-		if err != nil {
-			t.Fatal(err)
-		}
+		vm, pw, rw := newWaitingVM(t, img, store, mib<<20)
 		done := make(chan error, 1)
 		go func() { _, err := vm.Run(); done <- err }()
 		select {
@@ -543,4 +519,26 @@ func TestSnapshotSizes(t *testing.T) {
 			t.Errorf("%d MiB: restore into a prepared VM: status %d, %v, output %q; want \"got again\\n\" only", mib, status, err, out.String())
 		}
 	}
+}
+
+// newWaitingVM makes a 16 MiB store disk at store and a VM of img with
+// memBytes of memory on it (the data disk off), its stdin the returned
+// pipe and its stdout rw, which signals the guest's "ready": the set-up
+// of the snapshot tests whose guest waits on stdin between steps.
+func newWaitingVM(t testing.TB, img *vmm.Image, store string, memBytes uint64) (*vmm.VM, *io.PipeWriter, *readyWriter) {
+	t.Helper()
+	if err := vmm.CreateStoreDisk(store, 16<<20); err != nil {
+		t.Fatal(err)
+	}
+	disk, err := vmm.OpenStoreDisk(store, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, pw := io.Pipe()
+	rw := &readyWriter{ready: make(chan struct{})}
+	vm, err := vmm.New(vmm.Config{Image: img, Memory: memBytes, Cmdline: []string{"amber.data=off"}, Stdin: pr, Stdout: rw, Disks: []vmm.Disk{{Backend: disk}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return vm, pw, rw
 }
