@@ -98,8 +98,14 @@ func irqchipAndVCPU(kvmFd, vmFd uintptr) (*VCPU, uint64, error) {
 	return c, khz * 1000, nil
 }
 
-// Memory is the guest memory size p was prepared for.
-func (p *Prepared) Memory() uint64 { return p.mem.Size() }
+// Memory is the guest memory size p was prepared for; 0 once a Restore
+// took it or it was closed.
+func (p *Prepared) Memory() uint64 {
+	if p.mem == nil {
+		return 0
+	}
+	return p.mem.Size()
+}
 
 // Close releases a Prepared VM that no Restore took.
 func (p *Prepared) Close() error {

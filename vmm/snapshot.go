@@ -606,6 +606,18 @@ type RestoreConfig struct {
 // the store as it was.
 func Restore(rc RestoreConfig) (_ *VM, err error) {
 	clock := newPhaseClock()
+	// A failed restore releases the VM it was given or was making.
+	prepared := rc.Prepared
+	var making *preparing
+	defer func() {
+		switch {
+		case err == nil:
+		case prepared != nil:
+			prepared.Close()
+		case making != nil:
+			making.discard()
+		}
+	}()
 	clone := rc.Clone != ""
 	dev, made, err := openRestoreStore(&rc)
 	if err != nil {
@@ -646,17 +658,6 @@ func Restore(rc RestoreConfig) (_ *VM, err error) {
 	// The VM (KVM's, its memory slot, irqchip and vCPU) depends only on
 	// the memory's size: it is made beside reading the rest, unless the
 	// caller made it ahead.
-	prepared := rc.Prepared
-	var making *preparing
-	defer func() {
-		switch {
-		case err == nil:
-		case prepared != nil:
-			prepared.Close()
-		case making != nil:
-			making.discard()
-		}
-	}()
 	var diskObj *objstore.Object
 	err = func() error {
 		if meta, err = snapfmt.ReadMeta(tx, rc.Snapshot); err != nil {

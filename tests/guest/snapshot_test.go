@@ -504,6 +504,17 @@ func TestSnapshotSizes(t *testing.T) {
 		if _, err := vmm.Restore(vmm.RestoreConfig{Store: store, Snapshot: "s", Image: img, Prepared: other}); err == nil || !strings.Contains(err.Error(), "prepared VM has") {
 			t.Errorf("%d MiB: restore into a VM prepared with 2 MiB more: %v; want it refused", mib, err)
 		}
+		// Refused or failing early, Restore releases what it was given.
+		early, err := vmm.Prepare(mib << 20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := vmm.Restore(vmm.RestoreConfig{Store: store + ".missing", Snapshot: "s", Image: img, Prepared: early}); err == nil {
+			t.Errorf("%d MiB: restore from a missing store succeeded", mib)
+		}
+		if other.Memory() != 0 || early.Memory() != 0 {
+			t.Errorf("%d MiB: prepared VMs a failed restore was given are not released (%d, %d bytes of memory left)", mib, other.Memory(), early.Memory())
+		}
 		p, err := vmm.Prepare(mib << 20)
 		if err != nil {
 			t.Fatal(err)
