@@ -232,12 +232,7 @@ func TestSnapshotNet(t *testing.T) {
 			t.Fatalf("building vmm-net: %v\n%s", err, out)
 		}
 	}
-	dir := t.TempDir()
-	t.Setenv("XDG_RUNTIME_DIR", dir)
-	store := filepath.Join(dir, "vm.store")
-	if r := run(t, "store", "create", store, "--disk-size", "16M"); r.code != 0 {
-		t.Fatalf("store create: exit %d\n%s", r.code, r.stderr)
-	}
+	dir, store := storeRunDir(t)
 	probe, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -63,16 +63,32 @@ func needNetHelper(t testing.TB) {
 // when t ends.
 func startHTTPDVM(t testing.TB, options ...string) *httpdVM {
 	t.Helper()
+	flags := []string{"--boot-time"}
+	for _, o := range options {
+		flags = append(flags, "--cmdline", o)
+	}
+	v, start := launchHTTPDVM(t, flags...)
+	first, err := firstAnswer(v.base, start, v.done)
+	if err != nil {
+		t.Fatalf("apps/httpd through the forward: %v\nvmm output:\n%s", err, v.out.String())
+	}
+	v.first = first
+	return v
+}
+
+// launchHTTPDVM starts vmm run of apps/httpd with a forward from a free
+// host port to the guest's port 80, the control API and the extra vmm
+// run flags, without waiting for it: the VM and when it was started. It
+// is stopped when t ends, its output logged if t failed.
+func launchHTTPDVM(t testing.TB, flags ...string) (*httpdVM, time.Time) {
+	t.Helper()
 	img := image(t, "../../apps/httpd")
 	needNetHelper(t)
 	port := freePort(t)
 	sock := filepath.Join(t.TempDir(), "api.sock")
 	v := &httpdVM{base: fmt.Sprintf("http://127.0.0.1:%d", port), api: api.NewClient(sock), out: &syncBuf{}, done: make(chan error, 1)}
-	args := []string{"run", "--boot-time", "--timeout", "1800s", "--api", sock,
-		"--net", fmt.Sprintf("user,hostfwd=tcp:127.0.0.1:%d-:80", port)}
-	for _, o := range options {
-		args = append(args, "--cmdline", o)
-	}
+	args := append([]string{"run", "--timeout", "1800s", "--api", sock,
+		"--net", fmt.Sprintf("user,hostfwd=tcp:127.0.0.1:%d-:80", port)}, flags...)
 	v.cmd = exec.Command(vmmBin, append(args, img)...)
 	v.cmd.Stdout, v.cmd.Stderr = v.out, v.out
 	start := time.Now()
@@ -86,12 +102,7 @@ func startHTTPDVM(t testing.TB, options ...string) *httpdVM {
 			t.Logf("vmm output:\n%s", v.out.String())
 		}
 	})
-	first, err := firstAnswer(v.base, start, v.done)
-	if err != nil {
-		t.Fatalf("apps/httpd through the forward: %v\nvmm output:\n%s", err, v.out.String())
-	}
-	v.first = first
-	return v
+	return v, start
 }
 
 // startHTTPDNative runs apps/httpd as a host process on a free loopback

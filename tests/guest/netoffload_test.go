@@ -3,16 +3,10 @@ package guest
 import (
 	"bytes"
 	"crypto/rand"
-	"fmt"
 	"io"
 	"net/http"
-	"os/exec"
-	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
-
-	"github.com/amberos/amber/vmm/api"
 )
 
 // TestNetOffloadKVM: apps/httpd on Amber's virtio-net device and the
@@ -62,32 +56,14 @@ func TestNetOffloadKVM(t *testing.T) {
 }
 
 // startOffloadVM boots apps/httpd as startHTTPDVM does, with env for the
-// program.
+// program, and waits for its first answer patiently.
 func startOffloadVM(t *testing.T, env ...string) *httpdVM {
 	t.Helper()
-	img := image(t, "../../apps/httpd")
-	needNetHelper(t)
-	port := freePort(t)
-	sock := filepath.Join(t.TempDir(), "api.sock")
-	v := &httpdVM{base: fmt.Sprintf("http://127.0.0.1:%d", port), api: api.NewClient(sock), out: &syncBuf{}, done: make(chan error, 1)}
-	args := []string{"run", "--timeout", "1800s", "--api", sock, "--net", fmt.Sprintf("user,hostfwd=tcp:127.0.0.1:%d-:80", port)}
+	var flags []string
 	for _, e := range env {
-		args = append(args, "--env", e)
+		flags = append(flags, "--env", e)
 	}
-	v.cmd = exec.Command(vmmBin, append(args, img)...)
-	v.cmd.Stdout, v.cmd.Stderr = v.out, v.out
-	start := time.Now()
-	if err := v.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { v.done <- v.cmd.Wait() }()
-	t.Cleanup(func() {
-		v.cmd.Process.Signal(syscall.SIGTERM)
-		<-v.done
-		if t.Failed() {
-			t.Logf("vmm output:\n%s", v.out.String())
-		}
-	})
+	v, start := launchHTTPDVM(t, flags...)
 	// One patient attempt at a time: nested on a loaded host a first
 	// answer can take longer than firstAnswer's attempts wait.
 	c := &http.Client{Timeout: time.Minute, Transport: &http.Transport{DisableKeepAlives: true}}

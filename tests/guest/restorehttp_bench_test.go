@@ -253,12 +253,7 @@ func BenchmarkRestoreHTTP(b *testing.B) {
 	if prebuilt != "" {
 		runs = 5 // nested KVM: each VM takes seconds
 	}
-	dir := b.TempDir()
-	b.Setenv("XDG_RUNTIME_DIR", dir)
-	store := filepath.Join(dir, "vm.store")
-	if r := run(b, "store", "create", store, "--disk-size", "16M"); r.code != 0 {
-		b.Fatalf("store create: exit %d\n%s", r.code, r.stderr)
-	}
+	dir, store := storeRunDir(b)
 	sock := filepath.Join(dir, "vm.sock")
 	orig := startNetVM(b, "run", "--disk", store, "--api", sock, "--net", "user,hostfwd=tcp:127.0.0.1:0-:80", img)
 	port := orig.forwardedPort(b)

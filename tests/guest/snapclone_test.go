@@ -25,21 +25,7 @@ import (
 // The base store is unchanged, byte for byte, and fsck-clean.
 func TestSnapshotClone(t *testing.T) {
 	needKVM(t)
-	img := image(t, "./testdata/snapcount")
-	dir := t.TempDir()
-	t.Setenv("XDG_RUNTIME_DIR", dir)
-	store := filepath.Join(dir, "vm.store")
-	if r := run(t, "store", "create", store, "--disk-size", "16M"); r.code != 0 {
-		t.Fatalf("store create: exit %d\n%s", r.code, r.stderr)
-	}
-	sock := filepath.Join(dir, "vm.sock")
-	vm := startVM(t, "run", "--timeout", "600s", "--disk", store, "--api", sock, img, "--", "1000000")
-	vm.waitCount(t, 4)
-	if r := run(t, "snapshot", "--api", sock, "--stop", "warm"); r.code != 0 {
-		t.Fatalf("vmm snapshot: exit %d\n%s", r.code, r.stderr)
-	}
-	cs, _ := vm.rest(t)
-	last := cs[len(cs)-1].n
+	dir, store, last := countingSnapshot(t, 4, "warm")
 	base, err := os.ReadFile(store)
 	if err != nil {
 		t.Fatal(err)

@@ -176,12 +176,7 @@ func TestSnapshotCloneNet(t *testing.T) {
 	needKVM(t)
 	img := image(t, "../../apps/httpd")
 	buildNetHelper(t)
-	dir := t.TempDir()
-	t.Setenv("XDG_RUNTIME_DIR", dir)
-	store := filepath.Join(dir, "vm.store")
-	if r := run(t, "store", "create", store, "--disk-size", "16M"); r.code != 0 {
-		t.Fatalf("store create: exit %d\n%s", r.code, r.stderr)
-	}
+	dir, store := storeRunDir(t)
 	sock := filepath.Join(dir, "vm.sock")
 	orig := startNetVM(t, "run", "--timeout", "600s", "--disk", store, "--api", sock, "--net", "user,hostfwd=tcp:127.0.0.1:0-:80", img)
 	port := orig.forwardedPort(t)

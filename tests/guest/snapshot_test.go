@@ -119,13 +119,8 @@ func (v *liveVM) rest(t *testing.T) ([]countLine, int) {
 func TestSnapshotRestore(t *testing.T) {
 	needKVM(t)
 	img := image(t, "./testdata/snapcount")
-	dir := t.TempDir()
-	store := filepath.Join(dir, "vm.store")
-	if r := run(t, "store", "create", store, "--disk-size", "16M"); r.code != 0 {
-		t.Fatalf("store create: exit %d\n%s", r.code, r.stderr)
-	}
+	dir, store := storeRunDir(t)
 	sock := filepath.Join(dir, "vm.sock")
-	t.Setenv("XDG_RUNTIME_DIR", dir)
 	vm := startVM(t, "run", "--timeout", "600s", "--disk", store, "--api", sock, img, "--", "1000000")
 	before := vm.waitCount(t, 5)
 	if r := run(t, "ps"); r.code != 0 || !strings.Contains(r.stdout, sock) {
@@ -262,12 +257,7 @@ func listed(out, name string) bool {
 func TestGuestSnapshot(t *testing.T) {
 	needKVM(t)
 	img := image(t, "./testdata/snaponce")
-	dir := t.TempDir()
-	t.Setenv("XDG_RUNTIME_DIR", dir)
-	store := filepath.Join(dir, "vm.store")
-	if r := run(t, "store", "create", store, "--disk-size", "16M"); r.code != 0 {
-		t.Fatalf("store create: exit %d\n%s", r.code, r.stderr)
-	}
+	_, store := storeRunDir(t)
 	r := run(t, "run", "--timeout", "300s", "--disk", store, img)
 	if r.code != 0 || !strings.Contains(r.stdout, "restored false state 500500\n") || !strings.Contains(r.stdout, "again: true") {
 		t.Fatalf("vmm run: exit %d; want the call to return false, then a second snapshot refused as existing\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
@@ -552,4 +542,37 @@ func newWaitingVM(t testing.TB, img *vmm.Image, store string, memBytes uint64) (
 		t.Fatal(err)
 	}
 	return vm, pw, rw
+}
+
+// storeRunDir makes a new temporary directory with a store (16 MiB disk)
+// in it, vm.store, and makes the directory the run directory
+// (XDG_RUNTIME_DIR) of the VMs the test starts, so that vmm ps sees only
+// them.
+func storeRunDir(t testing.TB) (dir, store string) {
+	t.Helper()
+	dir = t.TempDir()
+	t.Setenv("XDG_RUNTIME_DIR", dir)
+	store = filepath.Join(dir, "vm.store")
+	if r := run(t, "store", "create", store, "--disk-size", "16M"); r.code != 0 {
+		t.Fatalf("store create: exit %d\n%s", r.code, r.stderr)
+	}
+	return dir, store
+}
+
+// countingSnapshot runs testdata/snapcount on a new store (storeRunDir)
+// with its control API on dir/vm.sock until it has counted to n, and
+// snapshots it as name with --stop: the directory, the store and the
+// last count the VM printed.
+func countingSnapshot(t *testing.T, n int, name string) (dir, store string, last int) {
+	t.Helper()
+	img := image(t, "./testdata/snapcount")
+	dir, store = storeRunDir(t)
+	sock := filepath.Join(dir, "vm.sock")
+	vm := startVM(t, "run", "--timeout", "600s", "--disk", store, "--api", sock, img, "--", "1000000")
+	vm.waitCount(t, n)
+	if r := run(t, "snapshot", "--api", sock, "--stop", name); r.code != 0 {
+		t.Fatalf("vmm snapshot %s: exit %d\n%s", name, r.code, r.stderr)
+	}
+	cs, _ := vm.rest(t)
+	return dir, store, cs[len(cs)-1].n
 }

@@ -30,21 +30,8 @@ import (
 // snapshot still restores.
 func TestSnapshotKill(t *testing.T) {
 	needKVM(t)
-	img := image(t, "./testdata/snapcount")
-	dir := t.TempDir()
-	t.Setenv("XDG_RUNTIME_DIR", dir)
-	store := filepath.Join(dir, "vm.store")
-	if r := run(t, "store", "create", store, "--disk-size", "16M"); r.code != 0 {
-		t.Fatalf("store create: exit %d\n%s", r.code, r.stderr)
-	}
+	dir, store, aCount := countingSnapshot(t, 3, "a")
 	sock := filepath.Join(dir, "vm.sock")
-	vm := startVM(t, "run", "--timeout", "600s", "--disk", store, "--api", sock, img, "--", "1000000")
-	vm.waitCount(t, 3)
-	if r := run(t, "snapshot", "--api", sock, "--stop", "a"); r.code != 0 {
-		t.Fatalf("vmm snapshot a: exit %d\n%s", r.code, r.stderr)
-	}
-	cs, _ := vm.rest(t)
-	aCount := cs[len(cs)-1].n
 
 	// Snapshot c of a restored VM, not killed: it restores and
 	// continues, and its time sets the kill delays'.
@@ -58,7 +45,7 @@ func TestSnapshotKill(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("snapshot c of a restored VM: exit %d\n%s", r.code, r.stderr)
 	}
-	cs, _ = rv.rest(t)
+	cs, _ := rv.rest(t)
 	cCount := cs[len(cs)-1].n
 	seed := time.Now().UnixNano()
 	rng := rand.New(rand.NewSource(seed))
