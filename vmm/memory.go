@@ -123,30 +123,18 @@ func (m *GuestMemory) close() error {
 // untouched. Every other page is anonymous memory never touched: zero,
 // and reading it would only map the zero page, one fault per page.
 func (m *GuestMemory) touchedPages() ([]uint64, error) {
-	f, err := os.Open("/proc/self/pagemap")
+	ps := uint64(os.Getpagesize())
+	bitmap := make([]uint64, (uint64(len(m.mem))/ps+63)/64)
+	err := m.walkPagemap(make([]byte, 8<<16), func(p int, e uint64) {
+		if e&(pmPresent|pmSwapped) != 0 {
+			bitmap[p/64] |= 1 << (p % 64)
+		}
+	})
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	pages := len(m.mem) / os.Getpagesize()
-	bitmap := make([]uint64, (pages+63)/64)
-	const chunk = 1 << 16
-	buf := make([]byte, 8*chunk)
-	first := uintptr(unsafe.Pointer(&m.mem[0])) / uintptr(os.Getpagesize())
-	for p := 0; p < pages; p += chunk {
-		n := min(chunk, pages-p)
-		if _, err := f.ReadAt(buf[:8*n], int64(first+uintptr(p))*8); err != nil {
-			return nil, fmt.Errorf("reading /proc/self/pagemap: %w", err)
-		}
-		for i := range n {
-			const present, swapped = 1 << 63, 1 << 62
-			if binary.LittleEndian.Uint64(buf[8*i:])&(present|swapped) != 0 {
-				bitmap[(p+i)/64] |= 1 << ((p + i) % 64)
-			}
-		}
-	}
 	for _, r := range m.fileRanges {
-		for p := r[0] / uint64(os.Getpagesize()); p < (r[0]+r[1])/uint64(os.Getpagesize()); p++ {
+		for p := r[0] / ps; p < (r[0]+r[1])/ps; p++ {
 			bitmap[p/64] |= 1 << (p % 64)
 		}
 	}
@@ -160,29 +148,46 @@ func (m *GuestMemory) touchedPages() ([]uint64, error) {
 // than smaps: the kernel merges the guest's mapping with neighbouring
 // anonymous ones, whose Rss smaps cannot split.
 func (m *GuestMemory) Resident() (uint64, error) {
+	var n uint64
+	err := m.walkPagemap(make([]byte, 8<<16), func(_ int, e uint64) {
+		if e&pmPresent != 0 {
+			n++
+		}
+	})
+	return n * uint64(os.Getpagesize()), err
+}
+
+// pagemap flags (Documentation/admin-guide/mm/pagemap.rst).
+const (
+	pmPresent   = 1 << 63
+	pmSwapped   = 1 << 62
+	pmFile      = 1 << 61 // a file page or shared anonymous memory
+	pmExclusive = 1 << 56 // mapped exactly once
+)
+
+// walkPagemap calls fn with each page of guest memory (its index) and its
+// /proc/self/pagemap entry, reading len(buf)/8 entries at a time: the
+// caller sizes buf (a measurement of memory reads through a small one).
+func (m *GuestMemory) walkPagemap(buf []byte, fn func(page int, entry uint64)) error {
 	f, err := os.Open("/proc/self/pagemap")
 	if err != nil {
-		return 0, err
+		return err
 	}
 	defer f.Close()
-	pageSize := os.Getpagesize()
-	pages := len(m.mem) / pageSize
-	first := uintptr(unsafe.Pointer(&m.mem[0])) / uintptr(pageSize)
-	const chunk = 1 << 16
-	buf := make([]byte, 8*chunk)
-	var n uint64
+	ps := os.Getpagesize()
+	pages := len(m.mem) / ps
+	first := uintptr(unsafe.Pointer(&m.mem[0])) / uintptr(ps)
+	chunk := len(buf) / 8
 	for p := 0; p < pages; p += chunk {
-		k := min(chunk, pages-p)
-		if _, err := f.ReadAt(buf[:8*k], int64(first+uintptr(p))*8); err != nil {
-			return 0, fmt.Errorf("reading /proc/self/pagemap: %w", err)
+		n := min(chunk, pages-p)
+		if _, err := f.ReadAt(buf[:8*n], int64(first+uintptr(p))*8); err != nil {
+			return fmt.Errorf("reading /proc/self/pagemap: %w", err)
 		}
-		for i := range k {
-			if binary.LittleEndian.Uint64(buf[8*i:])&(1<<63) != 0 {
-				n++
-			}
+		for i := range n {
+			fn(p+i, binary.LittleEndian.Uint64(buf[8*i:]))
 		}
 	}
-	return n * uint64(pageSize), nil
+	return nil
 }
 
 // GuestResident is Resident of the VM's RAM.

@@ -1,11 +1,6 @@
 package vmm
 
-import (
-	"encoding/binary"
-	"fmt"
-	"os"
-	"unsafe"
-)
+import "os"
 
 // A restored VM starts without KVM's dirty log. Registering its memory
 // slot with the log makes KVM allocate a bitmap per page of the slot (a
@@ -26,29 +21,14 @@ import (
 // a superset of those written: an incremental snapshot skips the ones
 // still zero.
 func (m *GuestMemory) privatePages() ([]uint64, error) {
-	f, err := os.Open("/proc/self/pagemap")
+	bitmap := make([]uint64, (len(m.mem)/os.Getpagesize()+63)/64)
+	err := m.walkPagemap(make([]byte, 8<<16), func(p int, e uint64) {
+		if e&pmSwapped != 0 || e&(pmPresent|pmFile) == pmPresent {
+			bitmap[p/64] |= 1 << (p % 64)
+		}
+	})
 	if err != nil {
 		return nil, err
-	}
-	defer f.Close()
-	ps := os.Getpagesize()
-	pages := len(m.mem) / ps
-	bitmap := make([]uint64, (pages+63)/64)
-	const chunk = 1 << 16
-	buf := make([]byte, 8*chunk)
-	first := uintptr(unsafe.Pointer(&m.mem[0])) / uintptr(ps)
-	for p := 0; p < pages; p += chunk {
-		n := min(chunk, pages-p)
-		if _, err := f.ReadAt(buf[:8*n], int64(first+uintptr(p))*8); err != nil {
-			return nil, fmt.Errorf("reading /proc/self/pagemap: %w", err)
-		}
-		for i := range n {
-			const present, swapped, file = 1 << 63, 1 << 62, 1 << 61
-			e := binary.LittleEndian.Uint64(buf[8*i:])
-			if e&swapped != 0 || e&(present|file) == present {
-				bitmap[(p+i)/64] |= 1 << ((p + i) % 64)
-			}
-		}
 	}
 	return bitmap, nil
 }

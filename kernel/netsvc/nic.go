@@ -202,18 +202,29 @@ func startNIC(s *Service) error {
 	return writeResolver(conf)
 }
 
+// addIPv4 gives the interface c's IPv4 address and returns routes with
+// its subnet's route and, if c has one, the default route through the
+// gateway.
+func addIPv4(st *stack.Stack, c NetConfig, routes []tcpip.Route) ([]tcpip.Route, error) {
+	a := tcpip.ProtocolAddress{Protocol: ipv4.ProtocolNumber, AddressWithPrefix: tcpip.AddressWithPrefix{
+		Address: tcpip.AddrFrom4(c.Addr.Addr().As4()), PrefixLen: c.Addr.Bits()}}
+	if err := st.AddProtocolAddress(ethNIC, a, stack.AddressProperties{}); err != nil {
+		return nil, fmt.Errorf("address %v: %v", c.Addr, err)
+	}
+	routes = append(routes, tcpip.Route{Destination: a.AddressWithPrefix.Subnet(), NIC: ethNIC})
+	if c.Gateway.IsValid() {
+		routes = append(routes, tcpip.Route{Destination: header.IPv4EmptySubnet, Gateway: tcpip.AddrFrom4(c.Gateway.As4()), NIC: ethNIC})
+	}
+	return routes, nil
+}
+
 // configure gives the interface its addresses and routes.
 func configure(st *stack.Stack, c NetConfig) error {
 	routes := st.GetRouteTable()
 	if c.Addr.IsValid() {
-		a := tcpip.ProtocolAddress{Protocol: ipv4.ProtocolNumber, AddressWithPrefix: tcpip.AddressWithPrefix{
-			Address: tcpip.AddrFrom4(c.Addr.Addr().As4()), PrefixLen: c.Addr.Bits()}}
-		if err := st.AddProtocolAddress(ethNIC, a, stack.AddressProperties{}); err != nil {
-			return fmt.Errorf("address %v: %v", c.Addr, err)
-		}
-		routes = append(routes, tcpip.Route{Destination: a.AddressWithPrefix.Subnet(), NIC: ethNIC})
-		if c.Gateway.IsValid() {
-			routes = append(routes, tcpip.Route{Destination: header.IPv4EmptySubnet, Gateway: tcpip.AddrFrom4(c.Gateway.As4()), NIC: ethNIC})
+		var err error
+		if routes, err = addIPv4(st, c, routes); err != nil {
+			return err
 		}
 	}
 	if c.Addr6.IsValid() {

@@ -9,7 +9,6 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
@@ -111,14 +110,9 @@ func (n *nic) readdress(c NetConfig) error {
 		}
 		routes = append(routes, r)
 	}
-	a := tcpip.ProtocolAddress{Protocol: ipv4.ProtocolNumber, AddressWithPrefix: tcpip.AddressWithPrefix{
-		Address: tcpip.AddrFrom4(c.Addr.Addr().As4()), PrefixLen: c.Addr.Bits()}}
-	if err := st.AddProtocolAddress(ethNIC, a, stack.AddressProperties{}); err != nil {
-		return fmt.Errorf("address %v: %v", c.Addr, err)
-	}
-	routes = append(routes, tcpip.Route{Destination: a.AddressWithPrefix.Subnet(), NIC: ethNIC})
-	if c.Gateway.IsValid() {
-		routes = append(routes, tcpip.Route{Destination: header.IPv4EmptySubnet, Gateway: tcpip.AddrFrom4(c.Gateway.As4()), NIC: ethNIC})
+	routes, err := addIPv4(st, c, routes)
+	if err != nil {
+		return err
 	}
 	st.SetRouteTable(routes)
 	return nil
