@@ -1011,8 +1011,10 @@ type Metrics struct {
 	Paused      bool           `json:"paused"`
 	Exits       map[string]int `json:"exits"`
 	ResidentRAM int64          `json:"residentBytes"` // the VMM process's resident memory (guest pages touched included)
-	// GuestResident is the guest RAM resident in the VMM process: the
-	// pages the guest (or the VMM for it) touched.
+	// GuestResident is the part of ResidentRAM that is guest RAM
+	// (VM.GuestRSS): the pages the guest (or the VMM for it) wrote and
+	// those mapped from a file. Pages only read map the host's shared
+	// zero page, which RSS does not count.
 	GuestResident uint64         `json:"guestResidentBytes"`
 	Devices       map[string]any `json:"devices"`
 }
@@ -1035,7 +1037,7 @@ func (vm *VM) Metrics() Metrics {
 			m.Exits[fmt.Sprint("hc", nr)] = int(n)
 		}
 	}
-	if n, err := vm.mem.Resident(); err == nil {
+	if n, err := vm.GuestRSS(); err == nil {
 		m.GuestResident = n
 	}
 	if b, err := os.ReadFile("/proc/self/statm"); err == nil {
